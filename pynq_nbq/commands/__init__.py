@@ -1,0 +1,1 @@
+"""Subcommands of ``nbq``; see :mod:`pynq_nbq.cli`."""
