@@ -1,0 +1,129 @@
+"""Datasets, read from local files only (no downloads at run time).
+
+Images come back as uint8 arrays (N, C, H, W) with int64 labels; normalisation
+and augmentation happen on torch tensors in :mod:`host_train.train`.
+
+* ``fashion-mnist``: gzip idx files, from ``--data-dir`` or the Debian package
+  ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist/``).
+* ``digits``: scikit-learn's bundled 8x8 digits (1,797 images, values 0..16 scaled
+  to 0..255), split 1,347 train / 450 test with a fixed permutation.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+FASHION_DIRS = ("/usr/share/datasets/fashion-mnist",)
+FASHION_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
+DATASETS = ("fashion-mnist", "digits")
+
+
+class DatasetMissing(FileNotFoundError):
+    """A dataset's files are not on this machine; the message says how to get them."""
+
+
+@dataclass
+class Dataset:
+    """A split dataset: uint8 images (N, C, H, W), int64 labels, class names,
+    and the per-channel mean/std (of pixels scaled to 0..1) of the training split."""
+
+    name: str
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    classes: list[str]
+    mean: list[float]
+    std: list[float]
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read a (optionally gzip-compressed) idx file into a uint8 array."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise ValueError(f"{path}: not an unsigned-byte idx file")
+    ndim = data[3]
+    dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(dims)):
+        raise ValueError(f"{path}: expected {int(np.prod(dims))} bytes of data, got {body.size}")
+    return body.reshape(dims)
+
+
+def _find_fashion(data_dir: str | None) -> Path:
+    candidates = [Path(data_dir)] if data_dir else [Path(d) for d in FASHION_DIRS]
+    for d in candidates:
+        if (d / "train-images-idx3-ubyte.gz").exists() or (d / "train-images-idx3-ubyte").exists():
+            return d
+    where = ", ".join(str(c) for c in candidates)
+    raise DatasetMissing(
+        f"Fashion-MNIST not found in {where}. Install it with "
+        "'apt-get install dataset-fashion-mnist' (Debian) or pass --data-dir DIR holding "
+        "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz "
+        "and t10k-labels-idx1-ubyte.gz."
+    )
+
+
+def _idx(d: Path, stem: str) -> np.ndarray:
+    p = d / f"{stem}.gz"
+    return read_idx(p if p.exists() else d / stem)
+
+
+def _stats(x: np.ndarray) -> tuple[list[float], list[float]]:
+    xf = x.astype(np.float64) / 255.0
+    return xf.mean(axis=(0, 2, 3)).tolist(), xf.std(axis=(0, 2, 3)).tolist()
+
+
+def load_fashion_mnist(data_dir: str | None = None) -> Dataset:
+    d = _find_fashion(data_dir)
+    tx = _idx(d, "train-images-idx3-ubyte")[:, None]
+    ty = _idx(d, "train-labels-idx1-ubyte").astype(np.int64)
+    vx = _idx(d, "t10k-images-idx3-ubyte")[:, None]
+    vy = _idx(d, "t10k-labels-idx1-ubyte").astype(np.int64)
+    mean, std = _stats(tx)
+    return Dataset("fashion-mnist", tx, ty, vx, vy, list(FASHION_CLASSES), mean, std)
+
+
+def load_digits() -> Dataset:
+    from sklearn.datasets import load_digits as sk_digits
+
+    d = sk_digits()
+    x = np.clip(np.round(d.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)[:, None]
+    y = d.target.astype(np.int64)
+    perm = np.random.RandomState(0).permutation(len(y))
+    x, y = x[perm], y[perm]
+    tx, ty, vx, vy = x[:1347], y[:1347], x[1347:], y[1347:]
+    mean, std = _stats(tx)
+    return Dataset("digits", tx, ty, vx, vy, [str(i) for i in range(10)], mean, std)
+
+
+def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
+    """Load a dataset by name (see :data:`DATASETS`)."""
+    if name == "fashion-mnist":
+        return load_fashion_mnist(data_dir)
+    if name == "digits":
+        return load_digits()
+    raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")

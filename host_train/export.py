@@ -1,0 +1,459 @@
+"""Export a trained checkpoint to a model bundle of the integer datapath.
+
+Steps: trace the model with torch.fx (power-of-two layers are leaves), fuse
+conv/linear + batch norm (+ ReLU) (+ 2x2 max-pool) into datapath layers, run
+calibration images through the float fake-quant model to choose every tensor's
+fixed-point format, fold batch norm into integer requantisation, write the bundle
+(``pynq_nbq.bundle.save_bundle``), then run the numpy engine on report images
+and compare every tensor with the torch model (SQNR, saturation).
+
+``svpe`` needs a power-of-two checkpoint (its weights become n-bit codes);
+``vpe`` takes any checkpoint and stores the weights the model evaluates with as
+int16 with a per-layer power-of-two exponent (the paper's 16-bit baseline).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.fx
+from torch import nn
+
+from pynq_nbq import datapath as dp
+from pynq_nbq.bundle import Bundle, load_bundle, save_bundle
+from pynq_nbq.engine import Engine
+
+from . import layers as L
+from . import quant
+from .data import load_dataset
+from .train import load_checkpoint, model_from_checkpoint, normalise
+
+#: fractional-bit headroom over the calibration maximum (x2 = one spare bit)
+HEADROOM = 2.0
+
+
+class ExportError(ValueError):
+    """The model cannot be expressed in the datapath; the message says why."""
+
+
+class _Tracer(torch.fx.Tracer):
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        if isinstance(m, L.PowerOfTwoMixin):
+            return True
+        return super().is_leaf_module(m, qualname)
+
+
+@dataclass
+class _Layer:
+    """A datapath layer under construction."""
+
+    name: str
+    op: str
+    inputs: list[str]
+    output: str  # fx node name of the tensor the layer produces
+    attrs: dict
+    module: nn.Module | None = None
+    bn: nn.Module | None = None
+
+
+def _users(node: torch.fx.Node) -> list[torch.fx.Node]:
+    return list(node.users)
+
+
+def _single_user(node, pred) -> torch.fx.Node | None:
+    us = _users(node)
+    return us[0] if len(us) == 1 and pred(us[0]) else None
+
+
+def fuse_graph(gm: torch.fx.GraphModule) -> tuple[list[_Layer], str, str]:
+    """Datapath layers of a traced model: (layers, input node name, output node name)."""
+    mods = dict(gm.named_modules())
+
+    def is_mod(n, cls):
+        return n.op == "call_module" and isinstance(mods[n.target], cls)
+
+    def is_relu(n):
+        return is_mod(n, nn.ReLU) or (
+            n.op == "call_function" and n.target in (torch.relu, torch.nn.functional.relu)
+        )
+
+    def is_pool2(n):
+        if not is_mod(n, nn.MaxPool2d):
+            return False
+        p = mods[n.target]
+        k = p.kernel_size if isinstance(p.kernel_size, int) else p.kernel_size[0]
+        s = p.stride if isinstance(p.stride, int) else p.stride[0]
+        pad = p.padding if isinstance(p.padding, int) else p.padding[0]
+        return k == 2 and s == 2 and pad == 0 and not p.ceil_mode
+
+    alias: dict[str, str] = {}  # fx node -> tensor that holds its value
+    consumed: set[str] = set()
+    layers: list[_Layer] = []
+    inp = out = None
+
+    def src(n) -> str:
+        return alias.get(n.name, n.name)
+
+    for node in gm.graph.nodes:
+        if node.name in consumed:
+            continue
+        if node.op == "placeholder":
+            if inp is not None:
+                raise ExportError("the model must take exactly one input")
+            inp = node.name
+            continue
+        if node.op == "output":
+            out = src(node.args[0])
+            continue
+        if node.op == "call_module" and isinstance(mods[node.target], L.PowerOfTwoMixin):
+            m = mods[node.target]
+            is_conv = isinstance(m, nn.Conv2d)
+            bn_cls = nn.BatchNorm2d if is_conv else nn.BatchNorm1d
+            bn = _single_user(node, lambda u: is_mod(u, bn_cls))
+            if bn is None:
+                raise ExportError(
+                    f"{node.target}: a batch norm must follow every "
+                    "power-of-two layer (and be its only user)"
+                )
+            last = bn
+            consumed.add(bn.name)
+            relu = _single_user(last, is_relu)
+            if relu is not None:
+                consumed.add(relu.name)
+                last = relu
+            attrs: dict = {"relu": relu is not None}
+            if is_conv:
+                pool = _single_user(last, is_pool2)
+                if pool is not None:
+                    consumed.add(pool.name)
+                    last = pool
+                attrs.update(
+                    kernel=m.kernel_size[0],
+                    stride=m.stride[0],
+                    padding=m.padding[0],
+                    groups=m.groups,
+                    pool=2 if pool is not None else 0,
+                )
+            layers.append(
+                _Layer(
+                    node.target,
+                    "conv" if is_conv else "linear",
+                    [src(node.args[0])],
+                    last.name,
+                    attrs,
+                    m,
+                    mods[bn.target],
+                )
+            )
+            continue
+        if node.op == "call_function" and node.target in (operator.add, torch.add):
+            args = [a for a in node.args if isinstance(a, torch.fx.Node)]
+            if len(args) != 2 or len(node.args) != 2:
+                raise ExportError(f"{node.name}: only tensor + tensor additions are supported")
+            relu = _single_user(node, is_relu)
+            last = node
+            if relu is not None:
+                consumed.add(relu.name)
+                last = relu
+            layers.append(
+                _Layer(
+                    node.name, "add", [src(a) for a in args], last.name, {"relu": relu is not None}
+                )
+            )
+            continue
+        if node.op == "call_function" and node.target is torch.cat:
+            tensors = node.args[0]
+            dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
+            if dim != 1:
+                raise ExportError(f"{node.name}: only channel concatenation (dim=1) is supported")
+            layers.append(_Layer(node.name, "concat", [src(a) for a in tensors], node.name, {}))
+            continue
+        if is_mod(node, nn.MaxPool2d):
+            p = mods[node.target]
+            k = p.kernel_size if isinstance(p.kernel_size, int) else p.kernel_size[0]
+            s = p.stride if isinstance(p.stride, int) else p.stride[0]
+            pad = p.padding if isinstance(p.padding, int) else p.padding[0]
+            if pad or p.ceil_mode or p.dilation not in (1, (1, 1)):
+                raise ExportError(f"{node.target}: max-pool padding/ceil/dilation unsupported")
+            layers.append(
+                _Layer(
+                    node.target,
+                    "maxpool",
+                    [src(node.args[0])],
+                    node.name,
+                    {"kernel": k, "stride": s},
+                )
+            )
+            continue
+        if is_mod(node, nn.AdaptiveAvgPool2d):
+            if mods[node.target].output_size not in (1, (1, 1)):
+                raise ExportError(f"{node.target}: only global average pooling is supported")
+            layers.append(_Layer(node.target, "gap", [src(node.args[0])], node.name, {}))
+            flat = _single_user(
+                node,
+                lambda u: (
+                    is_mod(u, nn.Flatten) or (u.op == "call_function" and u.target is torch.flatten)
+                ),
+            )
+            if flat is not None:  # gap already yields [C]
+                consumed.add(flat.name)
+                alias[flat.name] = node.name
+            continue
+        if is_mod(node, nn.Flatten) or (
+            node.op == "call_function" and node.target is torch.flatten
+        ):
+            layers.append(_Layer(node.name, "flatten", [src(node.args[0])], node.name, {}))
+            continue
+        if is_mod(node, nn.Dropout) or is_mod(node, nn.Identity):
+            alias[node.name] = src(node.args[0])
+            continue
+        what = (
+            node.target
+            if node.op == "call_module"
+            else getattr(node.target, "__name__", node.target)
+        )
+        if is_relu(node):
+            raise ExportError(f"{node.name}: a ReLU must directly follow a batch norm or an add")
+        raise ExportError(f"{node.name}: operation {what!r} ({node.op}) has no datapath form")
+    if inp is None or out is None:
+        raise ExportError("the traced model has no input or output")
+    return layers, inp, out
+
+
+def _record(gm: torch.fx.GraphModule, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every node's output on input x (eval mode)."""
+    vals: dict[str, torch.Tensor] = {}
+
+    class Rec(torch.fx.Interpreter):
+        def run_node(self, n):
+            v = super().run_node(n)
+            if isinstance(v, torch.Tensor):
+                vals[n.name] = v.detach()
+            return v
+
+    with torch.no_grad():
+        Rec(gm).run(x)
+    return vals
+
+
+def _weights_for(layer: _Layer, datapath: str) -> tuple[np.ndarray, int, int]:
+    """(integer weight array, weight_exp e_w, weight_bits) of a conv/linear layer."""
+    m = layer.module
+    if datapath == "svpe":
+        if m.method == "float":
+            raise ExportError(
+                f"{layer.name}: svpe needs a power-of-two checkpoint "
+                "(this one was trained as float; export it as vpe)"
+            )
+        q, e = m.staircase()
+        n = m.n_bits
+        codes = quant.codes_from_staircase(q, e, n)
+        r = dp.levels_per_side(n) if n > 1 else 1
+        return codes.numpy().astype(np.int8), int(e - (r - 1)), n
+    w = m.effective_weight() if m.method != "float" else m.weight
+    w = w.detach().double().numpy()
+    mx = float(np.abs(w).max())
+    e_w = 0 if mx == 0 else math.ceil(math.log2(mx / dp.VPE_WEIGHT_MAX))
+    ints = np.clip(np.floor(w * 2.0**-e_w + 0.5), dp.VPE_WEIGHT_MIN, dp.VPE_WEIGHT_MAX)
+    return ints.astype(np.int16), int(e_w), dp.VPE_WEIGHT_BITS
+
+
+def _bn_affine(bn: nn.Module) -> tuple[np.ndarray, np.ndarray]:
+    var = bn.running_var.double().numpy()
+    mean = bn.running_mean.double().numpy()
+    g = bn.weight.double().detach().numpy() if bn.affine else np.ones_like(var)
+    b = bn.bias.double().detach().numpy() if bn.affine else np.zeros_like(var)
+    scale = g / np.sqrt(var + bn.eps)
+    return scale, b - mean * scale
+
+
+def _shape(t: torch.Tensor) -> list[int]:
+    return list(t.shape[1:])
+
+
+def export(
+    ckpt_path: str,
+    out_path: str,
+    datapath: str = "svpe",
+    calib_images: int = 512,
+    report_images: int = 256,
+    data_dir: str | None = None,
+    name: str | None = None,
+    log=print,
+) -> tuple[Bundle, dict]:
+    """Export ``ckpt_path`` to a bundle at ``out_path``; returns (bundle, report)."""
+    if datapath not in ("svpe", "vpe"):
+        raise ExportError(f"datapath must be 'svpe' or 'vpe', got {datapath!r}")
+    ck = load_checkpoint(ckpt_path)
+    model, cfg = model_from_checkpoint(ck)
+    if cfg.act_bits:
+        raise ExportError(
+            "models with quantized activations (--act-bits) cannot be exported: "
+            "the datapath's activations are 16-bit fixed point"
+        )
+    ds = load_dataset(ck["dataset"], data_dir or cfg.data_dir)
+    mean, std = ck["mean"], ck["std"]
+    gm = torch.fx.GraphModule(model, _Tracer().trace(model))
+    gm.eval()
+    fused, inp, outp = fuse_graph(gm)
+
+    # calibration: first images of a fixed permutation of the training split
+    perm = np.random.RandomState(1234).permutation(len(ds.train_y))
+    calib = normalise(torch.from_numpy(ds.train_x[np.sort(perm[:calib_images])].copy()), mean, std)
+    vals = _record(gm, calib)
+    c, h, w = ck["input_shape"]
+    lo = (0.0 - np.array(mean)) / np.array(std)
+    hi = (1.0 - np.array(mean)) / np.array(std)
+    in_max = float(max(np.abs(lo).max(), np.abs(hi).max()))
+    tensors: dict[str, dict] = {"input": {"shape": [c, h, w], "frac": dp.choose_frac(in_max)}}
+    rename = {inp: "input"}
+    for lay in fused:
+        t = vals[lay.output]
+        tname = lay.name.replace(".", "_")
+        rename[lay.output] = tname
+        shape = _shape(t)[:1] if lay.op == "gap" else _shape(t)
+        tensors[tname] = {"shape": shape, "frac": dp.choose_frac(float(t.abs().max()), HEADROOM)}
+
+    arrays: dict[str, np.ndarray] = {}
+    layers: list[dict] = []
+    for lay in fused:
+        tname = rename[lay.output]
+        ins = [rename[i] for i in lay.inputs]
+        entry = {
+            "name": lay.name,
+            "op": lay.op,
+            "inputs": ins,
+            "output": tname,
+            "in_shape": tensors[ins[0]]["shape"],
+            "out_shape": tensors[tname]["shape"],
+            **lay.attrs,
+        }
+        if lay.op in ("conv", "linear"):
+            ints, e_w, bits = _weights_for(lay, datapath)
+            fan_in = int(np.prod(ints.shape[1:]))
+            max_w = dp.max_abs_weight(datapath, bits)
+            acc_bits = dp.accumulator_bits(fan_in, max_w)
+            if acc_bits > dp.ACC_BITS:
+                raise ExportError(
+                    f"{lay.name}: worst-case accumulator needs {acc_bits} bits "
+                    f"> {dp.ACC_BITS} (fan-in {fan_in}); refusing to export"
+                )
+            scale, offset = _bn_affine(lay.bn)
+            f_in = tensors[ins[0]]["frac"]
+            acc_max = fan_in * (1 << (dp.ACT_BITS - 1)) * max_w
+            mult, bias, shift = dp.fold_requant(
+                scale, offset, e_w - f_in, tensors[tname]["frac"], acc_max
+            )
+            key = lay.name
+            arrays.update(
+                {
+                    f"{key}.weights": ints,
+                    f"{key}.mult": mult,
+                    f"{key}.bias": bias,
+                    f"{key}.shift": shift,
+                }
+            )
+            entry.update(
+                weight_bits=bits,
+                weight_exp=e_w,
+                acc_bits=acc_bits,
+                arrays={r: f"{key}.{r}" for r in ("weights", "mult", "bias", "shift")},
+            )
+        layers.append(entry)
+
+    manifest = {
+        "name": name or Path(out_path).name,
+        "datapath": datapath,
+        "weight_bits": (ck["config"]["bits"] if datapath == "svpe" else dp.VPE_WEIGHT_BITS),
+        "classes": list(ck["classes"]),
+        "input": {
+            "tensor": "input",
+            "channels": c,
+            "height": h,
+            "width": w,
+            "mode": "L" if c == 1 else "RGB",
+            "mean": list(mean),
+            "std": list(std),
+            "resize": "stretch",
+            "invert": False,
+        },
+        "tensors": tensors,
+        "layers": layers,
+        "output": rename[outp],
+        "provenance": {
+            "checkpoint": Path(ckpt_path).name,
+            "dataset": ck["dataset"],
+            "method": cfg.method,
+            "rule": cfg.rule,
+            "epochs": cfg.epochs,
+            "seed": cfg.seed,
+            "calibration_images": calib_images,
+            "headroom": HEADROOM,
+            "tool": "pynq-nbq export",
+        },
+    }
+    if datapath == "svpe":
+        bits_used = {ly["weight_bits"] for ly in layers if "weight_bits" in ly}
+        if len(bits_used) > 1:
+            manifest["weight_bits"] = max(bits_used)
+    bundle = save_bundle(manifest, arrays, out_path)
+    bundle = load_bundle(out_path)
+    report = layer_report(bundle, gm, rename, ds.train_x[np.sort(perm[-report_images:])], mean, std)
+    _print_report(report, log)
+    return bundle, report
+
+
+def layer_report(bundle: Bundle, gm, rename: dict, images_u8: np.ndarray, mean, std) -> dict:
+    """Per layer: weight-level histogram, saturation rate, SQNR (dB) of the engine's
+    tensor against the torch fake-quant model's on the same images."""
+    x = normalise(torch.from_numpy(images_u8.copy()), mean, std)
+    ref = _record(gm, x)
+    eng = Engine(bundle, "numpy")
+    _, env = eng.run(eng.quantize_input(x.numpy()), keep=True)
+    back = {v: k for k, v in rename.items()}
+    rows = []
+    for layer in bundle.layers:
+        t = layer["output"]
+        r = ref[back[t]].double().numpy().reshape(env[t].shape[0], -1)
+        e = eng.dequantize(t, env[t]).reshape(len(r), -1)
+        q = env[t].astype(np.int64)
+        noise = float(((r - e) ** 2).sum())
+        sqnr = float("inf") if noise == 0 else 10 * math.log10(float((r**2).sum()) / noise)
+        row = {
+            "name": layer["name"],
+            "op": layer["op"],
+            "frac": bundle.tensors[t]["frac"],
+            "saturation_rate": float(((q == dp.ACT_MAX) | (q == dp.ACT_MIN)).mean()),
+            "sqnr_db": sqnr,
+        }
+        if layer["op"] in ("conv", "linear"):
+            w = bundle.arrays[layer["arrays"]["weights"]]
+            vals, counts = np.unique(w, return_counts=True)
+            row["weight_histogram"] = {int(v): int(n) for v, n in zip(vals, counts)}
+            row["acc_bits"] = layer["acc_bits"]
+        rows.append(row)
+    logits_ref = ref[back[bundle.manifest["output"]]].numpy().reshape(len(images_u8), -1)
+    logits_eng = env[bundle.manifest["output"]]
+    agree = float((logits_ref.argmax(1) == logits_eng.argmax(1)).mean())
+    return {"layers": rows, "top1_agreement": agree, "images": int(len(images_u8))}
+
+
+def _print_report(report: dict, log) -> None:
+    log(f"{'layer':22s} {'op':8s} {'frac':>4s} {'acc':>4s} {'sat %':>7s} {'SQNR dB':>8s}  levels")
+    for r in report["layers"]:
+        hist = " ".join(f"{k}:{v}" for k, v in r.get("weight_histogram", {}).items())
+        if len(hist) > 60:
+            hist = f"{len(r['weight_histogram'])} distinct values"
+        log(
+            f"{r['name']:22s} {r['op']:8s} {r['frac']:4d} {r.get('acc_bits', ''):>4} "
+            f"{100 * r['saturation_rate']:7.3f} {r['sqnr_db']:8.1f}  {hist}"
+        )
+    log(
+        f"top-1 agreement engine vs torch on {report['images']} images: "
+        f"{100 * report['top1_agreement']:.2f}%"
+    )

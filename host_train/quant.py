@@ -1,0 +1,237 @@
+"""Quantizer maths of n-BQ-NN: level sets, threshold/scale rules, gradients.
+
+Pure functions on tensors; no modules here (see :mod:`host_train.layers`).
+
+Levels (paper Eq. 4-6): n = 1 gives {-1, +1}; n >= 2 gives {0, +-2**-i},
+i = 0..r-1 with r = 2**(n-1) - 1.  Every layer multiplies its levels by a
+power-of-two scale 2**e, chosen per call by a *rule*:
+
+==========  ===================================  ==========================================
+rule        thresholds between levels            scale 2**e
+==========  ===================================  ==========================================
+authors     the authors' code (3-bit only):      2**round(log2 max|W|)
+            |W| < .02m -> 0, < .07m -> 1/4,
+            < .14m -> 1/2, else 1 (m = max|W|)
+log         rounding in the log domain           e minimising ||W - Q(W)||^2
+            (geometric midpoints; zero below
+            the smallest level / sqrt 2)
+nearest     nearest level in the linear domain   e minimising ||W - Q(W)||^2
+moments     nearest level in the linear domain   e minimising the mismatch of mean and
+                                                 variance of Q(W) against W (Eq. 18)
+==========  ===================================  ==========================================
+
+The scale search tries every integer e from floor(log2 max|W|) - r - 1 to
+floor(log2 max|W|) + 1 (it is cheap: a handful of candidates per layer per step).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+RULES = ("authors", "log", "nearest", "moments")
+SUPPORTED_BITS = (1, 2, 3, 4, 5)
+
+
+def num_magnitudes(n_bits: int) -> int:
+    """r = 2**(n-1) - 1, the number of non-zero magnitudes (n >= 2); 1 for n = 1."""
+    if n_bits not in SUPPORTED_BITS:
+        raise ValueError(f"n_bits must be one of {SUPPORTED_BITS}, got {n_bits}")
+    return 1 if n_bits == 1 else (1 << (n_bits - 1)) - 1
+
+
+def level_set(n_bits: int) -> list[float]:
+    """The paper's levels for n bits, sorted ascending (scale 1)."""
+    r = num_magnitudes(n_bits)
+    mags = [2.0**-i for i in range(r)]
+    if n_bits == 1:
+        return [-1.0, 1.0]
+    return sorted([-m for m in mags] + [0.0] + mags)
+
+
+def _magnitude_index(absw: torch.Tensor, scale: float, n_bits: int, mode: str) -> torch.Tensor:
+    """Index i of the level 2**-i*scale for each |w| (-1 means zero). Int64 tensor."""
+    r = num_magnitudes(n_bits)
+    x = absw / scale
+    if n_bits == 1:
+        return torch.zeros_like(x, dtype=torch.int64)
+    if mode == "log":
+        # round log2(x) to nearest integer; levels 2^0..2^-(r-1); zero below 2^-(r-1)/sqrt2
+        lg = torch.log2(x.clamp_min(1e-30))
+        i = (-lg).round().clamp(0, r - 1).to(torch.int64)
+        zero = x < 2.0 ** -(r - 1) / math.sqrt(2.0)
+    elif mode == "nearest":
+        # thresholds at linear midpoints between adjacent levels (and 2^-(r-1)/2 to zero)
+        lg = torch.log2(x.clamp_min(1e-30))
+        i_hi = torch.floor(-lg).clamp(0, r - 1)  # level just above or equal: 2^-i_hi >= x
+        lo = 2.0 ** -(i_hi + 1)
+        hi = 2.0**-i_hi
+        go_down = (i_hi < r - 1) & (x - lo < hi - x)
+        i = torch.where(go_down, i_hi + 1, i_hi).to(torch.int64)
+        zero = x < 2.0 ** -(r - 1) / 2  # below the midpoint between 0 and the smallest level
+    else:
+        raise ValueError(mode)
+    return torch.where(zero, torch.full_like(i, -1), i)
+
+
+def _apply(w: torch.Tensor, scale: float, n_bits: int, mode: str) -> torch.Tensor:
+    idx = _magnitude_index(w.abs(), scale, n_bits, mode)
+    mag = torch.where(idx < 0, torch.zeros_like(w), scale * torch.pow(2.0, -idx.to(w.dtype)))
+    sign = torch.where(w < 0, -1.0, 1.0).to(w.dtype)
+    return sign * mag
+
+
+def _authors(w: torch.Tensor, n_bits: int) -> tuple[torch.Tensor, int]:
+    if n_bits != 3:
+        raise ValueError("the authors' threshold rule is defined for 3-bit weights only")
+    m = float(w.abs().max())
+    e = 0 if m == 0 else int(round(math.log2(m)))
+    s = 2.0**e
+    a = w.abs()
+    mag = torch.where(
+        a < 0.02 * m,
+        torch.zeros_like(w),
+        torch.where(a < 0.07 * m, s / 4, torch.where(a < 0.14 * m, s / 2, torch.full_like(w, s))),
+    )
+    return torch.where(w < 0, -mag, mag), e
+
+
+def _candidates(w: torch.Tensor, n_bits: int) -> range:
+    m = float(w.abs().max())
+    top = 0 if m == 0 else math.floor(math.log2(m))
+    r = num_magnitudes(n_bits)
+    return range(top - r - 1, top + 2)
+
+
+def quantize(w: torch.Tensor, n_bits: int, rule: str = "nearest") -> tuple[torch.Tensor, int]:
+    """staircase(W): quantized weights and the layer exponent e (levels times 2**e).
+
+    Runs without autograd; the returned tensor has W's shape and dtype and every
+    entry lies in ``level_set(n_bits) * 2**e``.
+    """
+    if rule not in RULES:
+        raise ValueError(f"unknown quantizer rule {rule!r}; choose one of {RULES}")
+    num_magnitudes(n_bits)  # validates n
+    with torch.no_grad():
+        w = w.detach()
+        if float(w.abs().max()) == 0.0:
+            if n_bits == 1:
+                return torch.ones_like(w), 0
+            return torch.zeros_like(w), 0
+        if rule == "authors":
+            return _authors(w, n_bits)
+        mode = "log" if rule == "log" else "nearest"
+        best: tuple[float, torch.Tensor, int] | None = None
+        mean_w, var_w = float(w.mean()), float(w.var(unbiased=False))
+        for e in _candidates(w, n_bits):
+            q = _apply(w, 2.0**e, n_bits, mode)
+            if rule == "moments":
+                dv = float(q.var(unbiased=False)) - var_w
+                dm = float(q.mean()) - mean_w
+                loss = (dv / max(var_w, 1e-30)) ** 2 + dm * dm / max(var_w, 1e-30)
+            else:
+                loss = float(((w - q) ** 2).sum())
+            if best is None or loss < best[0]:
+                best = (loss, q, e)
+        assert best is not None
+        return best[1], best[2]
+
+
+def quantize_to_codes(w: torch.Tensor, n_bits: int, rule: str = "nearest"):
+    """Integer codes of staircase(W): (codes int8 tensor, layer exponent e).
+
+    ``code = sign * m`` with ``m = r - i`` for level ``2**-i`` (m = 0 for zero), so that
+    the integer weight is ``sign * 2**(m-1)`` and ``real = int_weight * 2**(e - (r-1))``
+    (``docs/datapath.md`` section 1).
+    """
+    q, e = quantize(w, n_bits, rule)
+    return codes_from_staircase(q, e, n_bits), e
+
+
+def codes_from_staircase(q: torch.Tensor, e: int, n_bits: int) -> torch.Tensor:
+    """int8 codes of staircase values ``q`` (levels times 2**e); see quantize_to_codes."""
+    r = num_magnitudes(n_bits)
+    with torch.no_grad():
+        a = q.abs() / 2.0**e
+        i = torch.where(a > 0, (-torch.log2(a.clamp_min(1e-30))).round(), torch.full_like(a, r))
+        m = torch.where(a > 0, r - i, torch.zeros_like(a))
+        if n_bits == 1:
+            m = torch.ones_like(a)
+        codes = (torch.sign(q) * m).to(torch.int8)
+        if n_bits == 1:
+            codes = torch.where(q < 0, -1, 1).to(torch.int8)
+    return codes
+
+
+class ReconstructedGradient(torch.autograd.Function):
+    """The paper's blend W~ = (1-a)·staircase(W) + a·W (Eq. 12-17).
+
+    Forward returns W~ given the precomputed staircase(W) ``q``; backward hands
+    ``a × (gradient w.r.t. W~)`` to W (the Dirac terms of d staircase/dW dropped)
+    and nothing to ``q`` or ``a``.
+    """
+
+    @staticmethod
+    def forward(ctx, w: torch.Tensor, q: torch.Tensor, a: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.a = float(a)
+        return (1.0 - a) * q + a * w
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        return ctx.a * grad, None, None
+
+
+class StraightThrough(torch.autograd.Function):
+    """Plain straight-through estimator: forward staircase(W), backward identity."""
+
+    @staticmethod
+    def forward(ctx, w: torch.Tensor, q: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return q.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        return grad, None
+
+
+class ClippedActivationQuant(torch.autograd.Function):
+    """Optional activation staircase (Theorem 3): uniform k-bit levels on [0, 1].
+
+    Forward: ``round(clip(z, 0, 1) * (2**k - 1)) / (2**k - 1)``; backward: the
+    clipped pass-through, gradient kept where ``|z| <= 1`` and zero elsewhere.
+    """
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, bits: int) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(z)
+        steps = (1 << bits) - 1
+        return torch.round(z.clamp(0.0, 1.0) * steps) / steps
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        (z,) = ctx.saved_tensors
+        return grad * (z.abs() <= 1.0).to(grad.dtype), None
+
+
+# --- schedules of a -------------------------------------------------------------------
+A_SCHEDULES = ("authors", "constant", "linear", "cosine")
+
+
+def alpha_at(schedule: str, epoch: int, epochs: int, a0: float = 0.5) -> float:
+    """a for ``epoch`` (0-based) of ``epochs``; the last epoch always gets a = 0.
+
+    authors: a = 1 - (1 - a0)·2**(t/E) (the authors' code: lambda = 1 - a starts at
+    0.5 and doubles over the run); constant: a0; linear: a0 -> 0; cosine: a0 -> 0.
+    """
+    if schedule not in A_SCHEDULES:
+        raise ValueError(f"unknown a-schedule {schedule!r}; choose one of {A_SCHEDULES}")
+    if epoch >= epochs - 1:
+        return 0.0
+    t, e = epoch, max(epochs - 1, 1)
+    if schedule == "authors":
+        return max(0.0, 1.0 - (1.0 - a0) * 2.0 ** (t / epochs))
+    if schedule == "constant":
+        return a0
+    if schedule == "linear":
+        return a0 * (1.0 - t / e)
+    return a0 * 0.5 * (1.0 + math.cos(math.pi * t / e))

@@ -1,0 +1,407 @@
+"""The training loop: float, reconstructed-gradient, STE and INQ training, and
+round-to-nearest post-training quantisation, all in the same code.
+
+A run directory holds:
+
+* ``checkpoint.pt`` - model, optimizer, lr-scheduler state, metrics and config after
+  the last finished epoch (``torch.load(..., weights_only=True)`` reads it);
+  ``--resume`` continues from it bit-identically (data order and augmentation
+  are drawn from a generator seeded by (seed, epoch), not from global state);
+* ``metrics.json`` - one record per epoch (loss, accuracies, a, lr, seconds);
+* ``curves.png`` - loss and accuracy curves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import layers as L
+from . import quant
+from .data import Dataset, load_dataset
+from .models import build_model
+
+TRAIN_METHODS = ("float", "rg", "ste", "inq", "rtn")
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run (saved in the checkpoint)."""
+
+    model: str = "nbq-compact"
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    width: float = 1.0
+    method: str = "rg"
+    bits: int = 3
+    bits_per_layer: dict[str, int] = field(default_factory=dict)
+    rule: str = "nearest"
+    a_schedule: str = "authors"
+    a0: float = 0.5
+    epochs: int = 15
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_schedule: str = "cosine"
+    augment: bool = True
+    flip: bool = True
+    seed: int = 0
+    act_bits: int = 0
+    init: str | None = None
+    bn_images: int = 1000
+    train_limit: int | None = None
+    inq_fractions: list[float] = field(default_factory=lambda: [0.5, 0.75, 0.875, 1.0])
+    rg_compensate: bool = False
+
+    def validate(self) -> None:
+        if self.method not in TRAIN_METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {TRAIN_METHODS}")
+        if self.method == "rtn" and not self.init:
+            raise ValueError("method 'rtn' quantizes a trained float model: pass --init CKPT")
+        if self.rule not in quant.RULES:
+            raise ValueError(f"unknown rule {self.rule!r}; choose one of {quant.RULES}")
+        quant.alpha_at(self.a_schedule, 0, max(self.epochs, 1))
+        if self.optimizer not in ("sgd", "adam", "adamw"):
+            raise ValueError("optimizer must be sgd, adam or adamw")
+        if self.lr_schedule not in ("cosine", "step", "constant"):
+            raise ValueError("lr schedule must be cosine, step or constant")
+        if self.epochs < 1 and self.method != "rtn":
+            raise ValueError("epochs must be >= 1")
+
+
+# --- data on tensors -----------------------------------------------------------------
+def normalise(x_u8: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float32 normalised with per-channel mean/std of 0..1 pixels."""
+    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    return (x_u8.float() / 255.0 - m) / s
+
+
+def augment(x: torch.Tensor, gen: torch.Generator, pad: int = 2, flip: bool = True) -> torch.Tensor:
+    """Random crop (zero pad ``pad``) and optional horizontal flip of a normalised batch."""
+    n, _, h, w = x.shape
+    xp = F.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    rows = (dy.view(n, 1) + torch.arange(h).view(1, h)).view(n, 1, h, 1)
+    cols = (dx.view(n, 1) + torch.arange(w).view(1, w)).view(n, 1, 1, w)
+    idx_n = torch.arange(n).view(n, 1, 1, 1)
+    out = xp[idx_n, torch.arange(x.shape[1]).view(1, -1, 1, 1), rows, cols]
+    flips = torch.rand(n, generator=gen) < 0.5
+    if flip:
+        out[flips] = out[flips].flip(-1)
+    return out
+
+
+class ActQuant(nn.Module):
+    """Optional activation quantisation after a ReLU (Theorem 3, clipped pass-through)."""
+
+    def __init__(self, bits: int) -> None:
+        super().__init__()
+        self.bits = bits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return quant.ClippedActivationQuant.apply(x, self.bits)
+
+
+def insert_act_quant(model: nn.Module, bits: int) -> None:
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.ReLU):
+                setattr(parent, name, nn.Sequential(child, ActQuant(bits)))
+
+
+# --- model construction ----------------------------------------------------------------
+def make_model(cfg: TrainConfig, ds_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """The float model of ``cfg`` converted to power-of-two layers (method set)."""
+    model = build_model(cfg.model, num_classes, ds_shape[0], cfg.width)
+    if cfg.act_bits:
+        insert_act_quant(model, cfg.act_bits)
+    bits: int | dict[str, int] = cfg.bits
+    if cfg.bits_per_layer:
+        bits = {"default": cfg.bits, **cfg.bits_per_layer}
+    method = {"rtn": "staircase", "float": "float"}.get(cfg.method, cfg.method)
+    return L.convert(model, bits, cfg.rule, method)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a checkpoint written by :func:`train` (safe: ``weights_only=True``)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / CHECKPOINT
+    if not p.exists():
+        raise FileNotFoundError(f"no checkpoint at {p}")
+    return torch.load(p, map_location="cpu", weights_only=True)
+
+
+def model_from_checkpoint(ckpt: dict) -> tuple[nn.Module, TrainConfig]:
+    cfg = TrainConfig(**ckpt["config"])
+    model = make_model(cfg, tuple(ckpt["input_shape"]), len(ckpt["classes"]))
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    return model, cfg
+
+
+# --- evaluation ------------------------------------------------------------------------
+@torch.no_grad()
+def predict(model: nn.Module, x_u8: np.ndarray, mean, std, batch: int = 500) -> np.ndarray:
+    """Logits (N, classes) as float32 numpy, model in eval mode."""
+    was = model.training
+    model.eval()
+    outs = []
+    for i in range(0, len(x_u8), batch):
+        xb = normalise(torch.from_numpy(np.ascontiguousarray(x_u8[i : i + batch])), mean, std)
+        outs.append(model(xb).numpy())
+    model.train(was)
+    return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
+
+
+def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, mean, std) -> float:
+    return float((predict(model, x, mean, std).argmax(1) == y).mean())
+
+
+@torch.no_grad()
+def reestimate_bn(model: nn.Module, x_u8: np.ndarray, mean, std, batch: int = 200) -> None:
+    """Recompute every batch norm's running statistics on ``x_u8`` (cumulative average),
+    with the weights the model uses at evaluation (pure staircase for quantized layers)."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = {}
+    for bn in bns:
+        bn.reset_running_stats()
+        saved[bn] = bn.momentum
+        bn.momentum = None
+    # forward in train mode for BN, but quantized layers use eval-time weights
+    pow_layers = [m for _, m in L.pow2_layers(model)]
+    model.train()
+    for m in pow_layers:
+        m.train(False)
+    for i in range(0, len(x_u8), batch):
+        model(normalise(torch.from_numpy(np.ascontiguousarray(x_u8[i : i + batch])), mean, std))
+    for bn in bns:
+        bn.momentum = saved[bn]
+    model.eval()
+
+
+# --- training --------------------------------------------------------------------------
+def _optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def _lr_factor(cfg: TrainConfig, epoch: int) -> float:
+    if cfg.lr_schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
+    if cfg.lr_schedule == "step":
+        return 0.1 ** (int(epoch >= 0.5 * cfg.epochs) + int(epoch >= 0.75 * cfg.epochs))
+    return 1.0
+
+
+def _inq_fraction(cfg: TrainConfig, epoch: int) -> float:
+    """Frozen fraction during ``epoch``: stages spread evenly, all frozen at the end."""
+    stages = cfg.inq_fractions
+    per = max(cfg.epochs // len(stages), 1)
+    return stages[min(epoch // per, len(stages) - 1)] if epoch < cfg.epochs - 1 else 1.0
+
+
+def _save_atomic(obj: dict, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train(
+    cfg: TrainConfig,
+    out_dir: str | os.PathLike,
+    resume: bool = False,
+    progress: bool = True,
+    dataset: Dataset | None = None,
+    log=print,
+) -> dict:
+    """Train (or, for ``rtn``, quantize) per ``cfg`` into ``out_dir``; returns the final
+    checkpoint dict. With ``resume`` the run continues from ``out_dir/checkpoint.pt``."""
+    cfg.validate()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ds = dataset or load_dataset(cfg.dataset, cfg.data_dir)
+    train_x, train_y = ds.train_x, ds.train_y
+    if cfg.train_limit:
+        train_x, train_y = train_x[: cfg.train_limit], train_y[: cfg.train_limit]
+    torch.manual_seed(cfg.seed)
+    model = make_model(cfg, ds.input_shape, len(ds.classes))
+    if cfg.init:
+        init = load_checkpoint(cfg.init)
+        missing = model.load_state_dict(init["model"], strict=False)
+        if missing.missing_keys:
+            raise ValueError(f"--init checkpoint lacks {missing.missing_keys[:3]}...")
+
+    base = {
+        "config": dataclasses.asdict(cfg),
+        "classes": list(ds.classes),
+        "input_shape": list(ds.input_shape),
+        "mean": list(ds.mean),
+        "std": list(ds.std),
+        "dataset": ds.name,
+    }
+    if cfg.method == "rtn":
+        return _post_training_quantize(cfg, model, ds, train_x, out, base, log)
+
+    opt = _optimizer(cfg, model)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: _lr_factor(cfg, e))
+    metrics: list[dict] = []
+    start = 0
+    ck_path = out / CHECKPOINT
+    if resume:
+        if not ck_path.exists():
+            raise FileNotFoundError(f"--resume: no checkpoint at {ck_path}")
+        ck = load_checkpoint(ck_path)
+        if ck["config"] != base["config"]:
+            raise ValueError("--resume: the checkpoint was made with a different configuration")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        metrics = list(ck["metrics"])
+        start = int(ck["epoch"])
+        log(f"resuming at epoch {start + 1}/{cfg.epochs}")
+
+    n = len(train_y)
+    ck: dict = {}
+    for epoch in range(start, cfg.epochs):
+        t0 = time.perf_counter()
+        alpha = quant.alpha_at(cfg.a_schedule, epoch, cfg.epochs, cfg.a0)
+        L.set_alpha(model, alpha)
+        if cfg.method == "inq":
+            for _, m in L.pow2_layers(model):
+                m.inq_freeze(_inq_fraction(cfg, epoch))
+        gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+        perm = torch.randperm(n, generator=gen)
+        model.train()
+        tot_loss, tot_ok, seen = 0.0, 0, 0
+        steps = range(0, n, cfg.batch_size)
+        bar = _progress(steps, progress, f"epoch {epoch + 1}/{cfg.epochs}")
+        for i in bar:
+            idx = perm[i : i + cfg.batch_size]
+            xb = normalise(torch.from_numpy(train_x[idx.numpy()]), ds.mean, ds.std)
+            if cfg.augment:
+                xb = augment(xb, gen, pad=max(1, xb.shape[-1] // 14), flip=cfg.flip)
+            yb = torch.from_numpy(train_y[idx.numpy()])
+            logits = model(xb)
+            loss = F.cross_entropy(logits, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.method == "inq":
+                for _, m in L.pow2_layers(model):
+                    if m.weight.grad is not None:
+                        m.weight.grad.mul_(1 - m.inq_mask)
+            if cfg.method == "rg" and cfg.rg_compensate and alpha > 0:
+                # undo the a-scaling of the latent weights' step (lr/a for W only)
+                for _, m in L.pow2_layers(model):
+                    if m.weight.grad is not None:
+                        m.weight.grad.div_(alpha)
+            opt.step()
+            tot_loss += float(loss.detach()) * len(idx)
+            tot_ok += int((logits.argmax(1) == yb).sum())
+            seen += len(idx)
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{tot_loss / seen:.4f}", a=f"{alpha:.3f}")
+        sched.step()
+        train_s = time.perf_counter() - t0
+        test_acc = accuracy(model, ds.test_x, ds.test_y, ds.mean, ds.std)
+        rec = {
+            "epoch": epoch + 1,
+            "alpha": alpha,
+            "lr": opt.param_groups[0]["lr"],
+            "train_loss": tot_loss / seen,
+            "train_acc": tot_ok / seen,
+            "test_acc": test_acc,
+            "epoch_seconds": train_s,
+        }
+        metrics.append(rec)
+        ck = {
+            **base,
+            "epoch": epoch + 1,
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "metrics": metrics,
+        }
+        _save_atomic(ck, ck_path)
+        _write_metrics(out, metrics)
+        log(json.dumps(rec))
+    if not ck:
+        ck = load_checkpoint(ck_path)
+    return ck
+
+
+def _post_training_quantize(cfg, model, ds, train_x, out, base, log) -> dict:
+    """Round-to-nearest quantisation of a trained float model, BN re-estimated."""
+    L.set_method(model, "staircase")
+    before = accuracy(model, ds.test_x, ds.test_y, ds.mean, ds.std)
+    gen = np.random.RandomState(cfg.seed)
+    pick = gen.choice(len(train_x), size=min(cfg.bn_images, len(train_x)), replace=False)
+    reestimate_bn(model, train_x[np.sort(pick)], ds.mean, ds.std)
+    after = accuracy(model, ds.test_x, ds.test_y, ds.mean, ds.std)
+    rec = {"epoch": 0, "test_acc": after, "test_acc_before_bn_reestimate": before}
+    log(json.dumps(rec))
+    ck = {**base, "epoch": 0, "model": model.state_dict(), "metrics": [rec]}
+    _save_atomic(ck, out / CHECKPOINT)
+    _write_metrics(out, [rec])
+    return ck
+
+
+def _progress(it, enabled: bool, desc: str):
+    if not enabled:
+        return it
+    from tqdm import tqdm
+
+    return tqdm(it, desc=desc, leave=False, unit="batch")
+
+
+def _write_metrics(out: Path, metrics: list[dict]) -> None:
+    tmp = out / "metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=1))
+    os.replace(tmp, out / "metrics.json")
+    if len(metrics) and "train_loss" in metrics[0]:
+        plot_curves(metrics, out / "curves.png")
+
+
+def plot_curves(metrics: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [m["epoch"] for m in metrics]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    a1.plot(ep, [m["train_loss"] for m in metrics], label="train loss")
+    a1.set_xlabel("epoch")
+    a1.legend()
+    a2.plot(ep, [100 * m["train_acc"] for m in metrics], label="train acc %")
+    a2.plot(ep, [100 * m["test_acc"] for m in metrics], label="test acc %")
+    a2.set_xlabel("epoch")
+    a2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -1,0 +1,46 @@
+"""Backends run the layers the hardware conv engine takes (contract 3).
+
+A backend has ``name`` and ``run_conv(x, spec) -> y`` with int16 NHWC ``x`` and
+``y`` exactly equal to :func:`pynq_nbq.ops.conv_layer` (x, spec); optionally
+``check_bundle(manifest)`` raising ``ValueError`` when it cannot run a bundle.
+The engine (:mod:`pynq_nbq.engine`) decides what runs where and calls them.
+
+* ``numpy`` - the reference (default on hosts);
+* ``csim``  - the HLS C++ kernel compiled with g++, fed the DMA byte streams;
+* ``fpga``  - the overlay on a ZCU102 through pynq (board only).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from ..ops import ConvSpec
+
+BACKENDS = ("numpy", "csim", "fpga")
+
+
+class Backend(Protocol):
+    name: str
+
+    def run_conv(self, x: np.ndarray, spec: ConvSpec) -> np.ndarray: ...
+
+
+def get_backend(name: str) -> Backend:
+    """A backend by name; raises ValueError naming the choices or what is missing."""
+    if name == "numpy":
+        from .numpy_backend import NumpyBackend
+
+        return NumpyBackend()
+    if name == "csim":
+        from .csim import CsimBackend
+
+        return CsimBackend()
+    if name == "fpga":
+        try:
+            from .fpga import FpgaBackend
+        except ModuleNotFoundError as exc:
+            raise ValueError(f"backend 'fpga' is not available: {exc}") from exc
+        return FpgaBackend()
+    raise ValueError(f"unknown backend {name!r}; choose one of {BACKENDS}")

@@ -1,0 +1,16 @@
+"""The reference backend: the conv engine's layers in numpy (``pynq_nbq.ops``)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ops import ConvSpec, conv_layer
+
+
+class NumpyBackend:
+    """Runs conv-engine layers with :func:`pynq_nbq.ops.conv_layer` on the host CPU."""
+
+    name = "numpy"
+
+    def run_conv(self, x: np.ndarray, spec: ConvSpec) -> np.ndarray:
+        return conv_layer(x, spec)

@@ -1,0 +1,98 @@
+"""``nbq train``: train a power-of-two (or float) network on a workstation (needs torch)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..cli import CommandError
+from ._torch import require_torch
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train an n-bit power-of-two network (needs torch)")
+    p.add_argument("--out", required=True, help="run directory (checkpoint, metrics, curves)")
+    p.add_argument(
+        "--model",
+        default="nbq-compact",
+        help="nbq-compact (28x28, ~22 M MACs), nbq-table1, tiny-resnet",
+    )
+    p.add_argument("--width", type=float, default=1.0, help="width multiplier")
+    p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist or digits")
+    p.add_argument("--data-dir", default=None, help="folder with the dataset's files")
+    p.add_argument("--method", default="rg", help="float, rg, ste, inq, rtn (needs --init)")
+    p.add_argument("--bits", type=int, default=3, help="weight bits n (1..5)")
+    p.add_argument(
+        "--bits-per-layer",
+        default="",
+        help="mixed precision: NAME=BITS,... (names as in the model)",
+    )
+    p.add_argument("--rule", default="nearest", help="authors, log, nearest, moments")
+    p.add_argument("--a-schedule", default="authors", help="authors, constant, linear, cosine")
+    p.add_argument("--a0", type=float, default=0.5, help="initial a of the blend")
+    p.add_argument(
+        "--rg-compensate",
+        action="store_true",
+        help="divide the latent weights' gradient by a (undo the a-scaled step)",
+    )
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--optimizer", default="sgd", help="sgd (momentum, Nesterov), adam, adamw")
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--lr-schedule", default="cosine", help="cosine, step, constant")
+    p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
+    p.add_argument("--act-bits", type=int, default=0, help="optional activation bits (0: off)")
+    p.add_argument("--init", default=None, help="start from this checkpoint (fine-tune / rtn)")
+    p.add_argument("--train-limit", type=int, default=None, help="use the first N images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _bits_map(text: str) -> dict[str, int]:
+    out = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        name, _, bits = item.partition("=")
+        if not bits.isdigit():
+            raise CommandError(f"--bits-per-layer: expected NAME=BITS, got {item!r}")
+        out[name] = int(bits)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    require_torch()
+    from host_train.data import DatasetMissing
+    from host_train.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        model=args.model,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        width=args.width,
+        method=args.method,
+        bits=args.bits,
+        bits_per_layer=_bits_map(args.bits_per_layer),
+        rule=args.rule,
+        a_schedule=args.a_schedule,
+        a0=args.a0,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        lr_schedule=args.lr_schedule,
+        augment=not args.no_augment,
+        seed=args.seed,
+        act_bits=args.act_bits,
+        init=args.init,
+        train_limit=args.train_limit,
+        rg_compensate=args.rg_compensate,
+    )
+    try:
+        ck = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
+    except (ValueError, FileNotFoundError, DatasetMissing) as exc:
+        raise CommandError(str(exc)) from exc
+    last = ck["metrics"][-1] if ck.get("metrics") else {}
+    print(f"done: test accuracy {100 * last.get('test_acc', float('nan')):.2f}% -> {args.out}")
+    return 0

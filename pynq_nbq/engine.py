@@ -1,0 +1,176 @@
+"""The host-side engine: runs a bundle layer by layer, in integers, on a backend.
+
+It decides which layers go to the conv engine (the backend's ``run_conv``) and
+which run on the ARM cores (numpy, :mod:`pynq_nbq.ops`), following
+``docs/datapath.md`` section 3.  Feature maps travel as int16 NHWC arrays.
+
+    engine = Engine(load_bundle(path), backend="numpy")
+    logits_q = engine.run(engine.quantize_input(batch_nchw_float))
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import datapath as dp
+from . import ops
+from .backends import Backend, get_backend
+from .bundle import Bundle
+
+CONV_ENGINE = "conv-engine"
+ARM = "arm"
+
+
+def conv_engine_takes(layer: dict) -> bool:
+    """True for layers the hardware conv engine runs: 3x3 pad 1 or 1x1 pad 0, stride 1,
+    groups 1 (requantisation, ReLU and a 2x2 max-pool fused)."""
+    if layer["op"] != "conv" or layer["stride"] != 1 or layer["groups"] != 1:
+        return False
+    return (layer["kernel"], layer["padding"]) in ((3, 1), (1, 0))
+
+
+@dataclass
+class Step:
+    """One compiled layer: what to run, where, and its int formats."""
+
+    layer: dict
+    placement: str
+    spec: ops.ConvSpec | None = None
+    in_fracs: list[int] = field(default_factory=list)
+    out_frac: int = 0
+
+
+class Engine:
+    """Integer inference of a validated :class:`Bundle` on a backend.
+
+    ``run`` takes the quantized input (int16, N x C x H x W) and returns the int16
+    logits (N x classes) with ``self.output_frac`` fractional bits; ``run(...,
+    keep=True)`` also returns every tensor (NHWC or N x C) by name.  ``timings``
+    after a run holds seconds per placement.
+    """
+
+    def __init__(self, bundle: Bundle, backend: str | Backend = "numpy") -> None:
+        self.bundle = bundle
+        self.backend: Backend = get_backend(backend) if isinstance(backend, str) else backend
+        check = getattr(self.backend, "check_bundle", None)
+        if check is not None:
+            check(bundle.manifest)
+        m = bundle.manifest
+        self.tensors = m["tensors"]
+        self.input_name = m["input"]["tensor"]
+        self.input_frac = int(self.tensors[self.input_name]["frac"])
+        self.output_name = m["output"]
+        self.output_frac = int(self.tensors[self.output_name]["frac"])
+        self.steps = [self._compile(layer) for layer in bundle.layers]
+        self.timings: dict[str, float] = {}
+
+    def _compile(self, layer: dict) -> Step:
+        fracs = [int(self.tensors[t]["frac"]) for t in layer["inputs"]]
+        out_frac = int(self.tensors[layer["output"]]["frac"])
+        step = Step(layer, ARM, None, fracs, out_frac)
+        if layer["op"] in ("conv", "linear"):
+            arrs = self.bundle.layer_arrays(layer)
+            w = arrs["weights"]
+            bits = int(layer["weight_bits"])
+            if self.bundle.datapath == "svpe":
+                ints, codes = dp.decode_svpe(w, bits), w
+            else:
+                ints, codes = w.astype(np.int64), None
+            if layer["op"] == "linear":
+                ints = ints[:, :, None, None]
+                codes = None if codes is None else codes[:, :, None, None]
+            step.spec = ops.ConvSpec(
+                name=layer["name"],
+                weights=ints,
+                mult=arrs["mult"],
+                bias=arrs["bias"],
+                shift=arrs["shift"],
+                stride=int(layer.get("stride", 1)),
+                padding=int(layer.get("padding", 0)),
+                groups=int(layer.get("groups", 1)),
+                relu=bool(layer["relu"]),
+                pool=int(layer.get("pool", 0)),
+                datapath=self.bundle.datapath,
+                n_bits=bits,
+                codes=codes,
+            )
+            if conv_engine_takes(layer):
+                step.placement = CONV_ENGINE
+        return step
+
+    @property
+    def placements(self) -> list[tuple[str, str, str]]:
+        """(layer name, op, placement) for every layer, in order."""
+        return [(s.layer["name"], s.layer["op"], s.placement) for s in self.steps]
+
+    def quantize_input(self, x: np.ndarray) -> np.ndarray:
+        """Preprocessed float images (N, C, H, W) -> int16 with the input's frac."""
+        shape = self.tensors[self.input_name]["shape"]
+        if x.ndim != 4 or list(x.shape[1:]) != shape:
+            raise ValueError(f"input must be (N, {', '.join(map(str, shape))}), got {x.shape}")
+        return dp.quantize_real(x, self.input_frac)
+
+    def run(self, x_q: np.ndarray, keep: bool = False):
+        """int16 (N, C, H, W) -> int16 logits (N, classes) [, all tensors by name]."""
+        env: dict[str, np.ndarray] = {
+            self.input_name: np.ascontiguousarray(
+                x_q.astype(dp.ACT_DTYPE, copy=False).transpose(0, 2, 3, 1)
+            )
+        }
+        times = {CONV_ENGINE: 0.0, ARM: 0.0}
+        for step in self.steps:
+            t0 = time.perf_counter()
+            ins = [env[t] for t in step.layer["inputs"]]
+            env[step.layer["output"]] = self._run_step(step, ins)
+            times[step.placement] += time.perf_counter() - t0
+            if not keep:
+                self._release(env, step)
+        self.timings = times
+        out = env[self.output_name]
+        return (out, env) if keep else out
+
+    def _release(self, env: dict, done: Step) -> None:
+        """Drop tensors no later step reads (keeps peak memory to live tensors)."""
+        later = {t for s in self.steps[self.steps.index(done) + 1 :] for t in s.layer["inputs"]}
+        for name in list(env):
+            if name not in later and name != self.output_name:
+                del env[name]
+
+    def _run_step(self, step: Step, ins: list[np.ndarray]) -> np.ndarray:
+        op = step.layer["op"]
+        if op == "conv":
+            if step.placement == CONV_ENGINE:
+                return self.backend.run_conv(ins[0], step.spec)
+            return ops.conv_layer(ins[0], step.spec)
+        if op == "linear":
+            n = ins[0].shape[0]
+            y = ops.conv_layer(ins[0].reshape(n, 1, 1, -1), step.spec)
+            return y.reshape(n, -1)
+        if op == "maxpool":
+            return ops.maxpool(ins[0], int(step.layer["kernel"]), int(step.layer["stride"]))
+        if op == "gap":
+            return ops.global_avg_pool(ins[0])
+        if op == "flatten":
+            x = ins[0]
+            return x.transpose(0, 3, 1, 2).reshape(x.shape[0], -1) if x.ndim == 4 else x
+        pairs = list(zip(ins, step.in_fracs))
+        if op == "add":
+            return ops.add(pairs, step.out_frac, bool(step.layer["relu"]))
+        if op == "concat":
+            return ops.concat(pairs, step.out_frac)
+        raise ValueError(f"{step.layer['name']}: unknown op {op!r}")
+
+    def dequantize(self, name: str, q: np.ndarray) -> np.ndarray:
+        """A tensor from :meth:`run` (keep=True) as float64 NCHW / (N, C) real values."""
+        real = q.astype(np.float64) * 2.0 ** -int(self.tensors[name]["frac"])
+        return real.transpose(0, 3, 1, 2) if real.ndim == 4 else real
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)

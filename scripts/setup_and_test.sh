@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Set up a fresh machine and run the whole test suite (what CI runs via .ci/run).
+#  - Debian packages: the Fashion-MNIST dataset, g++ (HLS C-simulation), Chromium + driver
+#    (browser test); installed only when missing, and only where apt-get runs as root.
+#  - PyTorch's CPU wheel first (a plain 'torch' requirement would pull a multi-GB CUDA build),
+#    then this package with its [test] extra.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+[ -d /usr/share/datasets/fashion-mnist ] || need_apt+=(dataset-fashion-mnist)
+command -v g++ >/dev/null || need_apt+=(g++)
+command -v chromium >/dev/null || need_apt+=(chromium)
+command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  else
+    echo "warning: missing Debian packages ${need_apt[*]} (tests that need them will fail)" >&2
+  fi
+fi
+
+PY=${PYTHON:-python3}
+"$PY" -c "import torch" 2>/dev/null || "$PY" -m pip install -q torch==2.13.0
+"$PY" -m pip install -q -e ".[test]"
+
+"$PY" -m ruff check .
+"$PY" -m ruff format --check .
+"$PY" -m pytest -q -ra
