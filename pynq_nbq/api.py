@@ -1,0 +1,144 @@
+"""The Python API: load a bundle, classify images or predict on numpy batches.
+
+from pynq_nbq import api
+model = api.load_model()                      # the embedded default (svpe)
+pred = model.classify(["shoe.png"])
+pred.labels, pred.probabilities, pred.timings_ms
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .backends import Backend
+from .bundle import Bundle, load_bundle
+from .engine import Engine, softmax
+from .preprocess import open_image, preprocess
+
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+DEFAULT_MODEL = "fmnist-svpe"
+SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
+
+
+def model_path(name_or_path: str | os.PathLike | None = None) -> Path:
+    """A bundle directory: an embedded model's name (see :func:`embedded_models`),
+    a path, or None for the default."""
+    if name_or_path is None:
+        return MODELS_DIR / DEFAULT_MODEL
+    p = Path(name_or_path)
+    if p.is_dir():
+        return p
+    if (MODELS_DIR / str(name_or_path)).is_dir():
+        return MODELS_DIR / str(name_or_path)
+    return p
+
+
+def embedded_models() -> list[str]:
+    """Names of the bundles shipped inside the package."""
+    if not MODELS_DIR.is_dir():
+        return []
+    return sorted(p.name for p in MODELS_DIR.iterdir() if (p / "manifest.json").exists())
+
+
+def sample_images() -> list[Path]:
+    """The sample images shipped inside the package."""
+    return sorted(SAMPLES_DIR.glob("*.png")) if SAMPLES_DIR.is_dir() else []
+
+
+@dataclass
+class Prediction:
+    """Answers for a batch of N images.
+
+    indices: (N,) class ids; labels: N class names; probabilities: (N, K) float64;
+    logits_q: (N, K) int16 with ``logits_frac`` fractional bits;
+    timings_ms: milliseconds of ``preprocess``, ``quantize``, ``engine`` (with its
+    ``conv_engine`` and ``arm`` parts) and ``total`` for the whole batch.
+    """
+
+    indices: np.ndarray
+    labels: list[str]
+    probabilities: np.ndarray
+    logits_q: np.ndarray
+    logits_frac: int
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def top_k(self, i: int, k: int = 3) -> list[tuple[str, float]]:
+        order = np.argsort(-self.probabilities[i], kind="stable")[:k]
+        return [(self.classes[j], float(self.probabilities[i, j])) for j in order]
+
+    classes: list[str] = field(default_factory=list)
+
+
+class Model:
+    """A bundle on an engine and backend, ready to classify."""
+
+    def __init__(self, bundle: Bundle, backend: str | Backend = "numpy") -> None:
+        self.bundle = bundle
+        self.engine = Engine(bundle, backend)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.bundle.classes
+
+    @property
+    def input_spec(self) -> dict:
+        return self.bundle.manifest["input"]
+
+    @property
+    def backend_name(self) -> str:
+        return self.engine.backend.name
+
+    def preprocess(self, image) -> np.ndarray:
+        """bytes, a path or a PIL image -> float32 (C, H, W)."""
+        return preprocess(open_image(image), self.input_spec)
+
+    def predict(self, batch: np.ndarray) -> Prediction:
+        """Preprocessed float images (N, C, H, W) -> :class:`Prediction`."""
+        t0 = time.perf_counter()
+        xq = self.engine.quantize_input(np.asarray(batch))
+        t1 = time.perf_counter()
+        logits = self.engine.run(xq)
+        t2 = time.perf_counter()
+        real = logits.astype(np.float64) * 2.0**-self.engine.output_frac
+        probs = softmax(real)
+        idx = np.argmax(logits, axis=1)
+        t3 = time.perf_counter()
+        timings = {
+            "quantize": 1e3 * (t1 - t0),
+            "engine": 1e3 * (t2 - t1),
+            "conv_engine": 1e3 * self.engine.timings.get("conv-engine", 0.0),
+            "arm": 1e3 * self.engine.timings.get("arm", 0.0),
+            "postprocess": 1e3 * (t3 - t2),
+            "total": 1e3 * (t3 - t0),
+        }
+        return Prediction(
+            idx,
+            [self.classes[i] for i in idx],
+            probs,
+            logits,
+            self.engine.output_frac,
+            timings,
+            self.classes,
+        )
+
+    def classify(self, images: list) -> Prediction:
+        """Decode, preprocess and classify images (bytes, paths or PIL images)."""
+        t0 = time.perf_counter()
+        batch = np.stack([self.preprocess(im) for im in images])
+        t1 = time.perf_counter()
+        pred = self.predict(batch)
+        pred.timings_ms["preprocess"] = 1e3 * (t1 - t0)
+        pred.timings_ms["total"] += 1e3 * (t1 - t0)
+        return pred
+
+
+def load_model(
+    name_or_path: str | os.PathLike | None = None, backend: str | Backend = "numpy"
+) -> Model:
+    """Load and validate a bundle (embedded name, path, or None for the default)."""
+    return Model(load_bundle(model_path(name_or_path)), backend)

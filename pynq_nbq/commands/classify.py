@@ -1,0 +1,74 @@
+"""``nbq classify IMG...``: label, confidence and timing of each image."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..cli import CommandError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("classify", help="classify image files with a model bundle")
+    p.add_argument("images", nargs="*", help="image files (default: the bundled samples)")
+    p.add_argument("--model", default=None, help="bundle directory or embedded model name")
+    p.add_argument("--backend", default="numpy", help="numpy, csim or fpga")
+    p.add_argument("--top", type=int, default=1, help="show the top-k classes")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import api
+    from ..bundle import BundleError
+    from ..preprocess import ImageError
+
+    paths = args.images or [str(p) for p in api.sample_images()]
+    if not paths:
+        raise CommandError("no images given and no bundled samples found")
+    try:
+        model = api.load_model(args.model, args.backend)
+    except (BundleError, ValueError, OSError) as exc:
+        raise CommandError(str(exc)) from exc
+    results = []
+    for path in paths:
+        try:
+            pred = model.classify([path])
+        except ImageError as exc:
+            raise CommandError(f"{path}: {exc}") from exc
+        results.append(
+            {
+                "image": path,
+                "label": pred.labels[0],
+                "index": int(pred.indices[0]),
+                "confidence": float(pred.probabilities[0, pred.indices[0]]),
+                "top": pred.top_k(0, args.top),
+                "timings_ms": {k: round(v, 3) for k, v in pred.timings_ms.items()},
+            }
+        )
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "model": str(model.bundle.path),
+                    "backend": model.backend_name,
+                    "datapath": model.bundle.datapath,
+                    "results": results,
+                },
+                indent=1,
+            )
+        )
+        return 0
+    print(
+        f"model {model.bundle.manifest['name']} ({model.bundle.datapath}, "
+        f"backend {model.backend_name})"
+    )
+    for r in results:
+        print(
+            f"{r['image']}: {r['label']} ({100 * r['confidence']:.1f}%) "
+            f"in {r['timings_ms']['total']:.2f} ms "
+            f"(engine {r['timings_ms']['engine']:.2f} ms)"
+        )
+        if args.top > 1:
+            print("   " + ", ".join(f"{lab} {100 * p:.1f}%" for lab, p in r["top"]))
+    return 0

@@ -1,0 +1,48 @@
+"""``nbq export CKPT --datapath svpe|vpe --out DIR``: checkpoint -> model bundle (needs torch)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..cli import CommandError
+from ._torch import require_torch
+
+
+def register(sub) -> None:
+    p = sub.add_parser("export", help="export a checkpoint to a model bundle (needs torch)")
+    p.add_argument("checkpoint", help="checkpoint.pt or its run directory")
+    p.add_argument(
+        "--datapath",
+        choices=("svpe", "vpe"),
+        default="svpe",
+        help="svpe: n-bit shift codes (power-of-two checkpoint); vpe: int16 weights",
+    )
+    p.add_argument("--out", required=True, help="bundle directory to write (atomically)")
+    p.add_argument("--name", default=None, help="model name in the manifest")
+    p.add_argument("--calib-images", type=int, default=512, help="training images to calibrate")
+    p.add_argument("--report-images", type=int, default=256, help="images for the SQNR report")
+    p.add_argument("--data-dir", default=None)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    require_torch()
+    from host_train.data import DatasetMissing
+    from host_train.export import export
+
+    try:
+        bundle, report = export(
+            args.checkpoint,
+            args.out,
+            args.datapath,
+            args.calib_images,
+            args.report_images,
+            args.data_dir,
+            args.name,
+        )
+    except (ValueError, FileNotFoundError, DatasetMissing) as exc:
+        raise CommandError(str(exc)) from exc
+    (bundle.path / "export_report.json").write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {bundle.path} ({bundle.datapath}, arrays sha256 {bundle.sha256[:16]}...)")
+    return 0
