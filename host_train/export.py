@@ -114,7 +114,7 @@ def fuse_graph(gm: torch.fx.GraphModule) -> tuple[list[_Layer], str, str]:
             m = mods[node.target]
             is_conv = isinstance(m, nn.Conv2d)
             bn_cls = nn.BatchNorm2d if is_conv else nn.BatchNorm1d
-            bn = _single_user(node, lambda u: is_mod(u, bn_cls))
+            bn = _single_user(node, lambda u, cls=bn_cls: is_mod(u, cls))
             if bn is None:
                 raise ExportError(
                     f"{node.target}: a batch norm must follow every "
@@ -317,7 +317,11 @@ def export(
         tname = lay.name.replace(".", "_")
         rename[lay.output] = tname
         shape = _shape(t)[:1] if lay.op == "gap" else _shape(t)
-        tensors[tname] = {"shape": shape, "frac": dp.choose_frac(float(t.abs().max()), HEADROOM)}
+        if lay.op in ("maxpool", "flatten"):  # cannot rescale: keep the input's format
+            frac = tensors[rename[lay.inputs[0]]]["frac"]
+        else:
+            frac = dp.choose_frac(float(t.abs().max()), HEADROOM)
+        tensors[tname] = {"shape": shape, "frac": frac}
 
     arrays: dict[str, np.ndarray] = {}
     layers: list[dict] = []

@@ -138,13 +138,44 @@ def make_model(cfg: TrainConfig, ds_shape: tuple[int, int, int], num_classes: in
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a checkpoint written by :func:`train` (safe: ``weights_only=True``)."""
+    """Read a checkpoint: a run directory or ``checkpoint.pt`` written by :func:`train`
+    (``torch.load(weights_only=True)``), or a portable ``.npz`` model checkpoint
+    (:func:`save_portable`, read without pickle)."""
     p = Path(path)
     if p.is_dir():
         p = p / CHECKPOINT
+    if p.suffix in (".npz", ".json"):
+        return load_portable(p.with_suffix(""))
     if not p.exists():
         raise FileNotFoundError(f"no checkpoint at {p}")
     return torch.load(p, map_location="cpu", weights_only=True)
+
+
+PORTABLE_KEYS = ("config", "classes", "input_shape", "mean", "std", "dataset", "epoch", "metrics")
+
+
+def save_portable(ck: dict, stem: str | os.PathLike) -> None:
+    """Model-only checkpoint without pickle: ``STEM.json`` (config, classes, input
+    spec, metrics) + ``STEM.npz`` (the model's state dict, deterministic bytes)."""
+    from pynq_nbq.bundle import npz_bytes
+
+    stem = Path(stem)
+    meta = {k: ck[k] for k in PORTABLE_KEYS if k in ck}
+    arrays = {k: v.detach().cpu().numpy() for k, v in ck["model"].items()}
+    stem.with_suffix(".npz").write_bytes(npz_bytes(arrays, compress=True))
+    stem.with_suffix(".json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+
+
+def load_portable(stem: str | os.PathLike) -> dict:
+    """Read :func:`save_portable` files back into a checkpoint dict."""
+    stem = Path(stem)
+    for suffix in (".json", ".npz"):
+        if not stem.with_suffix(suffix).exists():
+            raise FileNotFoundError(f"no portable checkpoint at {stem.with_suffix(suffix)}")
+    meta = json.loads(stem.with_suffix(".json").read_text())
+    with np.load(stem.with_suffix(".npz"), allow_pickle=False) as z:
+        meta["model"] = {k: torch.from_numpy(z[k].copy()) for k in z.files}
+    return meta
 
 
 def model_from_checkpoint(ckpt: dict) -> tuple[nn.Module, TrainConfig]:
@@ -163,7 +194,7 @@ def predict(model: nn.Module, x_u8: np.ndarray, mean, std, batch: int = 500) -> 
     model.eval()
     outs = []
     for i in range(0, len(x_u8), batch):
-        xb = normalise(torch.from_numpy(np.ascontiguousarray(x_u8[i : i + batch])), mean, std)
+        xb = normalise(torch.from_numpy(np.array(x_u8[i : i + batch])), mean, std)
         outs.append(model(xb).numpy())
     model.train(was)
     return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
@@ -198,7 +229,7 @@ def reestimate_bn(model: nn.Module, x_u8: np.ndarray, mean, std, batch: int = 20
 # --- training --------------------------------------------------------------------------
 def _optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     decay, no_decay = [], []
-    for n, p in model.named_parameters():
+    for p in model.parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)
     groups = [
         {"params": decay, "weight_decay": cfg.weight_decay},

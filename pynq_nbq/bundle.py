@@ -284,6 +284,12 @@ def _validate_layer(b: Bundle, layer: Any, i: int, available: set, used: set) ->
         or any(e is not None and e != o for e, o in zip(expect, out_shape))
     ):
         raise _fail(where, f"output shape {out_shape} != expected {expect}")
+    if op in ("maxpool", "flatten") and tensors[inputs[0]]["frac"] != tensors[output]["frac"]:
+        raise _fail(
+            where,
+            f"{op} cannot change the fixed-point format (frac "
+            f"{tensors[inputs[0]]['frac']} -> {tensors[output]['frac']})",
+        )
     if op in WEIGHTED:
         _validate_weighted(b, layer, in_shapes[0], out_shape, where, used)
 
@@ -396,14 +402,16 @@ def _validate_weighted(
 
 
 # --- writing ----------------------------------------------------------------------------
-def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+def npz_bytes(arrays: dict[str, np.ndarray], compress: bool = False) -> bytes:
     """An .npz archive of ``arrays`` whose bytes depend only on the arrays (sorted
-    names, fixed timestamps, no compression), so re-exports reproduce checksums."""
+    names, fixed timestamps), so re-exports reproduce checksums."""
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(buf, "w", compression=method) as zf:
         for name in sorted(arrays):
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.external_attr = 0o644 << 16
+            info.compress_type = method
             member = io.BytesIO()
             np.lib.format.write_array(
                 member, np.ascontiguousarray(arrays[name]), allow_pickle=False

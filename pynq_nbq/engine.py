@@ -152,7 +152,7 @@ class Engine:
         if op == "maxpool":
             return ops.maxpool(ins[0], int(step.layer["kernel"]), int(step.layer["stride"]))
         if op == "gap":
-            return ops.global_avg_pool(ins[0])
+            return ops.global_avg_pool(ins[0], step.in_fracs[0], step.out_frac)
         if op == "flatten":
             x = ins[0]
             return x.transpose(0, 3, 1, 2).reshape(x.shape[0], -1) if x.ndim == 4 else x

@@ -9,14 +9,16 @@ See ``docs/datapath.md`` for the definitions.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
 from . import datapath as dp
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ConvSpec:
     """One conv (or linear, as a 1x1 conv on a 1x1 map) layer of the datapath.
 
@@ -84,6 +86,47 @@ class ConvSpec:
             oh, ow = oh // 2, ow // 2
         return oh, ow
 
+    @cached_property
+    def fused(self) -> _FusedPlan | None:
+        """The float64 fast path, or None when it would not be provably exact."""
+        return _FusedPlan.build(self)
+
+
+@dataclass
+class _FusedPlan:
+    """Requantisation folded into the matrix product, exact in float64.
+
+    ``v = sum(x * (w * mult))`` is computed by one float64 matrix product; then
+    ``y = floor((v + bias + half) * 2**-shift)``, ReLU and saturation.  Every value
+    is an integer below 2**53 (checked in :meth:`build` from the layer's actual
+    weights and the int16 input range), so each step is exact and the result equals
+    :func:`datapath.requantize`.  ``floor((v + c) / 2**s)`` is non-decreasing in
+    ``v``, so a fused 2x2 max-pool can run on ``v`` before requantisation (on a
+    quarter of the values) with the same result.
+    """
+
+    weights: np.ndarray  # (C_out, C_in*k*k) float64, w * mult
+    offset: np.ndarray  # (C_out, 1) float64, bias + half
+    scale: np.ndarray  # (C_out, 1) float64, 2**-shift
+
+    @staticmethod
+    def build(spec: ConvSpec) -> _FusedPlan | None:
+        if spec.groups != 1:
+            return None
+        w = spec.weights.reshape(spec.out_channels, -1)
+        wm = w * spec.mult[:, None]  # int64, |w*mult| <= 2**29
+        half = np.where(spec.shift > 0, np.left_shift(1, np.maximum(spec.shift - 1, 0)), 0)
+        off = spec.bias + half
+        x_max = 1 << (dp.ACT_BITS - 1)
+        bound = spec.fan_in * x_max * int(np.abs(wm).max(initial=0)) + int(np.abs(off).max())
+        if bound >= dp.FLOAT64_EXACT or np.abs(off).max(initial=0) >= dp.FLOAT64_EXACT:
+            return None
+        return _FusedPlan(
+            wm.astype(np.float64),
+            off.astype(np.float64)[:, None],
+            np.ldexp(1.0, -spec.shift.astype(np.int64))[:, None],
+        )
+
 
 def im2col(x: np.ndarray, k: int, stride: int, padding: int) -> np.ndarray:
     """Patches of an NHWC map: (N, OH, OW, k, k, C), a strided view where possible."""
@@ -132,18 +175,99 @@ def maxpool(x: np.ndarray, k: int = 2, stride: int = 2) -> np.ndarray:
 
 
 def conv_layer(x: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    """A whole conv layer: accumulate, requantise, ReLU, saturate, fused pool. int16 NHWC."""
-    acc = conv_accumulate(x, spec)
-    y = dp.requantize(acc, spec.mult, spec.bias, spec.shift, spec.relu)
-    return maxpool(y) if spec.pool else y
+    """A whole conv layer: accumulate, requantise, ReLU, saturate, fused pool. int16 NHWC.
+
+    Uses the fused float64 path (:class:`_FusedPlan`) when it is provably exact,
+    else exact int64 requantisation of float64 accumulators.
+    """
+    plan = spec.fused
+    if plan is None:
+        acc = conv_accumulate(x, spec)
+        y = dp.requantize(acc, spec.mult, spec.bias, spec.shift, spec.relu)
+        return maxpool(y) if spec.pool else y
+    if x.ndim != 4 or x.shape[3] != spec.in_channels:
+        raise ValueError(
+            f"{spec.name}: input must be NHWC with {spec.in_channels} channels, got {x.shape}"
+        )
+    n = x.shape[0]
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, spec.fan_in * x.shape[1] * x.shape[2]))
+    if n > chunk:
+        return np.concatenate([conv_layer(x[i : i + chunk], spec) for i in range(0, n, chunk)])
+    cols, oh, ow = _im2col_channel_major(x, spec.kernel, spec.stride, spec.padding)
+    v = _workspace("gemm", (spec.out_channels, n * oh * ow))
+    np.matmul(plan.weights, cols, out=v)
+    v4 = v.reshape(spec.out_channels, n, oh, ow)
+    if spec.pool:
+        ph, pw = oh // 2, ow // 2
+        rows = np.maximum(v4[:, :, 0 : 2 * ph : 2], v4[:, :, 1 : 2 * ph : 2])
+        v4 = np.maximum(rows[..., 0 : 2 * pw : 2], rows[..., 1 : 2 * pw : 2])
+    c = spec.out_channels
+    v4 += plan.offset.reshape(c, 1, 1, 1)
+    v4 *= plan.scale.reshape(c, 1, 1, 1)
+    np.floor(v4, out=v4)
+    np.clip(v4, 0 if spec.relu else dp.ACT_MIN, dp.ACT_MAX, out=v4)
+    return v4.transpose(1, 2, 3, 0).astype(dp.ACT_DTYPE)
 
 
-def global_avg_pool(x: np.ndarray) -> np.ndarray:
-    """Mean over H and W with round half up: NHWC int16 -> (N, C) int16."""
+#: images per call are split so that the column matrix stays near this many float64
+#: values (cache-sized: building it is otherwise as slow as the matrix product)
+_CHUNK_ELEMENTS = int(__import__("os").environ.get("NBQ_CHUNK", 1 << 19))
+
+_WS = threading.local()
+
+
+def _workspace(name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A per-thread float64 scratch array, reused across calls (no page faults)."""
+    bufs = _WS.__dict__.setdefault("bufs", {})
+    size = int(np.prod(shape))
+    buf = bufs.get(name)
+    if buf is None or buf.size < size:
+        buf = np.empty(size, dtype=np.float64)
+        bufs[name] = buf
+    return buf[:size].reshape(shape)
+
+
+def _im2col_channel_major(
+    x: np.ndarray, k: int, stride: int, padding: int
+) -> tuple[np.ndarray, int, int]:
+    """Columns (C*k*k, N*OH*OW) float64 of an NHWC int16 map, rows in (c, ky, kx) order."""
     n, h, w, c = x.shape
-    hw = h * w
-    s = x.astype(np.int64).sum(axis=(1, 2))
-    return dp.saturate(np.floor_divide(2 * s + hw, 2 * hw))
+    hp, wp = h + 2 * padding, w + 2 * padding
+    oh, ow = (hp - k) // stride + 1, (wp - k) // stride + 1
+    if k == 1 and stride == 1 and padding == 0:
+        cols = _workspace("cols", (c, n * h * w))
+        cols.reshape(c, n, h, w)[...] = x.transpose(3, 0, 1, 2)
+        return cols, oh, ow
+    xp = _workspace("pad", (c, n, hp, wp))
+    if padding:
+        xp[:, :, :padding] = 0
+        xp[:, :, hp - padding :] = 0
+        xp[:, :, :, :padding] = 0
+        xp[:, :, :, wp - padding :] = 0
+    xp[:, :, padding : padding + h, padding : padding + w] = x.transpose(3, 0, 1, 2)
+    cols = _workspace("cols", (c * k * k, n * oh * ow))
+    c6 = cols.reshape(c, k, k, n, oh, ow)
+    for ky in range(k):
+        for kx in range(k):
+            c6[:, ky, kx] = xp[
+                :,
+                :,
+                ky : ky + stride * (oh - 1) + 1 : stride,
+                kx : kx + stride * (ow - 1) + 1 : stride,
+            ]
+    return cols, oh, ow
+
+
+def global_avg_pool(x: np.ndarray, frac_in: int = 0, frac_out: int = 0) -> np.ndarray:
+    """Mean over H and W, moved from ``frac_in`` to ``frac_out`` fractional bits, round
+    half up: ``floor((2*S*2**a + D) / (2*D))`` with ``S`` the sum, ``D = H*W*2**b``,
+    ``a = max(frac_out - frac_in, 0)``, ``b = max(frac_in - frac_out, 0)``.
+    NHWC int16 -> (N, C) int16."""
+    n, h, w, c = x.shape
+    d = frac_out - frac_in
+    num = x.astype(np.int64).sum(axis=(1, 2)) << max(d, 0)
+    den = h * w << max(-d, 0)
+    return dp.saturate(np.floor_divide(2 * num + den, 2 * den))
 
 
 def add(inputs: list[tuple[np.ndarray, int]], frac_out: int, relu: bool = False) -> np.ndarray:

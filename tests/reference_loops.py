@@ -19,7 +19,7 @@ def rshift_round(v: int, s: int) -> int:
 
 def conv_layer(x, w, mult, bias, shift, stride, padding, groups, relu, pool):
     """x: nested lists [H][W][C] of ints; w: [Cout][Cin/g][k][k] ints. Returns [H'][W'][Cout]."""
-    h, wd, c = len(x), len(x[0]), len(x[0][0])
+    h, wd = len(x), len(x[0])
     cout, cin_g, k = len(w), len(w[0]), len(w[0][0])
     cout_g = cout // groups
     oh = (h + 2 * padding - k) // stride + 1
@@ -60,10 +60,14 @@ def align(v: int, f_from: int, f_to: int) -> int:
     return v << d if d >= 0 else rshift_round(v, -d)
 
 
-def gap(x):
+def gap(x, frac_in=0, frac_out=0):
+    """Mean moved from frac_in to frac_out, round half up (exact rational arithmetic)."""
+    import math
+    from fractions import Fraction
+
     h, w, c = len(x), len(x[0]), len(x[0][0])
-    hw = h * w
-    return [
-        sat((2 * sum(x[i][j][ch] for i in range(h) for j in range(w)) + hw) // (2 * hw))
-        for ch in range(c)
-    ]
+    out = []
+    for ch in range(c):
+        mean = Fraction(sum(x[i][j][ch] for i in range(h) for j in range(w)), h * w)
+        out.append(sat(math.floor(mean * Fraction(2) ** (frac_out - frac_in) + Fraction(1, 2))))
+    return out

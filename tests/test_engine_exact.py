@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-
 import reference_loops as ref
+
 from pynq_nbq import datapath as dp
 from pynq_nbq import ops
 
@@ -172,9 +172,10 @@ def test_residual_add_and_concat_with_different_formats(fa, fb, fo):
 def test_global_average_pool_and_maxpool():
     rng = np.random.default_rng(5)
     x = rng.integers(dp.ACT_MIN, dp.ACT_MAX + 1, size=(2, 5, 3, 4)).astype(np.int16)
-    got = ops.global_avg_pool(x)
-    for b in range(2):
-        assert got[b].tolist() == ref.gap(x[b].tolist())
+    for fi, fo in [(0, 0), (8, 8), (8, 11), (11, 8), (3, 0)]:
+        got = ops.global_avg_pool(x, fi, fo)
+        for b in range(2):
+            assert got[b].tolist() == ref.gap(x[b].tolist(), fi, fo), (fi, fo)
     mp = ops.maxpool(x, 3, 2)
     assert mp.shape == (2, 2, 1, 4)
     assert mp[0, 1, 0, 2] == x[0, 2:5, 0:3, 2].max()
