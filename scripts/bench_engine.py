@@ -94,7 +94,7 @@ def main() -> int:
         res[f"{kind}_macs_per_image"] = macs
         for b in (1, 64):
             xq = model.engine.quantize_input(rng.standard_normal((b, *shape)).astype(np.float32))
-            r = rate(lambda xq=xq: model.engine.run(xq), b, args.seconds)
+            r = rate(lambda xq=xq, m=model: m.engine.run(xq), b, args.seconds)
             res[f"numpy_{kind}_batch{b}_images_per_s"] = r
             gf = 2 * macs * r / 1e9
             res[f"numpy_{kind}_batch{b}_useful_gflops"] = gf
@@ -102,7 +102,7 @@ def main() -> int:
     try:
         import torch
 
-        from host_train.train import model_from_checkpoint, load_checkpoint
+        from host_train.train import load_checkpoint, model_from_checkpoint
     except ModuleNotFoundError:
         torch = None
     if torch is not None:

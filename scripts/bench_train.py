@@ -107,7 +107,7 @@ def summarise(out: Path) -> dict:
     from host_train.train import load_checkpoint
 
     rows: dict[str, dict] = {}
-    for name, label, overrides in PLAN:
+    for name, label, _ in PLAN:
         p = out / name / "checkpoint.pt"
         if not p.exists():
             continue
