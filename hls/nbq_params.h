@@ -1,0 +1,127 @@
+// nbq_params.h - compile-time parameters and the register/stream contract of
+// the nbq_conv engine (one 3x3/1x1 conv engine reused layer by layer).
+//
+// Everything a host needs to talk to the kernel is defined here, once:
+//   * the PE kind and the array parallelism (Pm input x Pn output channels),
+//   * the on-chip buffer limits (largest tile one call can take),
+//   * the AXI-Lite register offsets, FLAGS bits and STATUS bits,
+//   * the identification values of the read-only registers.
+// The Python side (pynq_nbq/streams.py) mirrors the register map, the bits and
+// the identification values; tests/test_streams.py parses this file and fails
+// if the two drift apart.  docs/datapath.md section 5 is the prose version.
+//
+// Override any NBQ_* default with -D on the compiler line (run_hls.tcl, the
+// csim backend) - e.g. a small-buffer build for tests:
+//   -DNBQ_PE_KIND=NBQ_PE_VPE -DNBQ_MAX_W=8 -DNBQ_MAX_COUT=8
+#ifndef NBQ_PARAMS_H
+#define NBQ_PARAMS_H
+
+// ---- identification (read-only registers) ---------------------------------
+#define NBQ_ID 0x4E425143u        // "NBQC"
+#define NBQ_VERSION_MAJOR 1       // bumped when the protocol changes
+#define NBQ_VERSION_MINOR 0       // bumped for compatible additions
+#define NBQ_VERSION ((NBQ_VERSION_MAJOR << 16) | NBQ_VERSION_MINOR)
+
+// ---- PE kind ----------------------------------------------------------------
+#define NBQ_PE_SVPE 1  // shift PE: n-bit power-of-two codes, SHIFT + ADD
+#define NBQ_PE_VPE 2   // multiply PE: int16 weights, 16x16 MUL + ADD
+#ifndef NBQ_PE_KIND
+#define NBQ_PE_KIND NBQ_PE_SVPE
+#endif
+
+// ---- array parallelism (the paper's Pm x Pn arrays of k x k PEs) -------------
+// Defaults follow the paper's equal-DSP comparison (768 DSPs): SVPE (32, 8),
+// VPE (16, 4).
+#define NBQ_SVPE_PM 32
+#define NBQ_SVPE_PN 8
+#define NBQ_VPE_PM 16
+#define NBQ_VPE_PN 4
+#ifndef NBQ_PM
+#if NBQ_PE_KIND == NBQ_PE_SVPE
+#define NBQ_PM NBQ_SVPE_PM
+#else
+#define NBQ_PM NBQ_VPE_PM
+#endif
+#endif
+#ifndef NBQ_PN
+#if NBQ_PE_KIND == NBQ_PE_SVPE
+#define NBQ_PN NBQ_SVPE_PN
+#else
+#define NBQ_PN NBQ_VPE_PN
+#endif
+#endif
+
+// ---- buffer limits: the largest tile one call accepts -------------------------
+// MAX_W    input tile width in pixels (line buffer: 3 x MAX_W x MAX_CIN int16)
+// MAX_CIN  input channels (line buffer, weight buffer); never tiled by the host
+// MAX_COUT output channels per call (weight + requant buffers, pool row buffer)
+// MAX_H    input tile height (rows stream through the line buffer; this bound
+//          is what the loop trip counts promise, not a buffer size)
+#ifndef NBQ_MAX_W
+#define NBQ_MAX_W 64
+#endif
+#ifndef NBQ_MAX_CIN
+#define NBQ_MAX_CIN 512
+#endif
+#ifndef NBQ_MAX_COUT
+#define NBQ_MAX_COUT 64
+#endif
+#ifndef NBQ_MAX_H
+#define NBQ_MAX_H 1024
+#endif
+
+// ---- datapath widths (docs/datapath.md; pynq_nbq/datapath.py) ----------------
+#define NBQ_ACT_BITS 16      // activations: int16
+#define NBQ_ACC_BITS 48      // accumulator: datapath.ACC_BITS
+#define NBQ_REQ_BITS 64      // acc * mult + bias + half: datapath.REQUANT_BITS
+#define NBQ_WORD_BITS 64     // AXI-Stream TDATA width
+#define NBQ_ACT_LANES 4      // int16 activations per stream word
+#define NBQ_SVPE_LANES 8     // svpe codes per stream word (one byte each)
+#define NBQ_VPE_LANES 4      // vpe int16 weights per stream word
+#define NBQ_CODE_MAG_BITS 4  // svpe code byte: bit 4 sign, bits 3..0 magnitude m
+
+// ---- AXI-Lite register map (bundle "ctrl", byte offsets) -----------------------
+// 0x00..0x0C are Vitis's ap_ctrl_hs block: 0x00 AP_CTRL (bit0 ap_start,
+// bit1 ap_done, bit2 ap_idle, bit3 ap_ready), 0x04 GIE, 0x08 IER, 0x0C ISR.
+// Every register below is 32 bits wide and sits on an 8-byte boundary: Vitis
+// gives each scalar a data word plus a reserved word (inputs) or an ap_vld
+// word (outputs).
+#define NBQ_REG_AP_CTRL 0x00
+#define NBQ_REG_IN_H 0x10       // W: input tile rows carried by the feature-map packet
+#define NBQ_REG_IN_W 0x18       // W: input tile columns
+#define NBQ_REG_C_IN 0x20       // W: input channels
+#define NBQ_REG_C_OUT 0x28      // W: output channels of this call
+#define NBQ_REG_FLAGS 0x30      // W: NBQ_FLAG_* bits
+#define NBQ_REG_STATUS 0x38     // R: NBQ_STATUS_* bits of the last call (0 = ok)
+#define NBQ_REG_HW_ID 0x40      // R: NBQ_ID
+#define NBQ_REG_HW_VERSION 0x48 // R: NBQ_VERSION
+#define NBQ_REG_PE_KIND 0x50    // R: NBQ_PE_SVPE or NBQ_PE_VPE
+#define NBQ_REG_PM 0x58         // R: NBQ_PM
+#define NBQ_REG_PN 0x60         // R: NBQ_PN
+#define NBQ_REG_MAX_H 0x68      // R: NBQ_MAX_H
+#define NBQ_REG_MAX_W 0x70      // R: NBQ_MAX_W
+#define NBQ_REG_MAX_CIN 0x78    // R: NBQ_MAX_CIN
+#define NBQ_REG_MAX_COUT 0x80   // R: NBQ_MAX_COUT
+#define NBQ_REG_ACC_BITS 0x88   // R: NBQ_ACC_BITS
+#define NBQ_REG_WORD_BITS 0x90  // R: NBQ_WORD_BITS
+
+// ---- FLAGS register bits --------------------------------------------------------
+#define NBQ_FLAG_K3 (1u << 0)          // 3x3 kernel (else 1x1)
+#define NBQ_FLAG_RELU (1u << 1)        // ReLU after requantisation
+#define NBQ_FLAG_POOL (1u << 2)        // fused 2x2 max-pool, stride 2 (floor mode)
+#define NBQ_FLAG_LOAD (1u << 3)        // weight + requant packets precede the feature map
+#define NBQ_FLAG_PAD_TOP (1u << 4)     // a zero row above the tile (3x3 only)
+#define NBQ_FLAG_PAD_BOTTOM (1u << 5)  // a zero row below the tile (3x3 only)
+#define NBQ_FLAG_PAD_LEFT (1u << 6)    // a zero column left of the tile (3x3 only)
+#define NBQ_FLAG_PAD_RIGHT (1u << 7)   // a zero column right of the tile (3x3 only)
+#define NBQ_FLAG_PROBE (1u << 8)       // only write the read-only registers
+#define NBQ_FLAG_ALL 0x1FFu
+
+// ---- STATUS register bits -------------------------------------------------------
+#define NBQ_STATUS_OK 0u
+#define NBQ_STATUS_BAD_CONFIG (1u << 0)   // shape over the limits / bad flags: no stream touched
+#define NBQ_STATUS_NO_WEIGHTS (1u << 1)   // no LOAD and the held weights are for another shape
+#define NBQ_STATUS_TLAST_EARLY (1u << 2)  // TLAST before the last word of a packet
+#define NBQ_STATUS_TLAST_MISSING (1u << 3)  // no TLAST on the last word of a packet
+
+#endif  // NBQ_PARAMS_H

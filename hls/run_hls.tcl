@@ -1,0 +1,53 @@
+# run_hls.tcl - C simulation, C synthesis and IP export of nbq_conv, for both PE
+# kinds, for the ZCU102 (xczu9eg-ffvb1156-2-e) at 200 MHz.  Needs Vitis HLS
+# (2022.1 or newer) and python3 with numpy (the testbench vectors come from the
+# numpy reference in this checkout's pynq_nbq).  See docs/hls.md.
+#
+#   cd <build dir> && vitis_hls -f <checkout>/hls/run_hls.tcl
+#   vitis_hls -f hls/run_hls.tcl -tclargs svpe "csim csynth"   ;# one kind, some steps
+#
+# Arguments (optional): the PE kinds ("svpe vpe"), the steps ("csim csynth export").
+# Each kind gets a project nbq_conv_<kind>/ in the current directory; the IP lands
+# in nbq_conv_<kind>/solution1/impl/ip/ (a .zip for Vivado's IP catalog), the
+# register map in .../impl/misc/drivers/nbq_conv_v1_0/src/xnbq_conv_hw.h - check
+# it with:  python3 -m pynq_nbq.streams check-header <that file>
+
+set part xczu9eg-ffvb1156-2-e
+set period 5.0  ;# ns: 200 MHz, the paper's clock
+set hls_dir [file dirname [file normalize [info script]]]
+
+set kinds {svpe vpe}
+set steps {csim csynth export}
+if {$argc >= 1} { set kinds [lindex $argv 0] }
+if {$argc >= 2} { set steps [lindex $argv 1] }
+
+foreach kind $kinds {
+    set KIND [string toupper $kind]
+    # Vitis HLS's own ap_int.h, hls_stream.h and ap_axi_sdata.h: hls/csim_include/
+    # (the g++ stand-in) must NOT be on this include path.
+    set cflags "-std=c++14 -I$hls_dir -DNBQ_PE_KIND=NBQ_PE_$KIND"
+
+    open_project -reset nbq_conv_$kind
+    set_top nbq_conv
+    add_files $hls_dir/nbq_conv.cpp -cflags $cflags
+    add_files -tb $hls_dir/tb_nbq_conv.cpp -cflags $cflags
+    open_solution -reset solution1 -flow_target vivado
+    set_part $part
+    create_clock -period $period -name default
+
+    if {[lsearch $steps csim] >= 0} {
+        # expected outputs from the numpy reference (pynq_nbq.streams), default limits
+        set vectors [file normalize nbq_conv_$kind/tb_vectors_$kind.bin]
+        exec python3 $hls_dir/gen_vectors.py --pe $kind --out $vectors >@ stdout
+        csim_design -argv $vectors
+    }
+    if {[lsearch $steps csynth] >= 0} {
+        csynth_design
+    }
+    if {[lsearch $steps export] >= 0} {
+        export_design -format ip_catalog -vendor pynq-nbq.org -library hls \
+            -version 1.0 -ipname nbq_conv_$kind -display_name "nbq_conv $kind"
+    }
+    close_project
+}
+exit

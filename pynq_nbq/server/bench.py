@@ -1,0 +1,319 @@
+"""Load generator for ``nbq serve``: the server in its own process, the client here.
+
+Used by ``scripts/bench_server.py`` (the full run) and ``tests/test_server_load.py``
+(a CI-sized run).  Only talks to 127.0.0.1.
+
+    with spawn_server(model_dir) as srv:
+        records = run_load(srv.url, payloads, n_requests=2000, concurrency=8)
+    summary = summarize(records, offline_answers(model_dir, payloads), srv)
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+
+
+@dataclass
+class ServerProcess:
+    """A running ``nbq serve`` child process."""
+
+    proc: subprocess.Popen
+    url: str
+    log_path: Path
+    banner: list[str] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def rss_bytes(self) -> int | None:
+        """Resident memory of the server process (bytes; Linux /proc), or None."""
+        return rss_bytes(self.proc.pid)
+
+
+def rss_bytes(pid: int) -> int | None:
+    """VmRSS of ``pid`` in bytes from /proc (None where /proc is missing)."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    m = re.search(r"^VmRSS:\s+(\d+) kB", text, re.M)
+    return int(m.group(1)) * 1024 if m else None
+
+
+@contextmanager
+def spawn_server(model: str | os.PathLike | None, *args: str, start_timeout_s: float = 60.0):
+    """Start ``python -m pynq_nbq.cli serve --port 0 --model MODEL ARGS`` on 127.0.0.1,
+    wait for its URL, yield a :class:`ServerProcess`, and stop it (SIGINT, then kill)."""
+    cmd = [sys.executable, "-m", "pynq_nbq.cli", "serve", "--host", "127.0.0.1", "--port", "0"]
+    if model is not None:
+        cmd += ["--model", str(model)]
+    cmd += list(args)
+    log = tempfile.NamedTemporaryFile("w+", prefix="nbq-serve-", suffix=".log", delete=False)
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[2])  # so the child imports this pynq_nbq
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+    lines: queue.Queue = queue.Queue()
+
+    def pump() -> None:  # reads stdout so the child never blocks on a full pipe
+        for line in proc.stdout:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    banner: list[str] = []
+    url = None
+    deadline = time.monotonic() + start_timeout_s
+    try:
+        while url is None:
+            try:
+                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                raise RuntimeError(f"nbq serve did not start within {start_timeout_s} s") from None
+            if line is None:
+                log.seek(0)
+                raise RuntimeError(f"nbq serve exited ({proc.wait()}): {log.read()[-2000:]}")
+            banner.append(line)
+            m = re.search(r"listening on (http://\S+)", line)
+            if m:
+                url = m.group(1)
+        for _ in range(2):  # the model/power line and the curl hint follow at once
+            try:
+                nxt = lines.get(timeout=5)
+            except queue.Empty:
+                break
+            if nxt is not None:
+                banner.append(nxt)
+        yield ServerProcess(proc, url, Path(log.name), banner)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        log.close()
+
+
+def sample_payloads(n: int = 12, seed: int = 0) -> list[tuple[str, bytes]]:
+    """(name, bytes) of the package's sample images, else ``n`` generated PNG/JPEG images."""
+    from PIL import Image
+
+    from ..api import sample_images
+
+    found = sample_images()
+    if found:
+        return [(p.name, p.read_bytes()) for p in found]
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        if i % 3 == 2:
+            img = Image.fromarray(rng.integers(0, 256, (40, 32, 3), dtype=np.uint8), "RGB")
+            fmt, ext = "JPEG", "jpg"
+        else:
+            a = np.zeros((28, 28), np.uint8)
+            a[4 + i % 8 : 22, 6 : 20 + i % 6] = rng.integers(80, 256)
+            img, fmt, ext = Image.fromarray(a, "L"), "PNG", "png"
+        buf = io.BytesIO()
+        img.save(buf, fmt)
+        out.append((f"gen{i:02d}.{ext}", buf.getvalue()))
+    return out
+
+
+def offline_answers(model: str | os.PathLike | None, payloads: list[tuple[str, bytes]]) -> list:
+    """The offline engine's (index, probabilities) for each payload, for comparison."""
+    from ..api import load_model
+
+    m = load_model(model)
+    out = []
+    for _, data in payloads:
+        p = m.classify([data])
+        out.append((int(p.indices[0]), [float(v) for v in p.probabilities[0]]))
+    return out
+
+
+def _post(conn: http.client.HTTPConnection, path: str, body: bytes) -> tuple[int, dict]:
+    conn.request("POST", path, body=body, headers={"Content-Type": "application/octet-stream"})
+    resp = conn.getresponse()
+    raw = resp.read()
+    try:
+        return resp.status, json.loads(raw)
+    except ValueError:
+        return resp.status, {"error": raw[:200].decode("latin-1")}
+
+
+def run_load(
+    url: str,
+    payloads: list[tuple[str, bytes]],
+    n_requests: int,
+    concurrency: int,
+    top_k: int = 100,
+    timeout_s: float = 30.0,
+) -> list[dict[str, Any]]:
+    """POST ``n_requests`` images (payloads in turn) with ``concurrency`` keep-alive
+    connections; one record per request (status, client latency in ms, the answer)."""
+    parts = urlsplit(url)
+    path = f"/v1/classify?top_k={top_k}"
+    counter = iter(range(n_requests))
+    lock = threading.Lock()
+    records: list[dict[str, Any]] = []
+
+    def client() -> None:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s)
+        try:
+            while True:
+                with lock:
+                    i = next(counter, None)
+                if i is None:
+                    return
+                k = i % len(payloads)
+                t0 = time.perf_counter()
+                try:
+                    status, body = _post(conn, path, payloads[k][1])
+                except (OSError, http.client.HTTPException) as exc:
+                    conn.close()
+                    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s)
+                    status, body = -1, {"error": f"{type(exc).__name__}: {exc}"}
+                latency = 1e3 * (time.perf_counter() - t0)
+                with lock:
+                    records.append(
+                        {
+                            "i": i,
+                            "payload": k,
+                            "status": status,
+                            "latency_ms": latency,
+                            "body": body,
+                        }
+                    )
+        finally:
+            conn.close()
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        for f in [pool.submit(client) for _ in range(concurrency)]:
+            f.result()
+    return sorted(records, key=lambda r: r["i"])
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 4) if values else None
+
+
+def summarize(
+    records: list[dict[str, Any]], offline: list, wall_s: float | None = None
+) -> dict[str, Any]:
+    """Errors, mismatches against ``offline``, and p50/p99 of latency and overhead (ms).
+
+    ``overhead_ms`` = server ``total`` - ``engine`` (includes waiting for the device);
+    ``overhead_excl_queue_ms`` also subtracts the ``queue`` wait."""
+    ok = [r for r in records if r["status"] == 200]
+    errors = [r for r in records if r["status"] != 200]
+    mismatches = []
+    for r in ok:
+        idx, probs = offline[r["payload"]]
+        got = {t["index"]: t["probability"] for t in r["body"]["top_k"]}
+        want = {i: p for i, p in enumerate(probs) if i in got}
+        if r["body"]["index"] != idx or got != want or len(got) != len(probs):
+            mismatches.append(r["i"])
+    t = [r["body"]["timings_ms"] for r in ok]
+    total = [x["total"] for x in t]
+    engine = [x["engine"] for x in t]
+    over = [x["total"] - x["engine"] for x in t]
+    over_nq = [x["total"] - x["engine"] - x["queue"] for x in t]
+    lat = [r["latency_ms"] for r in ok]
+    out: dict[str, Any] = {
+        "requests": len(records),
+        "ok": len(ok),
+        "errors": len(errors),
+        "error_examples": [(r["status"], r["body"].get("error")) for r in errors[:3]],
+        "mismatches": len(mismatches),
+        "client_latency_p50_ms": _pct(lat, 50),
+        "client_latency_p99_ms": _pct(lat, 99),
+        "server_total_p50_ms": _pct(total, 50),
+        "server_total_p99_ms": _pct(total, 99),
+        "engine_p50_ms": _pct(engine, 50),
+        "engine_p99_ms": _pct(engine, 99),
+        "decode_p50_ms": _pct([x["decode"] for x in t], 50),
+        "preprocess_p50_ms": _pct([x["preprocess"] for x in t], 50),
+        "queue_p50_ms": _pct([x["queue"] for x in t], 50),
+        "queue_p99_ms": _pct([x["queue"] for x in t], 99),
+        "overhead_p50_ms": _pct(over, 50),
+        "overhead_p99_ms": _pct(over, 99),
+        "overhead_excl_queue_p50_ms": _pct(over_nq, 50),
+        "overhead_excl_queue_p99_ms": _pct(over_nq, 99),
+    }
+    if wall_s:
+        out["wall_s"] = round(wall_s, 3)
+        out["throughput_rps"] = round(len(records) / wall_s, 1)
+    return out
+
+
+def fetch(url: str, path: str, timeout_s: float = 10.0) -> tuple[int, bytes]:
+    """GET ``path`` from the server at ``url``: (status, body)."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def bench(
+    model: str | os.PathLike | None,
+    n_requests: int = 2000,
+    concurrency: int = 8,
+    sequential: int = 200,
+    warmup: int = 50,
+    backend: str = "numpy",
+) -> dict[str, Any]:
+    """The whole benchmark: spawn the server, warm up, measure memory, run the load at
+    ``concurrency`` and a ``sequential`` pass at concurrency 1, scrape /metrics."""
+    payloads = sample_payloads()
+    offline = offline_answers(model, payloads)
+    with spawn_server(model, "--backend", backend, "--power", "off") as srv:
+        run_load(srv.url, payloads, warmup, concurrency)
+        rss0 = srv.rss_bytes()
+        t0 = time.perf_counter()
+        records = run_load(srv.url, payloads, n_requests, concurrency)
+        wall = time.perf_counter() - t0
+        rss1 = srv.rss_bytes()
+        seq = run_load(srv.url, payloads, sequential, 1) if sequential else []
+        status, metrics_text = fetch(srv.url, "/metrics")
+        banner = srv.banner
+    result = {
+        "model": str(model) if model is not None else "(embedded default)",
+        "backend": backend,
+        "concurrency": concurrency,
+        "payloads": len(payloads),
+        "server": banner[:2],
+        "load": summarize(records, offline, wall),
+        "sequential": summarize(seq, offline) if seq else None,
+        "rss_before_mb": round(rss0 / 2**20, 2) if rss0 else None,
+        "rss_after_mb": round(rss1 / 2**20, 2) if rss1 else None,
+        "rss_growth_mb": round((rss1 - rss0) / 2**20, 2) if rss0 and rss1 else None,
+        "metrics_status": status,
+        "metrics_text": metrics_text.decode("utf-8"),
+    }
+    return result

@@ -1,0 +1,63 @@
+"""The production WSGI server: waitress, one process, a pool of threads.
+
+One process on purpose: the device (FPGA or the simulated kernel) is a single resource
+owned by the app's device thread; pre-forked workers would each try to own it.
+"""
+
+from __future__ import annotations
+
+import os
+
+from flask import Flask
+
+#: waitress threads: request threads decode/preprocess in parallel, then queue for the device
+DEFAULT_THREADS = 16
+
+
+def make_server(
+    app: Flask,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    threads: int = DEFAULT_THREADS,
+    max_body_bytes: int = 8 * 1024 * 1024,
+):
+    """A bound (not yet running) waitress server for ``app``; ``port=0`` picks a free
+    port (read it from ``server.effective_port``).  Raises OSError if the port is taken."""
+    from waitress import create_server
+
+    return create_server(
+        app,
+        host=host,
+        port=port,
+        threads=threads,
+        # waitress refuses bodies a little over the app's limit itself (before buffering);
+        # the app answers 413 as JSON for anything between
+        max_request_body_size=max_body_bytes + 64 * 1024,
+        ident="nbq",
+        clear_untrusted_proxy_headers=True,
+    )
+
+
+def limit_blas_threads(n: int) -> str:
+    """Limit the BLAS library numpy uses to ``n`` threads in this process; say what was done.
+
+    The device thread runs one image at a time: a multi-threaded BLAS gains little on
+    such small matrices and, on a busy machine, loses a lot (the numpy engine took
+    ~90 ms per Fashion-MNIST image with 2 OpenBLAS threads and ~2 ms with 1 on a loaded
+    2-core host).  Uses threadpoolctl when installed; an ``OPENBLAS_NUM_THREADS`` (or
+    ``OMP_NUM_THREADS``) set by the user wins.
+    """
+    if n < 1:
+        return "BLAS threads: library default"
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        if os.environ.get(var):
+            return f"BLAS threads: {var}={os.environ[var]} (from the environment)"
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return (
+            f"BLAS threads: library default (install threadpoolctl or set "
+            f"OPENBLAS_NUM_THREADS={n} for steadier single-image latency)"
+        )
+    threadpool_limits(limits=n, user_api="blas")
+    return f"BLAS threads: {n}"

@@ -1,0 +1,213 @@
+"""Keep hls/ synthesisable, without Vitis HLS: guard what it would reject.
+
+* the kernel compiles as C++14 with ``-Werror=vla`` and no warning in our sources;
+* its object file (with a declaration-only ``hls::stream``, so that Xilinx's csim
+  queue is not linked in) allocates nothing on the heap, throws nothing and uses
+  no STL container (``nm``);
+* every loop whose bound is a run-time value carries ``#pragma HLS LOOP_TRIPCOUNT``;
+  no while/do/goto loops, no recursion, no dynamic memory in the source;
+* every top-level port has an INTERFACE pragma; run_hls.tcl targets the ZCU102 at
+  200 MHz for both PE kinds and never includes the g++ stand-in headers.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from pynq_nbq import streams as S
+from pynq_nbq.backends import csim
+
+KERNEL_SOURCES = ("nbq_conv.cpp", "nbq_conv.h", "nbq_params.h")
+have_toolchain = (
+    shutil.which(os.environ.get("CXX", "g++")) is not None
+    and shutil.which("nm") is not None
+    and importlib.util.find_spec("hls4ml") is not None
+)
+needs_toolchain = pytest.mark.skipif(not have_toolchain, reason="needs g++, nm and hls4ml")
+
+STREAM_STUB = """
+#ifndef GUARD_HLS_STREAM_H
+#define GUARD_HLS_STREAM_H
+namespace hls {
+template <typename T> class stream {  // declarations only: nothing of csim's queue
+ public:
+  T read();
+  void write(const T& v);
+  bool empty();
+};
+}  // namespace hls
+#endif
+"""
+
+FORBIDDEN_SYMBOLS = re.compile(
+    r"operator new|operator delete|\bmalloc\b|\bcalloc\b|\brealloc\b|\bfree\b|"
+    r"__cxa_throw|__cxa_allocate_exception|"
+    r"std::(vector|deque|list|forward_list|map|multimap|set|multiset|unordered_\w+|"
+    r"basic_string|__cxx11::basic_string|function|shared_ptr|unique_ptr|queue|stack)\b"
+)
+
+
+def _source(name: str) -> str:
+    return (S.HLS_DIR / name).read_text()
+
+
+def _code(text: str) -> str:
+    """Source without comments and string literals (pragmas kept)."""
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    text = re.sub(r"//[^\n]*", "", text)
+    return re.sub(r'"(\\.|[^"\\])*"', '""', text)
+
+
+@pytest.fixture(scope="module", params=["svpe", "vpe"])
+def kernel_object(request, tmp_path_factory):
+    pe = request.param
+    d = tmp_path_factory.mktemp(f"guard_{pe}")
+    (d / "hls_stream.h").write_text(STREAM_STUB)
+    src = csim.hls_dir()
+    cmd = [
+        csim.compiler(), "-std=c++14", "-O0", "-c", "-Wall", "-Wextra", "-Werror=vla",
+        "-Wno-unknown-pragmas", "-Wno-unused-label",
+        "-I", str(d), "-I", str(src), "-I", str(src / "csim_include"),
+        "-isystem", str(csim.ap_include_dir()), f"-DNBQ_PE_KIND=NBQ_PE_{pe.upper()}",
+        str(src / "nbq_conv.cpp"), "-o", str(d / "nbq_conv.o"),
+    ]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    return pe, res, d / "nbq_conv.o"
+
+
+@needs_toolchain
+def test_kernel_compiles_without_vla_or_warnings(kernel_object):
+    pe, res, _ = kernel_object
+    assert res.returncode == 0, res.stderr
+    ours = [
+        ln
+        for ln in res.stderr.splitlines()
+        if re.search(r"hls/[\w/]+\.(h|cpp):\d+", ln) and ("warning" in ln or "error" in ln)
+    ]
+    assert ours == [], "\n".join(ours)
+
+
+@needs_toolchain
+def test_kernel_object_has_no_heap_exceptions_or_stl(kernel_object):
+    pe, res, obj = kernel_object
+    assert res.returncode == 0, res.stderr
+    symbols = subprocess.run(["nm", "-C", str(obj)], capture_output=True, text=True, check=True)
+    bad = sorted(
+        {
+            ln.split(None, 1)[-1]
+            for ln in symbols.stdout.splitlines()
+            if FORBIDDEN_SYMBOLS.search(ln)
+        }
+    )
+    assert bad == [], f"{pe} kernel object references {bad}"
+    assert "nbq_conv(" in symbols.stdout
+
+
+def _loops(code: str):
+    """(line number, header, bound expression, following pragma lines) of each for loop."""
+    lines = code.splitlines()
+    for i, line in enumerate(lines):
+        m = re.search(r"\bfor\s*\(([^;]*);([^;]*);([^)]*)\)", line)
+        if not m:
+            continue
+        cond = m.group(2)
+        bound = re.split(r"<=|<|>=|>|!=", cond, maxsplit=1)[-1].strip()
+        pragmas = []
+        for nxt in lines[i + 1 :]:
+            if nxt.strip().startswith("#pragma"):
+                pragmas.append(nxt.strip())
+            elif nxt.strip():
+                break
+        yield i + 1, line.strip(), bound, pragmas
+
+
+def _constant(expr: str) -> bool:
+    """A bound Vitis can count: literals, ALL-CAPS constants/macros, arithmetic."""
+    return all(
+        re.fullmatch(r"[A-Z][A-Z0-9_]*|\d+", tok) for tok in re.findall(r"[A-Za-z_]\w*|\d+", expr)
+    )
+
+
+def test_every_variable_loop_has_a_tripcount():
+    checked = 0
+    for name in ("nbq_conv.cpp", "nbq_conv.h"):
+        for lineno, header, bound, pragmas in _loops(_code(_source(name))):
+            checked += 1
+            if _constant(bound):
+                continue
+            assert any("LOOP_TRIPCOUNT" in p and "max=" in p for p in pragmas), (
+                f"hls/{name}:{lineno}: loop with run-time bound {bound!r} has no "
+                f"'#pragma HLS LOOP_TRIPCOUNT max=...': {header}"
+            )
+    assert checked >= 12  # the check found the kernel's loops
+
+
+def test_tripcount_bounds_are_constants():
+    code = _code(_source("nbq_conv.cpp"))
+    for m in re.finditer(r"LOOP_TRIPCOUNT\s+min=(\S+)\s+max=(\S+)", code):
+        assert _constant(m.group(1)) and _constant(m.group(2)), m.group(0)
+
+
+def test_no_constructs_vitis_rejects_in_kernel_sources():
+    for name in KERNEL_SOURCES:
+        code = _code(_source(name))
+        for pattern, what in [
+            (r"\bwhile\b|\bdo\s*\{", "while/do loops (use bounded for loops)"),
+            (r"\bgoto\b", "goto"),
+            (r"\bnew\b|\bdelete\b|\bmalloc\b|\bfree\s*\(", "dynamic memory"),
+            (r"\bstd::", "the standard library"),
+            (r"\bthrow\b|\btry\b", "exceptions"),
+            (r"#include\s*<(vector|string|map|list|deque|memory|iostream)>", "STL headers"),
+        ]:
+            assert not re.search(pattern, code), f"hls/{name} uses {what}"
+
+
+def test_no_recursion():
+    code = _code(_source("nbq_conv.cpp")) + _code(_source("nbq_conv.h"))
+    definition = re.compile(r"\n\s*(?:static\s+)?[\w:<>]+[\s*&]+(\w+)\s*\(([^;{]*)\)\s*\{")
+    defined = []
+    for m in definition.finditer(code):
+        name, start = m.group(1), m.end()
+        if name in ("if", "for", "while", "switch", "return", "else"):
+            continue
+        defined.append(name)
+        depth, i = 1, start
+        while depth and i < len(code):
+            depth += {"{": 1, "}": -1}.get(code[i], 0)
+            i += 1
+        assert not re.search(rf"\b{name}\s*\(", code[start:i]), f"{name} calls itself"
+    assert {"nbq_conv", "requantize", "pack_next", "product"} <= set(defined)
+
+
+def test_every_port_has_an_interface_pragma():
+    code = _code(_source("nbq_conv.h"))
+    sig = re.search(r"void\s+nbq_conv\s*\(([^)]*)\)", code).group(1)
+    ports = [re.findall(r"\w+", p)[-1] for p in sig.split(",")]
+    pragmas = re.findall(r"#pragma HLS INTERFACE mode=(\w+) port=(\w+)", _source("nbq_conv.cpp"))
+    modes = dict((port, mode) for mode, port in pragmas if port != "return")
+    assert set(modes) == set(ports)
+    assert modes["s_in"] == modes["s_out"] == "axis"
+    assert {m for p, m in modes.items() if p not in ("s_in", "s_out")} == {"s_axilite"}
+    assert ("ap_ctrl_hs", "return") in pragmas and ("s_axilite", "return") in pragmas
+
+
+def test_run_hls_tcl_targets_the_zcu102_for_both_kinds():
+    tcl = _source("run_hls.tcl")
+    assert "set part xczu9eg-ffvb1156-2-e" in tcl
+    assert re.search(r"set period 5(\.0)?\b", tcl)  # 200 MHz
+    assert "set kinds {svpe vpe}" in tcl
+    for step in ("csim_design", "csynth_design", "export_design -format ip_catalog"):
+        assert step in tcl
+    assert "-DNBQ_PE_KIND=NBQ_PE_$KIND" in tcl
+    assert "csim_include" not in re.sub(r"#[^\n]*", "", tcl)  # only Vitis's own headers
+
+
+def test_stand_in_header_is_refused_under_vitis():
+    text = _source("csim_include/ap_axi_sdata.h")
+    assert "#ifdef __SYNTHESIS__\n#error" in text
