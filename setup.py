@@ -39,11 +39,18 @@ setup(
             "models/*/*/*",
             "samples/*",
             "boards/*",
-            "static/*",
+            "server/static/*",
+            "server/*.conf",
             "hls_src/*",
         ]
     },
-    install_requires=["numpy>=1.22", "pillow>=9", "flask>=2.2", "waitress>=2.1"],
+    install_requires=[
+        "numpy>=1.22",
+        "pillow>=9",
+        "flask>=2.2",
+        "waitress>=2.1",
+        "threadpoolctl>=3",
+    ],
     extras_require={
         "train": TRAIN,
         "board": ["pynq>=3.0"],

@@ -58,6 +58,16 @@ REQUANT_BITS = 64  #: acc*mult + bias + round_half must fit this many signed bit
 #: float64 products are exact while every partial sum stays below this magnitude.
 FLOAT64_EXACT = 1 << 53
 
+# --- what the hardware conv engine runs (docs/datapath.md section 3) -----------------
+#: (kernel, padding) pairs the conv engine takes, always stride 1 and groups 1
+CONV_ENGINE_SHAPES = ((3, 1), (1, 0))
+
+
+def conv_engine_takes(kernel: int, stride: int, padding: int, groups: int) -> bool:
+    """True for a conv the hardware engine runs: 3x3 pad 1 or 1x1 pad 0, stride 1, groups 1
+    (requantisation, ReLU and a 2x2 max-pool fused); everything else runs on the ARM cores."""
+    return stride == 1 and groups == 1 and (kernel, padding) in CONV_ENGINE_SHAPES
+
 
 def levels_per_side(n_bits: int) -> int:
     """r = 2**(n-1) - 1: the number of non-zero magnitudes for n >= 2 (0 for n = 1)."""

@@ -25,11 +25,10 @@ ARM = "arm"
 
 
 def conv_engine_takes(layer: dict) -> bool:
-    """True for layers the hardware conv engine runs: 3x3 pad 1 or 1x1 pad 0, stride 1,
-    groups 1 (requantisation, ReLU and a 2x2 max-pool fused)."""
-    if layer["op"] != "conv" or layer["stride"] != 1 or layer["groups"] != 1:
-        return False
-    return (layer["kernel"], layer["padding"]) in ((3, 1), (1, 0))
+    """True for a bundle layer the hardware conv engine runs (``datapath.conv_engine_takes``)."""
+    return layer["op"] == "conv" and dp.conv_engine_takes(
+        layer["kernel"], layer["stride"], layer["padding"], layer["groups"]
+    )
 
 
 @dataclass

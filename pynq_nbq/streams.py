@@ -365,12 +365,6 @@ def unpack_requant(buf: np.ndarray, c_out: int) -> tuple[np.ndarray, np.ndarray,
 
 
 # --- what the kernel takes ------------------------------------------------------------
-def engine_takes(kernel: int, stride: int, padding: int, groups: int) -> bool:
-    """True for the conv shapes the kernel runs: 3x3 pad 1 or 1x1 pad 0, stride 1, groups 1."""
-    shape_ok = (kernel == 3 and padding == 1) or (kernel == 1 and padding == 0)
-    return shape_ok and stride == 1 and groups == 1
-
-
 def conv_weights_for(spec: ConvSpec, info: KernelInfo) -> np.ndarray:
     """Check ``spec`` against the kernel and return what the weight packet carries.
 
@@ -383,7 +377,7 @@ def conv_weights_for(spec: ConvSpec, info: KernelInfo) -> np.ndarray:
         raise ValueError(
             f"{where} is {spec.datapath} but the kernel's PE_KIND register says {info.pe}"
         )
-    if not engine_takes(spec.kernel, spec.stride, spec.padding, spec.groups):
+    if not dp.conv_engine_takes(spec.kernel, spec.stride, spec.padding, spec.groups):
         raise ValueError(
             f"{where}: the conv engine runs 3x3 pad 1 or 1x1 pad 0, stride 1, groups 1; "
             f"got {spec.kernel}x{spec.kernel} pad {spec.padding} stride {spec.stride} "
@@ -424,7 +418,7 @@ def check_manifest(manifest: Mapping, info: KernelInfo) -> None:
     """Refuse a bundle this kernel cannot run, with one message listing every reason.
 
     Checks the bundle's ``datapath`` against PE_KIND and each conv layer the engine
-    takes (see :func:`engine_takes`) against MAX_CIN, ACC_BITS and the code width.
+    takes (see :func:`datapath.conv_engine_takes`) against MAX_CIN, ACC_BITS and the code width.
     """
     problems = []
     datapath = manifest.get("datapath")
@@ -441,7 +435,7 @@ def check_manifest(manifest: Mapping, info: KernelInfo) -> None:
         if layer.get("op") != "conv":
             continue
         k = int(layer.get("kernel", 0))
-        if not engine_takes(
+        if not dp.conv_engine_takes(
             k,
             int(layer.get("stride", 1)),
             int(layer.get("padding", 0)),

@@ -12,6 +12,7 @@ need_apt=()
 command -v g++ >/dev/null || need_apt+=(g++)
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
+command -v sensors >/dev/null || need_apt+=(lm-sensors)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq

@@ -73,7 +73,9 @@ def test_resume_refuses_other_config(tmp_path, digits):
 
 @pytest.mark.slow
 def test_digits_rg_3bit_reaches_90_and_beats_round_to_nearest(tmp_path, digits):
-    common = dict(dataset="digits", epochs=20, batch_size=64, lr=0.05, flip=False, seed=0)
+    common = dict(
+        dataset="digits", width=0.5, epochs=20, batch_size=64, lr=0.05, flip=False, seed=0
+    )
     f = train(
         TrainConfig(method="float", **common),
         tmp_path / "float",
@@ -82,7 +84,7 @@ def test_digits_rg_3bit_reaches_90_and_beats_round_to_nearest(tmp_path, digits):
         log=lambda s: None,
     )
     rg = train(
-        TrainConfig(method="rg", rg_compensate=True, **common),
+        TrainConfig(method="rg", **common),
         tmp_path / "rg",
         progress=False,
         dataset=digits,

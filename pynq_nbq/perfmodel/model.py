@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..datapath import conv_engine_takes
 from .boards import Board, load_board
 from .constants import ACT_BITS, PAPER_ARRAYS, VPE_WEIGHT_BITS
 from .equations import M_FORMS, tiles
@@ -84,7 +85,7 @@ def engine_takes(layer: Layer) -> tuple[bool, str]:
     if layer.kind != "conv":
         return False, f"{layer.kind} runs on the ARM cores"
     k, s, p, g = layer.kernel, layer.stride, layer.padding, layer.groups
-    if g == 1 and s == 1 and ((k == 3 and p == 1) or (k == 1 and p == 0)):
+    if conv_engine_takes(k, s, p, g):
         return True, ""
     return False, (
         f"{k}x{k} conv, stride {s}, pad {p}, groups {g}: the engine takes only 3x3 pad 1 "
