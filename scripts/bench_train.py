@@ -8,6 +8,7 @@ Then it prints a markdown summary (mean ± std over seeds) and writes
 ``OUT/summary.json``.
 
     nohup python scripts/bench_train.py --out bench_runs/fmnist > bench_train.log 2>&1 &
+    # or two workers, one thread each, splitting the plan with --only NAME ...
     python scripts/bench_train.py --out bench_runs/fmnist --report   # summary only
 
 Not part of CI: about 15-20 minutes per run on 2 cores.
@@ -162,13 +163,16 @@ def main() -> int:
     ap.add_argument("--out", default="bench_runs/fmnist")
     ap.add_argument("--only", nargs="*", help="run only these plan entries")
     ap.add_argument("--report", action="store_true", help="print the summary, train nothing")
+    ap.add_argument(
+        "--threads", type=int, default=2, help="torch threads (two workers: 1 each)"
+    )
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if not args.report:
         import torch
 
-        torch.set_num_threads(2)
+        torch.set_num_threads(args.threads)
         run_plan(out, args.only)
     rows = summarise(out)
     (out / "summary.json").write_text(
