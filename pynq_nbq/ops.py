@@ -211,7 +211,7 @@ def conv_layer(x: np.ndarray, spec: ConvSpec) -> np.ndarray:
 
 #: images per call are split so that the column matrix stays near this many float64
 #: values (cache-sized: building it is otherwise as slow as the matrix product)
-_CHUNK_ELEMENTS = int(__import__("os").environ.get("NBQ_CHUNK", 1 << 19))
+_CHUNK_ELEMENTS = 1 << 20
 
 _WS = threading.local()
 
@@ -246,15 +246,11 @@ def _im2col_channel_major(
         xp[:, :, :, wp - padding :] = 0
     xp[:, :, padding : padding + h, padding : padding + w] = x.transpose(3, 0, 1, 2)
     cols = _workspace("cols", (c * k * k, n * oh * ow))
-    c6 = cols.reshape(c, k, k, n, oh, ow)
-    for ky in range(k):
-        for kx in range(k):
-            c6[:, ky, kx] = xp[
-                :,
-                :,
-                ky : ky + stride * (oh - 1) + 1 : stride,
-                kx : kx + stride * (ow - 1) + 1 : stride,
-            ]
+    sc, sn, sh, sw = xp.strides
+    windows = np.lib.stride_tricks.as_strided(
+        xp, (c, k, k, n, oh, ow), (sc, sh, sw, sn, sh * stride, sw * stride), writeable=False
+    )
+    cols.reshape(c, k, k, n, oh, ow)[...] = windows
     return cols, oh, ow
 
 
