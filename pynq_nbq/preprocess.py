@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,10 @@ MAX_PIXELS = 40_000_000
 
 class ImageError(ValueError):
     """The input is not a usable image; the message says why."""
+
+
+class ImageTooLarge(ImageError):
+    """The image has more pixels than allowed (a decompression-bomb guard)."""
 
 
 def open_image(source: bytes | str | os.PathLike | Image.Image) -> Image.Image:
@@ -39,17 +42,18 @@ def open_image(source: bytes | str | os.PathLike | Image.Image) -> Image.Image:
             if not fp.is_file():
                 raise ImageError(f"{fp}: no such image file")
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                img = Image.open(fp)
-                w, h = img.size
-                if w * h > MAX_PIXELS:
-                    raise ImageError(f"image too large: {w}x{h} pixels (limit {MAX_PIXELS})")
-                img.load()
+            # Image.open reads only the header: refuse bombs before decoding.  (MAX_PIXELS
+            # is below Pillow's own warning threshold, so no global warning filter is
+            # needed, which would not be thread-safe under a threaded server.)
+            img = Image.open(fp)
+            w, h = img.size
+            if w * h > MAX_PIXELS:
+                raise ImageTooLarge(f"image too large: {w}x{h} pixels (limit {MAX_PIXELS})")
+            img.load()
         except ImageError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageError(f"image too large: {exc}") from exc
+            raise ImageTooLarge(f"image too large: {exc}") from exc
         except UnidentifiedImageError as exc:
             raise ImageError("not an image Pillow can read") from exc
         except (OSError, SyntaxError, ValueError, EOFError) as exc:

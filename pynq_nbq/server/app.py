@@ -42,7 +42,7 @@ from werkzeug.exceptions import HTTPException
 from .. import api
 from ..backends import Backend
 from ..bundle import Bundle, BundleError, load_bundle
-from ..preprocess import MAX_PIXELS, ImageError, open_image, preprocess
+from ..preprocess import MAX_PIXELS, ImageError, ImageTooLarge, open_image, preprocess
 from .metrics import CONTENT_TYPE, ServerMetrics
 from .power import MIN_ENERGY_WINDOW_S, PowerSampler, RailSource, modelled_energy, open_power_source
 
@@ -477,7 +477,7 @@ def decode_and_preprocess(data: bytes, spec: dict) -> tuple[np.ndarray, dict, fl
 
 def image_error_status(exc: ImageError) -> int:
     """413 for images refused for their size, 400 for everything else."""
-    return 413 if str(exc).startswith("image too large") else 400
+    return 413 if isinstance(exc, ImageTooLarge) else 400
 
 
 def top_k_param(default: int, n_classes: int) -> int:
