@@ -163,9 +163,7 @@ def main() -> int:
     ap.add_argument("--out", default="bench_runs/fmnist")
     ap.add_argument("--only", nargs="*", help="run only these plan entries")
     ap.add_argument("--report", action="store_true", help="print the summary, train nothing")
-    ap.add_argument(
-        "--threads", type=int, default=2, help="torch threads (two workers: 1 each)"
-    )
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (two workers: 1 each)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
