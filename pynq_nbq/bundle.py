@@ -241,6 +241,8 @@ def _validate_input(inp: dict) -> None:
         raise _fail(where, f"mode must be 'L' or 'RGB', got {mode!r}")
     if (mode == "L") != (inp["channels"] == 1):
         raise _fail(where, f"mode {mode!r} does not match {inp['channels']} channels")
+    if inp.get("resize", "stretch") not in ("stretch", "center-crop"):
+        raise _fail(where, f"resize must be 'stretch' or 'center-crop', got {inp['resize']!r}")
     for k in ("mean", "std"):
         v = _req(inp, k, where, list)
         if len(v) != inp["channels"] or not all(isinstance(x, (int, float)) for x in v):

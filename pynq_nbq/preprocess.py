@@ -82,11 +82,22 @@ def to_mode(img: Image.Image, mode: str) -> Image.Image:
 
 
 def preprocess(img: Image.Image, spec: dict) -> np.ndarray:
-    """A decoded image -> float32 (C, H, W) per a bundle's ``input`` block."""
+    """A decoded image -> float32 (C, H, W) per a bundle's ``input`` block.
+
+    ``resize``: ``"stretch"`` (to width x height, aspect not kept) or ``"center-crop"``
+    (scale the shorter side, crop the centre); ``invert`` flips 0..1 pixel values
+    (for models trained on light-on-dark images, like Fashion-MNIST, fed dark-on-light
+    photos)."""
     img = to_mode(img, spec["mode"])
     size = (int(spec["width"]), int(spec["height"]))
-    if img.size != size:
-        img = img.resize(size, Image.Resampling.BILINEAR)
+    resize = spec.get("resize", "stretch")
+    if resize == "center-crop" and img.size != size:
+        img = ImageOps.fit(img, size, Image.Resampling.BILINEAR)
+    elif resize == "stretch":
+        if img.size != size:
+            img = img.resize(size, Image.Resampling.BILINEAR)
+    elif resize != "center-crop":
+        raise ValueError(f"unknown resize mode {resize!r} (stretch or center-crop)")
     a = np.asarray(img, dtype=np.float32) / 255.0
     if a.ndim == 2:
         a = a[:, :, None]

@@ -1,0 +1,91 @@
+"""Image decoding and preprocessing (pynq_nbq.preprocess)."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pynq_nbq.preprocess import (
+    ImageError,
+    ImageTooLarge,
+    open_image,
+    preprocess,
+    to_mode,
+)
+
+SPEC = {"mode": "L", "channels": 1, "height": 4, "width": 4, "mean": [0.0], "std": [1.0]}
+
+
+def png(img):
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_exif_orientation_is_applied():
+    a = np.zeros((2, 4), np.uint8)
+    a[0, 0] = 255  # top-left bright, landscape
+    img = Image.fromarray(a, "L")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", exif=exif, quality=100)
+    out = open_image(buf.getvalue())
+    assert out.size == (2, 4)  # portrait after the transpose
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "P", "RGB", "RGBA", "LA", "CMYK", "I;16", "I", "F"])
+def test_every_common_mode_becomes_l_or_rgb(mode):
+    base = Image.fromarray((np.arange(16).reshape(4, 4) * 16).astype(np.uint8), "L")
+    img = base.convert(mode) if mode not in ("I;16",) else base.convert("I").convert("I;16")
+    for target in ("L", "RGB"):
+        assert to_mode(img, target).mode == target
+
+
+def test_alpha_is_composited_onto_black():
+    img = Image.new("RGBA", (2, 2), (255, 255, 255, 0))
+    assert np.asarray(to_mode(img, "L")).max() == 0
+
+
+def test_sixteen_bit_is_scaled_by_its_range():
+    a = np.array([[0, 1000], [2000, 4000]], dtype=np.uint16)
+    img = Image.fromarray(a)
+    out = np.asarray(to_mode(img, "L"))
+    assert out.min() == 0 and out.max() == 255
+
+
+def test_stretch_crop_invert_normalise():
+    a = np.zeros((4, 8), np.uint8)
+    a[:, 2:6] = 255  # bright centre band
+    img = Image.fromarray(a, "L")
+    stretched = preprocess(img, SPEC)
+    assert stretched.shape == (1, 4, 4) and stretched.dtype == np.float32
+    cropped = preprocess(img, {**SPEC, "resize": "center-crop"})
+    assert cropped.min() > 0.9  # the crop keeps only the bright centre
+    inverted = preprocess(img, {**SPEC, "resize": "center-crop", "invert": True})
+    assert inverted.max() < 0.1
+    norm = preprocess(img, {**SPEC, "resize": "center-crop", "mean": [0.5], "std": [0.25]})
+    assert norm.max() == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="resize"):
+        preprocess(img, {**SPEC, "resize": "zoom"})
+
+
+def test_errors_name_the_cause(tmp_path):
+    with pytest.raises(ImageError, match="empty"):
+        open_image(b"")
+    with pytest.raises(ImageError, match="not an image"):
+        open_image(b"hello world")
+    data = png(Image.new("L", (50, 50)))
+    with pytest.raises(ImageError, match="truncated|broken"):
+        open_image(data[: len(data) // 2])
+    with pytest.raises(ImageError, match="no such image file"):
+        open_image(tmp_path / "missing.png")
+
+
+def test_bombs_are_refused_before_decoding(monkeypatch):
+    import pynq_nbq.preprocess as pp
+
+    monkeypatch.setattr(pp, "MAX_PIXELS", 100)
+    with pytest.raises(ImageTooLarge, match="too large"):
+        open_image(png(Image.new("L", (20, 20))))
