@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -69,6 +70,62 @@ def macs_of(bundle) -> int:
     return total
 
 
+def measure_numpy(kind_path: str, seconds: float) -> dict:
+    """Engine images/s at batch 1 and 64 and the float64 roof, in this process."""
+    rng = np.random.default_rng(0)
+    res = {"float64_roof_gflops": float64_roof(seconds)}
+    model = api.load_model(kind_path)
+    shape = model.bundle.tensors[model.engine.input_name]["shape"]
+    macs = macs_of(model.bundle)
+    res["macs_per_image"] = macs
+    for b in (1, 64):
+        xq = model.engine.quantize_input(rng.standard_normal((b, *shape)).astype(np.float32))
+        r = rate(lambda xq=xq: model.engine.run(xq), b, seconds)
+        res[f"batch{b}_images_per_s"] = r
+        res[f"batch{b}_useful_gflops"] = 2 * macs * r / 1e9
+        res[f"batch{b}_fraction_of_roof"] = 2 * macs * r / 1e9 / res["float64_roof_gflops"]
+    return res
+
+
+def measure_torch(svpe: str, checkpoint: str | None, seconds: float) -> dict:
+    """PyTorch fp32 eval of the svpe bundle's source network: images/s at batch 1 and 64."""
+    import torch
+
+    from host_train import layers as L
+    from host_train.train import load_checkpoint, model_from_checkpoint
+
+    net, _ = model_from_checkpoint(load_checkpoint(checkpoint or _default_checkpoint(svpe)))
+    with torch.no_grad():  # bake staircase(W) in: a plain fp32 network, no quantizer calls
+        for _, m in L.pow2_layers(net):
+            m.weight.copy_(m.effective_weight())
+            m.method = "float"
+    net = net.eval().to(memory_format=torch.channels_last)
+    shape = api.load_model(svpe).bundle.tensors["input"]["shape"]
+    res = {}
+    for b in (1, 64):
+        x = torch.randn(b, *shape).to(memory_format=torch.channels_last)
+
+        def fwd(x=x):
+            with torch.inference_mode():
+                net(x)
+
+        res[f"batch{b}_images_per_s"] = rate(fwd, b, seconds)
+    return res
+
+
+def run_part(args) -> dict:
+    """One measurement, in this (fresh) process, with ``args.threads`` threads."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(args.threads)
+    if args.part == "torch":
+        import torch
+
+        torch.set_num_threads(args.threads)
+        return measure_torch(args.svpe, args.checkpoint, args.seconds)
+    return measure_numpy(getattr(args, args.part), args.seconds)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--svpe", default="fmnist-svpe", help="svpe bundle (name or path)")
@@ -82,45 +139,44 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=4.0, help="time per measurement")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--part", choices=("svpe", "vpe", "torch"), help=argparse.SUPPRESS)
     args = ap.parse_args()
-
-    rng = np.random.default_rng(0)
+    if args.part:  # a child: one measurement, JSON on stdout
+        print(json.dumps(run_part(args)))
+        return 0
+    # Each measurement runs in its own process: numpy's OpenBLAS pool and torch's
+    # OpenMP pool spin-wait after work and slow each other down in one process.
     res: dict = {"threads": args.threads}
-    res["float64_roof_gflops"] = float64_roof(args.seconds)
-    for kind in ("svpe", "vpe"):
-        model = api.load_model(getattr(args, kind))
-        shape = model.bundle.tensors[model.engine.input_name]["shape"]
-        macs = macs_of(model.bundle)
-        res[f"{kind}_macs_per_image"] = macs
+    for part in ("svpe", "vpe", "torch"):
+        cmd = [
+            sys.executable,
+            __file__,
+            "--part",
+            part,
+            "--threads",
+            str(args.threads),
+            "--seconds",
+            str(args.seconds),
+            "--svpe",
+            args.svpe,
+            "--vpe",
+            args.vpe,
+        ]
+        if args.checkpoint:
+            cmd += ["--checkpoint", args.checkpoint]
+        try:
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        except subprocess.CalledProcessError as exc:
+            if part == "torch":
+                res["torch"] = f"not measured: {exc.stderr.strip().splitlines()[-1]}"
+                continue
+            raise
+        res[part] = json.loads(out.strip().splitlines()[-1])
+    if isinstance(res.get("torch"), dict):
         for b in (1, 64):
-            xq = model.engine.quantize_input(rng.standard_normal((b, *shape)).astype(np.float32))
-            r = rate(lambda xq=xq, m=model: m.engine.run(xq), b, args.seconds)
-            res[f"numpy_{kind}_batch{b}_images_per_s"] = r
-            gf = 2 * macs * r / 1e9
-            res[f"numpy_{kind}_batch{b}_useful_gflops"] = gf
-            res[f"numpy_{kind}_batch{b}_fraction_of_roof"] = gf / res["float64_roof_gflops"]
-    try:
-        import torch
-
-        from host_train.train import load_checkpoint, model_from_checkpoint
-    except ModuleNotFoundError:
-        torch = None
-    if torch is not None:
-        torch.set_num_threads(args.threads)
-        ck_path = args.checkpoint or _default_checkpoint(args.svpe)
-        net, _ = model_from_checkpoint(load_checkpoint(ck_path))
-        net = net.eval().to(memory_format=torch.channels_last)
-        shape = api.load_model(args.svpe).bundle.tensors["input"]["shape"]
-        for b in (1, 64):
-            x = torch.randn(b, *shape).to(memory_format=torch.channels_last)
-
-            def fwd(x=x):
-                with torch.inference_mode():
-                    net(x)
-
-            r = rate(fwd, b, args.seconds)
-            res[f"torch_fp32_batch{b}_images_per_s"] = r
-            res[f"numpy_svpe_over_torch_batch{b}"] = res[f"numpy_svpe_batch{b}_images_per_s"] / r
+            res[f"numpy_svpe_over_torch_batch{b}"] = (
+                res["svpe"][f"batch{b}_images_per_s"] / res["torch"][f"batch{b}_images_per_s"]
+            )
     print(json.dumps(res, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1) + "\n")

@@ -15,14 +15,23 @@ def register(sub) -> None:
     p.add_argument("--backend", default="numpy", help="numpy, csim or fpga")
     p.add_argument("--top", type=int, default=1, help="show the top-k classes")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--blas-threads",
+        type=int,
+        default=1,
+        help="BLAS threads for the numpy engine (default 1: steadiest for one image at a "
+        "time; 0 keeps the library default)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from .. import api
+    from ..blas import limit_blas_threads
     from ..bundle import BundleError
     from ..preprocess import ImageError
 
+    limit_blas_threads(args.blas_threads)
     paths = args.images or [str(p) for p in api.sample_images()]
     if not paths:
         raise CommandError("no images given and no bundled samples found")

@@ -71,9 +71,10 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..api import model_path, sample_images
+    from ..blas import limit_blas_threads
     from ..bundle import BundleError
     from ..server import ServerConfig, create_app
-    from ..server.wsgi import limit_blas_threads, make_server
+    from ..server.wsgi import make_server
 
     if args.threads < 1:
         raise CommandError(f"--threads must be >= 1, got {args.threads}")
