@@ -7,6 +7,7 @@ and augmentation happen on torch tensors in :mod:`host_train.train`.
   ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist/``).
 * ``digits``: scikit-learn's bundled 8x8 digits (1,797 images, values 0..16 scaled
   to 0..255), split 1,347 train / 450 test with a fixed permutation.
+* ``cifar10``: the binary version's files, user-provided with ``--data-dir``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,19 @@ FASHION_CLASSES = [
     "Bag",
     "Ankle boot",
 ]
-DATASETS = ("fashion-mnist", "digits")
+DATASETS = ("fashion-mnist", "digits", "cifar10")
+CIFAR10_CLASSES = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+]
 
 
 class DatasetMissing(FileNotFoundError):
@@ -120,10 +133,40 @@ def load_digits() -> Dataset:
     return Dataset("digits", tx, ty, vx, vy, [str(i) for i in range(10)], mean, std)
 
 
+def read_cifar_binary(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """CIFAR-10 binary batches (records of 1 label byte + 3x32x32 pixel bytes)."""
+    raw = b"".join(p.read_bytes() for p in paths)
+    rec = 1 + 3 * 32 * 32
+    if not raw or len(raw) % rec:
+        raise ValueError(f"{paths[0].parent}: CIFAR-10 binary files must hold {rec}-byte records")
+    a = np.frombuffer(raw, dtype=np.uint8).reshape(-1, rec)
+    return a[:, 1:].reshape(-1, 3, 32, 32).copy(), a[:, 0].astype(np.int64)
+
+
+def load_cifar10(data_dir: str | None) -> Dataset:
+    """CIFAR-10 from the binary version's files (``data_batch_1..5.bin``,
+    ``test_batch.bin``) in ``data_dir`` - user-provided; nothing is downloaded."""
+    d = Path(data_dir) if data_dir else None
+    train = sorted(d.glob("data_batch_*.bin")) if d else []
+    test = d / "test_batch.bin" if d else None
+    if not train or test is None or not test.exists():
+        raise DatasetMissing(
+            "CIFAR-10 not found: pass --data-dir DIR holding the binary version's "
+            "data_batch_1.bin .. data_batch_5.bin and test_batch.bin (cifar-10-binary.tar.gz "
+            "from the dataset's authors); this project downloads nothing."
+        )
+    tx, ty = read_cifar_binary(train)
+    vx, vy = read_cifar_binary([test])
+    mean, std = _stats(tx)
+    return Dataset("cifar10", tx, ty, vx, vy, list(CIFAR10_CLASSES), mean, std)
+
+
 def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
     """Load a dataset by name (see :data:`DATASETS`)."""
     if name == "fashion-mnist":
         return load_fashion_mnist(data_dir)
     if name == "digits":
         return load_digits()
+    if name == "cifar10":
+        return load_cifar10(data_dir)
     raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")

@@ -120,6 +120,29 @@ def test_read_idx_roundtrip_and_errors(tmp_path):
         read_idx(bad)
 
 
+def test_cifar10_binary_files_load(tmp_path):
+    from host_train.data import load_dataset
+
+    rng = np.random.default_rng(0)
+
+    def batch(n):
+        labels = rng.integers(0, 10, n, dtype=np.uint8)
+        pixels = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        return np.concatenate([labels[:, None], pixels], axis=1), labels, pixels
+
+    recs, labels, pixels = batch(6)
+    for i in (1, 2):
+        (tmp_path / f"data_batch_{i}.bin").write_bytes(recs[(i - 1) * 3 : i * 3].tobytes())
+    test_recs, _, _ = batch(2)
+    (tmp_path / "test_batch.bin").write_bytes(test_recs.tobytes())
+    ds = load_dataset("cifar10", str(tmp_path))
+    assert ds.train_x.shape == (6, 3, 32, 32) and ds.test_x.shape == (2, 3, 32, 32)
+    assert ds.train_y.tolist() == labels.tolist()
+    assert np.array_equal(ds.train_x[0].ravel(), pixels[0])
+    with pytest.raises(DatasetMissing, match="test_batch.bin"):
+        load_dataset("cifar10", str(tmp_path / "nothing"))
+
+
 def test_missing_dataset_says_how_to_get_it(tmp_path):
     with pytest.raises(DatasetMissing, match="apt-get install dataset-fashion-mnist"):
         load_fashion_mnist(str(tmp_path))

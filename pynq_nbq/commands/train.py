@@ -17,7 +17,7 @@ def register(sub) -> None:
         help="nbq-compact (28x28, ~22 M MACs), nbq-table1, tiny-resnet",
     )
     p.add_argument("--width", type=float, default=1.0, help="width multiplier")
-    p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist or digits")
+    p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist, digits, cifar10")
     p.add_argument("--data-dir", default=None, help="folder with the dataset's files")
     p.add_argument("--method", default="rg", help="float, rg, ste, inq, rtn (needs --init)")
     p.add_argument("--bits", type=int, default=3, help="weight bits n (1..5)")
