@@ -77,9 +77,9 @@ class Prediction:
 class Model:
     """A bundle on an engine and backend, ready to classify."""
 
-    def __init__(self, bundle: Bundle, backend: str | Backend = "numpy") -> None:
+    def __init__(self, bundle: Bundle, backend: str | Backend = "numpy", threads: int = 1) -> None:
         self.bundle = bundle
-        self.engine = Engine(bundle, backend)
+        self.engine = Engine(bundle, backend, threads)
 
     @property
     def classes(self) -> list[str]:
@@ -138,7 +138,13 @@ class Model:
 
 
 def load_model(
-    name_or_path: str | os.PathLike | None = None, backend: str | Backend = "numpy"
+    name_or_path: str | os.PathLike | None = None,
+    backend: str | Backend = "numpy",
+    threads: int = 1,
 ) -> Model:
-    """Load and validate a bundle (embedded name, path, or None for the default)."""
-    return Model(load_bundle(model_path(name_or_path)), backend)
+    """Load and validate a bundle (embedded name, path, or None for the default).
+
+    ``threads > 1`` splits each batch over that many threads (see
+    :class:`pynq_nbq.engine.Engine`); use it with a one-thread BLAS.
+    """
+    return Model(load_bundle(model_path(name_or_path)), backend, threads)

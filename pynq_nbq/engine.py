@@ -6,11 +6,18 @@ which run on the ARM cores (numpy, :mod:`pynq_nbq.ops`), following
 
     engine = Engine(load_bundle(path), backend="numpy")
     logits_q = engine.run(engine.quantize_input(batch_nchw_float))
+
+With ``threads=T > 1`` a batch is split into up to T shards that run the whole
+network side by side in a thread pool (numpy releases the GIL in its matrix
+products, copies and ufuncs); each image still goes through exactly the same
+integer operations, so the logits are identical.  Pair it with a one-thread BLAS
+(:func:`pynq_nbq.blas.limit_blas_threads`), or the shards' BLAS threads compete.
 """
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,11 +55,20 @@ class Engine:
     ``run`` takes the quantized input (int16, N x C x H x W) and returns the int16
     logits (N x classes) with ``self.output_frac`` fractional bits; ``run(...,
     keep=True)`` also returns every tensor (NHWC or N x C) by name.  ``timings``
-    after a run holds seconds per placement.
+    after a run holds seconds per placement (with shards: the mean over shards,
+    which ran at the same time).
+
+    ``threads``: worker threads a batch is split over (1 = run in the caller's
+    thread).  Only backends that declare ``thread_safe = True`` are split; ``run``
+    with ``keep=True`` always runs unsplit.
     """
 
-    def __init__(self, bundle: Bundle, backend: str | Backend = "numpy") -> None:
+    def __init__(self, bundle: Bundle, backend: str | Backend = "numpy", threads: int = 1) -> None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
         self.bundle = bundle
+        self.threads = threads
+        self._pool: ThreadPoolExecutor | None = None
         self.backend: Backend = get_backend(backend) if isinstance(backend, str) else backend
         check = getattr(self.backend, "check_bundle", None)
         if check is not None:
@@ -114,6 +130,19 @@ class Engine:
 
     def run(self, x_q: np.ndarray, keep: bool = False):
         """int16 (N, C, H, W) -> int16 logits (N, classes) [, all tensors by name]."""
+        shards = min(self.threads, len(x_q))
+        if keep or shards < 2 or not getattr(self.backend, "thread_safe", False):
+            out, env, times = self._run_one(x_q, keep)
+            self.timings = times
+            return (out, env) if keep else out
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="nbq-engine")
+        parts = list(self._pool.map(self._run_one, np.array_split(x_q, shards)))
+        self.timings = {k: sum(p[2][k] for p in parts) / shards for k in parts[0][2]}
+        return np.concatenate([p[0] for p in parts])
+
+    def _run_one(self, x_q: np.ndarray, keep: bool = False):
+        """One shard in this thread: (logits, tensors by name, seconds per placement)."""
         env: dict[str, np.ndarray] = {
             self.input_name: np.ascontiguousarray(
                 x_q.astype(dp.ACT_DTYPE, copy=False).transpose(0, 2, 3, 1)
@@ -127,9 +156,7 @@ class Engine:
             times[step.placement] += time.perf_counter() - t0
             if not keep:
                 self._release(env, step)
-        self.timings = times
-        out = env[self.output_name]
-        return (out, env) if keep else out
+        return env[self.output_name], env, times
 
     def _release(self, env: dict, done: Step) -> None:
         """Drop tensors no later step reads (keeps peak memory to live tensors)."""

@@ -3,7 +3,10 @@
 
 In one process, on the same network, with the same thread count:
 
-* images/s of the numpy engine (svpe and vpe bundles) at batch 1 and 64;
+* images/s of the numpy engine (svpe and vpe bundles) at batch 1 and 64, its batch
+  split over ``--threads`` engine threads with a one-thread BLAS each (the
+  default way to use the cores); for comparison also the svpe engine unsplit with
+  a ``--threads``-thread BLAS (``svpe-blas``);
 * images/s of PyTorch fp32 inference of the checkpoint the svpe bundle came from
   (eval, ``inference_mode``, channels-last, 2 threads), batch 1 and 64;
 * this machine's float64 matrix-product rate (GFLOP/s of a 2000x2000 product), and
@@ -32,6 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pynq_nbq import api  # noqa: E402
+
+PARTS = ("svpe", "vpe", "svpe-blas", "torch")
 
 
 def rate(fn, batch: int, seconds: float) -> float:
@@ -70,11 +75,21 @@ def macs_of(bundle) -> int:
     return total
 
 
-def measure_numpy(kind_path: str, seconds: float) -> dict:
-    """Engine images/s at batch 1 and 64 and the float64 roof, in this process."""
+def measure_numpy(kind_path: str, seconds: float, threads: int, engine_threads: int) -> dict:
+    """Engine images/s at batch 1 and 64 and the float64 roof, in this process.
+
+    The roof is measured with a ``threads``-thread BLAS; the engine then runs with
+    ``engine_threads`` shards and a BLAS of ``threads // engine_threads`` threads.
+    """
+    from threadpoolctl import threadpool_limits
+
     rng = np.random.default_rng(0)
+    threadpool_limits(threads)
     res = {"float64_roof_gflops": float64_roof(seconds)}
-    model = api.load_model(kind_path)
+    threadpool_limits(max(1, threads // engine_threads))
+    res["engine_threads"] = engine_threads
+    res["blas_threads"] = max(1, threads // engine_threads)
+    model = api.load_model(kind_path, threads=engine_threads)
     shape = model.bundle.tensors[model.engine.input_name]["shape"]
     macs = macs_of(model.bundle)
     res["macs_per_image"] = macs
@@ -123,7 +138,9 @@ def run_part(args) -> dict:
 
         torch.set_num_threads(args.threads)
         return measure_torch(args.svpe, args.checkpoint, args.seconds)
-    return measure_numpy(getattr(args, args.part), args.seconds)
+    if args.part == "svpe-blas":
+        return measure_numpy(args.svpe, args.seconds, args.threads, 1)
+    return measure_numpy(getattr(args, args.part), args.seconds, args.threads, args.threads)
 
 
 def main() -> int:
@@ -139,7 +156,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=4.0, help="time per measurement")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None, help="also write the results here")
-    ap.add_argument("--part", choices=("svpe", "vpe", "torch"), help=argparse.SUPPRESS)
+    ap.add_argument("--part", choices=PARTS, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.part:  # a child: one measurement, JSON on stdout
         print(json.dumps(run_part(args)))
@@ -147,7 +164,7 @@ def main() -> int:
     # Each measurement runs in its own process: numpy's OpenBLAS pool and torch's
     # OpenMP pool spin-wait after work and slow each other down in one process.
     res: dict = {"threads": args.threads}
-    for part in ("svpe", "vpe", "torch"):
+    for part in PARTS:
         cmd = [
             sys.executable,
             __file__,

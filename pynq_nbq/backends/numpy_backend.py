@@ -11,6 +11,8 @@ class NumpyBackend:
     """Runs conv-engine layers with :func:`pynq_nbq.ops.conv_layer` on the host CPU."""
 
     name = "numpy"
+    #: the engine may split a batch over threads: ops keeps its scratch arrays per thread
+    thread_safe = True
 
     def run_conv(self, x: np.ndarray, spec: ConvSpec) -> np.ndarray:
         return conv_layer(x, spec)
