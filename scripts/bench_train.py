@@ -55,6 +55,11 @@ PLAN: list[tuple[str, str, dict]] = [
         "rg, latent step compensated by 1/a",
         dict(method="rg", seed=0, rg_compensate=True),
     ),
+    (
+        "rg-lin1-s0",
+        "rg, a linear 1.0 -> 0 (float to staircase)",
+        dict(method="rg", seed=0, a_schedule="linear", a0=1.0),
+    ),
     ("rg-authors-s0", "rg, authors' thresholds", dict(method="rg", seed=0, rule="authors")),
     ("rg-log-s0", "rg, log-domain rounding", dict(method="rg", seed=0, rule="log")),
     ("rg-moments-s0", "rg, moment-matching scale", dict(method="rg", seed=0, rule="moments")),
