@@ -130,12 +130,11 @@ def measure_torch(svpe: str, checkpoint: str | None, seconds: float) -> dict:
 
 def run_part(args) -> dict:
     """One measurement, in this (fresh) process, with ``args.threads`` threads."""
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(args.threads)
     if args.part == "torch":
         import torch
+        from threadpoolctl import threadpool_limits
 
+        threadpool_limits(args.threads)
         torch.set_num_threads(args.threads)
         return measure_torch(args.svpe, args.checkpoint, args.seconds)
     if args.part == "svpe-blas":

@@ -164,7 +164,9 @@ def report(rows: dict) -> str:
         if f["epoch_seconds_median"] and q["epoch_seconds_median"]:
             lines.append(
                 f"Epoch time 3-bit rg / float: "
-                f"{q['epoch_seconds_median'] / f['epoch_seconds_median']:.2f}x"
+                f"{q['epoch_seconds_median'] / f['epoch_seconds_median']:.2f}x "
+                "(runs that shared the machine differently; a clean ratio: "
+                "scripts/bench_step.py)"
             )
     return "\n".join(lines)
 
