@@ -17,6 +17,7 @@ integer operations, so the logits are identical.  Pair it with a one-thread BLAS
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -61,6 +62,10 @@ class Engine:
     ``threads``: worker threads a batch is split over (1 = run in the caller's
     thread).  Only backends that declare ``thread_safe = True`` are split; ``run``
     with ``keep=True`` always runs unsplit.
+
+    ``on_layer``: None, or ``callable(name, placement, seconds)`` called after every
+    layer of every shard (from the shard's thread) - the profiling hook ``nbq bench``
+    uses for per-layer times.  Unused, it costs one attribute test per layer.
     """
 
     def __init__(self, bundle: Bundle, backend: str | Backend = "numpy", threads: int = 1) -> None:
@@ -81,6 +86,7 @@ class Engine:
         self.output_frac = int(self.tensors[self.output_name]["frac"])
         self.steps = [self._compile(layer) for layer in bundle.layers]
         self.timings: dict[str, float] = {}
+        self.on_layer: Callable[[str, str, float], None] | None = None
 
     def _compile(self, layer: dict) -> Step:
         fracs = [int(self.tensors[t]["frac"]) for t in layer["inputs"]]
@@ -153,7 +159,10 @@ class Engine:
             t0 = time.perf_counter()
             ins = [env[t] for t in step.layer["inputs"]]
             env[step.layer["output"]] = self._run_step(step, ins)
-            times[step.placement] += time.perf_counter() - t0
+            dt = time.perf_counter() - t0
+            times[step.placement] += dt
+            if self.on_layer is not None:
+                self.on_layer(step.layer["name"], step.placement, dt)
             if not keep:
                 self._release(env, step)
         return env[self.output_name], env, times

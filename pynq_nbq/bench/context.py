@@ -1,0 +1,131 @@
+"""Where a benchmark ran, how to label its timings, and what the bitstreams cost.
+
+* :func:`environment` - host, CPU, cores, software versions and, on a board, the
+  board, bitstream and clocks the backend reports.
+* :func:`timing_label` - the label every timing carries: "emulated (backend X on
+  host Y), not hardware" unless the fpga backend drove real hardware.
+* :func:`resources` - DSP/LUT/FF/BRAM18 of a bitstream from the overlay build's
+  report ``<overlay dir>/<bitstream name>.resources.json`` when present, else
+  "unavailable" with the reason and the performance model's estimate (labelled).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..kernel.design import bitstream_name
+from ..server.power import board_compatible
+
+#: keys of a resources report (counts), in report order
+RESOURCE_KEYS = ("dsp", "lut", "ff", "bram18")
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), else what platform says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model", "Hardware") and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def is_hardware(backend: Any) -> bool:
+    """True when ``backend`` drives a real conv engine (fpga, not a simulated board)."""
+    return getattr(backend, "name", "") == "fpga" and not getattr(backend, "simulated", False)
+
+
+def timing_label(backend: Any, host: str | None = None) -> str:
+    """How every timing taken with ``backend`` is labelled."""
+    host = host or f"{platform.node()} ({cpu_model()}, {os.cpu_count()} cores)"
+    name = getattr(backend, "name", str(backend))
+    if is_hardware(backend):
+        return f"measured on hardware (backend {name})"
+    if name == "fpga":
+        name = "fpga on the simulated board"
+    return f"emulated (backend {name} on host {host}), not hardware"
+
+
+def environment(backends: dict[str, Any]) -> dict[str, Any]:
+    """Host, software versions and, per column, what its backend says about itself
+    (``describe()``: bitstream, board, clocks on a board)."""
+    out: dict[str, Any] = {
+        "host": platform.node(),
+        "cpu": cpu_model(),
+        "cpu_cores_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "os": platform.platform(),
+        "device_tree_compatible": board_compatible(),
+        "software": {
+            "python": sys.version.split()[0],
+            "pynq_nbq": __version__,
+            "numpy": _version("numpy"),
+            "pillow": _version("pillow"),
+            "pynq": _version("pynq"),
+        },
+        "backends": {},
+    }
+    for key, backend in backends.items():
+        describe = getattr(backend, "describe", None)
+        entry: dict[str, Any] = {"name": getattr(backend, "name", str(backend))}
+        entry["hardware"] = is_hardware(backend)
+        if callable(describe):
+            entry.update(describe())
+        out["backends"][key] = entry
+    return out
+
+
+def read_resources(path: Path) -> dict[str, Any]:
+    """One overlay build report: a JSON object with integer ``dsp``, ``lut``, ``ff``,
+    ``bram18`` (any case); ValueError naming the file and the problem."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"resources report {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"resources report {path}: expected a JSON object")
+    lower = {str(k).lower(): v for k, v in data.items()}
+    out: dict[str, Any] = {}
+    for key in RESOURCE_KEYS:
+        v = lower.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+            raise ValueError(f"resources report {path}: {key} must be a count, got {v!r}")
+        out[f"{key}_count"] = v
+    return out
+
+
+def resources(kind: str, overlay_dir: Path | None, model: dict[str, Any]) -> dict[str, Any]:
+    """Resources of the ``kind`` bitstream: measured (the build's report) or why not,
+    always with the model's estimate beside it (from a ``model_network`` result)."""
+    engines = model.get("engines") or []
+    estimate = {
+        f"{k}_count": (sum(e[k] for e in engines if e.get(k) is not None) if engines else None)
+        for k in RESOURCE_KEYS
+    }
+    estimate["modelled"] = True
+    out: dict[str, Any] = {"modelled_estimate": estimate}
+    if overlay_dir is None:
+        out.update(available=False, reason="no overlay directory given (--overlay-dir)")
+        return out
+    report = Path(overlay_dir) / f"{bitstream_name(kind)}.resources.json"
+    if not report.is_file():
+        out.update(available=False, reason=f"no overlay build report at {report}")
+        return out
+    out.update(available=True, source=str(report), **read_resources(report))
+    return out

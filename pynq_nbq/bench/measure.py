@@ -1,0 +1,259 @@
+"""Timing one model ("column") on a labelled set: latency, split, per layer, throughput.
+
+All times come from ``time.perf_counter`` in this process.  Where each layer ran and
+how long it took come from the engine's ``on_layer`` hook; the time spent inside the
+device (the kernel call: on the board, the hardware and its DMA; in csim, the C++
+simulation) comes from wrapping the backend's ``kernel(pe)`` device, so that
+*driver overhead* = conv-engine layer time - device time (packing, tiling, checks).
+Backends without a device (numpy) have no driver: those fields are None.
+
+Units are in the key names: ``_ms`` milliseconds, ``_s`` seconds,
+``_images_per_s`` images per second.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..api import Model
+from ..engine import CONV_ENGINE
+from .data import LabelledSet
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much to run.  ``latency_images``: single-image runs for the percentiles;
+    ``throughput_images``: at least this many images per batch size (whole batches);
+    ``warmup_batches``: untimed batches before each timed pass."""
+
+    batch_sizes: tuple[int, ...] = (1, 8, 64)
+    latency_images: int = 200
+    throughput_images: int = 256
+    warmup_batches: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise ValueError(f"batch sizes must be >= 1, got {self.batch_sizes}")
+        if self.latency_images < 1 or self.throughput_images < 1 or self.warmup_batches < 0:
+            raise ValueError("latency/throughput images must be >= 1 and warm-up >= 0")
+
+    def steps(self, n_images: int) -> int:
+        """Progress-bar units one column takes: images classified, warm-ups included."""
+        warm = self.warmup_batches * (1 + sum(self.batch_sizes))
+        tput = sum(b * max(1, -(-self.throughput_images // b)) for b in self.batch_sizes)
+        return warm + self.latency_images + tput + n_images
+
+
+def latency_stats_ms(seconds: Sequence[float], prefix: str = "latency_ms") -> dict[str, Any]:
+    """mean, p50, p99, min and max of durations (s) in ms, with the sample count."""
+    ms = np.asarray(seconds, dtype=np.float64) * 1e3
+    if ms.size == 0:
+        raise ValueError("no durations to summarise")
+    return {
+        f"{prefix}_mean": float(ms.mean()),
+        f"{prefix}_p50": float(np.percentile(ms, 50)),
+        f"{prefix}_p99": float(np.percentile(ms, 99)),
+        f"{prefix}_min": float(ms.min()),
+        f"{prefix}_max": float(ms.max()),
+        "samples_count": int(ms.size),
+    }
+
+
+class _TimedDevice:
+    """A :class:`pynq_nbq.streams.ConvDevice` that adds its call time to a clock."""
+
+    def __init__(self, inner: Any, clock: DeviceClock) -> None:
+        self.inner = inner
+        self.info = inner.info
+        self._clock = clock
+
+    def call(self, regs, packets, out_nbytes):
+        t0 = time.perf_counter()
+        try:
+            return self.inner.call(regs, packets, out_nbytes)
+        finally:
+            self._clock.seconds += time.perf_counter() - t0
+            self._clock.calls += 1
+
+
+class DeviceClock:
+    """Seconds and number of calls spent inside a backend's device."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.calls = 0
+
+    @classmethod
+    def attach(cls, backend: Any) -> DeviceClock | None:
+        """Time ``backend``'s device calls, if it runs tiles on a device (has a
+        ``kernel(pe)`` method returning one, as csim and fpga do); else None."""
+        kernel = getattr(backend, "kernel", None)
+        if not callable(kernel):
+            return None
+        clock = cls()
+
+        def timed_kernel(pe: str, _inner: Callable = kernel) -> _TimedDevice:
+            return _TimedDevice(_inner(pe), clock)
+
+        backend.kernel = timed_kernel  # instance attribute: this backend object only
+        return clock
+
+
+class LayerClock:
+    """The engine's ``on_layer`` hook: seconds per layer name, and where it ran."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.placement: dict[str, str] = {}
+
+    def __call__(self, name: str, placement: str, seconds: float) -> None:
+        self.seconds[name] += seconds
+        self.placement[name] = placement
+
+
+@dataclass
+class ColumnResult:
+    """What :func:`measure_column` found; ``indices`` / ``logits_q`` are the accuracy
+    pass's answers (not written to JSON)."""
+
+    timings: dict[str, Any]
+    indices: np.ndarray
+    logits_q: np.ndarray
+
+
+def measure_column(
+    model: Model,
+    data: LabelledSet,
+    plan: Plan,
+    tick: Callable[[int], None] = lambda n: None,
+) -> ColumnResult:
+    """Time ``model`` on ``data`` per ``plan``; ``tick(n)`` after every n images."""
+    images = data.images
+    engine = model.engine
+    device = DeviceClock.attach(engine.backend)
+    layers = LayerClock()
+
+    def batch_of(start: int, size: int) -> list:
+        return [images[(start + i) % len(images)] for i in range(size)]
+
+    # warm-up at batch 1 (builds csim kernels, fills caches)
+    for w in range(plan.warmup_batches):
+        model.classify(batch_of(w, 1))
+        tick(1)
+
+    # single-image latency, with the split and per-layer times
+    e2e, parts = [], defaultdict(float)
+    dev_s0, dev_calls0 = (device.seconds, device.calls) if device else (0.0, 0)
+    engine.on_layer = layers
+    try:
+        for i in range(plan.latency_images):
+            t0 = time.perf_counter()
+            pred = model.classify(batch_of(i, 1))
+            e2e.append(time.perf_counter() - t0)
+            for k, v in pred.timings_ms.items():
+                parts[k] += v
+            tick(1)
+    finally:
+        engine.on_layer = None
+    n = plan.latency_images
+    conv_ms = parts["conv_engine"] / n
+    split: dict[str, Any] = {
+        "preprocess_ms": parts["preprocess"] / n,
+        "quantize_ms": parts["quantize"] / n,
+        "conv_engine_ms": conv_ms,
+        "arm_ms": parts["arm"] / n,
+        "postprocess_ms": parts["postprocess"] / n,
+        "device_ms": None,
+        "driver_overhead_ms": None,
+        "device_calls_count": None,
+    }
+    split["engine_bookkeeping_ms"] = (parts["engine"] - parts["conv_engine"] - parts["arm"]) / n
+    split["total_ms"] = parts["total"] / n
+    if device is not None:
+        dev_ms = 1e3 * (device.seconds - dev_s0) / n
+        split.update(
+            device_ms=dev_ms,
+            driver_overhead_ms=conv_ms - dev_ms,
+            device_calls_count=(device.calls - dev_calls0) / n,
+        )
+    layer_rows = [
+        {
+            "name": name,
+            "op": op,
+            "placement": placement,
+            "time_ms": 1e3 * layers.seconds.get(name, 0.0) / n,
+        }
+        for name, op, placement in engine.placements
+    ]
+
+    # throughput per batch size (end to end: decode-free preprocessing + engine)
+    throughput = []
+    for b in plan.batch_sizes:
+        for w in range(plan.warmup_batches):
+            model.classify(batch_of(w * b, b))
+            tick(b)
+        reps = max(1, -(-plan.throughput_images // b))
+        per_batch = []
+        for r in range(reps):
+            t0 = time.perf_counter()
+            model.classify(batch_of(r * b, b))
+            per_batch.append(time.perf_counter() - t0)
+            tick(b)
+        total_s = float(sum(per_batch))
+        row = {"batch_images": b, "images_count": b * reps, "elapsed_s": total_s}
+        row["throughput_images_per_s"] = b * reps / total_s
+        row.update(latency_stats_ms(per_batch, "batch_latency_ms"))
+        throughput.append(row)
+
+    # accuracy pass: every labelled image once, in order, at the largest batch size
+    big = max(plan.batch_sizes)
+    idx, logits = [], []
+    t0 = time.perf_counter()
+    for s in range(0, len(images), big):
+        pred = model.classify(images[s : s + big])
+        idx.append(pred.indices)
+        logits.append(pred.logits_q)
+        tick(len(pred.indices))
+    full_s = time.perf_counter() - t0
+
+    timings = {
+        "latency": latency_stats_ms(e2e),
+        "split_per_image": split,
+        "layers": layer_rows,
+        "throughput": throughput,
+        "labelled_pass": {
+            "batch_images": big,
+            "images_count": len(images),
+            "elapsed_s": full_s,
+            "throughput_images_per_s": len(images) / full_s,
+        },
+    }
+    return ColumnResult(timings, np.concatenate(idx), np.concatenate(logits))
+
+
+def accuracy(indices: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy: the fraction of ``indices`` equal to ``labels``."""
+    if len(indices) != len(labels) or len(labels) == 0:
+        raise ValueError(f"{len(indices)} answers for {len(labels)} labels")
+    return float(np.mean(np.asarray(indices) == np.asarray(labels)))
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Top-1 agreement: the fraction of images two models give the same class."""
+    return accuracy(a, b)
+
+
+def layer_ops(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """{layer name: operations per image} from a performance-model result's rows."""
+    return {r["name"]: int(r["ops"]) for r in rows}
+
+
+def conv_engine_layers(layer_rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Names of the layers the conv engine ran."""
+    return [r["name"] for r in layer_rows if r["placement"] == CONV_ENGINE]
