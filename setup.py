@@ -6,6 +6,7 @@ Extras:
            on machines without a GPU, or pip may fetch a multi-GB CUDA build.
   board  - the pynq library (on the ZCU102; pins numpy<2 and Python <= 3.12).
   csim   - hls4ml, whose wheel carries Xilinx's Apache-2.0 ap_int headers.
+  bench  - the chart and progress bar of ``nbq bench`` (matplotlib, tqdm).
   test   - what the test suite needs.
 """
 
@@ -13,6 +14,7 @@ from setuptools import find_packages, setup
 
 TRAIN = ["torch>=2.1,<3", "tqdm>=4.60", "matplotlib>=3.5", "scikit-learn>=1.0"]
 CSIM = ["hls4ml>=1.0"]
+BENCH = ["matplotlib>=3.5", "tqdm>=4.60"]
 TEST = [
     "pytest>=7",
     "hypothesis>=6",
@@ -21,6 +23,7 @@ TEST = [
     "selenium>=4.10",
     *TRAIN,
     *CSIM,
+    *BENCH,
 ]
 
 setup(
@@ -55,6 +58,7 @@ setup(
         "train": TRAIN,
         "board": ["pynq>=3.0"],
         "csim": CSIM,
+        "bench": BENCH,
         "test": TEST,
     },
     entry_points={"console_scripts": ["nbq=pynq_nbq.cli:main"]},

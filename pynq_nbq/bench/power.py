@@ -108,5 +108,9 @@ def unavailable(reason: str, modelled: dict[str, Any] | None) -> dict[str, Any]:
     """The power entry where no rail can be read: the reason and the model's estimate."""
     out: dict[str, Any] = {"available": False, "reason": reason}
     if modelled is not None:
-        out["modelled_estimate"] = modelled
+        out["modelled_estimate"] = {_UNIT_KEYS.get(k, k): v for k, v in modelled.items()}
     return out
+
+
+#: keys of :func:`pynq_nbq.server.power.modelled_energy` renamed so that they carry units
+_UNIT_KEYS = {"gops": "gop_per_s", "energy_mj": "energy_mj_per_image"}

@@ -64,7 +64,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"- Labelled set: {acc['source']} ({acc['images_count']} images)",
         f"- Backend: `{cfg['backend']}`; CPU-only column: numpy engine, "
-        f"{cols['cpu']['engine_threads']} thread(s)",
+        f"{cols['cpu']['engine_threads_count']} thread(s)",
         f"- Host: {env['host']} ({env['cpu']}, {env['cpu_cores_count']} cores, "
         f"{env['machine']}); Python {env['software']['python']}, numpy "
         f"{env['software']['numpy']}, pynq {env['software']['pynq'] or 'not installed'}, "
@@ -203,7 +203,7 @@ def markdown(report: dict[str, Any]) -> str:
             if est and est.get("available"):
                 model_txt = (
                     f"; MODELLED estimate (not a measurement): {est['power_w']:.3g} W, "
-                    f"{est['energy_mj']:.3g} mJ per image on {est['board']}"
+                    f"{est['energy_mj_per_image']:.3g} mJ per image on {est['board']}"
                 )
             lines.append(f"- {TITLES[c]}: unavailable ({p['reason']}){model_txt}")
     lines += ["", "## Resources", ""]

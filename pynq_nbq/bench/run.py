@@ -123,6 +123,18 @@ def cpu_prediction(manifest: dict[str, Any], board: str) -> dict[str, Any]:
     }
 
 
+def engine_summary(engine: dict[str, Any]) -> dict[str, Any]:
+    """A performance-model engine (``model_network(...)["engines"]``) with unit keys."""
+    return {
+        "arrays": f"{engine['k']}x{engine['k']} arrays (Pm, Pn) = ({engine['pm']}, "
+        f"{engine['pn']}) = {engine['arrays']}, limited by {engine['limited_by']}",
+        "dsp_count": engine["dsp"],
+        "lut_count": engine["lut"],
+        "peak_gop_per_s": engine["peak_gops"],
+        "power_w": engine["power_w"],
+    }
+
+
 def _layers_vs_model(rows: list[dict], model: dict[str, Any]) -> list[dict[str, Any]]:
     by_name = {r["name"]: r for r in model["layers"]}
     out = []
@@ -174,7 +186,7 @@ def _column(
         "bundle_name": model.bundle.manifest.get("name"),
         "datapath": model.bundle.datapath,
         "backend": model.backend_name,
-        "engine_threads": model.engine.threads,
+        "engine_threads_count": model.engine.threads,
         "timing_label": label,
         "latency": t["latency"],
         "split_per_image": split,
@@ -323,8 +335,8 @@ def run_bench(
             "board": cfg.board,
             "note": MODEL_NOTE,
             "modelled": True,
-            "vpe_engines": preds["vpe"].get("engines"),
-            "svpe_engines": preds["svpe"].get("engines"),
+            "vpe_engines": [engine_summary(e) for e in preds["vpe"].get("engines", [])],
+            "svpe_engines": [engine_summary(e) for e in preds["svpe"].get("engines", [])],
         },
         "columns": columns,
         "accuracy": accuracy_block,

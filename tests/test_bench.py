@@ -1,0 +1,359 @@
+"""``nbq bench``: outputs, schema, units in keys, labels, accuracy/agreement against an
+independent computation, the power path with a fake rail source, resources reports.
+
+Runs are CI-sized (a dozen images, two batch sizes).  No test asserts a speed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pynq_nbq import api
+from pynq_nbq.bench import context
+from pynq_nbq.bench.data import fashion_mnist, image_folder
+from pynq_nbq.bench.measure import Plan, latency_stats_ms
+from pynq_nbq.bench.power import measure_power
+from pynq_nbq.bench.run import COLUMNS, BenchConfig, run_bench
+from pynq_nbq.cli import main
+from pynq_nbq.preprocess import preprocess
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+needs_fashion = pytest.mark.skipif(
+    not (FASHION / "t10k-images-idx3-ubyte.gz").exists(),
+    reason="Debian package dataset-fashion-mnist not installed",
+)
+N_IMAGES = 12
+SMALL = [
+    "--images",
+    str(N_IMAGES),
+    "--batch-sizes",
+    "1,4",
+    "--latency-images",
+    "4",
+    "--throughput-images",
+    "4",
+    "--cpu-threads",
+    "1",
+    "--no-progress",
+]
+
+#: a numeric leaf's key must end with one of these (or be listed in UNITLESS)
+UNIT_SUFFIXES = (
+    "_ms",
+    "_s",
+    "_w",
+    "_mj_per_image",
+    "_per_s",
+    "_ratio",
+    "_fraction",
+    "_count",
+    "_images",
+    "_bits",
+    "_mhz",
+)
+UNITLESS = {"schema_version"}
+
+
+STATISTICS = ("_mean", "_p50", "_p99", "_min", "_max")
+
+
+def has_unit(key: str) -> bool:
+    """``latency_ms_p50``, ``power_w``, ``batch_sizes_images``: a unit, then maybe a
+    statistic."""
+    for stat in STATISTICS:
+        if key.endswith(stat):
+            key = key[: -len(stat)]
+    return key in UNITLESS or key.endswith(UNIT_SUFFIXES)
+
+
+def numeric_keys_without_units(node, path="", key=""):
+    """Paths of numeric values (or lists of numbers) whose key carries no unit."""
+    bad = []
+    if isinstance(node, dict):
+        for k, v in node.items():
+            bad += numeric_keys_without_units(v, f"{path}/{k}", k)
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            bad += numeric_keys_without_units(v, f"{path}[{i}]", key)
+    elif isinstance(node, (int, float)) and not isinstance(node, bool) and not has_unit(key):
+        bad.append(path)
+    return bad
+
+
+def independent_answers(model_name: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-1 classes and labels of the first n test images, read without the bench code."""
+
+    def idx(name: str) -> np.ndarray:
+        raw = gzip.open(FASHION / name).read()
+        ndim = raw[3]
+        dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+        return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+    images = idx("t10k-images-idx3-ubyte.gz")[:n]
+    labels = idx("t10k-labels-idx1-ubyte.gz")[:n].astype(np.int64)
+    model = api.load_model(model_name)
+    batch = np.stack([preprocess(Image.fromarray(im, "L"), model.input_spec) for im in images])
+    return model.predict(batch).indices, labels
+
+
+def check_outputs(out: Path, backend: str) -> dict:
+    """The three files exist, the JSON follows the schema, every timing is labelled."""
+    report = json.loads((out / "bench.json").read_text())
+    md = (out / "bench.md").read_text()
+    assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert report["schema"] == "pynq-nbq/bench" and report["schema_version"] == 1
+    assert report["emulated"] is True
+    label = f"emulated (backend {backend} on host "
+    assert report["timing_label"].startswith(label)
+    assert report["timing_label"].endswith("), not hardware")
+    assert report["timing_labels"]["cpu"].startswith("emulated (backend numpy on host ")
+    assert numeric_keys_without_units(report) == []
+    for key in COLUMNS:
+        col = report["columns"][key]
+        assert col["timing_label"].endswith("not hardware")
+        lat = col["latency"]
+        assert lat["samples_count"] == 4
+        assert lat["latency_ms_min"] <= lat["latency_ms_p50"] <= lat["latency_ms_p99"]
+        assert lat["latency_ms_p99"] <= lat["latency_ms_max"]
+        assert [r["batch_images"] for r in col["throughput"]] == [1, 4]
+        for row in col["throughput"]:
+            assert row["images_count"] % row["batch_images"] == 0
+            assert row["throughput_images_per_s"] == pytest.approx(
+                row["images_count"] / row["elapsed_s"]
+            )
+        for name, v in col["vs_model"].items():
+            unit = next(k[len("measured_") :] for k in v if k.startswith("measured_"))
+            m, p = v[f"measured_{unit}"], v[f"predicted_{unit}"]
+            if m is not None and p:
+                assert v["measured_over_predicted_ratio"] == pytest.approx(m / p), name
+        assert col["labelled_pass"]["images_count"] == N_IMAGES
+    for key in ("vpe", "svpe"):
+        layers = report["columns"][key]["layers"]
+        engine = [r for r in layers if r["placement"] == "conv-engine"]
+        assert engine and all(r["gop_per_s"] > 0 and r["predicted_gop_per_s"] for r in engine)
+        for r in engine:
+            assert r["gop_per_s"] == pytest.approx(r["ops_count"] / (r["time_ms"] * 1e6))
+    # every timing section of the Markdown carries the label; predictions are beside
+    assert md.count(report["timing_label"]) >= 6
+    for section in ("## Summary", "## Split", "## Throughput", "## Per layer"):
+        for line in md.splitlines():
+            if line.startswith(section):
+                assert report["timing_label"] in line
+    assert "(model " in md
+    return report
+
+
+def check_accuracy(report: dict) -> None:
+    """Accuracy and agreement equal an independent computation."""
+    svpe_idx, labels = independent_answers("fmnist-svpe", N_IMAGES)
+    vpe_idx, _ = independent_answers("fmnist-vpe", N_IMAGES)
+    acc = report["accuracy"]
+    assert acc["images_count"] == N_IMAGES
+    assert acc["svpe_accuracy_top1_fraction"] == np.mean(svpe_idx == labels)
+    assert acc["vpe_accuracy_top1_fraction"] == np.mean(vpe_idx == labels)
+    assert acc["cpu_accuracy_top1_fraction"] == np.mean(svpe_idx == labels)
+    assert acc["svpe_vpe_top1_agreement_fraction"] == np.mean(svpe_idx == vpe_idx)
+    assert acc["cpu_logits_equal_svpe"] is True
+
+
+@needs_fashion
+def test_bench_numpy_outputs_schema_labels_accuracy(tmp_path, capsys):
+    out = tmp_path / "numpy"
+    assert main(["bench", "--backend", "numpy", "--power", "off", "--out", str(out), *SMALL]) == 0
+    report = check_outputs(out, "numpy")
+    check_accuracy(report)
+    split = report["columns"]["svpe"]["split_per_image"]
+    assert split["device_ms"] is None and split["driver_overhead_ms"] is None  # no device
+    for key in COLUMNS:
+        p = report["power"][key]
+        assert p == {**p, "available": False, "reason": "power sampling switched off (--power off)"}
+    for key in ("vpe", "svpe"):
+        est = report["power"][key]["modelled_estimate"]
+        assert est["modelled"] is True and est["power_w"] > 0
+        assert est["energy_mj_per_image"] > 0
+        assert report["resources"][key]["available"] is False
+        assert report["resources"][key]["modelled_estimate"]["modelled"] is True
+    assert "emulated (backend numpy" in capsys.readouterr().out
+
+
+@needs_fashion
+def test_bench_csim_splits_device_and_driver(tmp_path):
+    pytest.importorskip("hls4ml")
+    out = tmp_path / "csim"
+    assert main(["bench", "--backend", "csim", "--power", "off", "--out", str(out), *SMALL]) == 0
+    report = check_outputs(out, "csim")
+    check_accuracy(report)
+    for key in ("vpe", "svpe"):
+        split = report["columns"][key]["split_per_image"]
+        assert split["device_calls_count"] >= 1
+        assert 0 < split["device_ms"] <= split["conv_engine_ms"]
+        assert split["driver_overhead_ms"] == pytest.approx(
+            split["conv_engine_ms"] - split["device_ms"]
+        )
+
+
+def test_bench_fpga_without_driver_is_a_clear_error(tmp_path, capsys):
+    code = main(["bench", "--backend", "fpga", "--quick", "--out", str(tmp_path), "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "nbq bench: error:" in err and "fpga" in err
+
+
+class FakeRails:
+    """A rail source: 5 W idle, 8 W once ``busy`` is set (PL rail 3 -> 6 W, PS 2 W)."""
+
+    description = "fake rails"
+
+    def __init__(self) -> None:
+        self.busy = threading.Event()
+        self.reads = 0
+
+    def read_w(self) -> dict[str, float]:
+        self.reads += 1
+        return {"VCCINT": 6.0 if self.busy.is_set() else 3.0, "VCCPSINTFP": 2.0}
+
+
+def test_power_idle_and_active_energy_from_fake_rails():
+    rails = FakeRails()
+
+    def workload() -> int:
+        rails.busy.set()
+        time.sleep(0.01)
+        return 3
+
+    got = measure_power(rails, workload, idle_s=1.0, active_s=1.0, interval_s=0.02)
+    assert got["available"] is True and got["source"] == "fake rails"
+    assert got["idle_power_w"] == pytest.approx(5.0)
+    assert got["active_power_w"] == pytest.approx(8.0)
+    assert got["dynamic_power_w"] == pytest.approx(3.0)
+    assert got["idle_window_s"] >= 1.0 and got["active_window_s"] >= 1.0
+    assert got["images_count"] > 0 and got["images_count"] % 3 == 0
+    per_image_s = got["active_window_s"] / got["images_count"]
+    assert got["energy_mj_per_image"] == pytest.approx(8.0 * per_image_s * 1e3)
+    assert got["dynamic_energy_mj_per_image"] == pytest.approx(3.0 * per_image_s * 1e3)
+    assert got["samples_count"] >= 4 and rails.reads >= got["samples_count"]
+
+
+def test_power_windows_must_be_long_enough():
+    with pytest.raises(ValueError, match="power windows"):
+        measure_power(FakeRails(), lambda: 1, idle_s=0.1, active_s=1.0)
+
+
+@needs_fashion
+def test_run_bench_power_available_and_unavailable():
+    plan = Plan((2,), 1, 2, 0)
+    cfg = BenchConfig(images=2, plan=plan, cpu_threads=1, power_idle_s=1.0, power_active_s=1.0)
+    rails = FakeRails()
+    rails.busy.set()  # a constant 8 W: this test checks the wiring, the one above the sums
+    report = run_bench(cfg, power_source=(rails, rails.description))
+    for key in COLUMNS:
+        p = report["power"][key]
+        assert p["available"] is True
+        assert p["idle_power_w"] == pytest.approx(8.0)
+        assert p["active_power_w"] == pytest.approx(8.0)
+        per_image_s = p["active_window_s"] / p["images_count"]
+        assert p["energy_mj_per_image"] == pytest.approx(8.0 * per_image_s * 1e3)
+        assert p["vs_model"]["power_w"]["measured_w"] == p["active_power_w"]
+    assert report["power"]["svpe"]["vs_model"]["power_w"]["predicted_w"] > 0
+    assert numeric_keys_without_units(report) == []
+
+    report = run_bench(cfg, power_source=(None, "no rails on this host"))
+    for key in COLUMNS:
+        assert report["power"][key]["available"] is False
+        assert report["power"][key]["reason"] == "no rails on this host"
+    assert report["power"]["svpe"]["modelled_estimate"]["modelled"] is True
+    assert "modelled_estimate" not in report["power"]["cpu"]
+
+
+def test_resources_from_overlay_report(tmp_path):
+    model = {"engines": [{"dsp": 768, "lut": 100, "ff": 50, "bram18": 8}]}
+    got = context.resources("svpe", None, model)
+    assert got["available"] is False and "--overlay-dir" in got["reason"]
+    assert got["modelled_estimate"]["dsp_count"] == 768
+    got = context.resources("svpe", tmp_path, model)
+    assert got["available"] is False and "nbq_svpe.resources.json" in got["reason"]
+    (tmp_path / "nbq_svpe.resources.json").write_text(
+        json.dumps({"DSP": 12, "LUT": 3456, "FF": 7890, "BRAM18": 42})
+    )
+    got = context.resources("svpe", tmp_path, model)
+    assert got["available"] is True
+    assert (got["dsp_count"], got["lut_count"], got["ff_count"], got["bram18_count"]) == (
+        12,
+        3456,
+        7890,
+        42,
+    )
+    (tmp_path / "nbq_vpe.resources.json").write_text(json.dumps({"dsp": -1}))
+    with pytest.raises(ValueError, match="dsp must be a count"):
+        context.resources("vpe", tmp_path, model)
+
+
+def test_labels():
+    class Board:
+        name = "fpga"
+
+    class Simulated:
+        name = "fpga"
+        simulated = True
+
+    assert context.timing_label(Board()) == "measured on hardware (backend fpga)"
+    sim = context.timing_label(Simulated(), host="h")
+    assert sim == "emulated (backend fpga on the simulated board on host h), not hardware"
+    assert context.timing_label(api.load_model().engine.backend, host="h") == (
+        "emulated (backend numpy on host h), not hardware"
+    )
+
+
+def test_latency_stats():
+    got = latency_stats_ms([0.001, 0.002, 0.003, 0.004])
+    assert got["latency_ms_mean"] == pytest.approx(2.5)
+    assert got["latency_ms_p50"] == pytest.approx(2.5)
+    assert got["latency_ms_min"] == pytest.approx(1.0)
+    assert got["latency_ms_max"] == pytest.approx(4.0)
+    assert got["samples_count"] == 4
+    with pytest.raises(ValueError):
+        latency_stats_ms([])
+
+
+def test_image_folder_layouts(tmp_path):
+    classes = api.load_model().classes
+    samples = image_folder(api.SAMPLES_DIR, classes)
+    assert list(samples.labels) == list(range(10))  # files named <index>-<name>.png
+    for i, name in ((3, "dress"), (7, "sneaker")):
+        d = tmp_path / "by-class" / name
+        d.mkdir(parents=True)
+        Image.new("L", (28, 28), i * 20).save(d / "a.png")
+    got = image_folder(tmp_path / "by-class", classes)
+    assert list(got.labels) == [3, 7]
+    (tmp_path / "flat").mkdir()
+    Image.new("L", (28, 28)).save(tmp_path / "flat" / "nolabel.png")
+    with pytest.raises(ValueError, match="cannot tell its label"):
+        image_folder(tmp_path / "flat", classes)
+
+
+@needs_fashion
+def test_fashion_mnist_reader():
+    data = fashion_mnist(5)
+    assert len(data) == 5 and data.labels.dtype == np.int64
+    assert data.images[0].size == (28, 28)
+
+
+def test_engine_layer_hook_sees_every_layer_and_changes_nothing():
+    model = api.load_model()
+    x = np.random.default_rng(0).normal(size=(2, 1, 28, 28)).astype(np.float32)
+    want = model.predict(x).logits_q
+    seen = []
+    model.engine.on_layer = lambda name, where, s: seen.append((name, where, s))
+    got = model.predict(x).logits_q
+    model.engine.on_layer = None
+    np.testing.assert_array_equal(got, want)
+    assert [(n, w) for n, w, _ in seen] == [(n, p) for n, _, p in model.engine.placements]
+    assert all(s >= 0 for _, _, s in seen)
