@@ -123,7 +123,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"## Split per image, batch 1 ({label})",
         "",
         "Driver overhead = conv-engine layer time minus time inside the device calls "
-        "(packing, tiling, checks); '-' where the backend has no device (numpy).",
+        "(packing, tiling, checks); '-' where the backend has no device (numpy). "
+        "In the CPU-only column the conv-engine layers ran in numpy on the CPU.",
         "",
     ]
     split_keys = [
