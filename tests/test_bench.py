@@ -200,11 +200,44 @@ def test_bench_csim_splits_device_and_driver(tmp_path):
         )
 
 
-def test_bench_fpga_without_driver_is_a_clear_error(tmp_path, capsys):
+def simulated_board_usable() -> str:
+    """'' if the simulated ZCU102 can run here, else why not."""
+    try:
+        from pynq.buffer import PynqBuffer
+    except ImportError as exc:
+        return f"pynq not installed ({exc})"
+    try:
+        PynqBuffer((8,), np.uint8, device=None)
+    except AttributeError as exc:  # pynq 3.0.1 with numpy >= 2
+        return f"this pynq cannot allocate buffers with numpy {np.__version__} ({exc})"
+    return ""
+
+
+@needs_fashion
+def test_bench_fpga_on_the_simulated_board(tmp_path):
+    why = simulated_board_usable()
+    if why:
+        pytest.skip(why)
+    out = tmp_path / "fpga"
+    args = ["bench", "--backend", "fpga", "--overlay", "sim", "--power", "off", "--out", str(out)]
+    assert main([*args, *SMALL]) == 0
+    report = check_outputs(out, "fpga on the simulated board")
+    check_accuracy(report)
+    env = report["environment"]["backends"]["svpe"]
+    assert env["simulated_board"] is True and env["hardware"] is False
+    assert report["resources"]["svpe"]["available"] is False
+    for key in ("vpe", "svpe"):
+        split = report["columns"][key]["split_per_image"]
+        assert 0 < split["device_ms"] <= split["conv_engine_ms"]
+
+
+def test_bench_fpga_without_overlay_files_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("NBQ_OVERLAY", str(tmp_path))  # an empty folder: no bitstreams
     code = main(["bench", "--backend", "fpga", "--quick", "--out", str(tmp_path), "--no-progress"])
     assert code == 2
     err = capsys.readouterr().err
     assert "nbq bench: error:" in err and "fpga" in err
+    assert "pynq" in err or "overlay files not found" in err
 
 
 class FakeRails:
@@ -276,7 +309,7 @@ def test_run_bench_power_available_and_unavailable():
 def test_resources_from_overlay_report(tmp_path):
     model = {"engines": [{"dsp": 768, "lut": 100, "ff": 50, "bram18": 8}]}
     got = context.resources("svpe", None, model)
-    assert got["available"] is False and "--overlay-dir" in got["reason"]
+    assert got["available"] is False and "no --overlay" in got["reason"]
     assert got["modelled_estimate"]["dsp_count"] == 768
     got = context.resources("svpe", tmp_path, model)
     assert got["available"] is False and "nbq_svpe.resources.json" in got["reason"]

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..kernel.design import bitstream_name
+from ..kernel.design import PE_KINDS, PL_CLOCK_MHZ, bitstream_name
 from ..server.power import board_compatible
 
 #: keys of a resources report (counts), in report order
@@ -46,9 +46,37 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def is_simulated_board(backend: Any) -> bool:
+    """True for the fpga backend on the simulated board (:mod:`pynq_nbq.sim.board`)."""
+    return bool(getattr(backend, "sim", False) or getattr(backend, "simulated", False))
+
+
 def is_hardware(backend: Any) -> bool:
     """True when ``backend`` drives a real conv engine (fpga, not a simulated board)."""
-    return getattr(backend, "name", "") == "fpga" and not getattr(backend, "simulated", False)
+    return getattr(backend, "name", "") == "fpga" and not is_simulated_board(backend)
+
+
+def fpga_details(backend: Any) -> dict[str, Any]:
+    """What an fpga backend ran on: overlay source, bitstreams, PL clock (on a board:
+    pynq's ``Clocks.fclk0_mhz``; on the simulated board the design's value)."""
+    out: dict[str, Any] = {"overlay_source": str(getattr(backend, "source", ""))}
+    out["simulated_board"] = is_simulated_board(backend)
+    if out["simulated_board"]:
+        out["pl_clock_mhz"] = PL_CLOCK_MHZ
+        out["pl_clock_source"] = "design value (pynq_nbq/kernel/design.py); simulated board"
+        return out
+    out["bitstreams"] = {
+        kind: str(Path(out["overlay_source"]) / f"{bitstream_name(kind)}.bit") for kind in PE_KINDS
+    }
+    try:
+        from pynq.ps import Clocks  # board only
+
+        out["pl_clock_mhz"] = float(Clocks.fclk0_mhz)
+        out["pl_clock_source"] = "pynq.ps.Clocks.fclk0_mhz"
+    except Exception as exc:  # no PS clock registers to read: say so
+        out["pl_clock_mhz"] = None
+        out["pl_clock_source"] = f"unread ({type(exc).__name__}: {exc})"
+    return out
 
 
 def timing_label(backend: Any, host: str | None = None) -> str:
@@ -87,6 +115,8 @@ def environment(backends: dict[str, Any]) -> dict[str, Any]:
         entry["hardware"] = is_hardware(backend)
         if callable(describe):
             entry.update(describe())
+        elif entry["name"] == "fpga":
+            entry.update(fpga_details(backend))
         out["backends"][key] = entry
     return out
 
@@ -110,7 +140,7 @@ def read_resources(path: Path) -> dict[str, Any]:
     return out
 
 
-def resources(kind: str, overlay_dir: Path | None, model: dict[str, Any]) -> dict[str, Any]:
+def resources(kind: str, overlay_dir: str | Path | None, model: dict[str, Any]) -> dict[str, Any]:
     """Resources of the ``kind`` bitstream: measured (the build's report) or why not,
     always with the model's estimate beside it (from a ``model_network`` result)."""
     engines = model.get("engines") or []
@@ -120,8 +150,9 @@ def resources(kind: str, overlay_dir: Path | None, model: dict[str, Any]) -> dic
     }
     estimate["modelled"] = True
     out: dict[str, Any] = {"modelled_estimate": estimate}
-    if overlay_dir is None:
-        out.update(available=False, reason="no overlay directory given (--overlay-dir)")
+    if overlay_dir is None or str(overlay_dir) == "sim" or str(overlay_dir).startswith("sim:"):
+        why = "the simulated board has no build reports" if overlay_dir else "no --overlay"
+        out.update(available=False, reason=f"{why} (reads <overlay dir>/nbq_<kind>.resources.json)")
         return out
     report = Path(overlay_dir) / f"{bitstream_name(kind)}.resources.json"
     if not report.is_file():

@@ -66,12 +66,16 @@ def latency_stats_ms(seconds: Sequence[float], prefix: str = "latency_ms") -> di
 
 
 class _TimedDevice:
-    """A :class:`pynq_nbq.streams.ConvDevice` that adds its call time to a clock."""
+    """A :class:`pynq_nbq.streams.ConvDevice` that adds its call time to a clock;
+    every other attribute is the wrapped device's."""
 
     def __init__(self, inner: Any, clock: DeviceClock) -> None:
         self.inner = inner
         self.info = inner.info
         self._clock = clock
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
     def call(self, regs, packets, out_nbytes):
         t0 = time.perf_counter()
@@ -80,6 +84,10 @@ class _TimedDevice:
         finally:
             self._clock.seconds += time.perf_counter() - t0
             self._clock.calls += 1
+
+
+#: backend methods that return the device of a PE kind: fpga's ``device``, csim's ``kernel``
+DEVICE_METHODS = ("device", "kernel")
 
 
 class DeviceClock:
@@ -91,17 +99,25 @@ class DeviceClock:
 
     @classmethod
     def attach(cls, backend: Any) -> DeviceClock | None:
-        """Time ``backend``'s device calls, if it runs tiles on a device (has a
-        ``kernel(pe)`` method returning one, as csim and fpga do); else None."""
-        kernel = getattr(backend, "kernel", None)
-        if not callable(kernel):
+        """Time ``backend``'s device calls, if it runs tiles on a device (a ``device(pe)``
+        or ``kernel(pe)`` method returning one, as fpga and csim have); else None.
+        Attaching twice returns the same clock."""
+        clock = getattr(backend, "_bench_device_clock", None)
+        if clock is not None:
+            return clock
+        for method in DEVICE_METHODS:
+            get = getattr(backend, method, None)
+            if callable(get):
+                break
+        else:
             return None
         clock = cls()
 
-        def timed_kernel(pe: str, _inner: Callable = kernel) -> _TimedDevice:
+        def timed(pe: str, _inner: Callable = get) -> _TimedDevice:
             return _TimedDevice(_inner(pe), clock)
 
-        backend.kernel = timed_kernel  # instance attribute: this backend object only
+        setattr(backend, method, timed)  # instance attribute: this backend object only
+        backend._bench_device_clock = clock
         return clock
 
 

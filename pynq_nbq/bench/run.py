@@ -58,7 +58,7 @@ class BenchConfig:
     power: str = "auto"  #: auto, pynq, hwmon or off
     power_idle_s: float = 2.0
     power_active_s: float = 3.0
-    overlay_dir: Path | None = None
+    overlay: str | None = None  #: fpga: bitstream directory or "sim" (default $NBQ_OVERLAY)
     quick: bool = False
 
 
@@ -83,6 +83,18 @@ def _load(cfg: BenchConfig, kind: str, backend: str | Any, threads: int = 1) -> 
             f"--{kind} {name}: bundle datapath is {model.bundle.datapath!r}, not {kind!r}"
         )
     return model
+
+
+def make_backend(name: str, overlay: str | None = None) -> Any:
+    """The conv-engine backend; ``overlay`` (a bitstream directory or ``sim``) goes to
+    the fpga backend.  ValueError naming what is missing."""
+    if name != "fpga" or overlay is None:
+        return get_backend(name)
+    try:
+        from ..backends.fpga import FpgaBackend
+    except ModuleNotFoundError as exc:
+        raise ValueError(f"backend 'fpga' is not available: {exc}") from exc
+    return FpgaBackend(overlay)
 
 
 def load_data(cfg: BenchConfig, classes: list[str]) -> LabelledSet:
@@ -260,8 +272,10 @@ def run_bench(
     an object with ``update(n)`` (e.g. a tqdm bar), or None for no progress.
     """
     started = time.time()
-    backends = {"vpe": get_backend(cfg.backend), "svpe": get_backend(cfg.backend)}
-    backends["cpu"] = get_backend("numpy")
+    engine_backend = make_backend(cfg.backend, cfg.overlay)
+    # one backend object for both bundles: a board has one fabric, and the fpga backend
+    # swaps overlays when the other kind is asked for
+    backends = {"vpe": engine_backend, "svpe": engine_backend, "cpu": get_backend("numpy")}
     models = {
         "vpe": _load(cfg, "vpe", backends["vpe"]),
         "svpe": _load(cfg, "svpe", backends["svpe"]),
@@ -321,6 +335,7 @@ def run_bench(
         ),
     }
     hardware = any(context.is_hardware(b) for b in backends.values())
+    overlay = cfg.overlay or getattr(engine_backend, "source", None)
     return {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
@@ -342,7 +357,7 @@ def run_bench(
         "accuracy": accuracy_block,
         "svpe_over_vpe": comparison,
         "power": power,
-        "resources": {k: context.resources(k, cfg.overlay_dir, preds[k]) for k in ("vpe", "svpe")},
+        "resources": {k: context.resources(k, overlay, preds[k]) for k in ("vpe", "svpe")},
     }
 
 
@@ -356,6 +371,6 @@ def _config_dict(cfg: BenchConfig) -> dict[str, Any]:
     }
     d["images_count"] = d.pop("images")
     d["cpu_threads_count"] = d.pop("cpu_threads")
-    for k in ("data_dir", "folder", "overlay_dir"):
+    for k in ("data_dir", "folder", "overlay"):
         d[k] = None if d[k] is None else str(d[k])
     return d

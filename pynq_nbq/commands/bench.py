@@ -2,7 +2,8 @@
 
     nbq bench --backend numpy --quick --out bench-out
     nbq bench --backend csim --images 200 --out bench-csim
-    nbq bench --backend fpga --out bench-zcu102          # on the board
+    nbq bench --backend fpga --overlay sim --quick       # the simulated ZCU102
+    nbq bench --backend fpga --overlay DIR --out bench-zcu102   # on the board
 
 Writes ``bench.json`` (keys carry units), ``bench.md`` and ``bench.png`` into
 ``--out``.  Off the board every timing is labelled "emulated (backend X on host Y),
@@ -78,9 +79,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--power-idle-s", type=float, default=2.0, help="idle window (s)")
     p.add_argument("--power-active-s", type=float, default=3.0, help="active window (s)")
     p.add_argument(
-        "--overlay-dir",
-        type=Path,
-        help="folder of the overlay build (reads nbq_<kind>.resources.json)",
+        "--overlay",
+        metavar="DIR|sim",
+        help="fpga: folder of nbq_<kind>.bit/.hwh (and the build's nbq_<kind>.resources.json), "
+        "or 'sim' for the simulated ZCU102 (default: $NBQ_OVERLAY, else the package's)",
     )
     p.add_argument("--out", type=Path, default=Path("bench-out"), help="output folder")
     p.add_argument("--quick", action="store_true", help="a smoke run: few images, two batches")
@@ -128,7 +130,7 @@ def config_from_args(args: argparse.Namespace):
         power=args.power,
         power_idle_s=args.power_idle_s,
         power_active_s=args.power_active_s,
-        overlay_dir=args.overlay_dir,
+        overlay=args.overlay,
         quick=args.quick,
     )
 
