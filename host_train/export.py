@@ -27,6 +27,7 @@ from torch import nn
 from pynq_nbq import datapath as dp
 from pynq_nbq.bundle import Bundle, load_bundle, save_bundle
 from pynq_nbq.engine import Engine
+from pynq_nbq.errors import NbqError
 
 from . import layers as L
 from . import quant
@@ -37,7 +38,7 @@ from .train import load_checkpoint, model_from_checkpoint, normalise
 HEADROOM = 2.0
 
 
-class ExportError(ValueError):
+class ExportError(NbqError):
     """The model cannot be expressed in the datapath; the message says why."""
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from . import datapath as dp
+from .errors import NbqError
 
 SCHEMA = "pynq-nbq-bundle"
 SCHEMA_VERSION = 1
@@ -53,7 +54,7 @@ WEIGHTED = ("conv", "linear")
 ROLES = ("weights", "mult", "bias", "shift")
 
 
-class BundleError(ValueError):
+class BundleError(NbqError):
     """A bundle failed validation; the message names the file and field."""
 
 

@@ -15,11 +15,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .errors import NbqError
+
 #: largest decoded image accepted (pixels); more is treated as a decompression bomb
 MAX_PIXELS = 40_000_000
 
 
-class ImageError(ValueError):
+class ImageError(NbqError):
     """The input is not a usable image; the message says why."""
 
 
