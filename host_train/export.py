@@ -254,8 +254,7 @@ def _weights_for(layer: _Layer, datapath: str) -> tuple[np.ndarray, int, int]:
         q, e = m.staircase()
         n = m.n_bits
         codes = quant.codes_from_staircase(q, e, n)
-        r = dp.levels_per_side(n) if n > 1 else 1
-        return codes.numpy().astype(np.int8), int(e - (r - 1)), n
+        return codes.numpy().astype(np.int8), dp.layer_exponent(e, n), n
     w = m.effective_weight() if m.method != "float" else m.weight
     w = w.detach().double().numpy()
     mx = float(np.abs(w).max())
@@ -342,15 +341,13 @@ def export(
             ints, e_w, bits = _weights_for(lay, datapath)
             fan_in = int(np.prod(ints.shape[1:]))
             max_w = dp.max_abs_weight(datapath, bits)
+            overflow = dp.accumulator_problem(fan_in, max_w)
+            if overflow:
+                raise ExportError(f"{lay.name}: {overflow}; refusing to export")
             acc_bits = dp.accumulator_bits(fan_in, max_w)
-            if acc_bits > dp.ACC_BITS:
-                raise ExportError(
-                    f"{lay.name}: worst-case accumulator needs {acc_bits} bits "
-                    f"> {dp.ACC_BITS} (fan-in {fan_in}); refusing to export"
-                )
             scale, offset = _bn_affine(lay.bn)
             f_in = tensors[ins[0]]["frac"]
-            acc_max = fan_in * (1 << (dp.ACT_BITS - 1)) * max_w
+            acc_max = dp.accumulator_bound(fan_in, max_w)
             mult, bias, shift = dp.fold_requant(
                 scale, offset, e_w - f_in, tensors[tname]["frac"], acc_max
             )

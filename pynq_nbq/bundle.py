@@ -25,7 +25,9 @@ from . import datapath as dp
 from .errors import NbqError
 
 SCHEMA = "pynq-nbq-bundle"
-SCHEMA_VERSION = 1
+#: 2: acc_bits holds +V as well as -V (one bit more when V is a power of two), and the
+#: input is quantised from 8-bit pixels exactly (datapath.pixel_table)
+SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
 ARRAYS = "arrays.npz"
 
@@ -382,24 +384,19 @@ def _validate_weighted(
         a = b.arrays[arrs[role]]
         if a.dtype != np.int64 or list(a.shape) != [c_out]:
             raise _fail(where, f"{role} must be int64 of shape [{c_out}]")
-    mult, shift = b.arrays[arrs["mult"]], b.arrays[arrs["shift"]]
-    if mult.min() < dp.REQUANT_MULT_MIN or mult.max() > dp.REQUANT_MULT_MAX:
-        raise _fail(where, "requantisation multiplier out of int16 range")
-    if shift.min() < 0 or shift.max() > dp.MAX_REQUANT_SHIFT:
-        raise _fail(where, f"requantisation shift outside 0..{dp.MAX_REQUANT_SHIFT}")
     max_w = dp.max_abs_weight(datapath, lbits)
     need = dp.accumulator_bits(fan_in, max_w)
     if layer["acc_bits"] != need:
         raise _fail(where, f"acc_bits {layer['acc_bits']} != worst-case bound {need}")
-    if need > dp.ACC_BITS:
-        raise _fail(
-            where, f"possible overflow: worst-case accumulator needs {need} bits > {dp.ACC_BITS}"
-        )
-    acc_max = fan_in * (1 << (dp.ACT_BITS - 1)) * max_w
-    bias = b.arrays[arrs["bias"]]
-    worst = acc_max * int(np.abs(mult).max()) + int(np.abs(bias).max()) + (1 << 62)
-    if worst >= 1 << (dp.REQUANT_BITS - 1):
-        raise _fail(where, "possible overflow: requantisation exceeds 64 bits")
+    overflow = dp.accumulator_problem(fan_in, max_w)
+    if overflow:
+        raise _fail(where, overflow)
+    problems = dp.requant_problems(
+        *(b.arrays[arrs[r]] for r in ("mult", "bias", "shift")),
+        dp.accumulator_bound(fan_in, max_w),
+    )
+    if problems:
+        raise _fail(where, "; ".join(problems))
     if not isinstance(layer["weight_exp"], int):
         raise _fail(where, "weight_exp must be an integer")
 
