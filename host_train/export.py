@@ -416,7 +416,7 @@ def layer_report(bundle: Bundle, gm, rename: dict, images_u8: np.ndarray, mean, 
     x = normalise(torch.from_numpy(images_u8.copy()), mean, std)
     ref = _record(gm, x)
     eng = Engine(bundle, "numpy")
-    _, env = eng.run(eng.quantize_input(x.numpy()), keep=True)
+    _, env = eng.run(eng.quantize_input(np.ascontiguousarray(images_u8)), keep=True)
     back = {v: k for k, v in rename.items()}
     rows = []
     for layer in bundle.layers:

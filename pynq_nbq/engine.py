@@ -122,10 +122,24 @@ class Engine:
         return [(s.layer["name"], s.layer["op"], s.placement) for s in self.steps]
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
-        """Preprocessed float images (N, C, H, W) -> int16 with the input's frac."""
+        """Images (N, C, H, W) -> int16 with the input's frac.
+
+        uint8 ``x`` are 8-bit pixels (``preprocess.preprocess``): quantised exactly, the
+        contract's rule (``datapath.quantize_pixels``).  Float ``x`` are already
+        normalised values (a torch-side batch): float64 round half up
+        (``datapath.quantize_real``).  Other dtypes are refused."""
+        x = np.asarray(x)
         shape = self.tensors[self.input_name]["shape"]
         if x.ndim != 4 or list(x.shape[1:]) != shape:
             raise ValueError(f"input must be (N, {', '.join(map(str, shape))}), got {x.shape}")
+        if x.dtype == np.uint8:
+            spec = self.bundle.manifest["input"]
+            return dp.quantize_pixels(x, spec["mean"], spec["std"], self.input_frac)
+        if not np.issubdtype(x.dtype, np.floating):
+            raise ValueError(
+                f"input must be uint8 pixels or normalised floats, got {x.dtype} "
+                "(int16 inputs that are already quantised go straight to Engine.run)"
+            )
         return dp.quantize_real(x, self.input_frac)
 
     def run(self, x_q: np.ndarray, keep: bool = False):
