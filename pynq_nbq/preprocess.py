@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .bundle import RESIZE_MODES
 from .errors import NbqError
 
 #: largest decoded image accepted (pixels); more is treated as a decompression bomb
@@ -105,9 +106,6 @@ def _stretch_to_8bit(a: np.ndarray) -> np.ndarray:
     if hi <= lo:
         return np.zeros(a.shape, np.uint8)
     return ((v - lo) * 255 // (hi - lo)).astype(np.uint8)
-
-
-RESIZE_MODES = ("stretch", "center-crop")  #: the bundle input block's ``resize`` values
 
 
 def preprocess(img: Image.Image, spec: dict) -> np.ndarray:
