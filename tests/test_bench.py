@@ -291,7 +291,22 @@ def test_run_bench_power_available_and_unavailable():
     cfg = BenchConfig(images=2, plan=plan, cpu_threads=1, power_idle_s=1.0, power_active_s=1.0)
     rails = FakeRails()
     rails.busy.set()  # a constant 8 W: this test checks the wiring, the one above the sums
-    report = run_bench(cfg, power_source=(rails, rails.description))
+    bars = []
+
+    class Bar:
+        def __init__(self, total: int) -> None:
+            self.total, self.n, self.closed = total, 0, False
+            bars.append(self)
+
+        def update(self, n: int) -> None:
+            self.n += n
+
+        def close(self) -> None:
+            self.closed = True
+
+    report = run_bench(cfg, power_source=(rails, rails.description), progress=Bar)
+    assert len(bars) == 1 and bars[0].closed
+    assert bars[0].n == bars[0].total == 3 * plan.steps(2)  # the bar ends at 100 %
     for key in COLUMNS:
         p = report["power"][key]
         assert p["available"] is True
