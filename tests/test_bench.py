@@ -410,3 +410,20 @@ def test_engine_layer_hook_sees_every_layer_and_changes_nothing():
     np.testing.assert_array_equal(got, want)
     assert [(n, w) for n, w, _ in seen] == [(n, p) for n, _, p in model.engine.placements]
     assert all(s >= 0 for _, _, s in seen)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--batch-sizes", "1,x"], "--batch-sizes"),
+        (["--batch-sizes", "0"], "batch sizes must be >= 1"),
+        (["--images", "0"], "--images must be >= 1"),
+        (["--folder", "/nonexistent/images"], "does not exist"),
+        (["--svpe", "fmnist-vpe"], "datapath is 'vpe', not 'svpe'"),
+    ],
+)
+def test_bench_bad_input_is_one_line_error(tmp_path, capsys, extra, message):
+    assert main(["bench", "--quick", "--no-progress", "--out", str(tmp_path), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nbq bench: error:") and message in err
+    assert not (tmp_path / "bench.json").exists()

@@ -111,8 +111,8 @@ def config_from_args(args: argparse.Namespace):
     try:
         plan = Plan(
             batches,
-            args.latency_images or lat,
-            args.throughput_images or tput,
+            lat if args.latency_images is None else args.latency_images,
+            tput if args.throughput_images is None else args.throughput_images,
             args.warmup,
         )
     except ValueError as exc:
@@ -121,7 +121,7 @@ def config_from_args(args: argparse.Namespace):
         backend=args.backend,
         svpe=args.svpe,
         vpe=args.vpe,
-        images=_positive(args.images or n, "--images"),
+        images=_positive(n if args.images is None else args.images, "--images"),
         data_dir=args.data_dir or FASHION_DIR,
         folder=args.folder,
         plan=plan,
