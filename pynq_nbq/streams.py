@@ -23,8 +23,11 @@ TLAST on the last word only (a DMA transfer ends a packet).  Items:
 
 One kernel call (one tile) carries, on the input stream, ``[weights, requant]``
 when ``FLAGS.LOAD`` is set, then the feature map; on the output stream, the
-output feature map.  Feature maps are in raster order with channels innermost
-(NHWC without N); weights in PyTorch order ``(C_out, C_in, ky, kx)``.
+output feature map then one status word (protocol 2.x: STATUS in bits 31..0,
+``"NBQS"`` in bits 63..32, TLAST on it alone).  A PROBE call or a call refused
+with BAD_CONFIG / NO_WEIGHTS writes the status word alone.  Feature maps are in
+raster order with channels innermost (NHWC without N); weights in PyTorch order
+``(C_out, C_in, ky, kx)``.
 """
 
 from __future__ import annotations
@@ -47,7 +50,8 @@ HLS_DIR = Path(__file__).resolve().parent.parent / "hls"
 
 # --- identification -------------------------------------------------------------------
 KERNEL_ID = 0x4E425143  #: HW_ID register: "NBQC"
-VERSION_MAJOR = 1  #: protocol version; a kernel with another major version is refused
+#: protocol version (2: every call ends with a status word); another major is refused
+VERSION_MAJOR = 2
 VERSION_MINOR = 0
 VERSION = (VERSION_MAJOR << 16) | VERSION_MINOR
 PE_KINDS = {"svpe": 1, "vpe": 2}  #: PE_KIND register values
@@ -154,6 +158,64 @@ STATUS_TEXT = {
 }
 
 
+#: Bits 63..32 of the status word that ends every output packet: "NBQS".
+STATUS_MAGIC = 0x4E425153
+STATUS_WORDS = 1  #: words the status word adds to every output packet
+
+
+def status_word(status: int) -> np.ndarray:
+    """The 8 bytes of the status word a kernel call with STATUS ``status`` ends with."""
+    word = (STATUS_MAGIC << 32) | (int(status) & 0xFFFF_FFFF)
+    return np.frombuffer(word.to_bytes(WORD_BYTES, "little"), dtype=np.uint8).copy()
+
+
+def split_output(
+    raw: np.ndarray, fm_nbytes: int, status_register: int | None = None
+) -> tuple[np.ndarray, int]:
+    """Check one received output packet and split it into (feature map, STATUS).
+
+    ``raw`` is every byte the receive (S2MM) transfer delivered, up to and including
+    the TLAST word; ``fm_nbytes`` the feature-map bytes the host expects (whole
+    words).  The last word must be a status word (``STATUS_MAGIC`` in bits 63..32).
+    A call refused with BAD_CONFIG or NO_WEIGHTS sends the status word alone; any
+    other call sends exactly ``fm_nbytes`` first.  ``status_register``, if given, is
+    the STATUS register read after the call and must equal the word's value.
+    Returns ``(fm, status)``; ``fm`` is empty when ``status != 0``.  Raises
+    :class:`KernelError` naming what was received when any of this does not hold.
+    """
+    raw = np.asarray(raw, dtype=np.uint8).reshape(-1)
+    n = len(raw)
+    if n < WORD_BYTES or n % WORD_BYTES:
+        raise KernelError(
+            f"protocol error: received {n} bytes, expected whole 8-byte words ending in "
+            "a status word"
+        )
+    word = int.from_bytes(raw[-WORD_BYTES:].tobytes(), "little")
+    magic, status = word >> 32, word & 0xFFFF_FFFF
+    if magic != STATUS_MAGIC:
+        raise KernelError(
+            f"protocol error: the last of {n // WORD_BYTES} received words is "
+            f"0x{word:016x}, not a status word (bits 63..32 must be 0x{STATUS_MAGIC:08x} "
+            '"NBQS"): a kernel of another protocol, or the receive stopped early'
+        )
+    if status_register is not None and status_register != status:
+        raise KernelError(
+            f"protocol error: status word says {describe_status(status)} but the STATUS "
+            f"register reads {describe_status(status_register)}"
+        )
+    refused = status & (Status.BAD_CONFIG | Status.NO_WEIGHTS)
+    want = WORD_BYTES if refused else fm_nbytes + STATUS_WORDS * WORD_BYTES
+    if n != want:
+        what = "the status word alone" if refused else "feature map + status word"
+        raise KernelError(
+            f"protocol error: received {n} bytes with STATUS {describe_status(status)}, "
+            f"expected {want} ({what})"
+        )
+    if status:
+        return np.zeros(0, np.uint8), status
+    return raw[:-WORD_BYTES], 0
+
+
 def describe_status(status: int) -> str:
     """Human-readable STATUS: ``"ok"`` or the names and meanings of the set bits."""
     if status == 0:
@@ -247,12 +309,14 @@ class KernelInfo:
 class ConvDevice(Protocol):
     """What a backend provides to run tiles: the kernel behind its registers and DMA.
 
-    ``call`` writes :data:`WRITE_REGISTERS` from ``regs``, sends each packet of
-    ``packets`` as one DMA transfer (TLAST on its last word), receives one packet
-    of ``out_nbytes`` bytes, waits for ap_done and returns ``(bytes, STATUS)``.
-    It raises :class:`KernelError` on a stream protocol fault (a packet the
-    kernel did not consume exactly, an output packet of the wrong length or
-    without TLAST on its last word).  When STATUS is not 0 the output is empty.
+    ``call`` writes :data:`WRITE_REGISTERS` from ``regs``, arms the receive of one
+    packet of ``out_nbytes`` feature-map bytes plus the status word, starts the
+    kernel, sends each packet of ``packets`` as one DMA transfer (TLAST on its last
+    word), waits for ap_done and returns ``(feature-map bytes, STATUS)`` (checked
+    with :func:`split_output`).  It raises :class:`KernelError` on a stream
+    protocol fault (a packet the kernel did not consume exactly, an output packet
+    of the wrong length or without a status word).  When STATUS is not 0 the
+    output is empty.
     """
 
     info: KernelInfo
@@ -784,7 +848,7 @@ class RecordingDevice:
 
 # --- test-vector files for the C++ testbench (hls/tb_nbq_conv.cpp) --------------------
 VECTOR_MAGIC = b"NBQV"
-VECTOR_VERSION = 1
+VECTOR_VERSION = 2  #: 2: expected output packets end with the status word
 
 
 def write_vectors(path: str | Path, info: KernelInfo, calls) -> None:
@@ -793,7 +857,8 @@ def write_vectors(path: str | Path, info: KernelInfo, calls) -> None:
     Little-endian: ``"NBQV"``, u32 version, u32 PE_KIND, PM, PN, MAX_H, MAX_W,
     MAX_CIN, MAX_COUT, u32 calls; per call u32 IN_H, IN_W, C_IN, C_OUT, FLAGS,
     u32 packets, per packet u32 words + the words, u32 expected STATUS,
-    u32 output words + the words.
+    u32 output words + the words (the whole output packet: the feature map, then
+    the status word, protocol 2.x).
     """
     out = bytearray(VECTOR_MAGIC)
     head = (
@@ -813,9 +878,8 @@ def write_vectors(path: str | Path, info: KernelInfo, calls) -> None:
         out += struct.pack("<I", len(packets))
         for p in packets:
             out += struct.pack("<I", len(p) // WORD_BYTES) + bytes(np.asarray(p, np.uint8))
-        out += struct.pack("<II", status, len(data) // WORD_BYTES) + bytes(
-            np.asarray(data, np.uint8)
-        )
+        packet = bytes(np.asarray(data, np.uint8)) + bytes(status_word(status))
+        out += struct.pack("<II", status, len(packet) // WORD_BYTES) + packet
     Path(path).write_bytes(bytes(out))
 
 

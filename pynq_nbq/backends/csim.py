@@ -288,6 +288,27 @@ class CsimKernel:
         return data, ro["STATUS"]
 
     def _raw_call(self, regs, packets, out_nbytes):
+        words, last_out, ro_regs = self.raw_call(regs, packets, out_nbytes)
+        n = len(last_out)
+        if n == 0 or last_out[n - 1] != 1 or last_out[: n - 1].any():
+            raise streams.KernelError(
+                f"csim call {dict(regs)}: TLAST is not on exactly the last of the {n} output words"
+            )
+        try:
+            data, _ = streams.split_output(words, out_nbytes, ro_regs["STATUS"])
+        except streams.KernelError as exc:
+            raise streams.KernelError(f"csim call {dict(regs)}: {exc}") from None
+        return data, ro_regs
+
+    def raw_call(
+        self, regs: Mapping[str, int], packets: Sequence[np.ndarray], out_nbytes: int
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+        """One call, unchecked: (output bytes, TLAST flag per output word, read-only regs).
+
+        Room is made for ``out_nbytes`` feature-map bytes, the status word and one
+        spare word.  Raises :class:`KernelError` only for faults that would hang a
+        real DMA (input words over- or under-read, output past that room).
+        """
         parts = [np.asarray(p, dtype=np.uint8).reshape(-1) for p in packets]
         for i, p in enumerate(parts):
             if len(p) == 0 or len(p) % streams.WORD_BYTES:
@@ -297,7 +318,8 @@ class CsimKernel:
         last = np.zeros(n_in, dtype=np.uint8)
         ends = np.cumsum([len(p) // streams.WORD_BYTES for p in parts], dtype=np.int64)
         last[ends - 1] = 1  # TLAST on every packet's last word, as the DMA sets it
-        cap = streams.words_for(out_nbytes) + 1  # one spare word to notice an overrun
+        # feature map + status word + one spare word to notice an overrun
+        cap = streams.words_for(out_nbytes) + streams.STATUS_WORDS + 1
         data_out = np.zeros(cap * streams.WORD_BYTES, dtype=np.uint8)
         last_out = np.zeros(cap, dtype=np.uint8)
         n_out = ctypes.c_uint64(0)
@@ -324,18 +346,7 @@ class CsimKernel:
                 f"csim call {dict(regs)}: {_CALL_FAULTS.get(rc, f'fault {rc}')}"
             )
         n = int(n_out.value)
-        if ro_regs["STATUS"]:
-            return np.zeros(0, np.uint8), ro_regs
-        want = streams.words_for(out_nbytes)
-        if n != want:
-            raise streams.KernelError(
-                f"csim call {dict(regs)}: the kernel wrote {n} words, the host expects {want}"
-            )
-        if n and (last_out[n - 1] != 1 or last_out[: n - 1].any()):
-            raise streams.KernelError(
-                f"csim call {dict(regs)}: TLAST is not on exactly the last output word"
-            )
-        return data_out[: n * streams.WORD_BYTES], ro_regs
+        return data_out[: n * streams.WORD_BYTES], last_out[:n], ro_regs
 
 
 _KERNELS: dict[tuple, CsimKernel] = {}
