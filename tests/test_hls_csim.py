@@ -230,7 +230,8 @@ def test_every_call_ends_with_one_status_word(kernels, pe):
         (regs, packets, n, 0),
     ]
     for r, p, nbytes, want in cases:
-        words, last, ro = kernel.raw_call(r, p, nbytes)
+        words, last, ro, rc = kernel.raw_call(r, p, nbytes)
+        assert rc == 0
         assert last[-1] == 1 and not last[:-1].any()
         assert int.from_bytes(bytes(words[-8:]), "little") == (S.STATUS_MAGIC << 32) | want
         assert ro["STATUS"] == want

@@ -253,9 +253,20 @@ class CsimKernel:
     on-chip buffers.
     """
 
-    def __init__(self, pe: str = "svpe", defines: Mapping[str, int] | None = None):
+    def __init__(
+        self, pe: str = "svpe", defines: Mapping[str, int] | None = None, private: bool = False
+    ):
         self.path = build(pe, defines)
-        self._lib = ctypes.CDLL(str(self.path))
+        lib_path = self.path
+        if private:  # a copy of the library: its own static state (held weights), like a
+            # second FPGA; the simulated board uses this so no other user shares its kernel
+            fd, tmp = tempfile.mkstemp(prefix="nbq_private_", suffix=".so", dir=cache_dir())
+            os.close(fd)
+            shutil.copyfile(self.path, tmp)
+            lib_path = Path(tmp)
+        self._lib = ctypes.CDLL(str(lib_path))
+        if private:
+            lib_path.unlink()  # the mapping stays valid; nothing is left behind
         if self._lib.nbq_csim_abi_version() != ABI_VERSION:
             raise CsimError(f"{self.path}: C ABI version mismatch (rebuild: clear the cache)")
         self._lib.nbq_csim_call.argtypes = [
@@ -290,7 +301,11 @@ class CsimKernel:
         return data, ro["STATUS"]
 
     def _raw_call(self, regs, packets, out_nbytes):
-        words, last_out, ro_regs = self.raw_call(regs, packets, out_nbytes)
+        words, last_out, ro_regs, rc = self.raw_call(regs, packets, out_nbytes)
+        if rc:
+            raise protocol.KernelError(
+                f"csim call {dict(regs)}: {_CALL_FAULTS.get(rc, f'fault {rc}')}"
+            )
         n = len(last_out)
         if n == 0 or last_out[n - 1] != 1 or last_out[: n - 1].any():
             raise protocol.KernelError(
@@ -304,12 +319,14 @@ class CsimKernel:
 
     def raw_call(
         self, regs: Mapping[str, int], packets: Sequence[np.ndarray], out_nbytes: int
-    ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
-        """One call, unchecked: (output bytes, TLAST flag per output word, read-only regs).
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, int], int]:
+        """One call, unchecked: (output bytes, TLAST flag per output word, read-only
+        registers, fault code).
 
         Room is made for ``out_nbytes`` feature-map bytes, the status word and one
-        spare word.  Raises :class:`KernelError` only for faults that would hang a
-        real DMA (input words over- or under-read, output past that room).
+        spare word.  The fault code is 0 or one of ``NBQ_CALL_OVERREAD`` (1: the
+        kernel wanted more input words than given), ``UNDERREAD`` (2: it left some
+        unread) or ``OUT_OVERFLOW`` (3: it wrote past that room) of nbq_host_call.h.
         """
         parts = [np.asarray(p, dtype=np.uint8).reshape(-1) for p in packets]
         for i, p in enumerate(parts):
@@ -343,12 +360,8 @@ class CsimKernel:
                 ro,
             )
         ro_regs = dict(zip(protocol.READ_REGISTERS, (int(v) for v in ro), strict=True))
-        if rc:
-            raise protocol.KernelError(
-                f"csim call {dict(regs)}: {_CALL_FAULTS.get(rc, f'fault {rc}')}"
-            )
-        n = int(n_out.value)
-        return data_out[: n * protocol.WORD_BYTES], last_out[:n], ro_regs
+        n = min(int(n_out.value), cap)
+        return data_out[: n * protocol.WORD_BYTES], last_out[:n], ro_regs, int(rc)
 
 
 _KERNELS: dict[tuple, CsimKernel] = {}

@@ -110,6 +110,15 @@ PORT_NAMES = {
 }
 
 
+class ApCtrl(IntFlag):
+    """Bits of AP_CTRL (Vitis's ap_ctrl_hs block)."""
+
+    START = 1 << 0  #: write 1 to start a call
+    DONE = 1 << 1  #: the call finished (clears when read)
+    IDLE = 1 << 2  #: not running
+    READY = 1 << 3
+
+
 class Flag(IntFlag):
     """Bits of the FLAGS register."""
 
@@ -220,6 +229,15 @@ def describe_status(status: int) -> str:
 
 class KernelError(RuntimeError):
     """The kernel refused or broke a call (STATUS != 0, or a stream protocol fault)."""
+
+
+class DeviceError(KernelError):
+    """The board's DMA or kernel failed a call (a DMA error bit, a reset that never
+    finished); the driver has reset the DMA, and the next call may succeed."""
+
+
+class DeviceTimeout(DeviceError, TimeoutError):
+    """A call did not finish within its deadline; the driver has reset the DMA."""
 
 
 # --- what the kernel is ---------------------------------------------------------------
