@@ -68,6 +68,15 @@ FAULTS = ("decode_error", "no_tlast", "stall", "reset_in_progress", "stuck_reset
 _CALL_OVERREAD = 1  # nbq_host_call.h: the kernel wanted more input than was sent
 _CALL_OUT_OVERFLOW = 3
 
+
+class SimBuffer(PynqBuffer):
+    """pynq's buffer; ``device`` is made a plain attribute again: numpy >= 2.x gives
+    ``ndarray`` a read-only ``device`` property, which pynq 3.0.1's ``PynqBuffer``
+    (written for numpy 1.x) cannot assign."""
+
+    device = None
+
+
 _KERNEL_NAMES = {off: name for name, off in REGISTERS.items()}
 _DMA_NAMES = {
     base + off: f"{prefix}_{reg}"
@@ -150,7 +159,7 @@ class SimZcu102(pynq.Device):
 
     # --- memory: DDR behind a CPU cache --------------------------------------------------------
     def allocate(self, shape, dtype, **kwargs) -> PynqBuffer:
-        buf = PynqBuffer(shape, dtype, device=self, coherent=False)
+        buf = SimBuffer(shape, dtype, device=self, coherent=False)
         nbytes = int(buf.nbytes)
         with self._lock:
             addr = self._next_addr
