@@ -63,7 +63,7 @@ def check(model: str, images: int, batch: int, data_dir: Path) -> dict:
         "accuracy_percent": 100.0 * correct / n,
         "kernel_calls": backend.board.kernel_runs - runs0,
         "images_per_s_simulated": n / t_fp,
-        "driver_split_s": {k: t[k] for k in ("copy", "registers", "wait")},
+        "driver_split_s": {k: t[k] for k in ("ready", "copy", "registers", "wait")},
     }
 
 
