@@ -103,10 +103,10 @@ def test_svpe_code_bytes():
     assert S.decode_svpe_bytes(b).tolist() == codes.tolist()
     with pytest.raises(ValueError, match="4-bit field"):
         S.encode_svpe_codes(np.array([16]))
-    w = dp.decode_svpe(codes, 5)
-    assert S.codes_from_weights(w).tolist() == codes.tolist()
-    with pytest.raises(ValueError, match="2\\*\\*s"):
-        S.codes_from_weights(np.array([3]))
+    # the kernel's 4-bit magnitude field holds exactly the widest svpe code
+    assert S.MAX_CODE_MAG == dp.max_code(dp.SVPE_MAX_BITS)
+    w = dp.decode_svpe(codes, dp.SVPE_MAX_BITS)
+    assert dp.encode_svpe(w).tolist() == codes.tolist()
 
 
 def test_weight_packets_round_trip():

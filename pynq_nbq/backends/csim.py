@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import NbqError
 from ..kernel import protocol
 from ..kernel.checks import check_manifest
 from ..kernel.scheduler import CompiledLayers
@@ -68,11 +69,11 @@ SANITIZE_FLAGS = (
 ABI_VERSION = 1  #: nbq_csim_abi_version() this module speaks
 
 
-class CsimError(ValueError):
+class CsimError(NbqError):
     """The csim library cannot be built or loaded (missing compiler, headers, sources).
 
-    A ValueError, like the other "backend not available" errors of
-    :func:`pynq_nbq.backends.get_backend`, so that the CLI reports it in one line.
+    A :class:`~pynq_nbq.errors.NbqError`, so that the CLI and the server report it in
+    one line.
     """
 
 

@@ -8,7 +8,6 @@ import numpy as np
 
 from .. import datapath as dp
 from ..ops import ConvSpec
-from .packing import codes_from_weights
 from .protocol import CODE_MAG_BITS, MAX_CODE_MAG, KernelInfo
 
 
@@ -42,17 +41,16 @@ def conv_weights_for(spec: ConvSpec, info: KernelInfo) -> np.ndarray:
             f"{where} needs a {bits}-bit accumulator; the kernel's ACC_BITS register is "
             f"{info.acc_bits}"
         )
-    for name, arr, lo, hi in (
-        ("mult", spec.mult, dp.REQUANT_MULT_MIN, dp.REQUANT_MULT_MAX),
-        ("shift", spec.shift, 0, dp.MAX_REQUANT_SHIFT),
-    ):
-        if arr.size and (arr.min() < lo or arr.max() > hi):
-            raise ValueError(f"{where}: requant {name} outside {lo}..{hi}")
+    problems = dp.requant_problems(spec.mult, spec.bias, spec.shift)
+    if problems:
+        raise ValueError(f"{where}: " + "; ".join(problems))
     if info.pe == "svpe":
-        codes = spec.codes if spec.codes is not None else codes_from_weights(spec.weights)
+        codes = spec.codes
+        if codes is None:
+            codes = dp.encode_svpe(spec.weights, dp.SVPE_MAX_BITS)
         if np.abs(codes.astype(np.int64)).max(initial=0) > MAX_CODE_MAG:
             raise ValueError(f"{where}: svpe codes beyond +-{MAX_CODE_MAG} (n > 5)")
-        if not np.array_equal(dp.decode_svpe(codes, 5), spec.weights):
+        if not np.array_equal(dp.decode_svpe(codes, dp.SVPE_MAX_BITS), spec.weights):
             raise ValueError(f"{where}: svpe codes and weights disagree")
         return np.asarray(codes)
     w = spec.weights.astype(np.int64)

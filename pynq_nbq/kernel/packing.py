@@ -58,18 +58,6 @@ def decode_svpe_bytes(b: np.ndarray) -> np.ndarray:
     return np.where(b & CODE_SIGN, -mag, mag).astype(np.int8)
 
 
-def codes_from_weights(weights: np.ndarray) -> np.ndarray:
-    """Integer svpe weights (0 or +-2**s, s <= 14) -> codes ``sign*(s+1)`` (int8)."""
-    w = np.asarray(weights).astype(np.int64)
-    mag = np.abs(w)
-    s = np.zeros(w.shape, dtype=np.int64)
-    nz = mag > 0
-    s[nz] = np.round(np.log2(mag[nz])).astype(np.int64)
-    if np.any(nz & ((s > MAX_CODE_MAG - 1) | (np.left_shift(1, np.clip(s, 0, 62)) != mag))):
-        raise ValueError("svpe weights must be 0 or +-2**s with s <= 14")
-    return (np.sign(w) * np.where(nz, s + 1, 0)).astype(np.int8)
-
-
 def pack_weights(w: np.ndarray, pe: str) -> np.ndarray:
     """Weights ``(C_out, C_in, k, k)`` -> weight packet bytes.
 
@@ -90,7 +78,7 @@ def unpack_weights(buf: np.ndarray, shape: tuple[int, ...], pe: str) -> np.ndarr
     count = int(np.prod(shape))
     raw = np.asarray(buf, dtype=np.uint8)
     if pe == "svpe":
-        return dp.decode_svpe(decode_svpe_bytes(raw[:count]), 5).reshape(shape)
+        return dp.decode_svpe(decode_svpe_bytes(raw[:count]), dp.SVPE_MAX_BITS).reshape(shape)
     return np.frombuffer(raw.tobytes(), dtype="<i2", count=count).astype(np.int64).reshape(shape)
 
 

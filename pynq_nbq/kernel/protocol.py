@@ -30,6 +30,7 @@ from typing import Protocol
 import numpy as np
 
 from .. import datapath as dp
+from ..errors import NbqError
 
 #: The kernel's C++ sources (a source checkout); ``hls/nbq_params.h`` mirrors this module.
 HLS_DIR = Path(__file__).resolve().parent.parent.parent / "hls"
@@ -227,7 +228,7 @@ def describe_status(status: int) -> str:
     return f"0x{status:x}: " + "; ".join(parts)
 
 
-class KernelError(RuntimeError):
+class KernelError(NbqError):
     """The kernel refused or broke a call (STATUS != 0, or a stream protocol fault)."""
 
 
