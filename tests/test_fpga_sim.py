@@ -313,3 +313,20 @@ def test_status_word_magic_is_what_the_board_returns(boards):
     dev.call(regs, packets, len(data))
     out = dev.pool.get("out", len(data) + 8)
     assert int.from_bytes(bytes(out[-8:]), "little") >> 32 == STATUS_MAGIC
+
+
+def test_generated_hwh_matches_the_block_design(boards):
+    from pynq_nbq.kernel import design
+    from pynq_nbq.kernel.protocol import PORT_NAMES, REGISTERS
+
+    board, dev = boards["svpe"]
+    ip = dev.ol.overlay.ip_dict
+    for cell, (base, size) in design.ADDRESS_MAP.items():
+        assert (ip[cell]["phys_addr"], ip[cell]["addr_range"]) == (base, size)
+    assert ip[design.KERNEL_CELL]["type"] == design.kernel_vlnv("svpe")
+    assert ip[design.DMA_CELL]["type"] == design.DMA_VLNV
+    params = ip[design.DMA_CELL]["parameters"]
+    assert {k: int(params[k]) for k in design.DMA_PARAMETERS} == design.DMA_PARAMETERS
+    regs = ip[design.KERNEL_CELL]["registers"]
+    for name, port in PORT_NAMES.items():
+        assert regs[port]["address_offset"] == REGISTERS[name]

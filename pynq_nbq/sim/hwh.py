@@ -24,6 +24,12 @@ def _params(parent: ET.Element, values: dict) -> None:
         ET.SubElement(ps, "PARAMETER", NAME=name, VALUE=str(value))
 
 
+def _module(modules: ET.Element, cell: str, modtype: str, vlnv: str) -> ET.Element:
+    return ET.SubElement(
+        modules, "MODULE", FULLNAME="/" + cell, INSTANCE=cell, MODTYPE=modtype, VLNV=vlnv
+    )
+
+
 def _register(regs: ET.Element, name: str, offset: int, access: str, text: str) -> None:
     r = ET.SubElement(regs, "REGISTER", NAME=name)
     props = {"DESCRIPTION": text, "ADDRESS_OFFSET": str(offset), "SIZE": "32", "ACCESS": access}
@@ -54,14 +60,7 @@ def hwh_xml(kind: str, board: str = "zcu102") -> str:
     ET.SubElement(root, "EXTERNALPORTS")
     modules = ET.SubElement(root, "MODULES")
 
-    ps = ET.SubElement(
-        modules,
-        "MODULE",
-        FULLNAME="/" + design.PS_CELL,
-        INSTANCE=design.PS_CELL,
-        MODTYPE="zynq_ultra_ps_e",
-        VLNV=PS_VLNV,
-    )
+    ps = _module(modules, design.PS_CELL, "zynq_ultra_ps_e", PS_VLNV)
     clocks = {}  # PL0 = 1500 MHz IOPLL / DIVISOR0 = design.PL_CLOCK_MHZ
     for i in range(4):
         clocks[f"PSU__FPGA_PL{i}_ENABLE"] = 1 if i == 0 else 0
@@ -87,23 +86,11 @@ def hwh_xml(kind: str, board: str = "zcu102") -> str:
             SLAVEBUSINTERFACE=slaves[cell],
         )
 
-    dma = ET.SubElement(
-        modules,
-        "MODULE",
-        FULLNAME="/" + design.DMA_CELL,
-        INSTANCE=design.DMA_CELL,
-        MODTYPE="axi_dma",
-        VLNV=design.DMA_VLNV,
-    )
+    dma = _module(modules, design.DMA_CELL, "axi_dma", design.DMA_VLNV)
     _params(dma, design.DMA_PARAMETERS)
 
-    kernel = ET.SubElement(
-        modules,
-        "MODULE",
-        FULLNAME="/" + design.KERNEL_CELL,
-        INSTANCE=design.KERNEL_CELL,
-        MODTYPE=design.kernel_ipname(kind),
-        VLNV=design.kernel_vlnv(kind),
+    kernel = _module(
+        modules, design.KERNEL_CELL, design.kernel_ipname(kind), design.kernel_vlnv(kind)
     )
     _params(kernel, {"C_S_AXI_CTRL_DATA_WIDTH": 32})
     regs = ET.SubElement(ET.SubElement(kernel, "MEMORYMAP"), "REGISTERS")
