@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import importlib
+import importlib.util
 import json
 import threading
 import time
@@ -204,17 +205,11 @@ def test_bench_csim_splits_device_and_driver(tmp_path):
 def simulated_board_usable() -> str:
     """'' if the simulated ZCU102 can run here, else why not."""
     try:
-        importlib.import_module("pynq_nbq.sim.board")
+        importlib.import_module("pynq_nbq.sim.board")  # imports pynq
     except ModuleNotFoundError as exc:
-        return f"the fpga backend's simulated board is not in this tree ({exc})"
-    try:
-        from pynq.buffer import PynqBuffer
-    except ImportError as exc:
-        return f"pynq not installed ({exc})"
-    try:
-        PynqBuffer((8,), np.uint8, device=None)
-    except AttributeError as exc:  # pynq 3.0.1 with numpy >= 2
-        return f"this pynq cannot allocate buffers with numpy {np.__version__} ({exc})"
+        return f"the simulated board cannot be imported ({exc})"
+    if importlib.util.find_spec("hls4ml") is None:
+        return "the simulated board's csim kernel needs the hls4ml wheel's ap_int headers"
     return ""
 
 
