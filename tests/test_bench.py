@@ -229,6 +229,9 @@ def test_bench_fpga_on_the_simulated_board(tmp_path):
     for key in ("vpe", "svpe"):
         split = report["columns"][key]["split_per_image"]
         assert 0 < split["device_ms"] <= split["conv_engine_ms"]
+        parts = split["device_split_ms"]  # the driver's own timers, inside its calls
+        assert set(parts) == {"ready_ms", "copy_ms", "registers_ms", "wait_ms"}
+        assert 0 < sum(parts.values()) <= split["device_ms"]
 
 
 def test_bench_fpga_without_overlay_files_is_a_clear_error(tmp_path, capsys, monkeypatch):

@@ -78,12 +78,18 @@ class _TimedDevice:
         return getattr(self.inner, name)
 
     def call(self, regs, packets, out_nbytes):
+        own = getattr(self.inner, "timings", None)
+        before = dict(own) if isinstance(own, dict) else None
         t0 = time.perf_counter()
         try:
             return self.inner.call(regs, packets, out_nbytes)
         finally:
             self._clock.seconds += time.perf_counter() - t0
             self._clock.calls += 1
+            if before is not None:
+                for k, v in own.items():
+                    if k != "calls" and isinstance(v, float):
+                        self._clock.parts[k] += v - before.get(k, 0.0)
 
 
 #: backend methods that return the device of a PE kind: fpga's ``device``, csim's ``kernel``
@@ -91,11 +97,14 @@ DEVICE_METHODS = ("device", "kernel")
 
 
 class DeviceClock:
-    """Seconds and number of calls spent inside a backend's device."""
+    """Seconds and number of calls spent inside a backend's device; ``parts``: the
+    device's own timers (seconds), where it keeps a ``timings`` dict (the fpga driver:
+    ``ready``, ``copy``, ``registers`` (register writes and sends), ``wait``)."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
         self.calls = 0
+        self.parts: dict[str, float] = defaultdict(float)
 
     @classmethod
     def attach(cls, backend: Any) -> DeviceClock | None:
@@ -166,6 +175,7 @@ def measure_column(
     # single-image latency, with the split and per-layer times
     e2e, parts = [], defaultdict(float)
     dev_s0, dev_calls0 = (device.seconds, device.calls) if device else (0.0, 0)
+    dev_parts0 = dict(device.parts) if device else {}
     engine.on_layer = layers
     try:
         for i in range(plan.latency_images):
@@ -198,6 +208,10 @@ def measure_column(
             driver_overhead_ms=conv_ms - dev_ms,
             device_calls_count=(device.calls - dev_calls0) / n,
         )
+        if device.parts:  # the driver's own split of its calls, as it names them
+            split["device_split_ms"] = {
+                f"{k}_ms": 1e3 * (v - dev_parts0.get(k, 0.0)) / n for k, v in device.parts.items()
+            }
     layer_rows = [
         {
             "name": name,

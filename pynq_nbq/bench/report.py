@@ -143,6 +143,13 @@ def markdown(report: dict[str, Any]) -> str:
         ["ms per image", *(TITLES[c] for c in COLUMNS)],
         [[t] + [_f(cols[c]["split_per_image"][k]) for c in COLUMNS] for t, k in split_keys],
     )
+    for c in COLUMNS:
+        parts = cols[c]["split_per_image"].get("device_split_ms")
+        if parts:
+            lines.append(
+                f"\n{TITLES[c]}: the driver's own timers inside its device calls, ms per image: "
+                + ", ".join(f"{k[:-3]} {_f(v)}" for k, v in parts.items())
+            )
     lines += ["", f"## Throughput by batch size ({label})", ""]
     trows = []
     for i, row in enumerate(cols["svpe"]["throughput"]):

@@ -236,8 +236,9 @@ def _power(
     batch = data.images[: max(cfg.plan.batch_sizes)]
     for key, model in models.items():
         pred = predictions_by_col[key]["total"]
+        # the model's estimate where nothing is measured (it has no CPU-only power figure)
+        est = None if key == "cpu" else modelled_energy(model.bundle.manifest, cfg.board)
         if source is None:
-            est = modelled_energy(model.bundle.manifest, cfg.board) if key != "cpu" else None
             out[key] = unavailable(reason, est)
             continue
         try:
@@ -248,7 +249,7 @@ def _power(
                 cfg.power_active_s,
             )
         except (RuntimeError, ValueError) as exc:
-            out[key] = unavailable(f"power measurement failed: {exc}", None)
+            out[key] = unavailable(f"power measurement failed: {exc}", est)
             continue
         got["vs_model"] = {
             "power_w": compare(got["active_power_w"], pred.get("power_w"), "w"),
