@@ -23,6 +23,7 @@ from pynq_nbq.bench import context
 from pynq_nbq.bench.data import fashion_mnist, image_folder
 from pynq_nbq.bench.measure import Plan, latency_stats_ms
 from pynq_nbq.bench.power import measure_power
+from pynq_nbq.bench.report import chart_values, write_outputs
 from pynq_nbq.bench.run import COLUMNS, BenchConfig, run_bench
 from pynq_nbq.cli import main
 from pynq_nbq.preprocess import preprocess
@@ -284,7 +285,7 @@ def test_power_windows_must_be_long_enough():
 
 
 @needs_fashion
-def test_run_bench_power_available_and_unavailable():
+def test_run_bench_power_available_and_unavailable(tmp_path):
     plan = Plan((2,), 1, 2, 0)
     cfg = BenchConfig(images=2, plan=plan, cpu_threads=1, power_idle_s=1.0, power_active_s=1.0)
     rails = FakeRails()
@@ -314,6 +315,11 @@ def test_run_bench_power_available_and_unavailable():
         assert p["energy_mj_per_image"] == pytest.approx(8.0 * per_image_s * 1e3)
         assert p["vs_model"]["power_w"]["measured_w"] == p["active_power_w"]
     assert report["power"]["svpe"]["vs_model"]["power_w"]["predicted_w"] > 0
+    measured, predicted = chart_values(report, "svpe", "energy_mj_per_image")
+    assert measured == report["power"]["svpe"]["energy_mj_per_image"] and predicted > 0
+    paths = write_outputs(report, tmp_path)
+    assert Path(paths["chart"]).read_bytes()[:4] == b"\x89PNG"
+    assert "active 8 W (model " in Path(paths["markdown"]).read_text()
     assert numeric_keys_without_units(report) == []
 
     report = run_bench(cfg, power_source=(None, "no rails on this host"))

@@ -29,13 +29,13 @@ def _f(value: Any, fmt: str = ".3g") -> str:
     return str(value)
 
 
-def _vs(entry: dict[str, Any], unit: str, fmt: str = ".3g") -> str:
-    """ "measured (model P, ×R)" for one ``compare`` entry."""
+def _vs(entry: dict[str, Any], unit: str, fmt: str = ".3g", show: str = "") -> str:
+    """ "measured (model P, ×R)" for one ``compare`` entry; ``show``: a unit to print."""
     m, p = entry[f"measured_{unit}"], entry[f"predicted_{unit}"]
     r = entry["measured_over_predicted_ratio"]
     if p is None:
-        return f"{_f(m, fmt)} (model -)"
-    return f"{_f(m, fmt)} (model {_f(p, fmt)}, ×{_f(r, '.3g')})"
+        return f"{_f(m, fmt)}{show} (model -)"
+    return f"{_f(m, fmt)}{show} (model {_f(p, fmt)}{show}, ×{_f(r, '.3g')})"
 
 
 def _table(head: list[str], rows: list[list[str]]) -> list[str]:
@@ -200,8 +200,8 @@ def markdown(report: dict[str, Any]) -> str:
             v = p["vs_model"]
             lines.append(
                 f"- {TITLES[c]}: idle {p['idle_power_w']:.3f} W, active "
-                f"{_vs(v['power_w'], 'w')} W, dynamic {p['dynamic_power_w']:.3f} W, "
-                f"{_vs(v['energy_mj_per_image'], 'mj_per_image')} mJ per image "
+                f"{_vs(v['power_w'], 'w', show=' W')}, dynamic {p['dynamic_power_w']:.3f} W, "
+                f"{_vs(v['energy_mj_per_image'], 'mj_per_image', show=' mJ')} per image "
                 f"({p['dynamic_energy_mj_per_image']:.4g} mJ above idle) over "
                 f"{p['active_window_s']:.2f} s and {p['images_count']} images ({p['source']})"
             )
@@ -245,25 +245,27 @@ def write_chart(report: dict[str, Any], path: Path) -> None:
         raise ImportError(
             f"the chart needs matplotlib ({exc}); pip install 'pynq-nbq[bench]'"
         ) from exc
-    cols = report["columns"]
     panels = [
-        ("latency per image, mean (ms)", "end_to_end_latency_ms_mean", "ms"),
-        ("throughput, largest batch (images/s)", "throughput_images_per_s", "images_per_s"),
-        ("conv engine (GOP/s)", "conv_engine_gop_per_s", "gop_per_s"),
+        ("latency per image, mean (ms)", "end_to_end_latency_ms_mean"),
+        ("throughput, largest batch (images/s)", "throughput_images_per_s"),
+        ("conv engine (GOP/s)", "conv_engine_gop_per_s"),
+        ("board energy per image (mJ)", "energy_mj_per_image"),
     ]
     colours = {"vpe": "#d62728", "svpe": "#1f77b4", "cpu": "#7f7f7f"}
-    fig, axes = plt.subplots(1, len(panels), figsize=(13, 4.6))
-    for ax, (title, key, unit) in zip(axes, panels, strict=True):
+    fig, axes = plt.subplots(1, len(panels), figsize=(16, 4.6))
+    for ax, (title, key) in zip(axes, panels, strict=True):
+        measured_any = False
         for i, c in enumerate(COLUMNS):
-            e = cols[c]["vs_model"][key]
-            m, p = e[f"measured_{unit}"], e[f"predicted_{unit}"]
+            m, p = chart_values(report, c, key)
             if m:
-                ax.bar(i, m, color=colours[c], label="measured" if i == 0 else None)
+                measured_any = True
+                ax.bar(i, m, color=colours[c])
                 ax.annotate(f"{m:.3g}", (i, m), ha="center", va="bottom", fontsize=8)
             if p:
-                ax.plot(
-                    i, p, "k_", markersize=28, mew=2, label="model (ZCU102)" if i == 0 else None
-                )
+                ax.plot(i, p, "k_", markersize=28, mew=2)
+        if not measured_any:
+            ax.text(0.5, 0.5, "not measured here", transform=ax.transAxes, ha="center")
+        ax.set_xlim(-0.6, len(COLUMNS) - 0.4)
         ax.set_xticks(range(len(COLUMNS)), [TITLES[c] for c in COLUMNS], fontsize=8)
         ax.set_yscale("log")
         ax.set_title(title, fontsize=10)
@@ -274,6 +276,21 @@ def write_chart(report: dict[str, Any], path: Path) -> None:
     fig.tight_layout(rect=(0, 0.08, 1, 0.94))
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def chart_values(report: dict[str, Any], column: str, key: str) -> tuple[Any, Any]:
+    """(measured, predicted) of one chart figure; energy comes from the power block
+    (measured when rails were read, else only the model's estimate)."""
+    if key == "energy_mj_per_image":
+        power = report["power"][column]
+        if power["available"]:
+            v = power["vs_model"]["energy_mj_per_image"]
+            return v["measured_mj_per_image"], v["predicted_mj_per_image"]
+        est = power.get("modelled_estimate") or {}
+        return None, est.get("energy_mj_per_image")
+    entry = report["columns"][column]["vs_model"][key]
+    unit = next(k[len("measured_") :] for k in entry if k.startswith("measured_"))
+    return entry[f"measured_{unit}"], entry[f"predicted_{unit}"]
 
 
 def write_outputs(report: dict[str, Any], out_dir: Path) -> dict[str, Path | str]:
