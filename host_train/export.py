@@ -30,7 +30,6 @@ from pynq_nbq.engine import Engine
 from pynq_nbq.errors import NbqError
 
 from . import layers as L
-from . import quant
 from .data import load_dataset
 from .train import load_checkpoint, model_from_checkpoint, normalise
 
@@ -251,15 +250,14 @@ def _weights_for(layer: _Layer, datapath: str) -> tuple[np.ndarray, int, int]:
                 f"{layer.name}: svpe needs a power-of-two checkpoint "
                 "(this one was trained as float; export it as vpe)"
             )
-        q, e = m.staircase()
+        codes, e = m.codes()  # integers from the quantizer, never re-derived from floats
         n = m.n_bits
-        codes = quant.codes_from_staircase(q, e, n)
         return codes.numpy().astype(np.int8), dp.layer_exponent(e, n), n
     w = m.effective_weight() if m.method != "float" else m.weight
     w = w.detach().double().numpy()
     mx = float(np.abs(w).max())
     e_w = 0 if mx == 0 else math.ceil(math.log2(mx / dp.VPE_WEIGHT_MAX))
-    ints = np.clip(np.floor(w * 2.0**-e_w + 0.5), dp.VPE_WEIGHT_MIN, dp.VPE_WEIGHT_MAX)
+    ints = np.clip(dp.round_half_up(w * 2.0**-e_w), dp.VPE_WEIGHT_MIN, dp.VPE_WEIGHT_MAX)
     return ints.astype(np.int16), int(e_w), dp.VPE_WEIGHT_BITS
 
 
@@ -287,8 +285,10 @@ def export(
     log=print,
 ) -> tuple[Bundle, dict]:
     """Export ``ckpt_path`` to a bundle at ``out_path``; returns (bundle, report)."""
-    if datapath not in ("svpe", "vpe"):
-        raise ExportError(f"datapath must be 'svpe' or 'vpe', got {datapath!r}")
+    try:
+        datapath = dp.PEKind.parse(datapath)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
     ck = load_checkpoint(ckpt_path)
     model, cfg = model_from_checkpoint(ck)
     if cfg.act_bits:

@@ -50,6 +50,13 @@ class PowerOfTwoMixin:
             return quant_fixed_scale(self.weight, self.n_bits, self.rule, e), e
         return quant.quantize(self.weight, self.n_bits, self.rule)
 
+    def codes(self) -> tuple[torch.Tensor, int]:
+        """The datapath's integers for the weights :meth:`staircase` gives: (int8 codes,
+        scale exponent e), straight from the quantizer (:func:`quant.quantize_to_codes`)."""
+        if self.method == "inq" and bool(self.inq_mask.any()):
+            return quant.quantize_to_codes(self.weight, self.n_bits, self.rule, int(self.inq_exp))
+        return quant.quantize_to_codes(self.weight, self.n_bits, self.rule)
+
     def effective_weight(self) -> torch.Tensor:
         w = self.weight
         if self.method == "float":
