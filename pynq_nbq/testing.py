@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 from . import datapath as dp
-from .bundle import Bundle, save_bundle
+from .bundle import ROLES, Bundle, save_bundle, weighted_fields
 
 
 def random_weights(rng: np.random.Generator, shape, datapath: str, n_bits: int) -> np.ndarray:
@@ -69,9 +69,8 @@ def random_bundle(
     layers = []
     for name, src, cin, cout, ker, pad, relu, pool in plan:
         w = random_weights(rng, (cout, cin, ker, ker), datapath, n_bits)
-        fan_in = cin * ker * ker
-        max_w = dp.max_abs_weight(datapath, bits)
-        rq = random_requant(rng, cout, fan_in * 4096 * float(np.abs(w).mean() + 1))
+        fields = weighted_fields(datapath, bits, w.shape)
+        rq = random_requant(rng, cout, fields["fan_in"] * 4096 * float(np.abs(w).mean() + 1))
         arrays[f"{name}.weights"] = w
         for role, a in rq.items():
             arrays[f"{name}.{role}"] = a
@@ -91,8 +90,8 @@ def random_bundle(
                 "pool": pool,
                 "weight_bits": bits,
                 "weight_exp": -8,
-                "acc_bits": dp.accumulator_bits(fan_in, max_w),
-                "arrays": {r: f"{name}.{r}" for r in ("weights", "mult", "bias", "shift")},
+                "acc_bits": fields["acc_bits"],
+                "arrays": {r: f"{name}.{r}" for r in ROLES},
             }
         )
     layers.append(
@@ -182,17 +181,17 @@ def random_graph_bundle(
                     [-1, 1, 0] if datapath == "vpe" or n_bits > 1 else [-1, 1], wshape
                 )
                 w = (pick * top).astype(w.dtype)
-            fan_in = int(np.prod(wshape[1:]))
+            fields = weighted_fields(datapath, bits, wshape)
             wint = dp.decode_svpe(w, n_bits) if datapath == "svpe" else w.astype(np.int64)
-            acc_scale = fan_in * 2.0**12 * float(np.abs(wint).mean() + 1)
+            acc_scale = fields["fan_in"] * 2.0**12 * float(np.abs(wint).mean() + 1)
             rq = _requant_arrays(rng, shape[0], acc_scale, edge)
             arrays[f"{name}.weights"] = w
             arrays.update({f"{name}.{r}": a for r, a in rq.items()})
             layer.update(
                 weight_bits=bits,
                 weight_exp=-6,
-                acc_bits=dp.accumulator_bits(fan_in, dp.max_abs_weight(datapath, bits)),
-                arrays={r: f"{name}.{r}" for r in ("weights", "mult", "bias", "shift")},
+                acc_bits=fields["acc_bits"],
+                arrays={r: f"{name}.{r}" for r in ROLES},
             )
         layers.append(layer)
 
