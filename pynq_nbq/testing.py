@@ -37,6 +37,22 @@ def random_requant(rng: np.random.Generator, c_out: int, acc_scale: float) -> di
     return {"mult": mult, "bias": bias, "shift": shift}
 
 
+def _input_block(height: int, width: int, mean: list[float], std: list[float]) -> dict:
+    """A manifest ``input`` block for tensor "input" (L for one channel, else RGB)."""
+    channels = len(mean)
+    return {
+        "tensor": "input",
+        "channels": channels,
+        "height": height,
+        "width": width,
+        "mode": "L" if channels == 1 else "RGB",
+        "mean": mean,
+        "std": std,
+        "resize": "stretch",
+        "invert": False,
+    }
+
+
 def random_bundle(
     path: str | os.PathLike,
     datapath: str = "svpe",
@@ -109,17 +125,7 @@ def random_bundle(
         "datapath": datapath,
         "weight_bits": bits,
         "classes": classes,
-        "input": {
-            "tensor": "input",
-            "channels": channels,
-            "height": size,
-            "width": size,
-            "mode": "L" if channels == 1 else "RGB",
-            "mean": [0.5] * channels,
-            "std": [0.5] * channels,
-            "resize": "stretch",
-            "invert": False,
-        },
+        "input": _input_block(size, size, [0.5] * channels, [0.5] * channels),
         "tensors": tensors,
         "layers": layers,
         "output": "gap",
@@ -217,17 +223,9 @@ def random_graph_bundle(
         "datapath": datapath,
         "weight_bits": bits,
         "classes": classes,
-        "input": {
-            "tensor": "input",
-            "channels": 3,
-            "height": 8,
-            "width": 7,
-            "mode": "RGB",
-            "mean": [float(v) for v in rng.uniform(0, 1, 3)],
-            "std": [float(v) for v in rng.uniform(0.05, 1, 3)],
-            "resize": "stretch",
-            "invert": False,
-        },
+        "input": _input_block(
+            8, 7, [float(v) for v in rng.uniform(0, 1, 3)], rng.uniform(0.05, 1, 3).tolist()
+        ),
         "tensors": tensors,
         "layers": layers,
         "output": "fc2",
