@@ -190,6 +190,7 @@ def measure_column(
     n = plan.latency_images
     conv_ms = parts["conv_engine"] / n
     split: dict[str, Any] = {
+        "decode_ms": parts["decode"] / n,
         "preprocess_ms": parts["preprocess"] / n,
         "quantize_ms": parts["quantize"] / n,
         "conv_engine_ms": conv_ms,

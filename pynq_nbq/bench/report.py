@@ -128,6 +128,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
     ]
     split_keys = [
+        ("decode (images arrive decoded)", "decode_ms"),
         ("preprocessing", "preprocess_ms"),
         ("quantize input", "quantize_ms"),
         ("conv engine (incl. driver)", "conv_engine_ms"),
