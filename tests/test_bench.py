@@ -7,6 +7,7 @@ Runs are CI-sized (8 images, two batch sizes).  No test asserts a speed.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib
 import importlib.util
 import json
@@ -431,3 +432,22 @@ def test_bench_bad_input_is_one_line_error(tmp_path, capsys, extra, message):
     err = capsys.readouterr().err
     assert err.startswith("nbq bench: error:") and message in err
     assert not (tmp_path / "bench.json").exists()
+
+
+def test_fpga_details_on_a_board_record_bitstreams(tmp_path):
+    (tmp_path / "nbq_svpe.bit").write_bytes(b"bits")
+
+    class Board:
+        name = "fpga"
+        source = str(tmp_path)
+        sim = False
+
+    got = context.fpga_details(Board())
+    assert got["simulated_board"] is False
+    assert got["bitstreams"]["svpe"]["sha256"] == hashlib.sha256(b"bits").hexdigest()
+    assert got["bitstreams"]["vpe"]["sha256"] is None  # not built
+    assert got["pl_clock_mhz"] is None or got["pl_clock_mhz"] > 0  # read from the PS, or not
+    assert got["pl_clock_source"]
+    env = context.environment({"svpe": Board()})
+    assert env["backends"]["svpe"]["hardware"] is True
+    assert env["software"]["pynq_nbq"] and env["software"]["numpy"]

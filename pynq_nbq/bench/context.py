@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -65,9 +66,13 @@ def fpga_details(backend: Any) -> dict[str, Any]:
         out["pl_clock_mhz"] = PL_CLOCK_MHZ
         out["pl_clock_source"] = "design value (pynq_nbq/kernel/design.py); simulated board"
         return out
-    out["bitstreams"] = {
-        kind: str(Path(out["overlay_source"]) / f"{bitstream_name(kind)}.bit") for kind in PE_KINDS
-    }
+    out["bitstreams"] = {}
+    for kind in PE_KINDS:
+        bit = Path(out["overlay_source"]) / f"{bitstream_name(kind)}.bit"
+        out["bitstreams"][kind] = {
+            "path": str(bit),
+            "sha256": hashlib.sha256(bit.read_bytes()).hexdigest() if bit.is_file() else None,
+        }
     try:
         from pynq.ps import Clocks  # board only
 
