@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..api import Model
-from ..engine import CONV_ENGINE
 from .data import LabelledSet
 
 
@@ -158,91 +157,22 @@ def measure_column(
     plan: Plan,
     tick: Callable[[int], None] = lambda n: None,
 ) -> ColumnResult:
-    """Time ``model`` on ``data`` per ``plan``; ``tick(n)`` after every n images."""
+    """Time ``model`` on ``data`` per ``plan``; ``tick(n)`` after every n images.
+
+    Four passes: warm-up, single-image latency (with the split and per-layer
+    times), throughput per batch size, and the accuracy pass over every image.
+    """
     images = data.images
-    engine = model.engine
-    device = DeviceClock.attach(engine.backend)
-    layers = LayerClock()
 
     def batch_of(start: int, size: int) -> list:
         return [images[(start + i) % len(images)] for i in range(size)]
 
-    # warm-up at batch 1 (builds csim kernels, fills caches)
-    for w in range(plan.warmup_batches):
+    for w in range(plan.warmup_batches):  # builds csim kernels, loads overlays, fills caches
         model.classify(batch_of(w, 1))
         tick(1)
+    latency, split, layers = _latency_pass(model, batch_of, plan.latency_images, tick)
+    throughput = [_throughput_pass(model, batch_of, b, plan, tick) for b in plan.batch_sizes]
 
-    # single-image latency, with the split and per-layer times
-    e2e, parts = [], defaultdict(float)
-    dev_s0, dev_calls0 = (device.seconds, device.calls) if device else (0.0, 0)
-    dev_parts0 = dict(device.parts) if device else {}
-    engine.on_layer = layers
-    try:
-        for i in range(plan.latency_images):
-            t0 = time.perf_counter()
-            pred = model.classify(batch_of(i, 1))
-            e2e.append(time.perf_counter() - t0)
-            for k, v in pred.timings_ms.items():
-                parts[k] += v
-            tick(1)
-    finally:
-        engine.on_layer = None
-    n = plan.latency_images
-    conv_ms = parts["conv_engine"] / n
-    split: dict[str, Any] = {
-        "decode_ms": parts["decode"] / n,
-        "preprocess_ms": parts["preprocess"] / n,
-        "quantize_ms": parts["quantize"] / n,
-        "conv_engine_ms": conv_ms,
-        "arm_ms": parts["arm"] / n,
-        "postprocess_ms": parts["postprocess"] / n,
-        "device_ms": None,
-        "driver_overhead_ms": None,
-        "device_calls_count": None,
-    }
-    split["engine_bookkeeping_ms"] = (parts["engine"] - parts["conv_engine"] - parts["arm"]) / n
-    split["total_ms"] = parts["total"] / n
-    if device is not None:
-        dev_ms = 1e3 * (device.seconds - dev_s0) / n
-        split.update(
-            device_ms=dev_ms,
-            driver_overhead_ms=conv_ms - dev_ms,
-            device_calls_count=(device.calls - dev_calls0) / n,
-        )
-        if device.parts:  # the driver's own split of its calls, as it names them
-            split["device_split_ms"] = {
-                f"{k}_ms": 1e3 * (v - dev_parts0.get(k, 0.0)) / n for k, v in device.parts.items()
-            }
-    layer_rows = [
-        {
-            "name": name,
-            "op": op,
-            "placement": placement,
-            "time_ms": 1e3 * layers.seconds.get(name, 0.0) / n,
-        }
-        for name, op, placement in engine.placements
-    ]
-
-    # throughput per batch size (end to end: decode-free preprocessing + engine)
-    throughput = []
-    for b in plan.batch_sizes:
-        for w in range(plan.warmup_batches):
-            model.classify(batch_of(w * b, b))
-            tick(b)
-        reps = max(1, -(-plan.throughput_images // b))
-        per_batch = []
-        for r in range(reps):
-            t0 = time.perf_counter()
-            model.classify(batch_of(r * b, b))
-            per_batch.append(time.perf_counter() - t0)
-            tick(b)
-        total_s = float(sum(per_batch))
-        row = {"batch_images": b, "images_count": b * reps, "elapsed_s": total_s}
-        row["throughput_images_per_s"] = b * reps / total_s
-        row.update(latency_stats_ms(per_batch, "batch_latency_ms"))
-        throughput.append(row)
-
-    # accuracy pass: every labelled image once, in order, at the largest batch size
     big = max(plan.batch_sizes)
     idx, logits = [], []
     t0 = time.perf_counter()
@@ -254,9 +184,9 @@ def measure_column(
     full_s = time.perf_counter() - t0
 
     timings = {
-        "latency": latency_stats_ms(e2e),
+        "latency": latency,
         "split_per_image": split,
-        "layers": layer_rows,
+        "layers": layers,
         "throughput": throughput,
         "labelled_pass": {
             "batch_images": big,
@@ -266,6 +196,85 @@ def measure_column(
         },
     }
     return ColumnResult(timings, np.concatenate(idx), np.concatenate(logits))
+
+
+def _latency_pass(
+    model: Model, batch_of: Callable, n: int, tick: Callable[[int], None]
+) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """n single-image runs: (latency stats, split per image in ms, per-layer rows)."""
+    engine = model.engine
+    device = DeviceClock.attach(engine.backend)
+    layers = LayerClock()
+    e2e, parts = [], defaultdict(float)
+    dev_s0, dev_calls0 = (device.seconds, device.calls) if device else (0.0, 0)
+    dev_parts0 = dict(device.parts) if device else {}
+    engine.on_layer = layers
+    try:
+        for i in range(n):
+            t0 = time.perf_counter()
+            pred = model.classify(batch_of(i, 1))
+            e2e.append(time.perf_counter() - t0)
+            for k, v in pred.timings_ms.items():
+                parts[k] += v
+            tick(1)
+    finally:
+        engine.on_layer = None
+    conv_ms = parts["conv_engine"] / n
+    split: dict[str, Any] = {
+        "decode_ms": parts["decode"] / n,
+        "preprocess_ms": parts["preprocess"] / n,
+        "quantize_ms": parts["quantize"] / n,
+        "conv_engine_ms": conv_ms,
+        "arm_ms": parts["arm"] / n,
+        "postprocess_ms": parts["postprocess"] / n,
+        "engine_bookkeeping_ms": (parts["engine"] - parts["conv_engine"] - parts["arm"]) / n,
+        "total_ms": parts["total"] / n,
+        "device_ms": None,
+        "driver_overhead_ms": None,
+        "device_calls_count": None,
+    }
+    if device is not None:
+        dev_ms = 1e3 * (device.seconds - dev_s0) / n
+        split.update(
+            device_ms=dev_ms,
+            driver_overhead_ms=conv_ms - dev_ms,
+            device_calls_count=(device.calls - dev_calls0) / n,
+        )
+        if device.parts:  # the driver's own split of its calls, as it names them
+            split["device_split_ms"] = {
+                f"{k}_ms": 1e3 * (v - dev_parts0.get(k, 0.0)) / n for k, v in device.parts.items()
+            }
+    rows = [
+        {
+            "name": name,
+            "op": op,
+            "placement": placement,
+            "time_ms": 1e3 * layers.seconds.get(name, 0.0) / n,
+        }
+        for name, op, placement in engine.placements
+    ]
+    return latency_stats_ms(e2e), split, rows
+
+
+def _throughput_pass(
+    model: Model, batch_of: Callable, b: int, plan: Plan, tick: Callable[[int], None]
+) -> dict[str, Any]:
+    """Whole batches of b images, end to end, after the warm-up batches."""
+    for w in range(plan.warmup_batches):
+        model.classify(batch_of(w * b, b))
+        tick(b)
+    reps = max(1, -(-plan.throughput_images // b))
+    per_batch = []
+    for r in range(reps):
+        t0 = time.perf_counter()
+        model.classify(batch_of(r * b, b))
+        per_batch.append(time.perf_counter() - t0)
+        tick(b)
+    total_s = float(sum(per_batch))
+    row = {"batch_images": b, "images_count": b * reps, "elapsed_s": total_s}
+    row["throughput_images_per_s"] = b * reps / total_s
+    row.update(latency_stats_ms(per_batch, "batch_latency_ms"))
+    return row
 
 
 def accuracy(indices: np.ndarray, labels: np.ndarray) -> float:
@@ -278,13 +287,3 @@ def accuracy(indices: np.ndarray, labels: np.ndarray) -> float:
 def agreement(a: np.ndarray, b: np.ndarray) -> float:
     """Top-1 agreement: the fraction of images two models give the same class."""
     return accuracy(a, b)
-
-
-def layer_ops(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
-    """{layer name: operations per image} from a performance-model result's rows."""
-    return {r["name"]: int(r["ops"]) for r in rows}
-
-
-def conv_engine_layers(layer_rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Names of the layers the conv engine ran."""
-    return [r["name"] for r in layer_rows if r["placement"] == CONV_ENGINE]
