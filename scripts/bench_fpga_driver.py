@@ -11,7 +11,9 @@ kernel itself costs almost nothing) is repeated ``--calls`` times through
 
 The difference is the driver plus the simulated register file and DMA model; the
 register accesses per call are counted exactly (on a board each is one AXI-Lite
-transaction, roughly a microsecond - not measured here).  Prints microseconds per
+transaction, roughly a microsecond - not measured here), and one simulated access is
+timed, so the driver's own Python work is estimated as fpga - csim - accesses x
+(one access).  Prints microseconds per
 call (median of ``--repeats`` runs), the driver's own split (copy into DMA buffers;
 register writes + sends; waiting, which includes the simulated kernel), and the
 access counts.
@@ -77,11 +79,15 @@ def main() -> int:
         fpga.call(regs, packets, n)
     writes = sum(1 for op, *_ in log if op == "W")
     reads = len(log) - writes
-    results = {"csim": [], "fpga": []}
+    results = {"csim": [], "fpga": [], "access": []}
     for _ in range(a.repeats):  # interleaved, so both see the same machine load
         results["csim"].append(per_call_us(csim, (regs, packets, n), a.calls))
         before = dict(fpga.timings)
         results["fpga"].append(per_call_us(fpga, (regs, packets, n), a.calls))
+        t0 = time.perf_counter()
+        for _ in range(a.calls):
+            fpga.ip.read_register("HW_ID")  # one simulated AXI-Lite read through pynq's MMIO
+        results["access"].append(1e6 * (time.perf_counter() - t0) / a.calls)
     phases = ("ready", "copy", "registers", "wait")
     split = {k: 1e6 * (fpga.timings[k] - before[k]) / a.calls for k in phases}
     med = {k: statistics.median(v) for k, v in results.items()}
@@ -92,6 +98,9 @@ def main() -> int:
         "csim_us_per_call": med["csim"],
         "fpga_sim_us_per_call": med["fpga"],
         "driver_plus_sim_overhead_us": med["fpga"] - med["csim"],
+        "sim_register_access_us": med["access"],
+        # estimate: what is left after the kernel and the simulated register accesses
+        "driver_python_us_estimate": med["fpga"] - med["csim"] - (writes + reads) * med["access"],
         "fpga_split_us_last_repeat": split,
         "register_writes_per_call": writes,
         "register_reads_per_call": reads,

@@ -163,6 +163,7 @@ def test_skipping_invalidate_or_flush_gives_wrong_data(monkeypatch):
 FAULTS = [
     ("decode_error", DeviceError, "decode error"),
     ("no_tlast", DeviceError, "internal error"),
+    ("bad_magic", DeviceError, "not a status word"),
     ("stall", DeviceTimeout, "no TLAST-terminated packet came back"),
     ("stuck_reset", DeviceTimeout, "stayed in reset"),
 ]

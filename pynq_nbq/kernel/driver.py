@@ -46,6 +46,7 @@ from .protocol import (
     DeviceError,
     DeviceTimeout,
     Flag,
+    KernelError,
     KernelInfo,
     Status,
     split_output,
@@ -301,7 +302,10 @@ class FpgaConvDevice:
                 raise DeviceError(
                     f"the DMA reports {transferred} bytes received into a {recv_nbytes}-byte buffer"
                 )
-            data, status = split_output(out[:transferred], out_nbytes, status_reg)
+            try:
+                data, status = split_output(out[:transferred], out_nbytes, status_reg)
+            except KernelError as exc:  # the board sent something else than protocol 2.x
+                raise DeviceError(f"{exc}; the DMA was reset") from None
             if early or status & (Status.BAD_CONFIG | Status.NO_WEIGHTS):
                 self.reset_dma(deadline)  # drop packets the kernel did not read
         except Exception:

@@ -19,6 +19,7 @@ and the ``fpga`` driver runs unchanged.  Behind the registers:
   TLAST, DMAIntErr when the packet is longer than the buffer.
 * **Fault injection** (:meth:`SimZcu102.inject`): ``decode_error`` (the next
   receive hits no memory), ``no_tlast`` (the kernel's next packet has no TLAST),
+  ``bad_magic`` (its last word is not a status word),
   ``stall`` (the next receive never completes), ``reset_in_progress`` (a DMA reset
   is under way when the next call starts), ``stuck_reset`` (the DMA never leaves
   reset until :meth:`SimZcu102.clear_faults`); and register overrides
@@ -64,7 +65,7 @@ PAGE = 4096
 STALE_BYTE = 0xA5  #: what a CPU view holds before the first invalidate
 FIFO_WORDS = 64  #: stream words the kernel's input FIFO holds before ap_start
 RESET_READS = 3  #: DMACR reads a DMA reset takes
-FAULTS = ("decode_error", "no_tlast", "stall", "reset_in_progress", "stuck_reset")
+FAULTS = ("decode_error", "no_tlast", "bad_magic", "stall", "reset_in_progress", "stuck_reset")
 _CALL_OVERREAD = 1  # nbq_host_call.h: the kernel wanted more input than was sent
 _CALL_OUT_OVERFLOW = 3
 
@@ -403,6 +404,9 @@ class SimZcu102(pynq.Device):
         """The kernel's output packet into the armed S2MM buffer."""
         if self._take("no_tlast"):
             last = np.zeros_like(last)
+        if self._take("bad_magic") and len(words):
+            words = words.copy()
+            words[-4:] = 0  # a kernel of another protocol: no "NBQS" in the last word
         if self._take("decode_error"):
             self._armed = False
             self._fail(A.S2MM, A.Status.DECODE_ERROR)
