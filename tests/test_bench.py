@@ -365,9 +365,15 @@ def test_labels():
     assert context.timing_label(Board()) == "measured on hardware (backend fpga)"
     sim = context.timing_label(Simulated(), host="h")
     assert sim == "emulated (backend fpga on the simulated board on host h), not hardware"
-    assert context.timing_label(api.load_model().engine.backend, host="h") == (
+    numpy_backend = api.load_model().engine.backend
+    assert context.timing_label(numpy_backend, host="h", compatible=[]) == (
         "emulated (backend numpy on host h), not hardware"
     )
+    on_board = ["xlnx,zynqmp-zcu102-rev1.0", "xlnx,zynqmp"]
+    assert context.timing_label(numpy_backend, host="h", compatible=on_board) == (
+        "measured on hardware (numpy on the board's ARM cores, h)"
+    )
+    assert context.timing_label(Simulated(), host="h", compatible=on_board).startswith("emulated")
 
 
 def test_latency_stats():

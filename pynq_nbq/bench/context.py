@@ -84,12 +84,22 @@ def fpga_details(backend: Any) -> dict[str, Any]:
     return out
 
 
-def timing_label(backend: Any, host: str | None = None) -> str:
-    """How every timing taken with ``backend`` is labelled."""
+def on_zynq_board(compatible: list[str] | None = None) -> bool:
+    """True on a Zynq UltraScale+ board (device tree ``compatible`` says ``xlnx,zynqmp``)."""
+    compat = board_compatible() if compatible is None else compatible
+    return any(c.startswith("xlnx,zynqmp") for c in compat)
+
+
+def timing_label(backend: Any, host: str | None = None, compatible: list[str] | None = None) -> str:
+    """How every timing taken with ``backend`` is labelled: "measured on hardware" for
+    the fpga backend on a real overlay and for numpy on a Zynq board's ARM cores (the
+    CPU-only baseline there), else "emulated (backend X on host Y), not hardware"."""
     host = host or f"{platform.node()} ({cpu_model()}, {os.cpu_count()} cores)"
     name = getattr(backend, "name", str(backend))
     if is_hardware(backend):
         return f"measured on hardware (backend {name})"
+    if name == "numpy" and on_zynq_board(compatible):
+        return f"measured on hardware (numpy on the board's ARM cores, {host})"
     if name == "fpga":
         name = "fpga on the simulated board"
     return f"emulated (backend {name} on host {host}), not hardware"

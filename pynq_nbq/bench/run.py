@@ -335,12 +335,11 @@ def run_bench(
             best_tput(s) / best_tput(v), _ratio(ps["images_per_s"], pv["images_per_s"]), "ratio"
         ),
     }
-    hardware = any(context.is_hardware(b) for b in backends.values())
     overlay = cfg.overlay or getattr(engine_backend, "source", None)
     return {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
-        "emulated": not hardware,
+        "emulated": any(label.startswith("emulated") for label in labels.values()),
         "timing_label": labels["svpe"],
         "timing_labels": labels,
         "started_unix_s": started,
