@@ -431,6 +431,7 @@ def test_engine_layer_hook_sees_every_layer_and_changes_nothing():
         (["--images", "0"], "--images must be >= 1"),
         (["--folder", "/nonexistent/images"], "does not exist"),
         (["--svpe", "fmnist-vpe"], "datapath is 'vpe', not 'svpe'"),
+        (["--power-idle-s", "0.2"], "--power-active-s must be >= 1.0 s"),
     ],
 )
 def test_bench_bad_input_is_one_line_error(tmp_path, capsys, extra, message):

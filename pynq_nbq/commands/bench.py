@@ -19,6 +19,7 @@ from pathlib import Path
 from pynq_nbq.backends import BACKENDS
 from pynq_nbq.blas import limit_blas_threads
 from pynq_nbq.cli import CommandError
+from pynq_nbq.server.power import MIN_ENERGY_WINDOW_S
 
 #: (batch sizes, single-image runs, images per batch size, labelled images) of --quick
 QUICK = ((1, 8), 16, 16, 32)
@@ -117,6 +118,11 @@ def config_from_args(args: argparse.Namespace):
         )
     except ValueError as exc:
         raise CommandError(str(exc)) from exc
+    if min(args.power_idle_s, args.power_active_s) < MIN_ENERGY_WINDOW_S:
+        raise CommandError(
+            f"--power-idle-s and --power-active-s must be >= {MIN_ENERGY_WINDOW_S} s "
+            "(the INA226 rails average over ~35 ms; shorter windows give no energy)"
+        )
     return BenchConfig(
         backend=args.backend,
         svpe=args.svpe,
