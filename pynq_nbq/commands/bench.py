@@ -19,7 +19,6 @@ from pathlib import Path
 from pynq_nbq.backends import BACKENDS
 from pynq_nbq.blas import limit_blas_threads
 from pynq_nbq.cli import CommandError
-from pynq_nbq.server.power import MIN_ENERGY_WINDOW_S
 
 #: (batch sizes, single-image runs, images per batch size, labelled images) of --quick
 QUICK = ((1, 8), 16, 16, 32)
@@ -102,6 +101,7 @@ def config_from_args(args: argparse.Namespace):
     from pynq_nbq.bench.data import FASHION_DIR
     from pynq_nbq.bench.measure import Plan
     from pynq_nbq.bench.run import BenchConfig
+    from pynq_nbq.server.power import MIN_ENERGY_WINDOW_S
 
     batches, lat, tput, n = QUICK if args.quick else FULL
     if args.batch_sizes:
