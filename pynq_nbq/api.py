@@ -95,7 +95,8 @@ class Model:
 
     def preprocess(self, image) -> np.ndarray:
         """bytes, a path or a PIL image -> float32 (C, H, W)."""
-        return preprocess(open_image(image), self.input_spec)
+        spec = self.input_spec
+        return preprocess(open_image(image, fit=(spec["width"], spec["height"])), spec)
 
     def predict(self, batch: np.ndarray) -> Prediction:
         """Preprocessed float images (N, C, H, W) -> :class:`Prediction`."""

@@ -27,9 +27,43 @@ class ImageTooLarge(ImageError):
     """The image has more pixels than allowed (a decompression-bomb guard)."""
 
 
-def open_image(source: bytes | str | os.PathLike | Image.Image) -> Image.Image:
-    """Decode ``source`` fully (bytes, a path or a PIL image), refusing bombs and
-    truncated files, and apply its EXIF orientation."""
+#: decoding stops shrinking an image once it is this many times the model's input per side;
+#: the bilinear resize that follows then works from >= 3x the target (Pillow's own advice
+#: for ``reducing_gap``: from 3 on, the result is indistinguishable from a full resize)
+REDUCE_GAP = 3
+#: modes whose pixels cannot be box-averaged as they are (bits, palette indices, 16-bit)
+_CONVERT_BEFORE_REDUCE = {"1": "L", "P": "RGBA", "PA": "RGBA", "I;16": "I", "I;16B": "I"}
+_CONVERT_BEFORE_REDUCE["I;16L"] = "I"
+
+
+def reduce_factor(size: tuple[int, int], fit: tuple[int, int] | None) -> int:
+    """The integer factor an image of ``size`` (w, h) can be shrunk by while both sides stay
+    >= ``REDUCE_GAP`` x the larger side of ``fit`` (the model's input, w, h); 1 = keep.
+
+    The same factor serves ``stretch`` and ``center-crop`` and survives an EXIF rotation,
+    because it compares the shorter image side with the longer target side."""
+    if fit is None:
+        return 1
+    need = REDUCE_GAP * max(int(fit[0]), int(fit[1]), 1)
+    return max(1, min(size) // need)
+
+
+def open_image(
+    source: bytes | str | os.PathLike | Image.Image,
+    fit: tuple[int, int] | None = None,
+    max_pixels: int | None = None,
+) -> Image.Image:
+    """Decode ``source`` (bytes, a path or a PIL image), refusing bombs and truncated files,
+    and apply its EXIF orientation.
+
+    ``fit`` = (width, height) of the model's input: the image is decoded no larger than it
+    must be (memory is what a 4 GB board runs out of first).  JPEG decodes at 1/2, 1/4 or
+    1/8 scale in the decoder itself (Pillow's ``draft``); other formats decode in full and
+    are shrunk at once by an integer box ``reduce`` (:func:`reduce_factor`), so the large
+    raster lives only for the decode.  ``max_pixels`` bounds the pixels the header may
+    declare (decompression bombs; default :data:`MAX_PIXELS`), checked before decoding."""
+    if max_pixels is None:
+        max_pixels = MAX_PIXELS
     if isinstance(source, Image.Image):
         img = source
     else:
@@ -47,9 +81,13 @@ def open_image(source: bytes | str | os.PathLike | Image.Image) -> Image.Image:
             # needed, which would not be thread-safe under a threaded server.)
             img = Image.open(fp)
             w, h = img.size
-            if w * h > MAX_PIXELS:
-                raise ImageTooLarge(f"image too large: {w}x{h} pixels (limit {MAX_PIXELS})")
+            if w * h > max_pixels:
+                raise ImageTooLarge(f"image too large: {w}x{h} pixels (limit {max_pixels})")
+            if fit is not None and img.format == "JPEG":
+                need = REDUCE_GAP * max(fit)
+                img.draft(None, (need, need))  # DCT scaling: never below the request
             img.load()
+            img = _shrink(img, reduce_factor(img.size, fit))
         except ImageError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -62,6 +100,22 @@ def open_image(source: bytes | str | os.PathLike | Image.Image) -> Image.Image:
         return ImageOps.exif_transpose(img) or img
     except Exception:  # a malformed EXIF block must not stop classification
         return img
+
+
+def _shrink(img: Image.Image, factor: int) -> Image.Image:
+    """``img`` box-reduced by ``factor`` (its EXIF block kept); palette, bilevel and
+    16-bit modes are converted first, since their values cannot be averaged."""
+    if factor <= 1:
+        return img
+    exif = img.getexif()
+    src = (
+        img.convert(_CONVERT_BEFORE_REDUCE[img.mode]) if img.mode in _CONVERT_BEFORE_REDUCE else img
+    )
+    small = src.reduce(factor)
+    img.close()
+    if exif:
+        small.info["exif"] = exif.tobytes()
+    return small
 
 
 def to_mode(img: Image.Image, mode: str) -> Image.Image:

@@ -20,8 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pynq_nbq import api  # noqa: E402
-from pynq_nbq.server.bench import bench  # noqa: E402
 from pynq_nbq.testing import random_bundle  # noqa: E402
+from scripts.server_load import bench  # noqa: E402
 
 ROWS = [
     ("client latency", "client_latency"),

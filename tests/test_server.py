@@ -452,7 +452,7 @@ def test_queue_full_is_503_with_retry_after(make_app):
     t1.join(10)
     t2.join(10)
     assert [x.status_code for x in results] == [200, 200]
-    assert svc.metrics.rejected.value() == 1
+    assert svc.metrics.value("nbq_queue_rejected_total") == 1
     assert_still_serving(app.test_client())
 
 
@@ -475,8 +475,8 @@ def test_deadline_queued_and_running(make_app):
     assert "not interrupted" in by_kind["running"]["error"]
     assert "queued" in by_kind
     backend.gate.set()
-    _wait_for(lambda: svc.metrics.expired.value(where="queued") == 1)
-    assert svc.metrics.expired.value(where="running") == 1
+    _wait_for(lambda: svc.metrics.value("nbq_deadline_expired_total", where="queued") == 1)
+    assert svc.metrics.value("nbq_deadline_expired_total", where="running") == 1
     assert_still_serving(app.test_client())
 
 
@@ -505,6 +505,7 @@ def test_metrics_parse(client):
     reqs = {
         (s.labels["endpoint"], s.labels["status"]): s.value
         for s in fam["nbq_http_requests"].samples
+        if s.name == "nbq_http_requests_total"
     }
     assert reqs[("/v1/classify", "200")] >= 1 and reqs[("/v1/classify", "400")] >= 1
     lat = fam["nbq_http_request_duration_seconds"]
@@ -517,7 +518,7 @@ def test_metrics_parse(client):
     assert "nbq_power_watts" in fam and not fam["nbq_power_watts"].samples
     (info,) = fam["nbq_model_info"].samples
     assert info.labels["backend"] == "numpy"
-    modelled = fam["nbq_modelled_energy_joules"].samples
+    modelled = [s for s in fam["nbq_modelled_energy_joules"].samples if s.name.endswith("_total")]
     assert modelled and modelled[0].value > 0
 
 

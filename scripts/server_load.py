@@ -1,7 +1,8 @@
 """Load generator for ``nbq serve``: the server in its own process, the client here.
 
-Used by ``scripts/bench_server.py`` (the full run) and ``tests/test_server_load.py``
-(a CI-sized run).  Only talks to 127.0.0.1.
+Used by ``scripts/bench_server.py`` (the full run) and ``tests/test_server_load.py``,
+``tests/test_server_hardening.py`` (CI-sized runs).  Only talks to 127.0.0.1.  Not part
+of the installed package: a load generator has no place on the board.
 
     with spawn_server(model_dir) as srv:
         records = run_load(srv.url, payloads, n_requests=2000, concurrency=8)
@@ -31,6 +32,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from pynq_nbq.server.memory import rss_bytes
+
 
 @dataclass
 class ServerProcess:
@@ -49,15 +52,9 @@ class ServerProcess:
         """Resident memory of the server process (bytes; Linux /proc), or None."""
         return rss_bytes(self.proc.pid)
 
-
-def rss_bytes(pid: int) -> int | None:
-    """VmRSS of ``pid`` in bytes from /proc (None where /proc is missing)."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    m = re.search(r"^VmRSS:\s+(\d+) kB", text, re.M)
-    return int(m.group(1)) * 1024 if m else None
+    def peak_rss_bytes(self) -> int | None:
+        """Peak resident memory (VmHWM) of the server process so far (bytes), or None."""
+        return rss_bytes(self.proc.pid, "VmHWM")
 
 
 @contextmanager
@@ -70,7 +67,7 @@ def spawn_server(model: str | os.PathLike | None, *args: str, start_timeout_s: f
     cmd += list(args)
     log = tempfile.NamedTemporaryFile("w+", prefix="nbq-serve-", suffix=".log", delete=False)
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[2])  # so the child imports this pynq_nbq
+    root = str(Path(__file__).resolve().parents[1])  # so the child imports this pynq_nbq
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
     lines: queue.Queue = queue.Queue()
@@ -120,7 +117,7 @@ def sample_payloads(n: int = 12, seed: int = 0) -> list[tuple[str, bytes]]:
     """(name, bytes) of the package's sample images, else ``n`` generated PNG/JPEG images."""
     from PIL import Image
 
-    from ..api import sample_images
+    from pynq_nbq.api import sample_images
 
     found = sample_images()
     if found:
@@ -143,7 +140,7 @@ def sample_payloads(n: int = 12, seed: int = 0) -> list[tuple[str, bytes]]:
 
 def offline_answers(model: str | os.PathLike | None, payloads: list[tuple[str, bytes]]) -> list:
     """The offline engine's (index, probabilities) for each payload, for comparison."""
-    from ..api import load_model
+    from pynq_nbq.api import load_model
 
     m = load_model(model)
     out = []
