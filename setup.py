@@ -50,6 +50,7 @@ setup(
         "flask>=2.2",
         "waitress>=2.1",
         "threadpoolctl>=3",
+        "prometheus-client>=0.17",
     ],
     extras_require={
         "train": TRAIN,

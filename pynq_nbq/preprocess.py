@@ -34,6 +34,8 @@ REDUCE_GAP = 3
 #: modes whose pixels cannot be box-averaged as they are (bits, palette indices, 16-bit)
 _CONVERT_BEFORE_REDUCE = {"1": "L", "P": "RGBA", "PA": "RGBA", "I;16": "I", "I;16B": "I"}
 _CONVERT_BEFORE_REDUCE["I;16L"] = "I"
+#: pixels per strip when shrinking (bounds the transient copy: 16 MB for RGBA)
+STRIP_PIXELS = 4_000_000
 
 
 def reduce_factor(size: tuple[int, int], fit: tuple[int, int] | None) -> int:
@@ -103,19 +105,29 @@ def open_image(
 
 
 def _shrink(img: Image.Image, factor: int) -> Image.Image:
-    """``img`` box-reduced by ``factor`` (its EXIF block kept); palette, bilevel and
-    16-bit modes are converted first, since their values cannot be averaged."""
+    """``img`` box-reduced by ``factor`` (its EXIF block kept), a strip of rows at a time.
+
+    Whole-image ``reduce`` would copy the full raster first (RGBA/LA are premultiplied
+    into a copy; palette, bilevel and 16-bit modes must be converted, as their values
+    cannot be averaged): strips of ~:data:`STRIP_PIXELS`, aligned to ``factor``, keep that
+    copy small.  Each output pixel depends only on its own ``factor`` x ``factor`` block,
+    so the result equals the whole-image reduce."""
     if factor <= 1:
         return img
+    w, h = img.size
+    mode = _CONVERT_BEFORE_REDUCE.get(img.mode, img.mode)
+    out = Image.new(mode, (-(-w // factor), -(-h // factor)))
+    step = factor * max(1, STRIP_PIXELS // (w * factor))
+    for y0 in range(0, h, step):
+        strip = img.crop((0, y0, w, min(h, y0 + step)))
+        if strip.mode != mode:
+            strip = strip.convert(mode)
+        out.paste(strip.reduce(factor), (0, y0 // factor))
     exif = img.getexif()
-    src = (
-        img.convert(_CONVERT_BEFORE_REDUCE[img.mode]) if img.mode in _CONVERT_BEFORE_REDUCE else img
-    )
-    small = src.reduce(factor)
-    img.close()
     if exif:
-        small.info["exif"] = exif.tobytes()
-    return small
+        out.info["exif"] = exif.tobytes()
+    img.close()
+    return out
 
 
 def to_mode(img: Image.Image, mode: str) -> Image.Image:

@@ -58,16 +58,23 @@ class ServerProcess:
 
 
 @contextmanager
-def spawn_server(model: str | os.PathLike | None, *args: str, start_timeout_s: float = 60.0):
+def spawn_server(
+    model: str | os.PathLike | None,
+    *args: str,
+    start_timeout_s: float = 60.0,
+    root: str | os.PathLike | None = None,
+):
     """Start ``python -m pynq_nbq.cli serve --port 0 --model MODEL ARGS`` on 127.0.0.1,
-    wait for its URL, yield a :class:`ServerProcess`, and stop it (SIGINT, then kill)."""
+    wait for its URL, yield a :class:`ServerProcess`, and stop it (SIGINT, then kill).
+    ``root``: the checkout whose ``pynq_nbq`` the server runs (default: this one; another
+    checkout gives a before/after comparison)."""
     cmd = [sys.executable, "-m", "pynq_nbq.cli", "serve", "--host", "127.0.0.1", "--port", "0"]
     if model is not None:
         cmd += ["--model", str(model)]
     cmd += list(args)
     log = tempfile.NamedTemporaryFile("w+", prefix="nbq-serve-", suffix=".log", delete=False)
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[1])  # so the child imports this pynq_nbq
+    root = str(root or Path(__file__).resolve().parents[1])  # the pynq_nbq the child imports
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
     lines: queue.Queue = queue.Queue()
@@ -314,3 +321,94 @@ def bench(
         "metrics_text": metrics_text.decode("utf-8"),
     }
     return result
+
+
+# --- memory and overload -----------------------------------------------------------------
+def big_png(side: int = 6000) -> bytes:
+    """A ``side`` x ``side`` RGBA PNG that compresses to ~150 KB (36 Mpx at 6000): a
+    large allowed image, the worst case of issue 15 for memory."""
+    from PIL import Image
+
+    a = np.zeros((side, side, 4), np.uint8)
+    a[..., 3] = 255
+    a[side // 6 : 5 * side // 6, side // 3 : 2 * side // 3, 0] = 200
+    buf = io.BytesIO()
+    Image.fromarray(a, "RGBA").save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _mb(n: int | None) -> float | None:
+    return round(n / 2**20, 1) if n else None
+
+
+def memory_bench(
+    model: str | os.PathLike | None,
+    sequential: int = 16,
+    concurrent: int = 6,
+    side: int = 6000,
+    root: str | os.PathLike | None = None,
+    settle_s: float = 1.0,
+) -> dict[str, Any]:
+    """Server RSS around ``sequential`` then ``concurrent`` (all at once) requests with a
+    ``side``^2 RGBA PNG: baseline (after a small warm-up), after the sequential ones,
+    the peak (VmHWM) and the steady RSS ``settle_s`` after the last answer (MB)."""
+    payload = [("big.png", big_png(side))]
+    small = sample_payloads()[:1]
+    args = ("--power", "off", "--deadline-s", "120", "--max-queue", str(max(8, concurrent)))
+    with spawn_server(model, *args, root=root) as srv:
+        run_load(srv.url, small, 20, 1)
+        base = srv.rss_bytes()
+        t0 = time.perf_counter()
+        seq = run_load(srv.url, payload, sequential, 1, timeout_s=300)
+        t_seq = time.perf_counter() - t0
+        after_seq = srv.rss_bytes()
+        t0 = time.perf_counter()
+        conc = run_load(srv.url, payload, concurrent, concurrent, timeout_s=300)
+        t_conc = time.perf_counter() - t0
+        time.sleep(settle_s)
+        steady = srv.rss_bytes()
+        peak = srv.peak_rss_bytes()
+        banner = srv.banner
+    statuses = sorted({r["status"] for r in seq + conc})
+    return {
+        "image": f"{side}x{side} RGBA PNG, {len(payload[0][1])} bytes",
+        "server": banner[:2],
+        "sequential": sequential,
+        "concurrent": concurrent,
+        "statuses": statuses,
+        "errors": sum(r["status"] != 200 for r in seq + conc),
+        "rss_baseline_mb": _mb(base),
+        "rss_after_sequential_mb": _mb(after_seq),
+        "rss_peak_mb": _mb(peak),
+        "rss_steady_mb": _mb(steady),
+        "sequential_s": round(t_seq, 2),
+        "concurrent_s": round(t_conc, 2),
+    }
+
+
+def overload_bench(
+    model: str | os.PathLike | None,
+    n_requests: int = 1000,
+    concurrencies: tuple[int, ...] = (8, 64),
+    root: str | os.PathLike | None = None,
+) -> dict[int, dict[str, Any]]:
+    """Goodput (answers 200 per second) and refusals at each concurrency, one server with
+    the default queue (8 waiting): overload should cost refusals, not goodput."""
+    payloads = sample_payloads()
+    out = {}
+    with spawn_server(model, "--power", "off", root=root) as srv:
+        run_load(srv.url, payloads, 40, 4)
+        for c in concurrencies:
+            t0 = time.perf_counter()
+            recs = run_load(srv.url, payloads, n_requests, c)
+            wall = time.perf_counter() - t0
+            ok = sum(r["status"] == 200 for r in recs)
+            out[c] = {
+                "requests": len(recs),
+                "ok": ok,
+                "refused_503": sum(r["status"] == 503 for r in recs),
+                "other": sum(r["status"] not in (200, 503) for r in recs),
+                "wall_s": round(wall, 2),
+                "goodput_rps": round(ok / wall, 1),
+            }
+    return out
