@@ -117,6 +117,8 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{mpath}: bad JSON ({exc})") from exc
+    except RecursionError:
+        raise BundleError(f"{mpath}: bad JSON (nested too deeply)") from None
     raw = apath.read_bytes()
     if not isinstance(manifest, dict):
         raise BundleError(f"{mpath}: the manifest must be a JSON object")
@@ -140,13 +142,20 @@ def _read_npz(raw: bytes, where: Path) -> dict[str, np.ndarray]:
         raise BundleError(f"{where}: unreadable arrays file ({exc})") from exc
 
 
-def _req(d: dict, key: str, where: str, types) -> Any:
+def _req(d: Any, key: str, where: str, types) -> Any:
+    if not isinstance(d, dict):
+        raise _fail(where, f"must be an object, got {type(d).__name__}")
     if key not in d:
         raise _fail(where, f"missing field {key!r}")
     v = d[key]
     if not isinstance(v, types) or (isinstance(v, bool) and bool not in _as_tuple(types)):
         raise _fail(where, f"field {key!r} has the wrong type ({type(v).__name__})")
     return v
+
+
+def _is_int(v: Any) -> bool:
+    """A JSON integer (``True``/``False`` are not)."""
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _as_tuple(t) -> tuple:
@@ -182,7 +191,7 @@ def validate(b: Bundle) -> None:
     for name, t in tensors.items():
         where = f"manifest.tensors[{name!r}]"
         shape = _req(t, "shape", where, list)
-        if not shape or not all(isinstance(s, int) and s > 0 for s in shape):
+        if not shape or not all(_is_int(s) and s > 0 for s in shape):
             raise _fail(where, f"bad shape {shape}")
         frac = _req(t, "frac", where, int)
         if not dp.FRAC_MIN <= frac <= dp.FRAC_MAX:
@@ -203,6 +212,8 @@ def validate(b: Bundle) -> None:
     for name, spec in declared.items():
         a = b.arrays[name]
         where = f"manifest.arrays[{name!r}]"
+        if not isinstance(spec, dict):
+            raise _fail(where, f"must be an object, got {type(spec).__name__}")
         if str(a.dtype) != spec.get("dtype"):
             raise _fail(where, f"dtype {a.dtype} != manifest {spec.get('dtype')}")
         if list(a.shape) != spec.get("shape"):
@@ -262,6 +273,8 @@ def _validate_layer(b: Bundle, layer: Any, i: int, available: set, used: set) ->
         raise _fail(where, f"unknown op {op!r} (known: {sorted(OPS)})")
     inputs = _req(layer, "inputs", where, list)
     for t in inputs:
+        if not isinstance(t, str):
+            raise _fail(where, f"inputs must be tensor names, got {t!r:.60}")
         if t not in available:
             raise _fail(where, f"input {t!r} is not available at this point")
     want_inputs = {"add": None, "concat": None}.get(op, 1)
@@ -323,6 +336,10 @@ def _expected_shape(op: str, layer: dict, in_shapes: list, where: str) -> list |
         return None
     if op == "maxpool":
         k, st = layer["kernel"], layer["stride"]
+        if len(s) != 3:
+            raise _fail(where, f"maxpool input must be [C,H,W], got {s}")
+        if not (_is_int(k) and k >= 1 and _is_int(st) and st >= 1):
+            raise _fail(where, "kernel/stride must be positive integers")
         return [s[0], (s[1] - k) // st + 1, (s[2] - k) // st + 1]
     if op == "gap":
         return [s[0]]
@@ -346,7 +363,7 @@ def _validate_weighted(
     if not isinstance(arrs, dict) or sorted(arrs) != sorted(ROLES):
         raise _fail(where, f"arrays must name exactly {list(ROLES)}")
     for role, name in arrs.items():
-        if name not in b.arrays:
+        if not isinstance(name, str) or name not in b.arrays:
             raise _fail(where, f"array {name!r} ({role}) not in arrays.npz")
         used.add(name)
     w = b.arrays[arrs["weights"]]

@@ -168,13 +168,23 @@ class Service:
             raise errors.Unprocessable(
                 f"bundle refused, the current model keeps serving: {msg}"
             ) from None
+        except Exception as exc:  # a validation gap: still the client's bundle, not a 500
+            log.exception("load_bundle(%s) failed outside its checks", path.name)
+            raise errors.Unprocessable(
+                f"bundle refused, the current model keeps serving: unreadable manifest "
+                f"({type(exc).__name__}: {str(exc)[:200]})"
+            ) from None
         try:
             served = self.swap(bundle, path.name, self.config.swap_timeout_s)
         except DeadlineExceeded as exc:
             raise errors.Timeout(f"model load: {exc}") from None
-        except (ValueError, RuntimeError, OSError) as exc:
+        except errors.ServiceError:
+            raise
+        except Exception as exc:  # the backend refused it; the old model is untouched
+            log.warning("building %s failed: %r", path.name, exc)
             raise errors.Unprocessable(
-                f"model could not be loaded, the current model keeps serving: {exc}"
+                f"model could not be loaded, the current model keeps serving: "
+                f"{type(exc).__name__}: {str(exc)[:300]}"
             ) from None
         log.info("now serving %s (%s)", served.bundle_id, served.manifest["datapath"])
         return served
