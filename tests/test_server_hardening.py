@@ -234,7 +234,7 @@ def _wait_for(cond, timeout_s: float = 5.0) -> None:
 def test_refusals_cost_no_decode(make_app, monkeypatch):
     """A full queue and a bad top_k are refused before the image is opened."""
     backend = GatedBackend()
-    app = make_app(backend=backend, max_queue=1, deadline_s=10)
+    app = make_app(backend=backend, max_queue=1, deadline_s=10, admission_wait_s=0)
     svc = app.extensions["nbq"]
     decodes = []
     real = service_mod.open_image
@@ -267,6 +267,34 @@ def test_refusals_cost_no_decode(make_app, monkeypatch):
     assert svc.metrics.value("nbq_queue_rejected_total") == 20
     # the reservations were all returned: the queue admits again
     assert c.post("/v1/classify", data=SMALL).status_code == 200
+
+
+def test_full_queue_waits_briefly_for_a_place(make_app):
+    """With ``admission_wait_s``, a request finding the queue full waits for a place (a
+    sleeping thread, not a refusal for the client to retry at once), and gets 503 only
+    when none frees up in time."""
+    backend = GatedBackend()
+    app = make_app(backend=backend, max_queue=1, deadline_s=10, admission_wait_s=1.0)
+    svc = app.extensions["nbq"]
+    results = []
+
+    def post() -> None:
+        results.append(app.test_client().post("/v1/classify", data=SMALL).status_code)
+
+    threads = [threading.Thread(target=post) for _ in range(3)]
+    threads[0].start()
+    _wait_for(backend.entered.is_set)
+    threads[1].start()
+    _wait_for(lambda: svc.worker.waiting == 1)
+    t0 = time.monotonic()
+    refused = app.test_client().post("/v1/classify", data=SMALL)
+    assert refused.status_code == 503 and time.monotonic() - t0 >= 0.9
+    threads[2].start()  # waits for a place...
+    time.sleep(0.2)
+    backend.gate.set()  # ...which frees up within its wait
+    for t in threads:
+        t.join(10)
+    assert sorted(results) == [200, 200, 200]
 
 
 def test_failed_decode_returns_its_reservation(make_app):

@@ -50,6 +50,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-queue", type=int, default=8, help="requests waiting for the device (default 8)"
     )
     p.add_argument(
+        "--admission-wait-s",
+        type=float,
+        default=0.25,
+        help="how long a request waits for a place in a full queue before 503 (default 0.25 s)",
+    )
+    p.add_argument(
         "--deadline-s", type=float, default=5.0, help="per-request deadline (default 5 s)"
     )
     p.add_argument(
@@ -115,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
         token=args.token or None,
         max_body_bytes=max_body,
         max_queue=args.max_queue,
+        admission_wait_s=args.admission_wait_s,
         deadline_s=args.deadline_s,
         power=args.power,
         board=args.board,

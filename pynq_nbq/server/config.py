@@ -27,6 +27,7 @@ class ServerConfig:
     large_image_pixels: int = 1_000_000  #: images above this decode under a semaphore
     large_decode_slots: int = 2  #: concurrent decodes of large images (bounds memory)
     max_queue: int = 8  #: jobs allowed to wait for the device (the running one not counted)
+    admission_wait_s: float = 0.25  #: a full queue is waited on this long before 503
     deadline_s: float = 5.0  #: from the request's arrival to its answer
     swap_timeout_s: float = 120.0  #: for loading a model onto the device
     top_k: int = 3
@@ -55,6 +56,10 @@ class ServerConfig:
             raise ValueError(f"max_queue must be >= 1, got {self.max_queue}")
         if self.deadline_s <= 0 or self.swap_timeout_s <= 0:
             raise ValueError("deadline_s and swap_timeout_s must be positive")
+        if not 0 <= self.admission_wait_s < self.deadline_s:
+            raise ValueError(
+                f"admission_wait_s must be in [0, deadline_s), got {self.admission_wait_s}"
+            )
         positive = ("max_body_bytes", "max_image_pixels", "large_decode_slots", "max_form_parts")
         for name in positive:
             if getattr(self, name) < 1:

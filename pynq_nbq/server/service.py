@@ -195,7 +195,7 @@ class Service:
         decoding: 400 for a bad ``top_k``, 503 with ``Retry-After`` when full."""
         k = parse_top_k(top_k_raw)
         try:
-            reservation = self.worker.reserve()
+            reservation = self.worker.reserve(self.config.admission_wait_s)
         except QueueFull as exc:
             self.metrics.rejected.inc()
             raise errors.Unavailable(

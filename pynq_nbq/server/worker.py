@@ -110,9 +110,13 @@ class DeviceWorker:
         """A hint for clients refused with 503: time to drain the queue, >= 1 s."""
         return max(1, math.ceil((self.waiting + 1) * self._service_s))
 
-    def reserve(self) -> Reservation:
-        """A place in the queue, or :class:`QueueFull` at once (never blocks)."""
-        if not self._slots.acquire(blocking=False):
+    def reserve(self, wait_s: float = 0.0) -> Reservation:
+        """A place in the queue, waiting up to ``wait_s`` for one; else :class:`QueueFull`.
+
+        A short wait turns clients that retry at once into sleeping request threads
+        instead of a stream of refusals competing with the device thread for the GIL."""
+        got = self._slots.acquire(timeout=wait_s) if wait_s > 0 else self._slots.acquire(False)
+        if not got:
             raise QueueFull(f"{self.max_queue} requests already waiting for the device")
         return Reservation(self._slots)
 
