@@ -15,6 +15,7 @@ from pathlib import Path
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request, send_from_directory
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from ..errors import NbqError
 from . import errors
 from .service import Service
 
@@ -108,11 +109,17 @@ def require_token(token: str | None) -> None:
 
 def register_error_handlers(app: Flask) -> None:
     """One mapping from exceptions to JSON answers: domain errors carry their status,
-    werkzeug's HTTP errors theirs, anything else is a logged 500 without traceback."""
+    the package's own errors (:class:`~pynq_nbq.errors.NbqError`) that the service did
+    not map are 422, werkzeug's HTTP errors keep theirs, anything else is a logged 500
+    without traceback."""
 
     @app.errorhandler(errors.ServiceError)
     def _service_error(exc: errors.ServiceError):
         return jsonify(error=exc.message, status=exc.status), exc.status, exc.headers
+
+    @app.errorhandler(NbqError)
+    def _package_error(exc: NbqError):  # refused on purpose, not mapped above: the input
+        return jsonify(error=str(exc), status=422), 422
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

@@ -29,6 +29,7 @@ from PIL import Image
 
 from .. import api
 from ..bundle import Bundle, BundleError, load_bundle
+from ..errors import NbqError
 from ..preprocess import ImageError, ImageTooLarge, open_image, preprocess
 from . import errors, memory
 from .config import ServerConfig
@@ -254,7 +255,7 @@ class Service:
             log.warning("device timeout: %s", exc)
             msg = f"the device timed out ({exc}); the request did not complete"
             raise errors.Timeout(msg) from None
-        except OSError as exc:
+        except (OSError, NbqError) as exc:  # e.g. KernelError: the kernel broke a call
             self.metrics.device_errors.labels(kind="error").inc()
             log.warning("device error: %s", exc)
             raise errors.Unavailable(f"the device failed ({exc}); retry later") from None
