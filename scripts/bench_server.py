@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--big-concurrent", type=int, default=6, help="--memory: all at once")
     ap.add_argument("--overload", action="store_true", help="goodput at --concurrencies")
     ap.add_argument("--concurrencies", default="8,64", help="--overload: comma list")
+    ap.add_argument("--photos", action="store_true", help="--overload: 1024x768 JPEGs")
     ap.add_argument("--server-root", default=None, help="checkout the server runs from")
     args = ap.parse_args(argv)
     print(f"command: {' '.join(['python', 'scripts/bench_server.py', *sys.argv[1:]])}")
@@ -79,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if res["errors"] == 0 else 1
     if args.overload:
         cs = tuple(int(c) for c in args.concurrencies.split(","))
-        res = overload_bench(args.model, args.requests, cs, root=args.server_root)
+        res = overload_bench(
+            args.model, args.requests, cs, root=args.server_root, photos=args.photos
+        )
         print("| concurrency | requests | 200 | 503 | other | goodput (200/s) |")
         print("|---:|---:|---:|---:|---:|---:|")
         for c, r in res.items():

@@ -386,15 +386,35 @@ def memory_bench(
     }
 
 
+def photo_payloads(n: int = 4, size: tuple[int, int] = (1024, 768)) -> list[tuple[str, bytes]]:
+    """``n`` camera-sized RGB JPEGs (smooth gradients plus noise, quality 90): what a
+    phone or a web page sends, where decoding costs more than the inference."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    out = []
+    for i in range(n):
+        base = np.stack([(xx * (i + 1)) % 256, (yy * 2 + 40 * i) % 256, (xx + yy) % 256], 2)
+        a = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(a, "RGB").save(buf, "JPEG", quality=90)
+        out.append((f"photo{i}.jpg", buf.getvalue()))
+    return out
+
+
 def overload_bench(
     model: str | os.PathLike | None,
     n_requests: int = 1000,
     concurrencies: tuple[int, ...] = (8, 64),
     root: str | os.PathLike | None = None,
+    photos: bool = False,
 ) -> dict[int, dict[str, Any]]:
     """Goodput (answers 200 per second) and refusals at each concurrency, one server with
-    the default queue (8 waiting): overload should cost refusals, not goodput."""
-    payloads = sample_payloads()
+    the default queue (8 waiting): overload should cost refusals, not goodput.
+    ``photos``: send :func:`photo_payloads` instead of the 28 x 28 samples."""
+    payloads = photo_payloads() if photos else sample_payloads()
     out = {}
     with spawn_server(model, "--power", "off", root=root) as srv:
         run_load(srv.url, payloads, 40, 4)

@@ -193,8 +193,11 @@ class Service:
     # --- classification --------------------------------------------------------------
     def admit(self, top_k_raw: str | None, arrival: float) -> Admission:
         """Check the parameters and reserve a place in the device queue, before any
-        decoding: 400 for a bad ``top_k``, 503 with ``Retry-After`` when full."""
+        decoding: 400 for a bad ``top_k``, 503 with ``Retry-After`` when no place frees
+        up within ``admission_wait_s``.  The deadline counts from ``arrival``
+        (perf_counter s), so the wait for a place is part of it."""
         k = parse_top_k(top_k_raw)
+        deadline = time.monotonic() + self.config.deadline_s - (time.perf_counter() - arrival)
         try:
             reservation = self.worker.reserve(self.config.admission_wait_s)
         except QueueFull as exc:
@@ -202,7 +205,7 @@ class Service:
             raise errors.Unavailable(
                 f"busy: {exc}; retry later", self.worker.retry_after_s()
             ) from None
-        return Admission(arrival, time.monotonic() + self.config.deadline_s, k, reservation)
+        return Admission(arrival, deadline, k, reservation)
 
     def classify(self, adm: Admission, data: bytes) -> dict[str, Any]:
         """Decode, preprocess and classify ``data`` for an admitted request; the answer."""
