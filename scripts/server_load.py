@@ -76,7 +76,7 @@ def spawn_server(
     env = dict(os.environ)
     root = str(root or Path(__file__).resolve().parents[1])  # the pynq_nbq the child imports
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env, cwd=root)
     lines: queue.Queue = queue.Queue()
 
     def pump() -> None:  # reads stdout so the child never blocks on a full pipe
