@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from server_support import GatedBackend, app_factory, wait_for
 
 from pynq_nbq import cli
 from pynq_nbq.backends.numpy_backend import NumpyBackend
-from pynq_nbq.server import ServerConfig, create_app
 from pynq_nbq.server import service as service_mod
 from pynq_nbq.server.worker import DeviceWorker, QueueFull
 from pynq_nbq.server.wsgi import make_server
@@ -58,19 +58,8 @@ def models_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture()
 def make_app(models_dir):
-    made = []
-
-    def make(**kw):
-        kw.setdefault("model", str(models_dir / "rand-svpe"))
-        kw.setdefault("models_dir", models_dir)
-        kw.setdefault("power", "off")
-        a = create_app(ServerConfig(**kw))
-        made.append(a)
-        return a
-
-    yield make
-    for a in made:
-        a.extensions["nbq"].close()
+    """Factory for apps with their own settings (closed after the test)."""
+    yield from app_factory(models_dir)
 
 
 def error_of(resp, status: int) -> str:
@@ -208,29 +197,6 @@ def test_metrics_size_bounded_under_random_methods_and_paths(make_app):
 
 
 # --- 5. admission before decoding --------------------------------------------------------
-class GatedBackend(NumpyBackend):
-    """The numpy backend, held at its first conv until ``gate`` opens (bounded wait)."""
-
-    name = "gated"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.gate = threading.Event()
-        self.entered = threading.Event()
-
-    def run_conv(self, x, spec):
-        self.entered.set()
-        self.gate.wait(10)
-        return super().run_conv(x, spec)
-
-
-def _wait_for(cond, timeout_s: float = 5.0) -> None:
-    end = time.monotonic() + timeout_s
-    while not cond():
-        assert time.monotonic() < end, "condition not reached"
-        time.sleep(0.005)
-
-
 def test_refusals_cost_no_decode(make_app, monkeypatch):
     """A full queue and a bad top_k are refused before the image is opened."""
     backend = GatedBackend()
@@ -253,9 +219,9 @@ def test_refusals_cost_no_decode(make_app, monkeypatch):
         for _ in range(2)
     ]
     threads[0].start()
-    _wait_for(backend.entered.is_set)
+    wait_for(backend.entered.is_set)
     threads[1].start()
-    _wait_for(lambda: svc.worker.waiting == 1)
+    wait_for(lambda: svc.worker.waiting == 1)
     assert len(decodes) == 2
     for _ in range(20):
         assert "busy" in error_of(c.post("/v1/classify", data=SMALL), 503)
@@ -283,9 +249,9 @@ def test_full_queue_waits_briefly_for_a_place(make_app):
 
     threads = [threading.Thread(target=post) for _ in range(3)]
     threads[0].start()
-    _wait_for(backend.entered.is_set)
+    wait_for(backend.entered.is_set)
     threads[1].start()
-    _wait_for(lambda: svc.worker.waiting == 1)
+    wait_for(lambda: svc.worker.waiting == 1)
     t0 = time.monotonic()
     refused = app.test_client().post("/v1/classify", data=SMALL)
     assert refused.status_code == 503 and time.monotonic() - t0 >= 0.9
@@ -320,7 +286,7 @@ def test_device_worker_alone():
             w.reserve()
         gate.set()
         assert (w.wait(j1), w.wait(j2)) == ("one", "two")
-        _wait_for(lambda: w.waiting == 0)
+        wait_for(lambda: w.waiting == 0)
         w.reserve().release()  # places are back
         assert w.run(lambda: 42, 5) == 42  # unreserved jobs (model swaps) also run
     finally:

@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from ..errors import NbqError
 from . import errors
+from .metrics import CONTENT_TYPE
 from .service import Service
 
 log = logging.getLogger("pynq_nbq.server")
@@ -66,8 +67,6 @@ def classify():
 
 @bp.get("/metrics")
 def metrics():
-    from .metrics import CONTENT_TYPE
-
     return Response(service().metrics.render(), content_type=CONTENT_TYPE)
 
 
