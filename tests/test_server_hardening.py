@@ -93,15 +93,38 @@ def test_memory_bounded_with_36_mpx_images(models_dir):
 
 # --- 2. idle and slow clients ------------------------------------------------------------
 @pytest.fixture()
-def live_server(make_app):
-    """A real HardenedServer (waitress) on 127.0.0.1 in this process; (host, port, server)."""
-    app = make_app()
-    srv = make_server(app, "127.0.0.1", 0, threads=4, read_timeout_s=3, idle_timeout_s=5)
-    t = threading.Thread(target=srv.run, daemon=True)
-    t.start()
-    yield "127.0.0.1", srv.effective_port, srv
-    srv.close()
-    t.join(5)
+def serve(make_app):
+    """Start real HardenedServers (waitress) on 127.0.0.1 in this process:
+    ``serve(**make_server settings)`` -> (host, port, server); stopped afterwards."""
+    running = []
+
+    def start(**kw):
+        kw = {"threads": 4, "read_timeout_s": 3, "idle_timeout_s": 5, **kw}
+        srv = make_server(make_app(), "127.0.0.1", 0, **kw)
+        t = threading.Thread(target=srv.run, daemon=True)
+        t.start()
+        running.append((srv, t))
+        return "127.0.0.1", srv.effective_port, srv
+
+    yield start
+    for srv, t in running:
+        srv.close()
+        t.join(5)
+
+
+@pytest.fixture()
+def live_server(serve):
+    return serve()
+
+
+def is_closed_by_peer(s: socket.socket) -> bool:
+    try:
+        s.settimeout(0.05)
+        return s.recv(1) == b""
+    except (TimeoutError, BlockingIOError):
+        return False
+    except OSError:
+        return True
 
 
 def classify_once(host: str, port: int, timeout_s: float = 10.0) -> int:
@@ -147,22 +170,42 @@ def test_idle_and_slow_body_sockets_cannot_lock_out(live_server):
         assert took < 20
         # the trickling bodies miss the 3 s read deadline however steadily they arrive
         time.sleep(4.5)
-        closed = 0
-        for s in slow:
-            try:
-                s.settimeout(0.05)
-                closed += s.recv(1) == b""
-            except (TimeoutError, BlockingIOError):
-                pass
-            except OSError:
-                closed += 1
-        assert closed == len(slow)
+        assert sum(is_closed_by_peer(s) for s in slow) == len(slow)
         assert len(srv.active_channels) <= srv.adj.connection_limit
     finally:
         stop.set()
         tr.join(5)
         for s in idle + slow:
             s.close()
+    assert classify_once(host, port) == 200
+
+
+def test_read_deadline_and_idle_timeout_without_eviction(serve):
+    """Far below the connection limit, so nothing is evicted: a body trickling a byte
+    every 0.2 s is dropped at the 2 s read deadline, not before; an idle keep-alive
+    connection at the 2 s idle timeout."""
+    host, port, _ = serve(connection_limit=1000, read_timeout_s=2, idle_timeout_s=2)
+    slow = socket.create_connection((host, port), timeout=5)
+    slow.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+    idle = socket.create_connection((host, port), timeout=5)
+    t0 = time.monotonic()
+    open_at_1s = None
+    while time.monotonic() - t0 < 6:
+        try:
+            slow.send(b"x")
+        except OSError:
+            break
+        if open_at_1s is None and time.monotonic() - t0 >= 1.0:
+            open_at_1s = not is_closed_by_peer(slow)
+        if is_closed_by_peer(slow):
+            break
+        time.sleep(0.2)
+    took = time.monotonic() - t0
+    assert open_at_1s is True
+    assert 1.5 <= took < 5.5, took
+    wait_for(lambda: is_closed_by_peer(idle), 5)
+    slow.close()
+    idle.close()
     assert classify_once(host, port) == 200
 
 
