@@ -59,12 +59,6 @@ class ServedModel:
     def name(self) -> str:
         return str(self.manifest.get("name") or self.bundle_id)
 
-    @property
-    def fit(self) -> tuple[int, int]:
-        """The model's input (width, height) in pixels."""
-        spec = self.model.input_spec
-        return int(spec["width"]), int(spec["height"])
-
     def summary(self) -> dict[str, Any]:
         """The manifest summary served by ``GET /v1/model``."""
         m = self.manifest
@@ -275,8 +269,10 @@ class Service:
             "queue": _ms(queue_s),
             "quantize": round(tm["quantize"], 4),
             "engine": round(tm["engine"], 4),
+            "conv_engine": round(tm["conv_engine"], 4),
+            "arm": round(tm["arm"], 4),
             "postprocess": round(tm["postprocess"], 4),
-        }
+        }  # keys as api.TIMING_KEYS
         for stage in ("decode", "preprocess", "queue", "engine"):
             self.metrics.stages.labels(stage=stage).observe(timings[stage] / 1e3)
         self.metrics.images.labels(
@@ -449,7 +445,7 @@ def decode_and_preprocess(
     (C, H, W), image info, decode s, preprocess s).  Image failures are 400/413."""
     t0 = time.perf_counter()
     try:
-        img = open_image(data, fit=served.fit)
+        img = open_image(data, fit=served.model.input_fit)
         info = {"mode": img.mode, "width": img.width, "height": img.height}
         t1 = time.perf_counter()
         x = preprocess(img, served.model.input_spec)
