@@ -112,7 +112,6 @@ def run(args: argparse.Namespace) -> int:
     for opt in ("threads", "connection_limit", "read_timeout_s", "idle_timeout_s"):
         if getattr(args, opt) < 1:
             raise CommandError(f"--{opt.replace('_', '-')} must be >= 1, got {getattr(args, opt)}")
-    allocator = configure_allocator()  # before the threads start (see server/memory.py)
     max_body = int(args.max_body_mb * 1024 * 1024)
     config = ServerConfig(
         model=args.model,
@@ -129,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         config.validate()
+        allocator = configure_allocator()  # before the threads start (see server/memory.py)
         app = create_app(config)
     except BundleError as exc:
         raise CommandError(
