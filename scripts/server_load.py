@@ -324,17 +324,40 @@ def bench(
 
 
 # --- memory and overload -----------------------------------------------------------------
-def big_png(side: int = 6000) -> bytes:
-    """A ``side`` x ``side`` RGBA PNG that compresses to ~150 KB (36 Mpx at 6000): a
-    large allowed image, the worst case of issue 15 for memory."""
+def big_images(side: int = 6000) -> dict[str, bytes]:
+    """``side`` x ``side`` images (36 Mpx at 6000) that compress to small files, one per
+    decoding path that costs memory differently: RGBA PNG (4 bytes/px, premultiplied for
+    reducing), 16-bit grey PNG (converted before reducing), palette PNG (converted to
+    RGBA before reducing), RGB JPEG (decoded at 1/8 scale by the decoder)."""
     from PIL import Image
 
-    a = np.zeros((side, side, 4), np.uint8)
-    a[..., 3] = 255
-    a[side // 6 : 5 * side // 6, side // 3 : 2 * side // 3, 0] = 200
-    buf = io.BytesIO()
-    Image.fromarray(a, "RGBA").save(buf, "PNG")
-    return buf.getvalue()
+    idx = np.arange(side, dtype=np.int32)
+    ramp = ((idx[:, None] + idx[None, :]) * 255 // (2 * side)).astype(np.uint8)
+    rgba = np.zeros((side, side, 4), np.uint8)
+    rgba[..., 3] = 255
+    rgba[side // 6 : 5 * side // 6, side // 3 : 2 * side // 3, 0] = 200
+    images = {
+        "rgba.png": (Image.fromarray(rgba, "RGBA"), "PNG"),
+        "gray16.png": (Image.fromarray(ramp.astype(np.uint16) * 257), "PNG"),
+        "palette.png": (_palette(rgba[..., 0] // 100), "PNG"),
+        "rgb.jpg": (Image.fromarray(np.dstack([ramp, ramp, 255 - ramp]), "RGB"), "JPEG"),
+    }
+    del rgba
+    out = {}
+    for name, (img, fmt) in images.items():
+        buf = io.BytesIO()
+        img.save(buf, fmt)
+        out[name] = buf.getvalue()
+    return out
+
+
+def _palette(indices: np.ndarray):
+    """A "P" image of ``indices`` with a 3-colour palette."""
+    from PIL import Image
+
+    img = Image.fromarray(indices.astype(np.uint8), "P")
+    img.putpalette([0, 0, 0, 200, 30, 30, 30, 200, 30])
+    return img
 
 
 def _mb(n: int | None) -> float | None:
@@ -349,17 +372,20 @@ def memory_bench(
     root: str | os.PathLike | None = None,
     settle_s: float = 1.0,
 ) -> dict[str, Any]:
-    """Server RSS around ``sequential`` then ``concurrent`` (all at once) requests with a
-    ``side``^2 RGBA PNG: baseline (after a small warm-up), after the sequential ones,
-    the peak (VmHWM) and the steady RSS ``settle_s`` after the last answer (MB)."""
-    payload = [("big.png", big_png(side))]
+    """Server RSS around ``sequential`` requests cycling through :func:`big_images`, then
+    ``concurrent`` (all at once) with the RGBA PNG (the costliest): baseline (after a
+    small warm-up), after the sequential ones, the peak (VmHWM) and the steady RSS
+    ``settle_s`` after the last answer (MB)."""
+    images = big_images(side)
+    mixed = list(images.items())
+    payload = [("rgba.png", images["rgba.png"])]
     small = sample_payloads()[:1]
     args = ("--power", "off", "--deadline-s", "120", "--max-queue", str(max(8, concurrent)))
     with spawn_server(model, *args, root=root) as srv:
         run_load(srv.url, small, 20, 1)
         base = srv.rss_bytes()
         t0 = time.perf_counter()
-        seq = run_load(srv.url, payload, sequential, 1, timeout_s=300)
+        seq = run_load(srv.url, mixed, sequential, 1, timeout_s=300)
         t_seq = time.perf_counter() - t0
         after_seq = srv.rss_bytes()
         t0 = time.perf_counter()
@@ -371,7 +397,7 @@ def memory_bench(
         banner = srv.banner
     statuses = sorted({r["status"] for r in seq + conc})
     return {
-        "image": f"{side}x{side} RGBA PNG, {len(payload[0][1])} bytes",
+        "images": {k: f"{side}x{side}, {len(v)} bytes" for k, v in images.items()},
         "server": banner[:2],
         "sequential": sequential,
         "concurrent": concurrent,

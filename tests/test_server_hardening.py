@@ -76,9 +76,10 @@ MEMORY_BOUND_MB = 1024  # the issue's bound for the full run (16 sequential + 6 
 
 @pytest.mark.slow
 def test_memory_bounded_with_36_mpx_images(models_dir):
-    """CI size: 4 sequential + 6 concurrent 6000 x 6000 RGBA PNGs (the issue's worst
-    case; 6 concurrent used to need ~600 MB each).  Peak under 1 GB, and the memory goes
-    back: steady RSS within 64 MB of the baseline."""
+    """CI size: 4 sequential 36 Mpx images (RGBA PNG, 16-bit PNG, palette PNG, JPEG: one
+    per decoding path) then 6 concurrent 6000 x 6000 RGBA PNGs (the issue's worst case;
+    one used to cost ~600 MB, kept).  Peak under 1 GB, and the memory goes back: steady
+    RSS within 64 MB of the baseline."""
     from scripts.server_load import memory_bench
 
     r = memory_bench(str(models_dir / "rand-svpe"), sequential=4, concurrent=6)
