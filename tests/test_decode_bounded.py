@@ -93,6 +93,8 @@ def test_offline_api_and_server_decode_alike(tmp_path):
             assert body["index"] == int(p.indices[0])
             got = {t["index"]: t["probability"] for t in body["top_k"]}
             assert got == dict(enumerate(float(v) for v in p.probabilities[0]))
-            assert max(body["image"]["width"], body["image"]["height"]) < 1500
+            img = body["image"]
+            assert (img["width"], img["height"]) == (1500, 1100)  # as the file declares
+            assert max(img["decoded_width"], img["decoded_height"]) < 1500
     finally:
         app.extensions["nbq"].close()

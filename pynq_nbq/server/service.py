@@ -216,8 +216,8 @@ class Service:
     def _decode(
         self, data: bytes, served: ServedModel, deadline: float
     ) -> tuple[np.ndarray, dict, float, float]:
-        fmt, pixels = check_dimensions(data, self.config.max_image_pixels)
-        if pixels <= self.config.large_image_pixels:
+        header = check_dimensions(data, self.config.max_image_pixels)
+        if header.get("width", 0) * header.get("height", 0) <= self.config.large_image_pixels:
             x, info, decode_s, pre_s = decode_and_preprocess(data, served)
         else:  # a bounded number of large decodes at a time (their memory)
             if not self.large_decodes.acquire(timeout=max(0.0, deadline - time.monotonic())):
@@ -227,7 +227,7 @@ class Service:
             finally:
                 self.large_decodes.release()
                 memory.release_free_memory()
-        return x, {"format": fmt, **info}, decode_s, pre_s
+        return x, {**info, **header}, decode_s, pre_s
 
     def _predict(self, prepared_for: ServedModel, x: np.ndarray) -> tuple[api.Prediction, Any]:
         """Device thread: classify one preprocessed image with the current model.
@@ -424,18 +424,18 @@ def parse_top_k(raw: str | None) -> int | None:
     return k
 
 
-def check_dimensions(data: bytes, max_pixels: int) -> tuple[str | None, int]:
+def check_dimensions(data: bytes, max_pixels: int) -> dict[str, Any]:
     """Refuse images whose header declares more than ``max_pixels``, before decoding;
-    return the format Pillow recognised and the pixel count ((None, 0) if unreadable)."""
+    return what the header says: ``format``, ``mode``, ``width``, ``height`` (pixels);
+    ``{"format": None}`` if Pillow cannot read it (``open_image`` then names the problem)."""
     try:
         with Image.open(io.BytesIO(data)) as im:
-            w, h = im.size
-            fmt = im.format
+            (w, h), fmt, mode = im.size, im.format, im.mode
     except Exception:
-        return None, 0  # not readable as an image: open_image names the problem
+        return {"format": None}
     if w * h > max_pixels:
         raise errors.TooLarge(f"image too large: {w}x{h} = {w * h} pixels (limit {max_pixels})")
-    return fmt, w * h
+    return {"format": fmt, "mode": mode, "width": w, "height": h}
 
 
 def decode_and_preprocess(
@@ -446,7 +446,7 @@ def decode_and_preprocess(
     t0 = time.perf_counter()
     try:
         img = open_image(data, fit=served.model.input_fit)
-        info = {"mode": img.mode, "width": img.width, "height": img.height}
+        info = {"decoded_width": img.width, "decoded_height": img.height}
         t1 = time.perf_counter()
         x = preprocess(img, served.model.input_spec)
         return x, info, t1 - t0, time.perf_counter() - t1
