@@ -9,7 +9,48 @@ Extras:
   test   - what the test suite needs.
 """
 
+import shutil
+from pathlib import Path
+
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+HERE = Path(__file__).resolve().parent
+#: Kinds of file under hls/ that travel in the wheel (as pynq_nbq/hls_src/), found by glob so
+#: that new kernel sources need no edit here; build outputs (hls/build/, *.so, *.o) never do.
+HLS_SUFFIXES = {".h", ".hpp", ".cpp", ".tcl", ".py", ".md"}
+
+
+def hls_sources(root: Path = HERE / "hls") -> list[Path]:
+    """Kernel sources under ``root`` (relative paths): HLS_SUFFIXES, no hidden or build dirs."""
+    out = []
+    for f in sorted(root.rglob("*")):
+        rel = f.relative_to(root)
+        skipped = any(d in ("build", "__pycache__") or d.startswith(".") for d in rel.parts[:-1])
+        if f.is_file() and f.suffix in HLS_SUFFIXES and not skipped:
+            out.append(rel)
+    return out
+
+
+class BuildPyWithHls(build_py):
+    """build_py that also copies hls/ into the package as pynq_nbq/hls_src/ (csim backend).
+
+    An editable install skips the copy: there the checkout's hls/ is found directly.
+    """
+
+    def run(self):
+        super().run()
+        if getattr(self, "editable_mode", False):
+            return
+        src = HERE / "hls"
+        dest = Path(self.build_lib) / "pynq_nbq" / "hls_src"
+        files = hls_sources(src)
+        if not files:
+            raise RuntimeError(f"no HLS sources found under {src}; build from a full checkout")
+        for rel in files:
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src / rel, dest / rel)
+
 
 TRAIN = ["torch>=2.1,<3", "tqdm>=4.60", "matplotlib>=3.5", "scikit-learn>=1.0"]
 CSIM = ["hls4ml>=1.0"]
@@ -41,7 +82,6 @@ setup(
             "boards/*",
             "server/static/*",
             "server/*.conf",
-            "hls_src/*",
         ]
     },
     install_requires=[
@@ -58,4 +98,5 @@ setup(
         "test": TEST,
     },
     entry_points={"console_scripts": ["nbq=pynq_nbq.cli:main"]},
+    cmdclass={"build_py": BuildPyWithHls},
 )
