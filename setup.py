@@ -4,7 +4,9 @@ Extras:
   train  - torch and the training tools (workstation).  The range admits any
            recent build; install the CPU wheel first (``pip install torch==2.13.0``)
            on machines without a GPU, or pip may fetch a multi-GB CUDA build.
-  board  - the pynq library (on the ZCU102; pins numpy<2 and Python <= 3.12).
+  board  - nothing: on a board, pynq (and numpy, Pillow, Flask) come from the PYNQ image and
+           must not be reinstalled by pip (pynq 3.1/4.0 pin grpcio==1.64.0, which has no
+           aarch64 wheel).  Install into the image's pynq-venv; see docs/board.md.
   csim   - hls4ml, whose wheel carries Xilinx's Apache-2.0 ap_int headers.
   test   - what the test suite needs.
 """
@@ -52,6 +54,17 @@ class BuildPyWithHls(build_py):
             shutil.copyfile(src / rel, dest / rel)
 
 
+#: What the package needs everywhere.  The lower bounds admit the PYNQ 3.0/3.1 images' own
+#: versions (Ubuntu 22.04: numpy 1.21.5, Pillow 9.0.1; Flask 2.1.3 in pynq-venv), so that
+#: pip keeps them; scripts/check_board_wheels.py checks this and that every one resolves to
+#: a binary wheel for aarch64 / Python 3.10.
+BASE = [
+    "numpy>=1.21",
+    "pillow>=9.0",
+    "flask>=2.1",
+    "waitress>=2.1",
+    "threadpoolctl>=3",
+]
 TRAIN = ["torch>=2.1,<3", "tqdm>=4.60", "matplotlib>=3.5", "scikit-learn>=1.0"]
 CSIM = ["hls4ml>=1.0"]
 TEST = [
@@ -84,16 +97,10 @@ setup(
             "server/*.conf",
         ]
     },
-    install_requires=[
-        "numpy>=1.22",
-        "pillow>=9",
-        "flask>=2.2",
-        "waitress>=2.1",
-        "threadpoolctl>=3",
-    ],
+    install_requires=BASE,
     extras_require={
         "train": TRAIN,
-        "board": ["pynq>=3.0"],
+        "board": [],
         "csim": CSIM,
         "test": TEST,
     },

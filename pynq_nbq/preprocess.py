@@ -15,6 +15,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+#: Bilinear resampling: Image.Resampling since Pillow 9.1; Pillow 9.0.1 (the PYNQ 3.0 image's,
+#: Ubuntu 22.04) has only the module constant.
+BILINEAR = getattr(Image, "Resampling", Image).BILINEAR
 #: largest decoded image accepted (pixels); more is treated as a decompression bomb
 MAX_PIXELS = 40_000_000
 
@@ -92,10 +95,10 @@ def preprocess(img: Image.Image, spec: dict) -> np.ndarray:
     size = (int(spec["width"]), int(spec["height"]))
     resize = spec.get("resize", "stretch")
     if resize == "center-crop" and img.size != size:
-        img = ImageOps.fit(img, size, Image.Resampling.BILINEAR)
+        img = ImageOps.fit(img, size, BILINEAR)
     elif resize == "stretch":
         if img.size != size:
-            img = img.resize(size, Image.Resampling.BILINEAR)
+            img = img.resize(size, BILINEAR)
     elif resize != "center-crop":
         raise ValueError(f"unknown resize mode {resize!r} (stretch or center-crop)")
     a = np.asarray(img, dtype=np.float32) / 255.0

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 from flask import Flask, Response, g, jsonify, request, send_from_directory
 from PIL import Image
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .. import api
 from ..backends import Backend
@@ -437,6 +437,11 @@ def read_image_bytes() -> bytes:
             )
         data = f.read()
     else:  # any other type, including curl's default form-urlencoded, is the raw image
+        # Werkzeug < 2.3 (the PYNQ 3.0 image has 2.2.1) does not apply MAX_CONTENT_LENGTH
+        # to get_data(): check the declared length here as well.
+        limit = request.max_content_length
+        if limit is not None and (request.content_length or 0) > limit:
+            raise RequestEntityTooLarge()
         data = request.get_data(cache=False)
     if not data:
         raise ApiError(
@@ -539,7 +544,10 @@ def create_app(config: ServerConfig | dict[str, Any] | None = None) -> Flask:
     svc = Service(config)
     app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
-    app.json.sort_keys = False
+    if hasattr(app, "json"):  # Flask >= 2.2
+        app.json.sort_keys = False
+    else:  # Flask 2.1 (the PYNQ 3.0 image's)
+        app.config["JSON_SORT_KEYS"] = False
     app.extensions["nbq"] = svc
 
     @app.before_request
