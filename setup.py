@@ -73,6 +73,10 @@ TEST = [
     "ruff>=0.5",
     "prometheus-client>=0.17",
     "selenium>=4.10",
+    "packaging>=21",  # scripts/check_board_wheels.py
+    "nbclient>=0.7",  # runs notebooks/ in CI
+    "nbformat>=5",
+    "ipykernel>=6",
     *TRAIN,
     *CSIM,
 ]
