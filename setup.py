@@ -8,6 +8,8 @@ Extras:
            must not be reinstalled by pip (pynq 3.1/4.0 pin grpcio==1.64.0, which has no
            aarch64 wheel).  Install into the image's pynq-venv; see docs/board.md.
   csim   - hls4ml, whose wheel carries Xilinx's Apache-2.0 ap_int headers.
+  sim    - the simulated ZCU102 on a host (NBQ_OVERLAY=sim): pynq 3.0.1 (whose sdist needs
+           pycparser<3 on x86) and the csim extra.  Never on a board.
   test   - what the test suite needs.
 """
 
@@ -106,6 +108,7 @@ setup(
         "train": TRAIN,
         "board": [],
         "csim": CSIM,
+        "sim": ["pynq==3.0.1", "pycparser<3", *CSIM],
         "test": TEST,
     },
     entry_points={"console_scripts": ["nbq=pynq_nbq.cli:main"]},
