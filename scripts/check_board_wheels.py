@@ -38,31 +38,18 @@ ROOT = Path(__file__).resolve().parent.parent
 #: (python3-pil, and python3-numpy as a dependency of python3-scipy/-matplotlib: Ubuntu
 #: 22.04's 1.21.5 and 9.0.1) and sdbuild/packages/python_packages_jammy/requirements.txt
 #: (pip-installed into /usr/local/share/pynq-venv: Flask, Werkzeug, prometheus-client).
+#: Both images install the same versions of these (Ubuntu 22.04 + the same pip pins).
+JAMMY_PACKAGES = {
+    "numpy": "1.21.5",
+    "pillow": "9.0.1",
+    "flask": "2.1.3",
+    "werkzeug": "2.2.1",
+    "itsdangerous": "2.1.2",
+    "markupsafe": "2.1.1",
+}
 IMAGES = {
-    "v3.0.1": {
-        "python": "3.10",
-        "pynq": "3.0.1",
-        "packages": {
-            "numpy": "1.21.5",
-            "pillow": "9.0.1",
-            "flask": "2.1.3",
-            "werkzeug": "2.2.1",
-            "itsdangerous": "2.1.2",
-            "markupsafe": "2.1.1",
-        },
-    },
-    "v3.1": {
-        "python": "3.10",
-        "pynq": "3.1",
-        "packages": {
-            "numpy": "1.21.5",
-            "pillow": "9.0.1",
-            "flask": "2.1.3",
-            "werkzeug": "2.2.1",
-            "itsdangerous": "2.1.2",
-            "markupsafe": "2.1.1",
-        },
-    },
+    "v3.0.1": {"python": "3.10", "pynq": "3.0.1", "packages": JAMMY_PACKAGES},
+    "v3.1": {"python": "3.10", "pynq": "3.1", "packages": JAMMY_PACKAGES},
 }
 PLATFORM = "manylinux2014_aarch64"
 
