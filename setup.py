@@ -76,6 +76,7 @@ TEST = [
     "prometheus-client>=0.17",
     "selenium>=4.10",
     "packaging>=21",  # scripts/check_board_wheels.py
+    "build>=1",  # tests/test_wheel.py builds the sdist
     "nbclient>=0.7",  # runs notebooks/ in CI
     "nbformat>=5",
     "ipykernel>=6",

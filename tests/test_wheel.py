@@ -1,6 +1,7 @@
 """The wheel runs what it advertises, outside the source tree.
 
-Builds the wheel from a copy of the checkout (no build isolation: no network), installs it
+Builds an sdist from a copy of the checkout and the wheel from that sdist, as PyPI would
+(no build isolation: no network), installs it
 into a fresh virtual environment (``--system-site-packages`` for numpy, Pillow, Flask and
 hls4ml's ap_int headers; the package itself must come from the wheel) and runs
 ``nbq classify``, ``nbq classify --backend csim`` and ``nbq info`` from an empty directory.
@@ -50,22 +51,12 @@ def installed(tmp_path_factory):
     src = tmp / "src"
     shutil.copytree(ROOT, src, ignore=IGNORED)
     dist = tmp / "dist"
-    run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "-w",
-            str(dist),
-            str(src),
-        ],
-        cwd=tmp,
-        env=env,
-    )
+    # the PyPI path: an sdist (MANIFEST.in), then the wheel built from that sdist
+    sdist_cmd = [sys.executable, "-m", "build", "--sdist", "--no-isolation", "-x", "--outdir"]
+    run([*sdist_cmd, str(dist), str(src)], cwd=tmp, env=env)
+    (sdist,) = dist.glob("pynq_nbq-*.tar.gz")
+    wheel_cmd = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
+    run([*wheel_cmd, "-w", str(dist), str(sdist)], cwd=tmp, env=env)
     (wheel,) = dist.glob("pynq_nbq-*.whl")
 
     venv = tmp / "venv"
