@@ -10,6 +10,7 @@ Extras:
   csim   - hls4ml, whose wheel carries Xilinx's Apache-2.0 ap_int headers.
   sim    - the simulated ZCU102 on a host (NBQ_OVERLAY=sim): pynq 3.0.1 (whose sdist needs
            pycparser<3 on x86) and the csim extra.  Never on a board.
+           scripts/setup_and_test.sh installs the same pynq when it is missing.
   test   - what the test suite needs.
 """
 
