@@ -100,7 +100,8 @@ def _stretch_to_8bit(a: np.ndarray) -> np.ndarray:
     (non-finite values count as lo).  A constant image becomes 0."""
     if np.issubdtype(a.dtype, np.floating):
         a = np.where(np.isfinite(a), a.astype(np.float64), np.nan)
-        lo, hi = np.nanmin(a, initial=np.inf), np.nanmax(a, initial=-np.inf)
+        finite = a[~np.isnan(a)]  # (nanmin's initial= needs numpy 1.22; the PYNQ images have 1.21)
+        lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 0.0)
         if not hi > lo:
             return np.zeros(a.shape, np.uint8)
         return np.floor(np.nan_to_num((a - lo) * (255.0 / (hi - lo)))).clip(0, 255).astype(np.uint8)

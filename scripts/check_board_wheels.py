@@ -16,12 +16,14 @@ result of a run is in docs/board.md.  Exit status 1 when a check fails.
 
     python3 scripts/check_board_wheels.py            # both images
     python3 scripts/check_board_wheels.py --image v3.0.1
+    python3 scripts/check_board_wheels.py --image v3.0.1 --test-with python3.10   # + tests
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import os
 import re
 import subprocess
 import sys
@@ -98,9 +100,44 @@ def resolve_wheels(reqs: list[Requirement], image: dict, dest: Path) -> tuple[bo
     return proc.returncode == 0, proc.stderr.strip()[-600:], wheels
 
 
+#: Tests that need neither torch nor g++: what a board install runs (the board subset).
+BOARD_TESTS = (
+    "test_bundle.py", "test_datapath.py", "test_engine_exact.py", "test_engine_threads.py",
+    "test_layers.py", "test_perfmodel.py", "test_preprocess.py", "test_server.py",
+    "test_server_load.py", "test_streams.py",
+)  # fmt: skip
+#: What the board subset needs besides the package's own requirements.
+TEST_TOOLS = ("pytest", "hypothesis", "prometheus-client")
+
+
+def run_board_tests(image: dict, python: str, workdir: Path) -> int:
+    """The board subset of the tests with the image's package versions, on ``python``
+    (which must be the image's Python version, e.g. a python3.10 on this host): a fresh
+    venv gets the image's pins plus the remaining requirements and TEST_TOOLS from PyPI,
+    then pytest runs this checkout (PYTHONPATH) on :data:`BOARD_TESTS`.  Returns pytest's
+    exit status."""
+    venv = workdir / "venv"
+    subprocess.run([python, "-m", "venv", str(venv)], check=True)
+    vpy = str(venv / "bin" / "python")
+    pins = [f"{n}=={v}" for n, v in image["packages"].items()]
+    shipped = image["packages"]
+    rest = [str(r) for r in base_requirements() if canonicalize_name(r.name) not in shipped]
+    subprocess.run([vpy, "-m", "pip", "install", "-q", *pins, *rest, *TEST_TOOLS], check=True)
+    tests = [str(ROOT / "tests" / t) for t in BOARD_TESTS]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [vpy, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests]
+    return subprocess.run(cmd, cwd=ROOT, env=env).returncode
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--image", choices=sorted(IMAGES), action="append")
+    parser.add_argument(
+        "--test-with",
+        metavar="PYTHON",
+        help="also run the board subset of the tests with the image's package versions, "
+        "in a venv of this interpreter (the image's Python version, e.g. python3.10)",
+    )
     args = parser.parse_args(argv)
     reqs = base_requirements()
     failed = False
@@ -123,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
         print("| wheel | version | tag |\n|---|---|---|")
         for name, version, wtag in wheels:
             print(f"| {name} | {version} | {wtag} |")
+        if args.test_with:
+            with tempfile.TemporaryDirectory() as tmp:
+                status = run_board_tests(image, args.test_with, Path(tmp))
+            print(f"\nboard subset of the tests with {tag}'s versions: exit status {status}")
+            failed |= status != 0
     return 1 if failed else 0
 
 
