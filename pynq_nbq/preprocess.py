@@ -25,6 +25,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .bundle import RESIZE_MODES
 from .errors import NbqError
 
+#: Bilinear resampling: Image.Resampling since Pillow 9.1; Pillow 9.0.1 (the PYNQ 3.0 image's,
+#: Ubuntu 22.04) has only the module constant.
+BILINEAR = getattr(Image, "Resampling", Image).BILINEAR
 #: largest decoded image accepted (pixels); more is treated as a decompression bomb
 MAX_PIXELS = 40_000_000
 
@@ -163,7 +166,8 @@ def _stretch_to_8bit(a: np.ndarray) -> np.ndarray:
     (non-finite values count as lo).  A constant image becomes 0."""
     if np.issubdtype(a.dtype, np.floating):
         a = np.where(np.isfinite(a), a.astype(np.float64), np.nan)
-        lo, hi = np.nanmin(a, initial=np.inf), np.nanmax(a, initial=-np.inf)
+        finite = a[~np.isnan(a)]  # (nanmin's initial= needs numpy 1.22; the PYNQ images have 1.21)
+        lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 0.0)
         if not hi > lo:
             return np.zeros(a.shape, np.uint8)
         return np.floor(np.nan_to_num((a - lo) * (255.0 / (hi - lo)))).clip(0, 255).astype(np.uint8)
@@ -191,9 +195,9 @@ def preprocess(img: Image.Image, spec: dict) -> np.ndarray:
         raise ValueError(f"unknown resize mode {resize!r} (one of {RESIZE_MODES})")
     if img.size != size:
         if resize == "center-crop":
-            img = ImageOps.fit(img, size, Image.Resampling.BILINEAR)
+            img = ImageOps.fit(img, size, BILINEAR)
         else:
-            img = img.resize(size, Image.Resampling.BILINEAR)
+            img = img.resize(size, BILINEAR)
     a = np.asarray(img, dtype=np.uint8)
     if a.ndim == 2:
         a = a[:, :, None]

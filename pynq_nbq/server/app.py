@@ -50,7 +50,10 @@ def create_app(config: ServerConfig | dict[str, Any] | None = None) -> Flask:
     app = NbqFlask(__name__, static_folder=str(routes.STATIC_DIR), static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.config["MAX_FORM_PARTS"] = config.max_form_parts
-    app.json.sort_keys = False
+    if hasattr(app, "json"):  # Flask >= 2.2
+        app.json.sort_keys = False
+    else:  # Flask 2.1 (the PYNQ 3.0 image's)
+        app.config["JSON_SORT_KEYS"] = False
     app.extensions["nbq"] = svc
     app.before_request(routes.start_clock)
     app.after_request(_finish)

@@ -82,6 +82,11 @@ def read_image_bytes() -> bytes:
             )
         data = f.read()
     else:  # any other type, including curl's default form-urlencoded, is the raw image
+        # Werkzeug < 2.3 (the PYNQ 3.0 image has 2.2.1) does not apply MAX_CONTENT_LENGTH
+        # to get_data(): check the declared length here as well.
+        limit = request.max_content_length
+        if limit is not None and (request.content_length or 0) > limit:
+            raise RequestEntityTooLarge()
         data = request.get_data(cache=False)
     if not data:
         raise errors.BadRequest(
