@@ -24,7 +24,7 @@ from pynq_nbq.bench import context
 from pynq_nbq.bench.data import fashion_mnist, image_folder
 from pynq_nbq.bench.measure import Plan, latency_stats_ms
 from pynq_nbq.bench.power import measure_power
-from pynq_nbq.bench.report import chart_values, write_outputs
+from pynq_nbq.bench.report import chart_values, markdown_resources, write_outputs
 from pynq_nbq.bench.run import COLUMNS, BenchConfig, run_bench
 from pynq_nbq.cli import main
 from pynq_nbq.preprocess import preprocess
@@ -62,6 +62,7 @@ UNIT_SUFFIXES = (
     "_images",
     "_bits",
     "_mhz",
+    "_ns",
 )
 UNITLESS = {"schema_version"}
 
@@ -336,21 +337,42 @@ def test_resources_from_overlay_report(tmp_path):
     got = context.resources("svpe", None, model)
     assert got["available"] is False and "no --overlay" in got["reason"]
     assert got["modelled_estimate"]["dsp_count"] == 768
+    assert got["modelled_estimate"]["modelled"] is True
+    got = context.resources("svpe", "sim", model)
+    assert got["available"] is False and "simulated board" in got["reason"]
     got = context.resources("svpe", tmp_path, model)
-    assert got["available"] is False and "nbq_svpe.resources.json" in got["reason"]
-    (tmp_path / "nbq_svpe.resources.json").write_text(
-        json.dumps({"DSP": 12, "LUT": 3456, "FF": 7890, "BRAM18": 42})
-    )
+    assert got["available"] is False and "nbq_svpe_report.json" in got["reason"]
+    # the report overlay/build_overlay.tcl writes (same layout as tests/test_overlay_tcl.py)
+    report = {
+        "name": "nbq_svpe",
+        "board": "zcu102",
+        "part": "xczu9eg-ffvb1156-2-e",
+        "pl_clock_mhz": 200,
+        "timing_ns": {"wns": 0.1, "tns": 0, "whs": 0.02, "ths": 0},
+        "utilization": {
+            "CLB LUTs": {"used": 12345, "available": 274080},
+            "CLB Registers": {"used": 23456, "available": 548160},
+            "Block RAM Tile": {"used": 42.5, "available": 912},
+            "DSPs": {"used": 7, "available": 2520},
+        },
+    }
+    (tmp_path / "nbq_svpe_report.json").write_text(json.dumps(report))
     got = context.resources("svpe", tmp_path, model)
-    assert got["available"] is True
-    assert (got["dsp_count"], got["lut_count"], got["ff_count"], got["bram18_count"]) == (
-        12,
-        3456,
-        7890,
-        42,
+    assert got["available"] is True and got["part"] == "xczu9eg-ffvb1156-2-e"
+    assert (got["lut_count"], got["ff_count"], got["bram18_count"], got["dsp_count"]) == (
+        12345,
+        23456,
+        85,
+        7,
     )
-    (tmp_path / "nbq_vpe.resources.json").write_text(json.dumps({"dsp": -1}))
-    with pytest.raises(ValueError, match="dsp must be a count"):
+    assert got["bram18_available_count"] == 1824 and got["uram_count"] is None
+    assert got["wns_ns"] == 0.1 and got["pl_clock_mhz"] == 200
+    assert numeric_keys_without_units(got) == []
+    fake = {"resources": {"svpe": got, "vpe": context.resources("vpe", tmp_path, model)}}
+    lines = markdown_resources(fake)
+    assert "LUT 12345 of 274080" in lines[0] + lines[1] and "BRAM18 85 of 1824" in "".join(lines)
+    (tmp_path / "nbq_vpe_report.json").write_text(json.dumps({"utilization": {"DSPs": 3}}))
+    with pytest.raises(ValueError, match="'DSPs' is not used/available"):
         context.resources("vpe", tmp_path, model)
 
 

@@ -5,7 +5,7 @@
 * :func:`timing_label` - the label every timing carries: "emulated (backend X on
   host Y), not hardware" unless the fpga backend drove real hardware.
 * :func:`resources` - DSP/LUT/FF/BRAM18 of a bitstream from the overlay build's
-  report ``<overlay dir>/<bitstream name>.resources.json`` when present, else
+  report ``<overlay dir>/<bitstream name>_report.json`` (``overlay/``) when present, else
   "unavailable" with the reason and the performance model's estimate (labelled).
 """
 
@@ -136,22 +136,53 @@ def environment(backends: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: the overlay build's report (overlay/build_overlay.tcl) -> our keys: (resource row, factor)
+#: ("Block RAM Tile" counts 36 Kb tiles, 0.5 = one 18 Kb half: x2 gives BRAM18)
+UTILIZATION_ROWS = {
+    "lut": ("CLB LUTs", 1),
+    "ff": ("CLB Registers", 1),
+    "bram18": ("Block RAM Tile", 2),
+    "dsp": ("DSPs", 1),
+    "uram": ("URAM", 1),
+}
+
+
+def report_path(overlay_dir: str | Path, kind: str) -> Path:
+    """Where ``overlay/build_overlay.tcl`` writes a build's report: ``<name>_report.json``."""
+    return Path(overlay_dir) / f"{bitstream_name(kind)}_report.json"
+
+
 def read_resources(path: Path) -> dict[str, Any]:
-    """One overlay build report: a JSON object with integer ``dsp``, ``lut``, ``ff``,
-    ``bram18`` (any case); ValueError naming the file and the problem."""
+    """One overlay build report (``overlay/build_overlay.tcl``'s ``json_report``): used and
+    available per resource as ``<res>_count`` / ``<res>_available_count``, the part, the
+    clock and the timing slacks; ValueError naming the file and the problem."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"resources report {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"resources report {path}: expected a JSON object")
-    lower = {str(k).lower(): v for k, v in data.items()}
-    out: dict[str, Any] = {}
-    for key in RESOURCE_KEYS:
-        v = lower.get(key)
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
-            raise ValueError(f"resources report {path}: {key} must be a count, got {v!r}")
-        out[f"{key}_count"] = v
+        raise ValueError(f"overlay report {path}: {exc}") from exc
+    util = data.get("utilization") if isinstance(data, dict) else None
+    if not isinstance(util, dict):
+        raise ValueError(f"overlay report {path}: no 'utilization' object")
+    out: dict[str, Any] = {
+        "part": data.get("part"),
+        "board": data.get("board"),
+        "pl_clock_mhz": data.get("pl_clock_mhz"),
+    }
+    for key, (row, factor) in UTILIZATION_ROWS.items():
+        entry = util.get(row)
+        used = avail = None
+        if entry is not None:
+            try:
+                used, avail = float(entry["used"]) * factor, float(entry["available"]) * factor
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ValueError(f"overlay report {path}: {row!r} is not used/available") from exc
+            if used < 0 or avail < 0:
+                raise ValueError(f"overlay report {path}: {row!r} has a negative count")
+        out[f"{key}_count"] = used
+        out[f"{key}_available_count"] = avail
+    timing = data.get("timing_ns") or {}
+    for k in ("wns", "tns", "whs", "ths"):
+        out[f"{k}_ns"] = timing.get(k)
     return out
 
 
@@ -167,9 +198,9 @@ def resources(kind: str, overlay_dir: str | Path | None, model: dict[str, Any]) 
     out: dict[str, Any] = {"modelled_estimate": estimate}
     if overlay_dir is None or str(overlay_dir) == "sim" or str(overlay_dir).startswith("sim:"):
         why = "the simulated board has no build reports" if overlay_dir else "no --overlay"
-        out.update(available=False, reason=f"{why} (reads <overlay dir>/nbq_<kind>.resources.json)")
+        out.update(available=False, reason=f"{why} (reads <overlay dir>/nbq_<kind>_report.json)")
         return out
-    report = Path(overlay_dir) / f"{bitstream_name(kind)}.resources.json"
+    report = report_path(overlay_dir, kind)
     if not report.is_file():
         out.update(available=False, reason=f"no overlay build report at {report}")
         return out

@@ -215,17 +215,31 @@ def markdown(report: dict[str, Any]) -> str:
                     f"{est['energy_mj_per_image']:.3g} mJ per image on {est['board']}"
                 )
             lines.append(f"- {TITLES[c]}: unavailable ({p['reason']}){model_txt}")
-    lines += ["", "## Resources", ""]
+    lines += ["", "## Resources", "", *markdown_resources(report)]
+    return "\n".join(lines) + "\n"
+
+
+def markdown_resources(report: dict[str, Any]) -> list[str]:
+    """One line per bitstream: the overlay build's counts (of the part's) and slack, or
+    why not; always the model's estimate, labelled."""
+    lines = []
     for c in ("vpe", "svpe"):
         r = report["resources"][c]
         est = r["modelled_estimate"]
-        est_txt = ", ".join(f"{k.upper()} {_f(est[f'{k}_count'], 'd')}" for k in _RES)
+        est_txt = ", ".join(f"{k.upper()} {_f(est[f'{k}_count'], '.6g')}" for k in _RES)
         if r["available"]:
-            got = ", ".join(f"{k.upper()} {_f(r[f'{k}_count'], 'd')}" for k in _RES)
-            lines.append(f"- {TITLES[c]}: {got} ({r['source']}); modelled {est_txt}")
+            got = ", ".join(
+                f"{k.upper()} {_f(r[k + '_count'], '.6g')} of "
+                f"{_f(r[k + '_available_count'], '.6g')}"
+                for k in _RES
+            )
+            lines.append(
+                f"- {TITLES[c]}: {got}; WNS {_f(r['wns_ns'])} ns at {_f(r['pl_clock_mhz'])} MHz "
+                f"({r['source']}); MODELLED {est_txt}"
+            )
         else:
             lines.append(f"- {TITLES[c]}: unavailable ({r['reason']}); MODELLED {est_txt}")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 _RES = ("dsp", "lut", "ff", "bram18")

@@ -81,7 +81,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--overlay",
         metavar="DIR|sim",
-        help="fpga: folder of nbq_<kind>.bit/.hwh (and the build's nbq_<kind>.resources.json), "
+        help="fpga: folder of nbq_<kind>.bit/.hwh (and the build's nbq_<kind>_report.json), "
         "or 'sim' for the simulated ZCU102 (default: $NBQ_OVERLAY, else the package's)",
     )
     p.add_argument("--out", type=Path, default=Path("bench-out"), help="output folder")
