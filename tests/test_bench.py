@@ -11,6 +11,7 @@ import hashlib
 import importlib
 import importlib.util
 import json
+import sys
 import threading
 import time
 from pathlib import Path
@@ -287,7 +288,7 @@ def test_power_windows_must_be_long_enough():
 
 
 @needs_fashion
-def test_run_bench_power_available_and_unavailable(tmp_path):
+def test_run_bench_power_available_and_unavailable(tmp_path, monkeypatch):
     plan = Plan((2,), 1, 2, 0)
     cfg = BenchConfig(images=2, plan=plan, cpu_threads=1, power_idle_s=1.0, power_active_s=1.0)
     rails = FakeRails()
@@ -322,6 +323,10 @@ def test_run_bench_power_available_and_unavailable(tmp_path):
     paths = write_outputs(report, tmp_path)
     assert Path(paths["chart"]).read_bytes()[:4] == b"\x89PNG"
     assert "active 8 W (model " in Path(paths["markdown"]).read_text()
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # a board without matplotlib
+    paths = write_outputs(report, tmp_path / "no-mpl")
+    assert paths["chart"].startswith("not written:") and "pynq-nbq[bench]" in paths["chart"]
+    assert Path(paths["json"]).is_file() and Path(paths["markdown"]).is_file()
     assert numeric_keys_without_units(report) == []
 
     report = run_bench(cfg, power_source=(None, "no rails on this host"))
