@@ -42,6 +42,7 @@ setup(
             "server/static/*",
             "server/*.conf",
             "hls_src/*",
+            "native/*.c",
         ]
     },
     install_requires=[

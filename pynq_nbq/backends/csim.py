@@ -36,7 +36,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -133,16 +133,42 @@ def compiler() -> str:
     return path
 
 
-def cache_dir() -> Path:
-    """Where built libraries live (created on demand)."""
+def cache_dir(kind: str = "csim") -> Path:
+    """Where built libraries of ``kind`` ("csim", "native") live (created on demand)."""
     env = os.environ.get("NBQ_CACHE_DIR")
     if env:
         d = Path(env)
     else:
         base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-        d = Path(base) / "pynq_nbq" / "csim"
+        d = Path(base) / "pynq_nbq" / kind
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+def build_once(out: Path, command_for: Callable[[Path], list[str]], what: str) -> Path:
+    """Run ``command_for(tmp)`` to build ``out`` unless it exists; returns ``out``.
+
+    Concurrent builders (threads, processes) take a file lock next to ``out``; the
+    result is renamed into place atomically, so readers see no file or the whole
+    file.  A failed build raises :class:`CsimError` naming ``what``, the command and
+    the compiler's last messages.
+    """
+    if out.exists():
+        return out
+    with open(out.with_name(out.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time; the others then find it
+        if out.exists():
+            return out
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+        os.close(fd)
+        cmd = command_for(Path(tmp))
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            Path(tmp).unlink(missing_ok=True)
+            raise CsimError(f"building {what} failed ({' '.join(cmd)}):\n" + res.stderr[-4000:])
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, out)
+    return out
 
 
 # --- building -------------------------------------------------------------------------
@@ -210,26 +236,11 @@ def build(
     probe = compile_command(Path("OUT"), pe, defines, target, sanitize)
     key = _cache_key(probe)
     name = f"nbq_{target}_{pe}{'_san' if sanitize else ''}_{key}{suffix}"
-    out = cache_dir() / name
-    if out.exists():
-        return out
-    with open(cache_dir() / f"{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time; the others then find it
-        if out.exists():
-            return out
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=cache_dir())
-        os.close(fd)
-        cmd = compile_command(Path(tmp), pe, defines, target, sanitize)
-        res = subprocess.run(cmd, capture_output=True, text=True)
-        if res.returncode != 0:
-            Path(tmp).unlink(missing_ok=True)
-            raise CsimError(
-                f"csim backend: building the {pe} kernel failed ({' '.join(cmd)}):\n"
-                + res.stderr[-4000:]
-            )
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, out)  # atomic: readers see no file or the whole file
-    return out
+    return build_once(
+        cache_dir() / name,
+        lambda tmp: compile_command(tmp, pe, defines, target, sanitize),
+        f"the csim {pe} kernel",
+    )
 
 
 # --- the kernel behind ctypes ---------------------------------------------------------

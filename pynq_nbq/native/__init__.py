@@ -1,0 +1,298 @@
+"""The fast exact conv layer: a small C kernel (``nbq_native.c``) built at first use.
+
+:func:`conv_layer` is bit-identical to :func:`pynq_nbq.ops.conv_layer` (the numpy
+reference) and several times faster: int16 x int16 products summed in int32 SIMD
+lanes (x86 ``vpmaddwd``/``vpdpwssd``, aarch64 NEON ``smlal``) instead of float64
+matrix products.  How a layer is summed exactly is chosen here, per layer, from its
+actual weights (see :class:`LayerPlan`):
+
+* **int32** when every partial sum fits: ``datapath.accumulator_bits(fan_in, max|w|)
+  <= 31`` (one bit of margin over int32, which also covers the bound's edge case
+  ``fan_in * 2^15 * max|w| == 2^31``);
+* **split** otherwise (vpe, 5-bit svpe with a large fan-in): each weight is written
+  ``w = 256*wh + wl`` with ``wh, wl`` in [-128, 128], both halves are summed in int32
+  over blocks of ``kblock`` terms that cannot overflow, and combined in int64.
+
+Layers the kernel does not take (groups > 1, weights outside int16, empty outputs)
+run in the numpy reference.
+
+Build
+-----
+The library is compiled on first use with the system C compiler (``$CC``, else
+``cc``/``gcc``) for the machine it runs on (``-O3 -march=native`` on x86,
+``-mcpu=native`` on Arm; without those flags if the compiler refuses them) and
+cached next to the csim library (``$NBQ_CACHE_DIR``, else
+``~/.cache/pynq_nbq/native``), named by a hash of the source, the compiler, its
+flags and this CPU's model and feature flags, so a cache shared between machines
+never hands one CPU another's build.  ``NBQ_NATIVE=0`` turns the fast path off
+(``auto`` then picks the numpy engine).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import threading
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import datapath as dp
+from ..ops import ConvSpec
+from ..ops import conv_layer as numpy_conv_layer
+
+SOURCE = Path(__file__).resolve().parent / "nbq_native.c"
+ABI_VERSION = 1  #: nbq_native_abi_version() this module speaks
+BASE_FLAGS = ("-O3", "-std=c11", "-shared", "-fPIC", "-fvisibility=default", "-w")
+#: int32 accumulation only below this many accumulator bits (see the module docstring)
+INT32_MAX_ACC_BITS = 31
+#: |wh|, |wl| of a split weight are at most this (w = 256*wh + wl, w in int16)
+SPLIT_PART_MAX = 128
+
+
+class NativeError(ValueError):
+    """The native kernel cannot be built or loaded (no compiler, a failed build, off).
+
+    A ValueError, like the other "backend not available" errors, so the CLI reports
+    it in one line and ``auto`` falls back to the numpy engine with this message.
+    """
+
+
+# --- building -------------------------------------------------------------------------
+def c_compiler() -> str:
+    """The C compiler: ``$CC``, else ``cc`` or ``gcc`` on PATH; NativeError if none."""
+    names = [os.environ["CC"]] if os.environ.get("CC") else ["cc", "gcc"]
+    for name in names:
+        path = shutil.which(name)
+        if path:
+            return path
+    raise NativeError(
+        f"native engine: no C compiler ({' or '.join(names)}) on PATH; install one "
+        "(e.g. `apt-get install gcc`) or set CC - the numpy engine is used meanwhile"
+    )
+
+
+def arch_flags() -> tuple[str, ...]:
+    """Flags that tune the build for this CPU (the cache key includes the CPU)."""
+    machine = platform.machine().lower()
+    if machine in ("x86_64", "amd64", "i686", "i386"):
+        return ("-march=native",)
+    if machine.startswith(("aarch64", "arm")):
+        return ("-mcpu=native",)
+    return ()
+
+
+def _cpu_identity() -> str:
+    """This CPU's machine type, model and feature flags (for the cache key)."""
+    lines = [platform.machine()]
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key = line.split(":", 1)[0].strip().lower()
+                if key in ("model name", "flags", "features", "cpu part", "cpu implementer"):
+                    lines.append(line.strip())
+                if len(lines) > 6:
+                    break
+    except OSError:
+        lines.append(platform.processor())
+    return "\n".join(lines)
+
+
+def compile_command(output: Path, cc: str, target: tuple[str, ...]) -> list[str]:
+    """The compiler command that builds the library at ``output`` with ``target`` flags."""
+    return [cc, *BASE_FLAGS, *target, str(SOURCE), "-o", str(output)]
+
+
+def build(target: tuple[str, ...] | None = None) -> Path:
+    """Build the library (or find it in the cache); returns its path.
+
+    ``target``: code-generation flags, e.g. ``("-mavx2",)`` or ``()`` for plain C;
+    None = tuned for this CPU (:func:`arch_flags`), falling back to no flags if the
+    compiler refuses them.
+    """
+    from ..backends.csim import CsimError, build_once, cache_dir
+
+    if not SOURCE.is_file():
+        raise NativeError(f"native engine: kernel source {SOURCE} is missing")
+    cc = c_compiler()
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
+    errors = []
+    targets = [target] if target is not None else list(dict.fromkeys([arch_flags(), ()]))
+    for flags in targets:
+        cmd = compile_command(Path("OUT"), cc, flags)
+        h = hashlib.sha256(SOURCE.read_bytes())
+        for part in (version, " ".join(cmd[1:-2]), _cpu_identity()):
+            h.update(b"\0" + part.encode())
+        out = cache_dir("native") / f"nbq_native_{h.hexdigest()[:20]}.so"
+        try:
+            return build_once(
+                out, lambda tmp, f=flags: compile_command(tmp, cc, f), "the native kernel"
+            )
+        except CsimError as exc:
+            errors.append(str(exc))
+    raise NativeError("native engine: " + "\n".join(errors))
+
+
+_I16P = ctypes.POINTER(ctypes.c_int16)
+_I64P = ctypes.POINTER(ctypes.c_int64)
+
+
+class Library:
+    """The loaded kernel: its ISA, packing parameters and the conv entry point."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        lib = ctypes.CDLL(str(path))
+        if lib.nbq_native_abi_version() != ABI_VERSION:
+            raise NativeError(f"{path}: C ABI version mismatch (clear the cache to rebuild)")
+        lib.nbq_native_isa.restype = ctypes.c_char_p
+        lib.nbq_native_packed_len.restype = ctypes.c_long
+        lib.nbq_native_packed_len.argtypes = [ctypes.c_int, ctypes.c_int]
+        lib.nbq_native_pack.argtypes = [_I16P, ctypes.c_int, ctypes.c_int, _I16P]
+        lib.nbq_native_pack.restype = None
+        i = ctypes.c_int
+        lib.nbq_native_conv.argtypes = [_I16P, i, i, i, i, _I16P, i, i, i, i, i, i]
+        lib.nbq_native_conv.argtypes += [_I64P, _I64P, _I64P, i, i, _I16P]
+        lib.nbq_native_conv.restype = ctypes.c_int
+        self.lib = lib
+        self.isa: str = lib.nbq_native_isa().decode()
+        self.k_unit: int = int(lib.nbq_native_k_unit())
+        self._plans: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._plans_lock = threading.Lock()
+
+    def plan(self, spec: ConvSpec) -> LayerPlan | None:
+        """:func:`plan_layer` of ``spec`` for this library, computed once per spec."""
+        with self._plans_lock:
+            if spec not in self._plans:
+                self._plans[spec] = plan_layer(spec, self)
+            return self._plans[spec]
+
+    def pack(self, w: np.ndarray) -> np.ndarray:
+        """Row-major int16 (cols, K) weights -> the kernel's packed panels."""
+        w = np.ascontiguousarray(w, dtype=np.int16)
+        out = np.empty(int(self.lib.nbq_native_packed_len(*w.shape)), dtype=np.int16)
+        self.lib.nbq_native_pack(_ptr(w, _I16P), w.shape[0], w.shape[1], _ptr(out, _I16P))
+        return out
+
+
+def _ptr(a: np.ndarray, kind):
+    return a.ctypes.data_as(kind)
+
+
+_LIB: Library | None = None
+_LIB_ERROR: NativeError | None = None
+_LIB_LOCK = threading.Lock()
+
+
+def library() -> Library:
+    """The process-wide kernel library (built and loaded once); NativeError if unavailable."""
+    global _LIB, _LIB_ERROR
+    with _LIB_LOCK:
+        if _LIB is None and _LIB_ERROR is None:
+            try:
+                if os.environ.get("NBQ_NATIVE", "1") == "0":
+                    raise NativeError("native engine: turned off (NBQ_NATIVE=0)")
+                _LIB = Library(build())
+            except NativeError as exc:
+                _LIB_ERROR = exc
+            except OSError as exc:  # a library that will not load
+                _LIB_ERROR = NativeError(f"native engine: cannot load the kernel: {exc}")
+        if _LIB is None:
+            raise _LIB_ERROR  # type: ignore[misc]
+        return _LIB
+
+
+def reset() -> None:
+    """Forget the loaded library or the reason it was unavailable (tests, env changes)."""
+    global _LIB, _LIB_ERROR
+    with _LIB_LOCK:
+        _LIB, _LIB_ERROR = None, None
+
+
+# --- one layer ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LayerPlan:
+    """How the kernel runs one :class:`ConvSpec`.
+
+    Attributes:
+        mode: "int32" (every partial sum fits int32) or "split" (w = 256*wh + wl,
+            int32 blocks of ``kblock`` terms combined in int64).
+        packed: the kernel's packed int16 weights (cols = C_out, or 2*C_out if split).
+        kblock: terms summed in int32 before an int64 flush (the fan-in when int32).
+    """
+
+    mode: str
+    packed: np.ndarray
+    kblock: int
+
+
+def plan_layer(spec: ConvSpec, lib: Library) -> LayerPlan | None:
+    """The kernel's plan for ``spec``, or None when the numpy reference must run it."""
+    w = spec.weights
+    if spec.groups != 1 or w.size == 0:
+        return None
+    max_w = int(np.abs(w).max())
+    if max_w > -dp.ACT_MIN:  # beyond int16 (no datapath weight is)
+        return None
+    rows = w.transpose(0, 2, 3, 1).reshape(spec.out_channels, -1)  # k in (ky, kx, ci)
+    if dp.accumulator_bits(spec.fan_in, max_w) <= INT32_MAX_ACC_BITS:
+        return LayerPlan("int32", lib.pack(rows), spec.fan_in)
+    low = ((rows + 128) & 255) - 128  # in [-128, 127]
+    high = (rows - low) >> 8  # in [-128, 128]
+    # each term |x * part| <= 2^15 * 128 = 2^22: kblock terms stay below 2^31
+    kblock = ((1 << 31) - 1) // (-dp.ACT_MIN * SPLIT_PART_MAX)
+    kblock -= kblock % lib.k_unit
+    return LayerPlan("split", lib.pack(np.concatenate([high, low])), kblock)
+
+
+def conv_layer(x: np.ndarray, spec: ConvSpec, lib: Library | None = None) -> np.ndarray:
+    """A whole conv layer, int16 NHWC in and out: exactly :func:`pynq_nbq.ops.conv_layer`.
+
+    Runs in the C kernel ``lib`` (default: :func:`library`; the GIL is released during
+    the call, so threads overlap); layers the kernel does not take run in the numpy
+    reference.  NativeError if the kernel is unavailable.
+    """
+    if x.ndim != 4 or x.shape[3] != spec.in_channels:
+        raise ValueError(
+            f"{spec.name}: input must be NHWC with {spec.in_channels} channels, got {x.shape}"
+        )
+    lib = lib or library()
+    plan = lib.plan(spec)
+    n, h, w, _ = x.shape
+    oh, ow = spec.output_hw(h, w)
+    if plan is None or oh <= 0 or ow <= 0 or n == 0:
+        return numpy_conv_layer(x, spec)
+    x = np.ascontiguousarray(x, dtype=np.int16)
+    y = np.empty((n, oh, ow, spec.out_channels), dtype=np.int16)
+    mult, bias, shift = (
+        np.ascontiguousarray(a, dtype=np.int64) for a in (spec.mult, spec.bias, spec.shift)
+    )
+    rc = lib.lib.nbq_native_conv(
+        _ptr(x, _I16P),
+        n,
+        h,
+        w,
+        spec.in_channels,
+        _ptr(plan.packed, _I16P),
+        spec.out_channels,
+        spec.kernel,
+        spec.stride,
+        spec.padding,
+        int(plan.mode == "split"),
+        plan.kblock,
+        _ptr(mult, _I64P),
+        _ptr(bias, _I64P),
+        _ptr(shift, _I64P),
+        int(spec.relu),
+        int(spec.pool),
+        _ptr(y, _I16P),
+    )
+    if rc:
+        raise MemoryError(f"{spec.name}: the native kernel could not allocate its buffers")
+    return y
