@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set up a fresh machine and run the whole test suite (what CI runs via .ci/run).
-#  - Debian packages: the Fashion-MNIST dataset, g++ (HLS C-simulation), Chromium + driver
-#    (browser test); installed only when missing, and only where apt-get runs as root.
+#  - Debian packages: the Fashion-MNIST dataset, g++ (HLS C-simulation; its gcc builds the
+#    native engine), Chromium + driver (browser test), an aarch64 cross gcc and qemu-user
+#    (the native engine's NEON build); installed only when missing, and only where apt-get
+#    runs as root.
 #  - PyTorch's CPU wheel first (a plain 'torch' requirement would pull a multi-GB CUDA build),
 #    then this package with its [test] extra.
 set -euo pipefail
@@ -13,6 +15,9 @@ command -v g++ >/dev/null || need_apt+=(g++)
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 command -v sensors >/dev/null || need_apt+=(lm-sensors)
+# the native kernel's aarch64 (board) build: cross-compiled and run under qemu-user in tests
+command -v aarch64-linux-gnu-gcc >/dev/null || need_apt+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+command -v qemu-aarch64 >/dev/null || need_apt+=(qemu-user)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq

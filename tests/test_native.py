@@ -9,6 +9,7 @@ is installed).
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -241,11 +242,63 @@ def test_a_failed_build_is_reported(monkeypatch, tmp_path):
     assert not list(tmp_path.glob("*.so"))  # nothing half-built left in the cache
 
 
-@pytest.mark.skipif(shutil.which("aarch64-linux-gnu-gcc") is None, reason="no aarch64 gcc")
+AARCH64_GCC = "aarch64-linux-gnu-gcc"
+HARNESS = Path(__file__).resolve().parent / "native_harness.c"
+
+
+@pytest.mark.skipif(shutil.which(AARCH64_GCC) is None, reason="no aarch64 cross compiler")
 def test_neon_source_compiles_for_aarch64(tmp_path):
-    """The NEON path (the board's Cortex-A53) compiles and uses smlal; not run here."""
-    cmd = ["aarch64-linux-gnu-gcc", "-O3", "-mcpu=cortex-a53", "-std=c11", "-Wall", "-Werror"]
+    """The NEON path (the board's Cortex-A53) compiles cleanly and uses smlal."""
     asm = tmp_path / "k.s"
+    cmd = [AARCH64_GCC, "-O3", "-mcpu=cortex-a53", "-std=c11", "-Wall", "-Wextra", "-Werror"]
     subprocess.run([*cmd, "-S", str(native.SOURCE), "-o", str(asm)], check=True)
     text = asm.read_text()
     assert "smlal" in text and "aarch64 NEON" in text
+
+
+def _harness_input(specs_and_inputs) -> bytes:
+    """The harness's input file (see tests/native_harness.c)."""
+    parts = []
+    for spec, x in specs_and_inputs:
+        mode, rows, kblock = native.layer_rows(spec)
+        n, h, w, cin = x.shape
+        head = [n, h, w, cin, spec.out_channels, spec.kernel, spec.stride, spec.padding]
+        head += [int(spec.relu), spec.pool, int(mode == "split"), kblock]
+        parts += [np.array(head, np.int64), x.astype(np.int16), rows.astype(np.int16)]
+        parts += [spec.mult.astype(np.int64), spec.bias.astype(np.int64)]
+        parts.append(spec.shift.astype(np.int64))
+    return b"".join(np.ascontiguousarray(p).tobytes() for p in parts)
+
+
+@pytest.mark.skipif(
+    shutil.which(AARCH64_GCC) is None or shutil.which("qemu-aarch64") is None,
+    reason="no aarch64 cross compiler or qemu-user",
+)
+def test_neon_kernel_is_exact_under_qemu(tmp_path):
+    """The aarch64 NEON build, run under qemu-user, equals the numpy reference."""
+    exe = tmp_path / "harness"
+    cmd = [AARCH64_GCC, "-O3", "-mcpu=cortex-a53", "-std=c11", "-static"]
+    subprocess.run([*cmd, str(HARNESS), str(native.SOURCE), "-o", str(exe)], check=True)
+    rng = np.random.default_rng(11)
+    cases = []
+    for datapath, n_bits in [("svpe", 1), ("svpe", 3), ("svpe", 5), ("vpe", 16)]:
+        for case in [*CASES[:4], (70, 20, 3, 1, 1, 1, True, 2), (600, 10, 1, 1, 0, 1, False, 0)]:
+            for inputs in ("random", "saturating"):
+                cases.append(_random_layer(rng, n_bits, datapath, *case, inputs=inputs))
+    cases.append((_edge_spec(16384, -4), np.full((1, 1, 1, 16384), -32768, np.int16)))
+    assert {native.layer_rows(s)[0] for s, _ in cases} == {"int32", "split"}
+    (tmp_path / "in").write_bytes(_harness_input(cases))
+    res = subprocess.run(
+        ["qemu-aarch64", str(exe), str(tmp_path / "in"), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "aarch64 NEON" in res.stdout
+    got = np.frombuffer((tmp_path / "out").read_bytes(), np.int16)
+    want = [ops.conv_layer(x, s) for s, x in cases]
+    assert got.size == sum(w.size for w in want)
+    offset = 0
+    for w in want:
+        np.testing.assert_array_equal(got[offset : offset + w.size].reshape(w.shape), w)
+        offset += w.size

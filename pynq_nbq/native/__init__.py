@@ -232,8 +232,14 @@ class LayerPlan:
     kblock: int
 
 
-def plan_layer(spec: ConvSpec, lib: Library) -> LayerPlan | None:
-    """The kernel's plan for ``spec``, or None when the numpy reference must run it."""
+def layer_rows(spec: ConvSpec) -> tuple[str, np.ndarray, int] | None:
+    """(mode, int16 weight rows, kblock) of ``spec`` for the kernel, or None when the
+    numpy reference must run it (groups > 1, no weights, weights beyond int16).
+
+    Rows are (C_out, K) with k in (ky, kx, ci) order, or (2*C_out, K) for "split":
+    the high parts ``wh`` then the low parts ``wl``.  ``kblock`` is the fan-in
+    ("int32") or the most terms whose int32 sum cannot overflow ("split").
+    """
     w = spec.weights
     if spec.groups != 1 or w.size == 0:
         return None
@@ -242,13 +248,21 @@ def plan_layer(spec: ConvSpec, lib: Library) -> LayerPlan | None:
         return None
     rows = w.transpose(0, 2, 3, 1).reshape(spec.out_channels, -1)  # k in (ky, kx, ci)
     if dp.accumulator_bits(spec.fan_in, max_w) <= INT32_MAX_ACC_BITS:
-        return LayerPlan("int32", lib.pack(rows), spec.fan_in)
+        return "int32", rows.astype(np.int16), spec.fan_in
     low = ((rows + 128) & 255) - 128  # in [-128, 127]
     high = (rows - low) >> 8  # in [-128, 128]
     # each term |x * part| <= 2^15 * 128 = 2^22: kblock terms stay below 2^31
     kblock = ((1 << 31) - 1) // (-dp.ACT_MIN * SPLIT_PART_MAX)
-    kblock -= kblock % lib.k_unit
-    return LayerPlan("split", lib.pack(np.concatenate([high, low])), kblock)
+    return "split", np.concatenate([high, low]).astype(np.int16), kblock
+
+
+def plan_layer(spec: ConvSpec, lib: Library) -> LayerPlan | None:
+    """The kernel's plan for ``spec`` (:func:`layer_rows`, packed for ``lib``), or None."""
+    got = layer_rows(spec)
+    if got is None:
+        return None
+    mode, rows, kblock = got
+    return LayerPlan(mode, lib.pack(rows), kblock - kblock % lib.k_unit)
 
 
 def conv_layer(x: np.ndarray, spec: ConvSpec, lib: Library | None = None) -> np.ndarray:
