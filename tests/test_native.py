@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import reference_loops as ref
 from test_engine_exact import CASES, _random_layer
+from test_engine_exact import _check as check_against_loops
 
 from pynq_nbq import api, native, ops
 from pynq_nbq.backends import get_backend
@@ -59,20 +59,7 @@ def test_each_build_says_what_it_is(lib):
 def _check(spec, x, lib):
     got = native.conv_layer(x, spec, lib)
     np.testing.assert_array_equal(got, ops.conv_layer(x, spec))
-    for b in range(x.shape[0]):
-        want = ref.conv_layer(
-            x[b].tolist(),
-            spec.weights.tolist(),
-            spec.mult.tolist(),
-            spec.bias.tolist(),
-            spec.shift.tolist(),
-            spec.stride,
-            spec.padding,
-            spec.groups,
-            spec.relu,
-            spec.pool,
-        )
-        assert got[b].tolist() == want, spec
+    check_against_loops(spec, x, got)
 
 
 @pytest.mark.parametrize("n_bits", [1, 2, 3, 4, 5])
