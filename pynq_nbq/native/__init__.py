@@ -74,7 +74,7 @@ def c_compiler() -> str:
             return path
     raise NativeError(
         f"native engine: no C compiler ({' or '.join(names)}) on PATH; install one "
-        "(e.g. `apt-get install gcc`) or set CC - the numpy engine is used meanwhile"
+        "(e.g. `apt-get install gcc`) or set CC"
     )
 
 
