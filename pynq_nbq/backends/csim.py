@@ -28,20 +28,18 @@ one bitstream, and refuses bundles and layers of the other kind.
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import hashlib
 import importlib.util
 import os
 import shutil
 import subprocess
-import tempfile
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from .. import streams
+from .. import buildcache, streams
 from ..ops import ConvSpec
 
 #: Kernel sources compiled into the library (relative to the hls/ directory).
@@ -133,42 +131,9 @@ def compiler() -> str:
     return path
 
 
-def cache_dir(kind: str = "csim") -> Path:
-    """Where built libraries of ``kind`` ("csim", "native") live (created on demand)."""
-    env = os.environ.get("NBQ_CACHE_DIR")
-    if env:
-        d = Path(env)
-    else:
-        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-        d = Path(base) / "pynq_nbq" / kind
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
-def build_once(out: Path, command_for: Callable[[Path], list[str]], what: str) -> Path:
-    """Run ``command_for(tmp)`` to build ``out`` unless it exists; returns ``out``.
-
-    Concurrent builders (threads, processes) take a file lock next to ``out``; the
-    result is renamed into place atomically, so readers see no file or the whole
-    file.  A failed build raises :class:`CsimError` naming ``what``, the command and
-    the compiler's last messages.
-    """
-    if out.exists():
-        return out
-    with open(out.with_name(out.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time; the others then find it
-        if out.exists():
-            return out
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-        os.close(fd)
-        cmd = command_for(Path(tmp))
-        res = subprocess.run(cmd, capture_output=True, text=True)
-        if res.returncode != 0:
-            Path(tmp).unlink(missing_ok=True)
-            raise CsimError(f"building {what} failed ({' '.join(cmd)}):\n" + res.stderr[-4000:])
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, out)
-    return out
+def cache_dir() -> Path:
+    """Where built csim libraries live (see :func:`pynq_nbq.buildcache.cache_dir`)."""
+    return buildcache.cache_dir("csim")
 
 
 # --- building -------------------------------------------------------------------------
@@ -236,10 +201,11 @@ def build(
     probe = compile_command(Path("OUT"), pe, defines, target, sanitize)
     key = _cache_key(probe)
     name = f"nbq_{target}_{pe}{'_san' if sanitize else ''}_{key}{suffix}"
-    return build_once(
+    return buildcache.build_once(
         cache_dir() / name,
         lambda tmp: compile_command(tmp, pe, defines, target, sanitize),
         f"the csim {pe} kernel",
+        CsimError,
     )
 
 

@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import buildcache
 from .. import datapath as dp
 from ..ops import ConvSpec
 from ..ops import conv_layer as numpy_conv_layer
@@ -116,8 +117,6 @@ def build(target: tuple[str, ...] | None = None) -> Path:
     None = tuned for this CPU (:func:`arch_flags`), falling back to no flags if the
     compiler refuses them.
     """
-    from ..backends.csim import CsimError, build_once, cache_dir
-
     if not SOURCE.is_file():
         raise NativeError(f"native engine: kernel source {SOURCE} is missing")
     cc = c_compiler()
@@ -129,12 +128,15 @@ def build(target: tuple[str, ...] | None = None) -> Path:
         h = hashlib.sha256(SOURCE.read_bytes())
         for part in (version, " ".join(cmd[1:-2]), _cpu_identity()):
             h.update(b"\0" + part.encode())
-        out = cache_dir("native") / f"nbq_native_{h.hexdigest()[:20]}.so"
+        out = buildcache.cache_dir("native") / f"nbq_native_{h.hexdigest()[:20]}.so"
         try:
-            return build_once(
-                out, lambda tmp, f=flags: compile_command(tmp, cc, f), "the native kernel"
+            return buildcache.build_once(
+                out,
+                lambda tmp, f=flags: compile_command(tmp, cc, f),
+                "the native kernel",
+                NativeError,
             )
-        except CsimError as exc:
+        except NativeError as exc:
             errors.append(str(exc))
     raise NativeError("native engine: " + "\n".join(errors))
 
