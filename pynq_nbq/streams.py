@@ -40,6 +40,7 @@ from typing import Protocol
 import numpy as np
 
 from . import datapath as dp
+from .errors import NbqError
 from .ops import ConvSpec, conv_layer
 
 #: The kernel's C++ sources (a source checkout); ``hls/nbq_params.h`` mirrors this module.
@@ -165,7 +166,7 @@ def describe_status(status: int) -> str:
     return f"0x{status:x}: " + "; ".join(parts)
 
 
-class KernelError(RuntimeError):
+class KernelError(NbqError):
     """The kernel refused or broke a call (STATUS != 0, or a stream protocol fault)."""
 
 

@@ -20,6 +20,7 @@ from pynq_nbq import api, native, ops
 from pynq_nbq.backends import get_backend
 from pynq_nbq.backends.native import NativeBackend
 from pynq_nbq.engine import Engine
+from pynq_nbq.errors import NbqError
 from pynq_nbq.testing import random_bundle
 
 
@@ -130,14 +131,16 @@ def _edge_spec(fan_in: int, w: int, mult: int = 1, shift: int = 16):
     )
 
 
-def test_int32_only_when_every_partial_sum_fits(lib):
-    # fan_in * 2^15 * 4 = 2^31 exactly: +2^31 does not fit int32, so the layer is split
-    spec = _edge_spec(16384, -4)
-    assert lib.plan(spec).mode == "split"
-    x = np.full((1, 1, 1, 16384), -32768, np.int16)  # acc = +2^31
-    np.testing.assert_array_equal(native.conv_layer(x, spec, lib), ops.conv_layer(x, spec))
-    assert native.conv_layer(x, spec, lib).ravel().tolist() == [32767, -32768]
-    assert lib.plan(_edge_spec(8192, -4)).mode == "int32"  # bound 2^30: fits
+@pytest.mark.parametrize("fan_in,mode", [(16384, "split"), (16383, "int32")])
+def test_int32_only_when_every_partial_sum_fits(lib, fan_in, mode):
+    # V = fan_in * 2^15 * 4: 2^31 does not fit int32 as +V (split), 2^31 - 2^17 does
+    spec = _edge_spec(fan_in, -4, shift=20)
+    assert lib.plan(spec).mode == mode
+    x = np.full((1, 1, 1, fan_in), -32768, np.int16)  # acc = +V, every partial sum > 0
+    got = native.conv_layer(x, spec, lib)
+    np.testing.assert_array_equal(got, ops.conv_layer(x, spec))
+    v = fan_in * 2**15 * 4
+    assert got.ravel().tolist() == [(v + 2**19) >> 20, (-v + 2**19) >> 20]
 
 
 def test_split_weights_at_the_int16_extremes(lib):
@@ -208,7 +211,7 @@ def test_without_a_compiler_auto_falls_back_to_numpy(no_native):
     assert backend.name == "numpy"
     assert "no-such-compiler-nbq" in backend.fallback_reason
     assert "native kernel unavailable" in backend.description
-    with pytest.raises(ValueError, match="no C compiler"):
+    with pytest.raises(NbqError, match="no C compiler"):
         NativeBackend()
 
 

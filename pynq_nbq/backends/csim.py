@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import buildcache, streams
+from ..errors import NbqError
 from ..ops import ConvSpec
 
 #: Kernel sources compiled into the library (relative to the hls/ directory).
@@ -64,11 +65,11 @@ SANITIZE_FLAGS = (
 ABI_VERSION = 1  #: nbq_csim_abi_version() this module speaks
 
 
-class CsimError(ValueError):
+class CsimError(NbqError):
     """The csim library cannot be built or loaded (missing compiler, headers, sources).
 
-    A ValueError, like the other "backend not available" errors of
-    :func:`pynq_nbq.backends.get_backend`, so that the CLI reports it in one line.
+    A :class:`~pynq_nbq.errors.NbqError`, so that the CLI and the server report it in
+    one line.
     """
 
 

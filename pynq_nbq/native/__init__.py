@@ -7,8 +7,7 @@ matrix products.  How a layer is summed exactly is chosen here, per layer, from 
 actual weights (see :class:`LayerPlan`):
 
 * **int32** when every partial sum fits: ``datapath.accumulator_bits(fan_in, max|w|)
-  <= 31`` (one bit of margin over int32, which also covers the bound's edge case
-  ``fan_in * 2^15 * max|w| == 2^31``);
+  <= 32`` (the datapath's bound holds both +V and -V);
 * **split** otherwise (vpe, 5-bit svpe with a large fan-in): each weight is written
   ``w = 256*wh + wl`` with ``wh, wl`` in [-128, 128], both halves are summed in int32
   over blocks of ``kblock`` terms that cannot overflow, and combined in int64.
@@ -45,23 +44,24 @@ import numpy as np
 
 from .. import buildcache
 from .. import datapath as dp
+from ..errors import NbqError
 from ..ops import ConvSpec
 from ..ops import conv_layer as numpy_conv_layer
 
 SOURCE = Path(__file__).resolve().parent / "nbq_native.c"
 ABI_VERSION = 1  #: nbq_native_abi_version() this module speaks
 BASE_FLAGS = ("-O3", "-std=c11", "-shared", "-fPIC", "-fvisibility=default", "-w")
-#: int32 accumulation only below this many accumulator bits (see the module docstring)
-INT32_MAX_ACC_BITS = 31
+#: int32 accumulation when the layer's accumulator needs at most this many bits
+INT32_ACC_BITS = 32
 #: |wh|, |wl| of a split weight are at most this (w = 256*wh + wl, w in int16)
 SPLIT_PART_MAX = 128
 
 
-class NativeError(ValueError):
+class NativeError(NbqError):
     """The native kernel cannot be built or loaded (no compiler, a failed build, off).
 
-    A ValueError, like the other "backend not available" errors, so the CLI reports
-    it in one line and ``auto`` falls back to the numpy engine with this message.
+    An :class:`~pynq_nbq.errors.NbqError`: the CLI and the server report it in one
+    line, and ``auto`` falls back to the numpy engine with this message.
     """
 
 
@@ -245,16 +245,17 @@ def layer_rows(spec: ConvSpec) -> tuple[str, np.ndarray, int] | None:
     w = spec.weights
     if spec.groups != 1 or w.size == 0:
         return None
-    max_w = int(np.abs(w).max())
-    if max_w > -dp.ACT_MIN:  # beyond int16 (no datapath weight is)
+    i16 = np.iinfo(np.int16)
+    if w.min() < i16.min or w.max() > i16.max:  # beyond int16 (no datapath weight is)
         return None
+    max_w = int(np.abs(w).max())
     rows = w.transpose(0, 2, 3, 1).reshape(spec.out_channels, -1)  # k in (ky, kx, ci)
-    if dp.accumulator_bits(spec.fan_in, max_w) <= INT32_MAX_ACC_BITS:
+    if dp.accumulator_bits(spec.fan_in, max_w) <= INT32_ACC_BITS:
         return "int32", rows.astype(np.int16), spec.fan_in
     low = ((rows + 128) & 255) - 128  # in [-128, 127]
     high = (rows - low) >> 8  # in [-128, 128]
-    # each term |x * part| <= 2^15 * 128 = 2^22: kblock terms stay below 2^31
-    kblock = ((1 << 31) - 1) // (-dp.ACT_MIN * SPLIT_PART_MAX)
+    # the most terms whose int32 sum cannot overflow: kblock * 2^15 * 128 <= 2^31 - 1
+    kblock = ((1 << (INT32_ACC_BITS - 1)) - 1) // dp.accumulator_bound(1, SPLIT_PART_MAX)
     return "split", np.concatenate([high, low]).astype(np.int16), kblock
 
 

@@ -42,6 +42,7 @@ from werkzeug.exceptions import HTTPException
 from .. import api
 from ..backends import Backend
 from ..bundle import Bundle, BundleError, load_bundle
+from ..errors import NbqError
 from ..preprocess import MAX_PIXELS, ImageError, ImageTooLarge, open_image, preprocess
 from .metrics import CONTENT_TYPE, ServerMetrics
 from .power import MIN_ENERGY_WINDOW_S, PowerSampler, RailSource, modelled_energy, open_power_source
@@ -623,7 +624,7 @@ def create_app(config: ServerConfig | dict[str, Any] | None = None) -> Flask:
             raise ApiError(422, f"bundle refused, the current model keeps serving: {msg}") from None
         try:
             served = svc.swap(bundle, path.name, config.swap_timeout_s)
-        except (ValueError, RuntimeError, OSError) as exc:
+        except (NbqError, ValueError, RuntimeError, OSError) as exc:
             raise ApiError(
                 422, f"model could not be loaded, the current model keeps serving: {exc}"
             ) from None
