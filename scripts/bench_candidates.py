@@ -150,7 +150,7 @@ def main() -> int:
         spec = step.spec
         if spec is None or spec.fan_in < 100:
             continue
-        xi = env[step.layer["inputs"][0]]
+        xi = env[step.layer.inputs[0]]
         full, conv_only = ort_layer(spec), ort_layer(spec, True)
         cands = {
             "numpy": lambda xi=xi, s=spec: ops.conv_layer(xi, s),
