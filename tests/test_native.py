@@ -21,7 +21,7 @@ from pynq_nbq.backends import get_backend
 from pynq_nbq.backends.native import NativeBackend
 from pynq_nbq.engine import Engine
 from pynq_nbq.errors import NbqError
-from pynq_nbq.testing import random_bundle
+from pynq_nbq.testing import random_bundle, random_graph_bundle
 
 
 def _cpu_flags() -> set[str]:
@@ -179,6 +179,18 @@ def test_engine_on_native_equals_numpy_engine(tmp_path, datapath, n_bits, thread
     x = _batch(Engine(bundle), n)
     want = Engine(bundle, "numpy").run(x)
     np.testing.assert_array_equal(Engine(bundle, "native", threads=threads).run(x), want)
+
+
+@pytest.mark.parametrize("n_bits", [1, 2, 3, 4, 5, 16])
+@pytest.mark.parametrize("edge", [False, True])
+def test_every_op_graph_native_equals_numpy(tmp_path, n_bits, edge):
+    """ARM-side layers too (strided, grouped, depthwise conv; linear; add, concat)."""
+    datapath = "vpe" if n_bits == 16 else "svpe"
+    bundle = random_graph_bundle(tmp_path / "g", datapath, n_bits, seed=n_bits, edge=edge)
+    fast = Engine(bundle, "native", threads=2)
+    assert {layer["op"] for layer in bundle.layers} >= {"conv", "linear"}
+    x = _batch(fast, 9, seed=n_bits)
+    np.testing.assert_array_equal(fast.run(x), Engine(bundle, "numpy").run(x))
 
 
 @pytest.mark.parametrize("name", ["fmnist-svpe", "fmnist-vpe"])
