@@ -5,7 +5,7 @@
  * usage: native_harness IN OUT
  * IN holds layers one after the other, each: 12 int64 (n, h, w, cin, cout, k, stride,
  * pad, relu, pool, split, kblock), then int16 x (n*h*w*cin), int16 weight rows
- * (cols x k*k*cin, cols = cout or 2*cout if split), int64 mult, bias, shift (cout
+ * (cols x k*k*cin, cols = cout or 2*cout if split), int64 mult, off, shift (cout
  * each).  OUT gets each layer's int16 output.  Prints the kernel's ISA string.
  */
 #include <stdint.h>
@@ -17,7 +17,7 @@ long nbq_native_packed_len(int cols, int klen);
 void nbq_native_pack(const int16_t *w, int cols, int klen, int16_t *out);
 int nbq_native_conv(const int16_t *x, int n, int h, int w, int cin, const int16_t *packed,
                     int cout, int k, int stride, int pad, int split, int kblock,
-                    const int64_t *mult, const int64_t *bias, const int64_t *shift, int relu,
+                    const int64_t *mult, const int64_t *off, const int64_t *shift, int relu,
                     int pool, int16_t *y);
 
 static void *read_n(FILE *f, size_t size, size_t n) {
@@ -44,7 +44,7 @@ int main(int argc, char **argv) {
         int16_t *x = read_n(in, sizeof(int16_t), (size_t)n * h * w * cin);
         int16_t *rows = read_n(in, sizeof(int16_t), (size_t)cols * klen);
         int64_t *mult = read_n(in, sizeof(int64_t), cout);
-        int64_t *bias = read_n(in, sizeof(int64_t), cout);
+        int64_t *off = read_n(in, sizeof(int64_t), cout); /* bias + half */
         int64_t *shift = read_n(in, sizeof(int64_t), cout);
         int16_t *packed = malloc(sizeof(int16_t) * nbq_native_packed_len(cols, klen));
         nbq_native_pack(rows, cols, klen, packed);
@@ -52,11 +52,11 @@ int main(int argc, char **argv) {
         int oh = pool ? ohc / 2 : ohc, ow = pool ? owc / 2 : owc;
         size_t ny = (size_t)n * oh * ow * cout;
         int16_t *y = malloc(sizeof(int16_t) * (ny ? ny : 1));
-        if (nbq_native_conv(x, n, h, w, cin, packed, cout, k, stride, pad, split, kblock, mult,
-                            bias, shift, relu, pool, y))
+        if (nbq_native_conv(x, n, h, w, cin, packed, cout, k, stride, pad, split, kblock, mult, off,
+                            shift, relu, pool, y))
             return 3;
         fwrite(y, sizeof(int16_t), ny, out);
-        free(x), free(rows), free(mult), free(bias), free(shift), free(packed), free(y);
+        free(x), free(rows), free(mult), free(off), free(shift), free(packed), free(y);
     }
     fclose(out);
     printf("%s\n", nbq_native_isa());

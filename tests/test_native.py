@@ -17,6 +17,7 @@ from test_engine_exact import CASES, _random_layer
 from test_engine_exact import _check as check_against_loops
 
 from pynq_nbq import api, native, ops
+from pynq_nbq import datapath as dp
 from pynq_nbq.backends import get_backend
 from pynq_nbq.backends.native import NativeBackend
 from pynq_nbq.engine import Engine
@@ -267,7 +268,8 @@ def _harness_input(specs_and_inputs) -> bytes:
         head = [n, h, w, cin, spec.out_channels, spec.kernel, spec.stride, spec.padding]
         head += [int(spec.relu), spec.pool, int(mode == "split"), kblock]
         parts += [np.array(head, np.int64), x.astype(np.int16), rows.astype(np.int16)]
-        parts += [spec.mult.astype(np.int64), spec.bias.astype(np.int64)]
+        offset = spec.bias + dp.half(spec.shift)
+        parts += [spec.mult.astype(np.int64), offset.astype(np.int64)]
         parts.append(spec.shift.astype(np.int64))
     return b"".join(np.ascontiguousarray(p).tobytes() for p in parts)
 

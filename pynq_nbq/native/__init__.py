@@ -227,11 +227,17 @@ class LayerPlan:
             int32 blocks of ``kblock`` terms combined in int64).
         packed: the kernel's packed int16 weights (cols = C_out, or 2*C_out if split).
         kblock: terms summed in int32 before an int64 flush (the fan-in when int32).
+        mult, offset, shift: int64 (C_out,) requantisation, ``offset = bias + half``
+            (:func:`pynq_nbq.datapath.half`): the kernel computes
+            ``(acc * mult + offset) >> shift``.
     """
 
     mode: str
     packed: np.ndarray
     kblock: int
+    mult: np.ndarray
+    offset: np.ndarray
+    shift: np.ndarray
 
 
 def layer_rows(spec: ConvSpec) -> tuple[str, np.ndarray, int] | None:
@@ -265,7 +271,11 @@ def plan_layer(spec: ConvSpec, lib: Library) -> LayerPlan | None:
     if got is None:
         return None
     mode, rows, kblock = got
-    return LayerPlan(mode, lib.pack(rows), kblock - kblock % lib.k_unit)
+    mult, offset, shift = (
+        np.ascontiguousarray(a, dtype=np.int64)
+        for a in (spec.mult, spec.bias + dp.half(spec.shift), spec.shift)
+    )
+    return LayerPlan(mode, lib.pack(rows), kblock - kblock % lib.k_unit, mult, offset, shift)
 
 
 def conv_layer(x: np.ndarray, spec: ConvSpec, lib: Library | None = None) -> np.ndarray:
@@ -287,9 +297,6 @@ def conv_layer(x: np.ndarray, spec: ConvSpec, lib: Library | None = None) -> np.
         return numpy_conv_layer(x, spec)
     x = np.ascontiguousarray(x, dtype=np.int16)
     y = np.empty((n, oh, ow, spec.out_channels), dtype=np.int16)
-    mult, bias, shift = (
-        np.ascontiguousarray(a, dtype=np.int64) for a in (spec.mult, spec.bias, spec.shift)
-    )
     rc = lib.lib.nbq_native_conv(
         _ptr(x, _I16P),
         n,
@@ -303,9 +310,9 @@ def conv_layer(x: np.ndarray, spec: ConvSpec, lib: Library | None = None) -> np.
         spec.padding,
         int(plan.mode == "split"),
         plan.kblock,
-        _ptr(mult, _I64P),
-        _ptr(bias, _I64P),
-        _ptr(shift, _I64P),
+        _ptr(plan.mult, _I64P),
+        _ptr(plan.offset, _I64P),
+        _ptr(plan.shift, _I64P),
         int(spec.relu),
         int(spec.pool),
         _ptr(y, _I16P),

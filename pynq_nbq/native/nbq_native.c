@@ -235,7 +235,8 @@ static void gather(const int16_t *x, int h, int w, int cin, int k, int stride, i
 /*
  * Requantise one pixel's accumulators (docs/datapath.md section 2, steps 2-4):
  * out[c] = clamp((acc[c] * mult[c] + off[c]) >> shift[c], lo, 32767) with
- * off = bias + 2^(shift-1) (round half up) and lo = 0 with ReLU, else -32768.
+ * off = bias + 2^(shift-1) (round half up, from the caller) and lo = 0 with ReLU,
+ * else -32768.
  * Branch-free, so that the compiler vectorises it in 64-bit lanes.
  */
 static void requant32(const int32_t *acc, int cout, const int64_t *mult, const int64_t *off,
@@ -263,12 +264,13 @@ static void requant64(const int64_t *acc, int cout, const int64_t *mult, const i
  *   packed nbq_native_pack() of cols x (k*k*cin) weights, cols = cout (split 0)
  *          or 2 * cout (split 1)
  *   kblock terms summed in int32 before moving to int64 (split 1; a multiple of KU)
- *   mult, bias, shift int64 (cout,)
+ *   mult, off, shift int64 (cout,): off = bias + 2^(shift-1) (0 if shift = 0), the
+ *          rounding constant added by the caller (pynq_nbq.datapath.half)
  *   y      int16 (n, oh, ow, cout), after the pool when pool = 2
  */
 int nbq_native_conv(const int16_t *x, int n, int h, int w, int cin, const int16_t *packed,
                     int cout, int k, int stride, int pad, int split, int kblock,
-                    const int64_t *mult, const int64_t *bias, const int64_t *shift, int relu,
+                    const int64_t *mult, const int64_t *off, const int64_t *shift, int relu,
                     int pool, int16_t *y) {
     int klen = k * k * cin, kp = round_up(klen, KU);
     int cols = split ? 2 * cout : cout, ldc = round_up(cols, NB), npan = ldc / NB;
@@ -286,12 +288,10 @@ int nbq_native_conv(const int16_t *x, int n, int h, int w, int cin, const int16_
     int32_t *C = malloc(sizeof(int32_t) * (size_t)M_CHUNK * ldc);
     int64_t *acc = split ? malloc(sizeof(int64_t) * (size_t)M_CHUNK * cout) : NULL;
     int16_t *conv = pool ? malloc(sizeof(int16_t) * (size_t)rows * owc * cout) : NULL;
-    int64_t *off = malloc(sizeof(int64_t) * (size_t)cout);
-    if (!A || !C || (split && !acc) || (pool && !conv) || !off) {
-        free(A), free(C), free(acc), free(conv), free(off);
+    if (!A || !C || (split && !acc) || (pool && !conv)) {
+        free(A), free(C), free(acc), free(conv);
         return 1;
     }
-    for (int c = 0; c < cout; c++) off[c] = bias[c] + (shift[c] ? (int64_t)1 << (shift[c] - 1) : 0);
     int64_t lo = relu ? 0 : -32768;
     for (int img = 0; img < n; img++) {
         const int16_t *xi = x + (size_t)img * h * w * cin;
@@ -343,6 +343,6 @@ int nbq_native_conv(const int16_t *x, int n, int h, int w, int cin, const int16_
                     }
                 }
     }
-    free(A), free(C), free(acc), free(conv), free(off);
+    free(A), free(C), free(acc), free(conv);
     return 0;
 }
