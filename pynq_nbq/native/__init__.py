@@ -38,6 +38,7 @@ import subprocess
 import threading
 import weakref
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -141,8 +142,7 @@ def build(target: tuple[str, ...] | None = None) -> Path:
     raise NativeError("native engine: " + "\n".join(errors))
 
 
-_I16P = ctypes.POINTER(ctypes.c_int16)
-_I64P = ctypes.POINTER(ctypes.c_int64)
+_PTR = ctypes.c_void_p  #: arrays are passed as their data address (see _addr)
 
 
 class Library:
@@ -156,11 +156,11 @@ class Library:
         lib.nbq_native_isa.restype = ctypes.c_char_p
         lib.nbq_native_packed_len.restype = ctypes.c_long
         lib.nbq_native_packed_len.argtypes = [ctypes.c_int, ctypes.c_int]
-        lib.nbq_native_pack.argtypes = [_I16P, ctypes.c_int, ctypes.c_int, _I16P]
+        lib.nbq_native_pack.argtypes = [_PTR, ctypes.c_int, ctypes.c_int, _PTR]
         lib.nbq_native_pack.restype = None
         i = ctypes.c_int
-        lib.nbq_native_conv.argtypes = [_I16P, i, i, i, i, _I16P, i, i, i, i, i, i]
-        lib.nbq_native_conv.argtypes += [_I64P, _I64P, _I64P, i, i, _I16P]
+        lib.nbq_native_conv.argtypes = [_PTR, i, i, i, i, _PTR, i, i, i, i, i, i]
+        lib.nbq_native_conv.argtypes += [_PTR, _PTR, _PTR, i, i, _PTR]
         lib.nbq_native_conv.restype = ctypes.c_int
         self.lib = lib
         self.isa: str = lib.nbq_native_isa().decode()
@@ -179,12 +179,14 @@ class Library:
         """Row-major int16 (cols, K) weights -> the kernel's packed panels."""
         w = np.ascontiguousarray(w, dtype=np.int16)
         out = np.empty(int(self.lib.nbq_native_packed_len(*w.shape)), dtype=np.int16)
-        self.lib.nbq_native_pack(_ptr(w, _I16P), w.shape[0], w.shape[1], _ptr(out, _I16P))
+        self.lib.nbq_native_pack(_addr(w), w.shape[0], w.shape[1], _addr(out))
         return out
 
 
-def _ptr(a: np.ndarray, kind):
-    return a.ctypes.data_as(kind)
+def _addr(a: np.ndarray) -> int:
+    """The data address of a C-contiguous array (cheaper than ``a.ctypes``; the caller
+    keeps ``a`` alive during the call)."""
+    return a.__array_interface__["data"][0]
 
 
 _LIB: Library | None = None
@@ -238,6 +240,11 @@ class LayerPlan:
     mult: np.ndarray
     offset: np.ndarray
     shift: np.ndarray
+
+    @cached_property
+    def addresses(self) -> tuple[int, int, int, int]:
+        """Data addresses of packed, mult, offset, shift (the plan keeps them alive)."""
+        return tuple(_addr(a) for a in (self.packed, self.mult, self.offset, self.shift))
 
 
 def layer_rows(spec: ConvSpec) -> tuple[str, np.ndarray, int] | None:
@@ -297,25 +304,26 @@ def conv_layer(x: np.ndarray, spec: ConvSpec, lib: Library | None = None) -> np.
         return numpy_conv_layer(x, spec)
     x = np.ascontiguousarray(x, dtype=np.int16)
     y = np.empty((n, oh, ow, spec.out_channels), dtype=np.int16)
+    packed, mult, offset, shift = plan.addresses
     rc = lib.lib.nbq_native_conv(
-        _ptr(x, _I16P),
+        _addr(x),
         n,
         h,
         w,
         spec.in_channels,
-        _ptr(plan.packed, _I16P),
+        packed,
         spec.out_channels,
         spec.kernel,
         spec.stride,
         spec.padding,
         int(plan.mode == "split"),
         plan.kblock,
-        _ptr(plan.mult, _I64P),
-        _ptr(plan.offset, _I64P),
-        _ptr(plan.shift, _I64P),
+        mult,
+        offset,
+        shift,
         int(spec.relu),
         int(spec.pool),
-        _ptr(y, _I16P),
+        _addr(y),
     )
     if rc:
         raise MemoryError(f"{spec.name}: the native kernel could not allocate its buffers")
