@@ -203,6 +203,17 @@ def test_embedded_models_native_equals_numpy(name):
     assert modes == ({"int32"} if name == "fmnist-svpe" else {"split"})
 
 
+def test_fastest_conv_is_native_here_and_numpy_without_a_kernel(monkeypatch):
+    assert native.fastest_conv() is native.conv_layer
+    monkeypatch.setenv("NBQ_NATIVE", "0")
+    native.reset()
+    try:
+        assert native.fastest_conv() is ops.conv_layer
+    finally:
+        monkeypatch.delenv("NBQ_NATIVE")
+        native.reset()
+
+
 def test_auto_is_native_here_and_reports_it():
     model = api.load_model(backend="auto")
     assert model.backend_name == "native"

@@ -37,6 +37,7 @@ import shutil
 import subprocess
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -283,6 +284,17 @@ def plan_layer(spec: ConvSpec, lib: Library) -> LayerPlan | None:
         for a in (spec.mult, spec.bias + dp.half(spec.shift), spec.shift)
     )
     return LayerPlan(mode, lib.pack(rows), kblock - kblock % lib.k_unit, mult, offset, shift)
+
+
+def fastest_conv() -> Callable[[np.ndarray, ConvSpec], np.ndarray]:
+    """The fastest exact conv layer here: :func:`conv_layer` when the kernel builds and
+    loads, else the numpy reference :func:`pynq_nbq.ops.conv_layer`.  For backends
+    whose ARM-side layers should run fast (``arm_conv``, e.g. on the board)."""
+    try:
+        library()
+    except NativeError:
+        return numpy_conv_layer
+    return conv_layer
 
 
 def conv_layer(x: np.ndarray, spec: ConvSpec, lib: Library | None = None) -> np.ndarray:
