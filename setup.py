@@ -107,6 +107,7 @@ setup(
             "boards/*",
             "server/static/*",
             "server/*.conf",
+            "native/*.c",
         ]
     },
     install_requires=BASE,
