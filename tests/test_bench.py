@@ -21,6 +21,7 @@ import pytest
 from PIL import Image
 
 from pynq_nbq import api
+from pynq_nbq.backends import get_backend
 from pynq_nbq.bench import context
 from pynq_nbq.bench.data import fashion_mnist, image_folder
 from pynq_nbq.bench.measure import Plan, latency_stats_ms
@@ -392,7 +393,7 @@ def test_labels():
     assert context.timing_label(Board()) == "measured on hardware (backend fpga)"
     sim = context.timing_label(Simulated(), host="h")
     assert sim == "emulated (backend fpga on the simulated board on host h), not hardware"
-    numpy_backend = api.load_model().engine.backend
+    numpy_backend = get_backend("numpy")
     assert context.timing_label(numpy_backend, host="h", compatible=[]) == (
         "emulated (backend numpy on host h), not hardware"
     )
@@ -485,3 +486,19 @@ def test_fpga_details_on_a_board_record_bitstreams(tmp_path):
     env = context.environment({"svpe": Board()})
     assert env["backends"]["svpe"]["hardware"] is True
     assert env["software"]["pynq_nbq"] and env["software"]["numpy"]
+
+
+@needs_fashion
+def test_cpu_column_on_the_native_kernel():
+    try:
+        get_backend("native")
+    except ValueError as exc:  # NativeError: no compiler here
+        pytest.skip(f"native kernel unavailable: {exc}")
+    cfg = BenchConfig(images=4, plan=Plan((2,), 1, 2, 0), cpu_threads=1, cpu_backend="native")
+    report = run_bench(cfg, power_source=(None, "off"))
+    cpu = report["columns"]["cpu"]
+    assert cpu["title"] == "CPU only (native)" and cpu["backend"] == "native"
+    assert report["accuracy"]["cpu_logits_equal_svpe"] is True  # bit-exact with numpy's svpe
+    assert report["environment"]["backends"]["cpu"]["description"].startswith("native C kernel")
+    with pytest.raises(ValueError, match="CPU-only backend"):
+        run_bench(BenchConfig(images=4, plan=Plan((2,), 1, 2, 0), cpu_backend="csim"))

@@ -24,6 +24,9 @@ from .. import __version__
 from ..kernel.design import PE_KINDS, PL_CLOCK_MHZ, bitstream_name
 from ..server.power import board_compatible
 
+#: backends that run every layer on the CPU (their timings on a board are the ARM's)
+CPU_BACKENDS = ("numpy", "native")
+
 #: keys of a resources report (counts), in report order
 RESOURCE_KEYS = ("dsp", "lut", "ff", "bram18")
 
@@ -98,8 +101,8 @@ def timing_label(backend: Any, host: str | None = None, compatible: list[str] | 
     name = getattr(backend, "name", str(backend))
     if is_hardware(backend):
         return f"measured on hardware (backend {name})"
-    if name == "numpy" and on_zynq_board(compatible):
-        return f"measured on hardware (numpy on the board's ARM cores, {host})"
+    if name in CPU_BACKENDS and on_zynq_board(compatible):
+        return f"measured on hardware ({name} on the board's ARM cores, {host})"
     if name == "fpga":
         name = "fpga on the simulated board"
     return f"emulated (backend {name} on host {host}), not hardware"
@@ -128,6 +131,9 @@ def environment(backends: dict[str, Any]) -> dict[str, Any]:
         describe = getattr(backend, "describe", None)
         entry: dict[str, Any] = {"name": getattr(backend, "name", str(backend))}
         entry["hardware"] = is_hardware(backend)
+        description = getattr(backend, "description", None)
+        if isinstance(description, str):
+            entry["description"] = description
         if callable(describe):
             entry.update(describe())
         elif entry["name"] == "fpga":

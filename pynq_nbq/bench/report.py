@@ -79,7 +79,7 @@ def markdown(report: dict[str, Any]) -> str:
     for key, b in env["backends"].items():
         extra = {k: v for k, v in b.items() if k not in ("name", "hardware")}
         if extra:
-            lines.append(f"- {TITLES[key]} backend: {json.dumps(extra)}")
+            lines.append(f"- {cols[key]['title']} backend: {json.dumps(extra)}")
     lines += ["", f"## Summary ({label})", ""]
     lines.append(
         "Each cell: measured (model's prediction, ×measured/predicted). The model is "
@@ -102,7 +102,7 @@ def markdown(report: dict[str, Any]) -> str:
     rows.append(
         ["top-1 accuracy"] + [_f(cols[c]["accuracy_top1_fraction"], ".4f") for c in COLUMNS]
     )
-    lines += _table(["figure", *(TITLES[c] for c in COLUMNS)], rows)
+    lines += _table(["figure", *(cols[c]["title"] for c in COLUMNS)], rows)
     cmp_ = report["svpe_over_vpe"]
     lines += [
         "",
@@ -141,15 +141,15 @@ def markdown(report: dict[str, Any]) -> str:
         ("device calls per image", "device_calls_count"),
     ]
     lines += _table(
-        ["ms per image", *(TITLES[c] for c in COLUMNS)],
+        ["ms per image", *(cols[c]["title"] for c in COLUMNS)],
         [[t] + [_f(cols[c]["split_per_image"][k]) for c in COLUMNS] for t, k in split_keys],
     )
     for c in COLUMNS:
         parts = cols[c]["split_per_image"].get("device_split_ms")
         if parts:
             lines.append(
-                f"\n{TITLES[c]}: the driver's own timers inside its device calls, ms per image: "
-                + ", ".join(f"{k[:-3]} {_f(v)}" for k, v in parts.items())
+                f"\n{cols[c]['title']}: the driver's own timers inside its device calls, "
+                "ms per image: " + ", ".join(f"{k[:-3]} {_f(v)}" for k, v in parts.items())
             )
     lines += ["", f"## Throughput by batch size ({label})", ""]
     trows = []
@@ -163,9 +163,9 @@ def markdown(report: dict[str, Any]) -> str:
                 for c in COLUMNS
             ]
         )
-    lines += _table(["batch", *(f"{TITLES[c]} images/s" for c in COLUMNS)], trows)
+    lines += _table(["batch", *(f"{cols[c]['title']} images/s" for c in COLUMNS)], trows)
     for c in ("vpe", "svpe"):
-        lines += ["", f"## Per layer, {TITLES[c]} ({label})", ""]
+        lines += ["", f"## Per layer, {cols[c]['title']} ({label})", ""]
         lrows = [
             [
                 r["name"],
@@ -200,7 +200,7 @@ def markdown(report: dict[str, Any]) -> str:
         if p["available"]:
             v = p["vs_model"]
             lines.append(
-                f"- {TITLES[c]}: idle {p['idle_power_w']:.3f} W, active "
+                f"- {cols[c]['title']}: idle {p['idle_power_w']:.3f} W, active "
                 f"{_vs(v['power_w'], 'w', show=' W')}, dynamic {p['dynamic_power_w']:.3f} W, "
                 f"{_vs(v['energy_mj_per_image'], 'mj_per_image', show=' mJ')} per image "
                 f"({p['dynamic_energy_mj_per_image']:.4g} mJ above idle) over "
@@ -214,7 +214,7 @@ def markdown(report: dict[str, Any]) -> str:
                     f"; MODELLED estimate (not a measurement): {est['power_w']:.3g} W, "
                     f"{est['energy_mj_per_image']:.3g} mJ per image on {est['board']}"
                 )
-            lines.append(f"- {TITLES[c]}: unavailable ({p['reason']}){model_txt}")
+            lines.append(f"- {cols[c]['title']}: unavailable ({p['reason']}){model_txt}")
     lines += ["", "## Resources", "", *markdown_resources(report)]
     return "\n".join(lines) + "\n"
 
@@ -234,7 +234,8 @@ def markdown_resources(report: dict[str, Any]) -> list[str]:
                 for k in _RES
             )
             lines.append(
-                f"- {TITLES[c]}: {got}; WNS {_f(r['wns_ns'])} ns at {_f(r['pl_clock_mhz'])} MHz "
+                f"- {TITLES[c]}: {got}; WNS {_f(r['wns_ns'])} ns at "
+                f"{_f(r['pl_clock_mhz'])} MHz "
                 f"({r['source']}); MODELLED {est_txt}"
             )
         else:
@@ -260,6 +261,7 @@ def write_chart(report: dict[str, Any], path: Path) -> None:
         raise ImportError(
             f"the chart needs matplotlib ({exc}); pip install 'pynq-nbq[bench]'"
         ) from exc
+    cols = report["columns"]
     panels = [
         ("latency per image, mean (ms)", "end_to_end_latency_ms_mean"),
         ("throughput, largest batch (images/s)", "throughput_images_per_s"),
@@ -281,7 +283,7 @@ def write_chart(report: dict[str, Any], path: Path) -> None:
         if not measured_any:
             ax.text(0.5, 0.5, "not measured here", transform=ax.transAxes, ha="center")
         ax.set_xlim(-0.6, len(COLUMNS) - 0.4)
-        ax.set_xticks(range(len(COLUMNS)), [TITLES[c] for c in COLUMNS], fontsize=8)
+        ax.set_xticks(range(len(COLUMNS)), [cols[c]["title"] for c in COLUMNS], fontsize=8)
         ax.set_yscale("log")
         ax.set_title(title, fontsize=10)
     handles = [plt.Rectangle((0, 0), 1, 1, color="#999999"), plt.Line2D([], [], color="k", lw=2)]

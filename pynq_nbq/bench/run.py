@@ -38,7 +38,9 @@ from .power import measure_power, unavailable
 SCHEMA = "pynq-nbq/bench"
 SCHEMA_VERSION = 1
 COLUMNS = ("vpe", "svpe", "cpu")
-TITLES = {"vpe": "VPE", "svpe": "SVPE", "cpu": "CPU only (numpy)"}
+TITLES = {"vpe": "VPE", "svpe": "SVPE", "cpu": "CPU only"}
+#: backends the CPU-only column may use (every layer on the CPU)
+CPU_BACKENDS = ("numpy", "native", "auto")
 DEFAULT_BUNDLES = {"svpe": "fmnist-svpe", "vpe": "fmnist-vpe"}
 
 
@@ -55,6 +57,7 @@ class BenchConfig:
     plan: Plan = field(default_factory=Plan)
     board: str = "zcu102"  #: board the performance model predicts for
     cpu_threads: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
+    cpu_backend: str = "numpy"  #: the CPU-only column: numpy (the reference), native or auto
     power: str = "auto"  #: auto, pynq, hwmon or off
     power_idle_s: float = 2.0
     power_active_s: float = 3.0
@@ -193,7 +196,7 @@ def _column(
     if key == "cpu":  # every layer ran on the CPU: all of it is "ARM-side" time
         conv_ms, arm_ms = None, split["conv_engine_ms"] + split["arm_ms"]
     col = {
-        "title": TITLES[key],
+        "title": f"{TITLES[key]} ({model.backend_name})" if key == "cpu" else TITLES[key],
         "bundle": str(model.bundle.path) if model.bundle.path else None,
         "bundle_name": model.bundle.manifest.get("name"),
         "datapath": model.bundle.datapath,
@@ -276,7 +279,10 @@ def run_bench(
     engine_backend = make_backend(cfg.backend, cfg.overlay)
     # one backend object for both bundles: a board has one fabric, and the fpga backend
     # swaps overlays when the other kind is asked for
-    backends = {"vpe": engine_backend, "svpe": engine_backend, "cpu": get_backend("numpy")}
+    if cfg.cpu_backend not in CPU_BACKENDS:
+        raise ValueError(f"CPU-only backend must be one of {CPU_BACKENDS}, got {cfg.cpu_backend!r}")
+    cpu_backend = get_backend(cfg.cpu_backend)
+    backends = {"vpe": engine_backend, "svpe": engine_backend, "cpu": cpu_backend}
     models = {
         "vpe": _load(cfg, "vpe", backends["vpe"]),
         "svpe": _load(cfg, "svpe", backends["svpe"]),

@@ -69,6 +69,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=min(4, os.cpu_count() or 1),
         help="engine threads of the CPU-only column (default: cores, at most 4)",
     )
+    p.add_argument(
+        "--cpu-backend",
+        default="numpy",
+        choices=("numpy", "native", "auto"),
+        help="the CPU-only column: numpy (the reference engine, default), native (the C kernel) "
+        "or auto",
+    )
     p.add_argument("--board", default="zcu102", help="board the performance model predicts")
     p.add_argument(
         "--power",
@@ -133,6 +140,7 @@ def config_from_args(args: argparse.Namespace):
         plan=plan,
         board=args.board,
         cpu_threads=_positive(args.cpu_threads, "--cpu-threads"),
+        cpu_backend=args.cpu_backend,
         power=args.power,
         power_idle_s=args.power_idle_s,
         power_active_s=args.power_active_s,
