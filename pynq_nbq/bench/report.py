@@ -63,7 +63,7 @@ def markdown(report: dict[str, Any]) -> str:
         ),
         "",
         f"- Labelled set: {acc['source']} ({acc['images_count']} images)",
-        f"- Backend: `{cfg['backend']}`; CPU-only column: numpy engine, "
+        f"- Backend: `{cfg['backend']}`; CPU-only column: {cols['cpu']['backend']} engine, "
         f"{cols['cpu']['engine_threads_count']} thread(s)",
         f"- Host: {env['host']} ({env['cpu']}, {env['cpu_cores_count']} cores, "
         f"{env['machine']}); Python {env['software']['python']}, numpy "
@@ -123,8 +123,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"## Split per image, batch 1 ({label})",
         "",
         "Driver overhead = conv-engine layer time minus time inside the device calls "
-        "(packing, tiling, checks); '-' where the backend has no device (numpy). "
-        "In the CPU-only column the conv-engine layers ran in numpy on the CPU.",
+        "(packing, tiling, checks); '-' where the backend has no device (numpy, native). "
+        "In the CPU-only column the conv-engine layers ran on the CPU too.",
         "",
     ]
     split_keys = [
