@@ -80,6 +80,14 @@
 #define NBQ_VPE_LANES 4      // vpe int16 weights per stream word
 #define NBQ_CODE_MAG_BITS 4  // svpe code byte: bit 4 sign, bits 3..0 magnitude m
 
+// ---- svpe build width: the PE's code width n_max (a compile-time parameter) ------
+// A build runs every svpe bundle with n <= NBQ_CODE_BITS; the PE shifts by at most
+// 2^(NBQ_CODE_BITS-1) - 2 bits (3: 2, 5: 14), so a 3-bit build's PEs and adders are
+// narrower (pynq_nbq/perfmodel/yosys_report.json).  5 runs every bundle.
+#ifndef NBQ_CODE_BITS
+#define NBQ_CODE_BITS 5
+#endif
+
 // ---- AXI-Lite register map (bundle "ctrl", byte offsets) -----------------------
 // 0x00..0x0C are Vitis's ap_ctrl_hs block: 0x00 AP_CTRL (bit0 ap_start,
 // bit1 ap_done, bit2 ap_idle, bit3 ap_ready), 0x04 GIE, 0x08 IER, 0x0C ISR.

@@ -37,6 +37,8 @@ STREAM_STUB = """
 namespace hls {
 template <typename T> class stream {  // declarations only: nothing of csim's queue
  public:
+  stream();
+  explicit stream(const char* name);
   T read();
   void write(const T& v);
   bool empty();
