@@ -201,8 +201,8 @@ load_rq:
 // ---- stage 1: feature-map words -> Pm-channel vectors --------------------------------
 // Items arrive pixel by pixel, channels innermost, 4 per word, across pixel
 // boundaries.  Each iteration takes up to 4 items of the current group from a small
-// buffer (refilled with one word when it runs short) and shifts them into the vector;
-// a group of gc channels takes ceil(gc / 4) iterations.
+// buffer (refilled with one word when it runs short) and writes them to lanes
+// 4kk..4kk+3 of the vector; a group of gc channels takes ceil(gc / 4) iterations.
 void read_fm(hls::stream<nbq_word_t>& s_in, hls::stream<vec_t>& px,
              hls::stream<ap_uint<32> >& st_out, const geom_t g) {
   const int last_gc = g.ci - (g.mg - 1) * PM;  // channels of the last group
@@ -211,7 +211,7 @@ void read_fm(hls::stream<nbq_word_t>& s_in, hls::stream<vec_t>& px,
   const int words = (g.h * g.w * g.ci + ACT_LANES - 1) / ACT_LANES;
   ap_uint<2 * NBQ_WORD_BITS> buf = 0;  // up to 7 items not yet taken
   int nbuf = 0, word_i = 0, grp = 0, kk = 0;
-  act_t v[PM_WORDS * ACT_LANES];  // the group, shifted in 4 items at a time from the top
+  act_t v[PM_WORDS * ACT_LANES];  // the group being assembled, 4 items per iteration
 #pragma HLS ARRAY_PARTITION variable=v complete
   for (int i = 0; i < PM_WORDS * ACT_LANES; i++) {
 #pragma HLS UNROLL
@@ -233,24 +233,19 @@ read_fm_loop:
       nbuf += ACT_LANES;
       word_i++;
     }
-    for (int i = 0; i < PM_WORDS * ACT_LANES - ACT_LANES; i++) {
-#pragma HLS UNROLL
-      v[i] = v[i + ACT_LANES];
-    }
-    for (int i = 0; i < ACT_LANES; i++) {
+    for (int i = 0; i < ACT_LANES; i++) {  // items 4kk..4kk+3 of the group (a write demux)
 #pragma HLS UNROLL
       const act_t item = act_t(buf(NBQ_ACT_BITS * i + NBQ_ACT_BITS - 1, NBQ_ACT_BITS * i));
-      v[PM_WORDS * ACT_LANES - ACT_LANES + i] = (i < take) ? item : act_t(0);
+      v[ACT_LANES * kk + i] = (i < take) ? item : act_t(0);
     }
     buf >>= NBQ_ACT_BITS * take;
     nbuf -= take;
     kk++;
-    if (kk == nk) {  // the group is complete: its items sit in the top nk * 4 slots
+    if (kk == nk) {  // the group is complete
       vec_t out;
-      const int base = (PM_WORDS - nk) * ACT_LANES;
       for (int m = 0; m < PM; m++) {
 #pragma HLS UNROLL
-        out.a[m] = (m < gc) ? v[base + m] : act_t(0);
+        out.a[m] = (m < gc) ? v[m] : act_t(0);  // static reads; stale lanes masked
       }
       px.write(out);
       kk = 0;
@@ -342,7 +337,7 @@ void compute(hls::stream<win_t>& wins, hls::stream<accs_t>& accs,
   acc_t acc[PN];
 #pragma HLS ARRAY_PARTITION variable=acc complete
   const int iters = g.rows * g.cols * g.cg * g.mg;
-  int cgi = 0, mgi = 0;
+  int cgi = 0, mgi = 0, cg_base = 0;  // cg_base = cgi * MG, kept by addition
 compute_loop:
   for (int it = 0; it < iters; it++) {
 #pragma HLS LOOP_TRIPCOUNT min=1 max=MAX_PIX*CG*MG
@@ -354,7 +349,7 @@ compute_loop:
     } else {
       win = inbuf[mgi];
     }
-    const int addr = cgi * MG + mgi;
+    const int addr = cg_base + mgi;  // weight word of (output group, input group)
     accs_t out;
     for (int n = 0; n < PN; n++) {
 #pragma HLS UNROLL
@@ -375,7 +370,9 @@ compute_loop:
     mgi++;
     if (mgi == g.mg) {
       mgi = 0;
-      cgi = (cgi == g.cg - 1) ? 0 : cgi + 1;
+      const bool wrap = (cgi == g.cg - 1);
+      cgi = wrap ? 0 : cgi + 1;
+      cg_base = wrap ? 0 : cg_base + MG;
     }
   }
 }
