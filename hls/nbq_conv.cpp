@@ -20,7 +20,8 @@
 //            MVAU keeps its input buffer.  Weights: Pn x 9 banks of Pm-code words.
 //   requant  (acc * mult + bias + half) >> shift, ReLU, saturate: unrolled over Pn.
 //   pool     2x2 max-pool, stride 2, floor mode, through a half-width row buffer.
-//   pack     4 int16 per word, TLAST on the last word; drops padding lanes.
+//   pack     4 int16 per word, one word per cycle, TLAST on the last word; drops
+//            padding lanes.
 //
 // Nothing returns early inside the region; bad configurations are refused before it.
 // Synthesis notes: every array has a static size, every loop with a run-time bound a
@@ -51,6 +52,7 @@ const int CG = (NBQ_MAX_COUT + PN - 1) / PN;  // output-channel groups
 const int W_BITS = pe_t::LANE_BITS;           // weight bits per packet lane
 const int ACT_LANES = NBQ_WORD_BITS / NBQ_ACT_BITS;
 const int PM_WORDS = (PM + ACT_LANES - 1) / ACT_LANES;  // stream words per full group
+const int QUADS = (PN + ACT_LANES - 1) / ACT_LANES;     // output words per output group
 const int MAX_PIX = NBQ_MAX_H * NBQ_MAX_W;              // trip-count bounds below
 const int MAX_VPIX = MAX_VH * MAX_VW;
 // Sums sized per level from the worst case: 9 products of one array, then Pm arrays.
@@ -120,33 +122,6 @@ ap_uint<32> tlast_status(bool last, bool final_word) {
   if (last && !final_word) st |= NBQ_STATUS_TLAST_EARLY;
   if (!last && final_word) st |= NBQ_STATUS_TLAST_MISSING;
   return st;
-}
-
-struct packer {
-  nbq_data_t word;
-  int lane;
-  int item;   // items written so far
-  int items;  // items in the packet
-};
-
-void pack_next(hls::stream<nbq_word_t>& s, packer& p, act_t v) {
-#pragma HLS INLINE
-  nbq_data_t lane_bits = ap_uint<NBQ_ACT_BITS>(v);
-  p.word |= lane_bits << (NBQ_ACT_BITS * p.lane);
-  bool final_item = (p.item == p.items - 1);
-  if (p.lane == ACT_LANES - 1 || final_item) {
-    nbq_word_t beat;
-    beat.data = p.word;
-    beat.keep = -1;
-    beat.strb = -1;
-    beat.last = final_item;
-    s.write(beat);
-    p.word = 0;
-    p.lane = 0;
-  } else {
-    p.lane++;
-  }
-  p.item++;
 }
 
 // ---- weight load (FLAGS.LOAD; before the dataflow region, one item per cycle) ---------
@@ -440,33 +415,75 @@ pool_loop:
 }
 
 // ---- stage 6: pack int16 outputs into words ----------------------------------------------
-// One lane per cycle (Pn cycles per output group, padding lanes included), 4 per word.
+// Four lanes per cycle (ceil(Pn / 4) cycles per output group): the valid lanes of each
+// quad (padding lanes of the last group dropped) join a buffer of up to 7 items, and a
+// full word leaves whenever 4 are held - one word per cycle, the stream's rate.  The
+// last, possibly partial, word is flushed after the loop with TLAST.
 void pack(hls::stream<outs_t>& pooled, hls::stream<ap_uint<32> >& st_in,
           hls::stream<nbq_word_t>& s_out, ap_uint<32>& status, const geom_t g) {
-  packer p;
-  p.word = 0;
-  p.lane = 0;
-  p.item = 0;
-  p.items = g.oh * g.ow * g.co;
-  const int iters = g.oh * g.ow * g.cg * PN;
-  outs_t o;
-  int n = 0, cgi = 0;
+    const int iters = g.oh * g.ow * g.cg * QUADS;
+  const int words = (g.oh * g.ow * g.co + ACT_LANES - 1) / ACT_LANES;
+  act_t o[QUADS * ACT_LANES];  // the current output group, shifted down 4 lanes a cycle
+#pragma HLS ARRAY_PARTITION variable=o complete
+  for (int i = 0; i < QUADS * ACT_LANES; i++) {
+#pragma HLS UNROLL
+    o[i] = 0;
+  }
+  ap_uint<2 * NBQ_WORD_BITS> buf = 0;  // items not yet written, lowest first
+  int nbuf = 0, q = 0, cgi = 0, word_i = 0, lane0 = 0;  // lane0 = cgi * PN + 4 q
 pack_loop:
   for (int it = 0; it < iters; it++) {
-#pragma HLS LOOP_TRIPCOUNT min=1 max=MAX_PIX*CG*PN
+#pragma HLS LOOP_TRIPCOUNT min=1 max=MAX_PIX*CG*((PN+3)/4)
 #pragma HLS PIPELINE II=1
-    if (n == 0) o = pooled.read();
-    const act_t v = o.v[0];
-    for (int i = 0; i < PN - 1; i++) {  // shift the lanes down: static indices
+    if (q == 0) {
+      const outs_t v = pooled.read();
+      for (int i = 0; i < QUADS * ACT_LANES; i++) {
 #pragma HLS UNROLL
-      o.v[i] = o.v[i + 1];
+        o[i] = (i < PN) ? v.v[i < PN ? i : 0] : act_t(0);
+      }
     }
-    if (cgi * PN + n < g.co) pack_next(s_out, p, v);
-    n++;
-    if (n == PN) {
-      n = 0;
-      cgi = (cgi == g.cg - 1) ? 0 : cgi + 1;
+    const int left = g.co - lane0;                 // output channels from here on
+    const int in_group = PN - ACT_LANES * q;       // lanes of this group from here on
+    const int lanes = in_group < ACT_LANES ? in_group : ACT_LANES;
+    const int valid = left <= 0 ? 0 : left < lanes ? left : lanes;  // a prefix of the quad
+    nbq_data_t quad = 0;
+    for (int i = 0; i < ACT_LANES; i++) {
+#pragma HLS UNROLL
+      if (i < valid) quad |= nbq_data_t(ap_uint<NBQ_ACT_BITS>(o[i])) << (NBQ_ACT_BITS * i);
     }
+    for (int i = 0; i < QUADS * ACT_LANES - ACT_LANES; i++) {
+#pragma HLS UNROLL
+      o[i] = o[i + ACT_LANES];
+    }
+    buf |= ap_uint<2 * NBQ_WORD_BITS>(quad) << (NBQ_ACT_BITS * nbuf);
+    nbuf += valid;
+    if (nbuf >= ACT_LANES) {
+      nbq_word_t beat;
+      beat.data = buf(NBQ_WORD_BITS - 1, 0);
+      beat.keep = -1;
+      beat.strb = -1;
+      beat.last = (word_i == words - 1);
+      s_out.write(beat);
+      buf >>= NBQ_WORD_BITS;
+      nbuf -= ACT_LANES;
+      word_i++;
+    }
+    q++;
+    lane0 += ACT_LANES;
+    if (q == QUADS) {
+      q = 0;
+      const bool wrap = (cgi == g.cg - 1);
+      cgi = wrap ? 0 : cgi + 1;
+      lane0 = wrap ? 0 : lane0 - QUADS * ACT_LANES + PN;
+    }
+  }
+  if (nbuf > 0) {  // the last word, zero-padded
+    nbq_word_t beat;
+    beat.data = buf(NBQ_WORD_BITS - 1, 0);
+    beat.keep = -1;
+    beat.strb = -1;
+    beat.last = 1;
+    s_out.write(beat);
   }
   status = st_in.read();
 }
