@@ -4,7 +4,10 @@ Extras:
   train  - torch and the training tools (workstation).  The range admits any
            recent build; install the CPU wheel first (``pip install torch==2.13.0``)
            on machines without a GPU, or pip may fetch a multi-GB CUDA build.
-  board  - the pynq library (on the ZCU102; pins numpy<2 and Python <= 3.12).
+  board  - the pynq library (on the ZCU102; pins numpy<2 and Python <= 3.12).  A PYNQ
+           image already has it, and ``pynq>=3.0`` keeps that copy.  Off the board,
+           scripts/setup_and_test.sh installs pynq==3.0.1 + pycparser<3 for the
+           simulated-board tests when pynq is missing.
   csim   - hls4ml, whose wheel carries Xilinx's Apache-2.0 ap_int headers.
   test   - what the test suite needs.
 """

@@ -20,10 +20,12 @@
 //            MVAU keeps its input buffer.  Weights: Pn x 9 banks of Pm-code words.
 //   requant  (acc * mult + bias + half) >> shift, ReLU, saturate: unrolled over Pn.
 //   pool     2x2 max-pool, stride 2, floor mode, through a half-width row buffer.
-//   pack     4 int16 per word, one word per cycle, TLAST on the last word; drops
-//            padding lanes.
+//   pack     4 int16 per word, one word per cycle, padding lanes dropped; then the
+//            status word (STATUS | "NBQS" << 32) with TLAST (protocol 2.x).
 //
 // Nothing returns early inside the region; bad configurations are refused before it.
+// Every call ends with one status word carrying TLAST - probe and refused calls too
+// (they write it alone), so a host's armed receive always completes.
 // Synthesis notes: every array has a static size, every loop with a run-time bound a
 // LOOP_TRIPCOUNT, no heap, no recursion, no STL (tests/test_hls_synth_guards.py).
 // Whether Vitis reaches II=1 and 200 MHz is unverified here (no Vitis).
@@ -122,6 +124,17 @@ ap_uint<32> tlast_status(bool last, bool final_word) {
   if (last && !final_word) st |= NBQ_STATUS_TLAST_EARLY;
   if (!last && final_word) st |= NBQ_STATUS_TLAST_MISSING;
   return st;
+}
+
+// The last word of every call: STATUS in bits 31..0, "NBQS" in bits 63..32, TLAST.
+void write_status_word(hls::stream<nbq_word_t>& s, ap_uint<32> st) {
+#pragma HLS INLINE
+  nbq_word_t beat;
+  beat.data = (nbq_data_t(NBQ_STATUS_MAGIC) << 32) | nbq_data_t(st);
+  beat.keep = -1;
+  beat.strb = -1;
+  beat.last = 1;
+  s.write(beat);
 }
 
 // ---- weight load (FLAGS.LOAD; before the dataflow region, one item per cycle) ---------
@@ -418,11 +431,12 @@ pool_loop:
 // Four lanes per cycle (ceil(Pn / 4) cycles per output group): the valid lanes of each
 // quad (padding lanes of the last group dropped) join a buffer of up to 7 items, and a
 // full word leaves whenever 4 are held - one word per cycle, the stream's rate.  The
-// last, possibly partial, word is flushed after the loop with TLAST.
+// last, possibly partial, word is flushed after the loop; then the status word (the
+// load's STATUS bits, the reader's, TLAST) closes the packet.
 void pack(hls::stream<outs_t>& pooled, hls::stream<ap_uint<32> >& st_in,
-          hls::stream<nbq_word_t>& s_out, ap_uint<32>& status, const geom_t g) {
+          hls::stream<nbq_word_t>& s_out, const ap_uint<32> load_status, ap_uint<32>& status,
+          const geom_t g) {
     const int iters = g.oh * g.ow * g.cg * QUADS;
-  const int words = (g.oh * g.ow * g.co + ACT_LANES - 1) / ACT_LANES;
   act_t o[QUADS * ACT_LANES];  // the current output group, shifted down 4 lanes a cycle
 #pragma HLS ARRAY_PARTITION variable=o complete
   for (int i = 0; i < QUADS * ACT_LANES; i++) {
@@ -430,7 +444,7 @@ void pack(hls::stream<outs_t>& pooled, hls::stream<ap_uint<32> >& st_in,
     o[i] = 0;
   }
   ap_uint<2 * NBQ_WORD_BITS> buf = 0;  // items not yet written, lowest first
-  int nbuf = 0, q = 0, cgi = 0, word_i = 0, lane0 = 0;  // lane0 = cgi * PN + 4 q
+  int nbuf = 0, q = 0, cgi = 0, lane0 = 0;  // lane0 = cgi * PN + 4 q
 pack_loop:
   for (int it = 0; it < iters; it++) {
 #pragma HLS LOOP_TRIPCOUNT min=1 max=MAX_PIX*CG*((PN+3)/4)
@@ -462,11 +476,10 @@ pack_loop:
       beat.data = buf(NBQ_WORD_BITS - 1, 0);
       beat.keep = -1;
       beat.strb = -1;
-      beat.last = (word_i == words - 1);
+      beat.last = 0;  // TLAST goes on the status word
       s_out.write(beat);
       buf >>= NBQ_WORD_BITS;
       nbuf -= ACT_LANES;
-      word_i++;
     }
     q++;
     lane0 += ACT_LANES;
@@ -477,22 +490,23 @@ pack_loop:
       lane0 = wrap ? 0 : lane0 - QUADS * ACT_LANES + PN;
     }
   }
-  if (nbuf > 0) {  // the last word, zero-padded
+  if (nbuf > 0) {  // the last feature-map word, zero-padded
     nbq_word_t beat;
     beat.data = buf(NBQ_WORD_BITS - 1, 0);
     beat.keep = -1;
     beat.strb = -1;
-    beat.last = 1;
+    beat.last = 0;
     s_out.write(beat);
   }
-  status = st_in.read();
+  status = load_status | st_in.read();
+  write_status_word(s_out, status);
 }
 
 // ---- the dataflow region ------------------------------------------------------------------
 void conv_tile(hls::stream<nbq_word_t>& s_in, hls::stream<nbq_word_t>& s_out,
                const wvec_t wbuf[PN][TAPS][CG * MG], const mult_t rq_mult[PN][CG],
                const req_t rq_bias[PN][CG], const shift_t rq_shift[PN][CG], const geom_t g,
-               ap_uint<32>& status) {
+               const ap_uint<32> load_status, ap_uint<32>& status) {
 #pragma HLS DATAFLOW
   // FIFO depths: px holds two groups' worth so the reader runs ahead while the window
   // stage emits; the others are ping-pong (2); st carries one word.
@@ -513,7 +527,7 @@ void conv_tile(hls::stream<nbq_word_t>& s_in, hls::stream<nbq_word_t>& s_out,
   compute(wins, accs, wbuf, g);
   requant(accs, outs, rq_mult, rq_bias, rq_shift, g);
   pool(outs, pooled, g);
-  pack(pooled, st, s_out, status, g);
+  pack(pooled, st, s_out, load_status, status, g);
 }
 
 }  // namespace
@@ -576,6 +590,7 @@ void nbq_conv(hls::stream<nbq_word_t>& s_in, hls::stream<nbq_word_t>& s_out,
   *word_bits = NBQ_WORD_BITS;
   if (flags & NBQ_FLAG_PROBE) {
     *status = NBQ_STATUS_OK;
+    write_status_word(s_out, NBQ_STATUS_OK);
     return;
   }
 
@@ -596,10 +611,12 @@ void nbq_conv(hls::stream<nbq_word_t>& s_in, hls::stream<nbq_word_t>& s_out,
                        (k3 || pt + pb + pl + pr == 0);
   if (!regs_ok || int(in_h) + pt + pb < need || int(in_w) + pl + pr < need) {
     *status = NBQ_STATUS_BAD_CONFIG;
-    return;  // no stream is touched
+    write_status_word(s_out, NBQ_STATUS_BAD_CONFIG);
+    return;  // no input word is read
   }
   if (!load && !(held_valid && held_cin == c_in && held_cout == c_out && held_k3 == k3)) {
     *status = NBQ_STATUS_NO_WEIGHTS;
+    write_status_word(s_out, NBQ_STATUS_NO_WEIGHTS);
     return;
   }
 
@@ -635,7 +652,7 @@ void nbq_conv(hls::stream<nbq_word_t>& s_in, hls::stream<nbq_word_t>& s_out,
     held_cout = c_out;
     held_k3 = k3;
   }
-  ap_uint<32> fm_status = NBQ_STATUS_OK;
-  conv_tile(s_in, s_out, wbuf, rq_mult, rq_bias, rq_shift, g, fm_status);
-  *status = st | fm_status;
+  ap_uint<32> call_status = NBQ_STATUS_OK;
+  conv_tile(s_in, s_out, wbuf, rq_mult, rq_bias, rq_shift, g, st, call_status);
+  *status = call_status;
 }

@@ -27,6 +27,7 @@ from torch import nn
 from pynq_nbq import datapath as dp
 from pynq_nbq.bundle import Bundle, load_bundle, save_bundle
 from pynq_nbq.engine import Engine
+from pynq_nbq.errors import NbqError
 
 from . import layers as L
 from . import quant
@@ -37,7 +38,7 @@ from .train import load_checkpoint, model_from_checkpoint, normalise
 HEADROOM = 2.0
 
 
-class ExportError(ValueError):
+class ExportError(NbqError):
     """The model cannot be expressed in the datapath; the message says why."""
 
 
@@ -253,8 +254,7 @@ def _weights_for(layer: _Layer, datapath: str) -> tuple[np.ndarray, int, int]:
         q, e = m.staircase()
         n = m.n_bits
         codes = quant.codes_from_staircase(q, e, n)
-        r = dp.levels_per_side(n) if n > 1 else 1
-        return codes.numpy().astype(np.int8), int(e - (r - 1)), n
+        return codes.numpy().astype(np.int8), dp.layer_exponent(e, n), n
     w = m.effective_weight() if m.method != "float" else m.weight
     w = w.detach().double().numpy()
     mx = float(np.abs(w).max())
@@ -341,15 +341,13 @@ def export(
             ints, e_w, bits = _weights_for(lay, datapath)
             fan_in = int(np.prod(ints.shape[1:]))
             max_w = dp.max_abs_weight(datapath, bits)
+            overflow = dp.accumulator_problem(fan_in, max_w)
+            if overflow:
+                raise ExportError(f"{lay.name}: {overflow}; refusing to export")
             acc_bits = dp.accumulator_bits(fan_in, max_w)
-            if acc_bits > dp.ACC_BITS:
-                raise ExportError(
-                    f"{lay.name}: worst-case accumulator needs {acc_bits} bits "
-                    f"> {dp.ACC_BITS} (fan-in {fan_in}); refusing to export"
-                )
             scale, offset = _bn_affine(lay.bn)
             f_in = tensors[ins[0]]["frac"]
-            acc_max = fan_in * (1 << (dp.ACT_BITS - 1)) * max_w
+            acc_max = dp.accumulator_bound(fan_in, max_w)
             mult, bias, shift = dp.fold_requant(
                 scale, offset, e_w - f_in, tensors[tname]["frac"], acc_max
             )
@@ -418,7 +416,7 @@ def layer_report(bundle: Bundle, gm, rename: dict, images_u8: np.ndarray, mean, 
     x = normalise(torch.from_numpy(images_u8.copy()), mean, std)
     ref = _record(gm, x)
     eng = Engine(bundle, "numpy")
-    _, env = eng.run(eng.quantize_input(x.numpy()), keep=True)
+    _, env = eng.run(eng.quantize_input(np.ascontiguousarray(images_u8)), keep=True)
     back = {v: k for k, v in rename.items()}
     rows = []
     for layer in bundle.layers:

@@ -94,11 +94,12 @@ class Model:
         return self.engine.backend.name
 
     def preprocess(self, image) -> np.ndarray:
-        """bytes, a path or a PIL image -> float32 (C, H, W)."""
+        """bytes, a path or a PIL image -> uint8 pixels (C, H, W)."""
         return preprocess(open_image(image), self.input_spec)
 
     def predict(self, batch: np.ndarray) -> Prediction:
-        """Preprocessed float images (N, C, H, W) -> :class:`Prediction`."""
+        """uint8 pixels (N, C, H, W) (exact, as :meth:`preprocess` gives them) or
+        normalised float images -> :class:`Prediction` (see ``Engine.quantize_input``)."""
         t0 = time.perf_counter()
         xq = self.engine.quantize_input(np.asarray(batch))
         t1 = time.perf_counter()

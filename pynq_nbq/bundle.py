@@ -11,20 +11,26 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import shutil
 import tempfile
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import datapath as dp
+from .errors import NbqError
 
+#: the input block's ``resize`` values (``preprocess.preprocess`` implements them)
+RESIZE_MODES = ("stretch", "center-crop")
 SCHEMA = "pynq-nbq-bundle"
-SCHEMA_VERSION = 1
+#: 2: acc_bits holds +V as well as -V (one bit more when V is a power of two), and the
+#: input is quantised from 8-bit pixels exactly (datapath.pixel_table)
+SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
 ARRAYS = "arrays.npz"
 
@@ -53,21 +59,146 @@ WEIGHTED = ("conv", "linear")
 ROLES = ("weights", "mult", "bias", "shift")
 
 
-class BundleError(ValueError):
+@dataclass(frozen=True)
+class TensorSpec:
+    """One activation tensor: ``shape`` [C, H, W] or [C], ``frac`` fractional bits."""
+
+    name: str
+    shape: tuple[int, ...]
+    frac: int
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The bundle's ``input`` block: how an image becomes the input tensor.
+
+    ``mean``/``std`` per channel on 0..1 pixels; ``resize`` "stretch" or
+    "center-crop"; ``invert`` flips 8-bit pixels (p -> 255 - p)."""
+
+    tensor: str
+    channels: int
+    height: int
+    width: int
+    mode: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    resize: str = "stretch"
+    invert: bool = False
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One validated layer of a bundle, parsed once (``docs/datapath.md`` section 4).
+
+    Shapes are [C, H, W] or [C] tuples; ``in_fracs``/``out_frac`` the tensors'
+    formats.  Conv/linear layers also carry ``weight_bits``, ``weight_exp``,
+    ``fan_in`` (inputs per output), ``acc_bound`` (largest |accumulator|, V) and
+    ``acc_bits`` (its signed width), and ``arrays`` (role -> array name, as pairs).
+    A linear layer has kernel 1, stride 1, padding 0, groups 1; ``pool`` is 0 or 2
+    (a fused 2x2/2 max-pool).  ``kernel``/``stride`` of a maxpool are its window.
+    """
+
+    index: int
+    name: str
+    op: str
+    inputs: tuple[str, ...]
+    output: str
+    in_shapes: tuple[tuple[int, ...], ...]
+    out_shape: tuple[int, ...]
+    in_fracs: tuple[int, ...]
+    out_frac: int
+    relu: bool = False
+    kernel: int = 1
+    stride: int = 1
+    padding: int = 0
+    groups: int = 1
+    pool: int = 0
+    weight_bits: int | None = None
+    weight_exp: int | None = None
+    fan_in: int | None = None
+    acc_bound: int | None = None
+    acc_bits: int | None = None
+    arrays: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def weighted(self) -> bool:
+        """True for conv and linear (layers with weights and requantisation)."""
+        return self.op in WEIGHTED
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        """Shape of the first (for most ops the only) input."""
+        return self.in_shapes[0]
+
+    @property
+    def on_conv_engine(self) -> bool:
+        """True for a conv the hardware conv engine runs (``datapath.conv_engine_takes``)."""
+        return self.op == "conv" and dp.conv_engine_takes(
+            self.kernel, self.stride, self.padding, self.groups
+        )
+
+    def array_name(self, role: str) -> str:
+        """The array name of ``role`` (weights, mult, bias, shift)."""
+        return dict(self.arrays)[role]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A bundle's manifest, validated and parsed into frozen descriptions."""
+
+    name: str
+    pe: dp.PEKind
+    weight_bits: int
+    classes: tuple[str, ...]
+    input: InputSpec
+    tensors: dict[str, TensorSpec]
+    layers: tuple[LayerSpec, ...]
+    output: str
+
+    @property
+    def input_frac(self) -> int:
+        return self.tensors[self.input.tensor].frac
+
+    @property
+    def output_frac(self) -> int:
+        return self.tensors[self.output].frac
+
+
+def weighted_fields(
+    pe: dp.PEKind | str, weight_bits: int, weight_shape: tuple[int, ...]
+) -> dict[str, int]:
+    """``fan_in``, ``acc_bound`` and ``acc_bits`` of a conv (C_out, C_in/g, k, k) or linear
+    (C_out, C_in) weight array: what the manifest's ``acc_bits`` must say."""
+    fan_in = int(np.prod(weight_shape[1:]))
+    max_w = dp.max_abs_weight(pe, weight_bits)
+    return {
+        "fan_in": fan_in,
+        "acc_bound": dp.accumulator_bound(fan_in, max_w),
+        "acc_bits": dp.accumulator_bits(fan_in, max_w),
+    }
+
+
+class BundleError(NbqError):
     """A bundle failed validation; the message names the file and field."""
 
 
 @dataclass
 class Bundle:
-    """A validated bundle: the manifest dict, its arrays and where it came from."""
+    """A validated bundle: the manifest dict, its arrays, where it came from, and
+    ``spec``, the manifest parsed into frozen descriptions (set by :func:`validate`)."""
 
     manifest: dict[str, Any]
     arrays: dict[str, np.ndarray]
     path: Path | None = None
+    spec: Manifest | None = field(default=None, repr=False)
 
     @property
     def datapath(self) -> str:
         return self.manifest["datapath"]
+
+    @property
+    def pe(self) -> dp.PEKind:
+        return dp.PEKind(self.manifest["datapath"])
 
     @property
     def weight_bits(self) -> int:
@@ -85,8 +216,10 @@ class Bundle:
     def tensors(self) -> dict[str, dict[str, Any]]:
         return self.manifest["tensors"]
 
-    def layer_arrays(self, layer: dict[str, Any]) -> dict[str, np.ndarray]:
-        return {role: self.arrays[name] for role, name in layer.get("arrays", {}).items()}
+    def layer_arrays(self, layer: dict[str, Any] | LayerSpec) -> dict[str, np.ndarray]:
+        """role -> array of a conv/linear layer (a manifest dict or a LayerSpec)."""
+        pairs = layer.arrays if isinstance(layer, LayerSpec) else layer.get("arrays", {}).items()
+        return {role: self.arrays[name] for role, name in pairs}
 
     @property
     def sha256(self) -> str:
@@ -153,8 +286,9 @@ def _as_tuple(t) -> tuple:
     return t if isinstance(t, tuple) else (t,)
 
 
-def validate(b: Bundle) -> None:
-    """Check every field of ``b``; raise :class:`BundleError` at the first problem."""
+def validate(b: Bundle) -> Manifest:
+    """Check every field of ``b``, raising :class:`BundleError` at the first problem, and
+    return the parsed :class:`Manifest` (also stored as ``b.spec``)."""
     m = b.manifest
     if m.get("schema") != SCHEMA:
         raise _fail("manifest", f"unknown schema {m.get('schema')!r} (expected {SCHEMA!r})")
@@ -166,27 +300,30 @@ def validate(b: Bundle) -> None:
         )
     datapath = _req(m, "datapath", "manifest", str)
     bits = _req(m, "weight_bits", "manifest", int)
-    if datapath == "svpe":
-        if bits not in dp.SVPE_BITS:
-            raise _fail("manifest.weight_bits", f"svpe needs n in {dp.SVPE_BITS}, got {bits}")
-    elif datapath == "vpe":
-        if bits != dp.VPE_WEIGHT_BITS:
-            raise _fail("manifest.weight_bits", f"vpe weights are 16-bit, got {bits}")
-    else:
-        raise _fail("manifest.datapath", f"must be 'svpe' or 'vpe', got {datapath!r}")
+    try:
+        pe = dp.PEKind.parse(datapath)
+    except ValueError as exc:
+        raise _fail("manifest.datapath", str(exc)) from None
+    problem = dp.weight_bits_problem(pe, bits)
+    if problem:
+        raise _fail("manifest.weight_bits", problem)
     classes = _req(m, "classes", "manifest", list)
     if not classes or not all(isinstance(c, str) for c in classes):
         raise _fail("manifest.classes", "must be a non-empty list of strings")
-    _validate_input(_req(m, "input", "manifest", dict))
+    input_spec = _validate_input(_req(m, "input", "manifest", dict))
     tensors = _req(m, "tensors", "manifest", dict)
+    specs: dict[str, TensorSpec] = {}
     for name, t in tensors.items():
         where = f"manifest.tensors[{name!r}]"
+        if not isinstance(t, dict):
+            raise _fail(where, "must be an object")
         shape = _req(t, "shape", where, list)
-        if not shape or not all(isinstance(s, int) and s > 0 for s in shape):
+        if not shape or not all(_is_int(s) and s > 0 for s in shape):
             raise _fail(where, f"bad shape {shape}")
         frac = _req(t, "frac", where, int)
         if not dp.FRAC_MIN <= frac <= dp.FRAC_MAX:
             raise _fail(where, f"frac {frac} outside [{dp.FRAC_MIN}, {dp.FRAC_MAX}]")
+        specs[name] = TensorSpec(name, tuple(shape), frac)
     inp = m["input"]["tensor"]
     if inp not in tensors:
         raise _fail("manifest.input.tensor", f"unknown tensor {inp!r}")
@@ -214,8 +351,9 @@ def validate(b: Bundle) -> None:
     layers = _req(m, "layers", "manifest", list)
     if not layers:
         raise _fail("manifest.layers", "no layers")
+    parsed = []
     for i, layer in enumerate(layers):
-        _validate_layer(b, layer, i, available, used)
+        parsed.append(_validate_layer(b, layer, i, available, used))
         available.add(layer["output"])
     out = _req(m, "output", "manifest", str)
     if out not in available:
@@ -228,9 +366,24 @@ def validate(b: Bundle) -> None:
     unused = sorted(set(declared) - used)
     if unused:
         raise _fail("manifest.arrays", f"arrays no layer uses: {unused}")
+    b.spec = Manifest(
+        name=str(m.get("name", "")),
+        pe=pe,
+        weight_bits=bits,
+        classes=tuple(classes),
+        input=input_spec,
+        tensors=specs,
+        layers=tuple(parsed),
+        output=out,
+    )
+    return b.spec
 
 
-def _validate_input(inp: dict) -> None:
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _validate_input(inp: dict) -> InputSpec:
     where = "manifest.input"
     _req(inp, "tensor", where, str)
     for k in ("channels", "height", "width"):
@@ -241,17 +394,32 @@ def _validate_input(inp: dict) -> None:
         raise _fail(where, f"mode must be 'L' or 'RGB', got {mode!r}")
     if (mode == "L") != (inp["channels"] == 1):
         raise _fail(where, f"mode {mode!r} does not match {inp['channels']} channels")
-    if inp.get("resize", "stretch") not in ("stretch", "center-crop"):
-        raise _fail(where, f"resize must be 'stretch' or 'center-crop', got {inp['resize']!r}")
+    if inp.get("resize", "stretch") not in RESIZE_MODES:
+        raise _fail(where, f"resize must be one of {RESIZE_MODES}, got {inp['resize']!r}")
+    if not isinstance(inp.get("invert", False), bool):
+        raise _fail(where, "invert must be true or false")
     for k in ("mean", "std"):
         v = _req(inp, k, where, list)
-        if len(v) != inp["channels"] or not all(isinstance(x, (int, float)) for x in v):
-            raise _fail(where, f"{k} must list one number per channel")
+        if len(v) != inp["channels"] or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v
+        ):
+            raise _fail(where, f"{k} must list one finite number per channel")
     if any(s <= 0 for s in inp["std"]):
         raise _fail(where, "std must be positive")
+    return InputSpec(
+        tensor=inp["tensor"],
+        channels=inp["channels"],
+        height=inp["height"],
+        width=inp["width"],
+        mode=mode,
+        mean=tuple(float(x) for x in inp["mean"]),
+        std=tuple(float(x) for x in inp["std"]),
+        resize=inp.get("resize", "stretch"),
+        invert=bool(inp.get("invert", False)),
+    )
 
 
-def _validate_layer(b: Bundle, layer: Any, i: int, available: set, used: set) -> None:
+def _validate_layer(b: Bundle, layer: Any, i: int, available: set, used: set) -> LayerSpec:
     where = f"manifest.layers[{i}]"
     if not isinstance(layer, dict):
         raise _fail(where, "must be an object")
@@ -278,6 +446,17 @@ def _validate_layer(b: Bundle, layer: Any, i: int, available: set, used: set) ->
     for k in OPS[op]:
         if k not in layer:
             raise _fail(where, f"missing field {k!r}")
+    attrs: dict[str, Any] = {}
+    for k in ("relu", "kernel", "stride", "padding", "groups", "pool"):
+        if k in OPS[op]:
+            v = layer[k]
+            if k == "relu" and not isinstance(v, bool):
+                raise _fail(where, "relu must be true or false")
+            if k != "relu" and not _is_int(v):
+                raise _fail(where, f"{k} must be an integer")
+            attrs[k] = v
+    if op == "maxpool" and (attrs["kernel"] < 1 or attrs["stride"] < 1):
+        raise _fail(where, "maxpool kernel and stride must be positive")
     in_shapes = [tensors[t]["shape"] for t in inputs]
     out_shape = tensors[output]["shape"]
     expect = _expected_shape(op, layer, in_shapes, where)
@@ -293,7 +472,19 @@ def _validate_layer(b: Bundle, layer: Any, i: int, available: set, used: set) ->
             f"{tensors[inputs[0]]['frac']} -> {tensors[output]['frac']})",
         )
     if op in WEIGHTED:
-        _validate_weighted(b, layer, in_shapes[0], out_shape, where, used)
+        attrs.update(_validate_weighted(b, layer, in_shapes[0], out_shape, where, used))
+    return LayerSpec(
+        index=i,
+        name=name,
+        op=op,
+        inputs=tuple(inputs),
+        output=output,
+        in_shapes=tuple(tuple(s) for s in in_shapes),
+        out_shape=tuple(out_shape),
+        in_fracs=tuple(tensors[t]["frac"] for t in inputs),
+        out_frac=tensors[output]["frac"],
+        **attrs,
+    )
 
 
 def _expected_shape(op: str, layer: dict, in_shapes: list, where: str) -> list | None:
@@ -311,19 +502,19 @@ def _expected_shape(op: str, layer: dict, in_shapes: list, where: str) -> list |
             and p >= 0
         ):
             raise _fail(where, "kernel/stride/padding must be positive integers")
-        if layer["pool"] not in (0, 2):
-            raise _fail(where, f"pool must be 0 or 2, got {layer['pool']}")
-        oh, ow = (s[1] + 2 * p - k) // st + 1, (s[2] + 2 * p - k) // st + 1
-        if layer["pool"]:
-            oh, ow = oh // 2, ow // 2
+        if layer["pool"] not in dp.POOL_CHOICES:
+            raise _fail(where, f"pool must be one of {dp.POOL_CHOICES}, got {layer['pool']}")
+        oh, ow = dp.conv_output_hw(s[1], s[2], k, st, p, layer["pool"])
         return None if oh < 1 or ow < 1 else [None, oh, ow]  # channels checked with weights
     if op == "linear":
         if len(s) != 1:
             raise _fail(where, f"linear input must be [C], got {s}")
         return None
     if op == "maxpool":
+        if len(s) != 3:
+            raise _fail(where, f"maxpool input must be [C,H,W], got {s}")
         k, st = layer["kernel"], layer["stride"]
-        return [s[0], (s[1] - k) // st + 1, (s[2] - k) // st + 1]
+        return [s[0], *dp.conv_output_hw(s[1], s[2], k, st)]
     if op == "gap":
         return [s[0]]
     if op == "flatten":
@@ -341,7 +532,8 @@ def _expected_shape(op: str, layer: dict, in_shapes: list, where: str) -> list |
 
 def _validate_weighted(
     b: Bundle, layer: dict, in_shape: list, out_shape: list, where: str, used: set
-) -> None:
+) -> dict[str, Any]:
+    """Check a conv/linear layer's weights and requantisation; return its typed fields."""
     arrs = layer["arrays"]
     if not isinstance(arrs, dict) or sorted(arrs) != sorted(ROLES):
         raise _fail(where, f"arrays must name exactly {list(ROLES)}")
@@ -350,57 +542,57 @@ def _validate_weighted(
             raise _fail(where, f"array {name!r} ({role}) not in arrays.npz")
         used.add(name)
     w = b.arrays[arrs["weights"]]
-    datapath, bits = b.manifest["datapath"], b.manifest["weight_bits"]
-    if layer["weight_bits"] != bits and datapath == "vpe":
-        raise _fail(where, f"weight_bits {layer['weight_bits']} != 16 in a vpe bundle")
+    pe, bits = dp.PEKind(b.manifest["datapath"]), b.manifest["weight_bits"]
     lbits = layer["weight_bits"]
-    if datapath == "svpe":
-        if lbits not in dp.SVPE_BITS:
-            raise _fail(where, f"weight_bits {lbits} not in {dp.SVPE_BITS}")
+    problem = dp.weight_bits_problem(pe, lbits) if _is_int(lbits) else "must be an integer"
+    if problem:
+        raise _fail(where, f"weight_bits: {problem}")
+    if pe is dp.PEKind.VPE and lbits != bits:
+        raise _fail(where, f"weight_bits {lbits} != {bits} in a vpe bundle")
+    if pe is dp.PEKind.SVPE:
         if w.dtype != dp.WEIGHT_CODE_DTYPE:
             raise _fail(where, f"svpe weights must be int8 codes, got {w.dtype}")
         try:
             dp.check_svpe_codes(w, lbits)
         except ValueError as exc:
             raise _fail(where, str(exc)) from exc
-    elif w.dtype != np.int16:
+    elif w.dtype != dp.VPE_WEIGHT_DTYPE:
         raise _fail(where, f"vpe weights must be int16, got {w.dtype}")
     c_out = out_shape[0]
     if layer["op"] == "conv":
         k, g = layer["kernel"], layer["groups"]
-        if not isinstance(g, int) or g < 1 or in_shape[0] % g or c_out % g:
+        if not _is_int(g) or g < 1 or in_shape[0] % g or c_out % g:
             raise _fail(where, f"groups {g} does not divide the channels")
         want = [c_out, in_shape[0] // g, k, k]
-        fan_in = in_shape[0] // g * k * k
     else:
         want = [c_out, in_shape[0]]
-        fan_in = in_shape[0]
     if list(w.shape) != want:
         raise _fail(where, f"weights shape {list(w.shape)} != expected {want}")
     for role in ("mult", "bias", "shift"):
         a = b.arrays[arrs[role]]
         if a.dtype != np.int64 or list(a.shape) != [c_out]:
             raise _fail(where, f"{role} must be int64 of shape [{c_out}]")
-    mult, shift = b.arrays[arrs["mult"]], b.arrays[arrs["shift"]]
-    if mult.min() < dp.REQUANT_MULT_MIN or mult.max() > dp.REQUANT_MULT_MAX:
-        raise _fail(where, "requantisation multiplier out of int16 range")
-    if shift.min() < 0 or shift.max() > dp.MAX_REQUANT_SHIFT:
-        raise _fail(where, f"requantisation shift outside 0..{dp.MAX_REQUANT_SHIFT}")
-    max_w = dp.max_abs_weight(datapath, lbits)
-    need = dp.accumulator_bits(fan_in, max_w)
-    if layer["acc_bits"] != need:
-        raise _fail(where, f"acc_bits {layer['acc_bits']} != worst-case bound {need}")
-    if need > dp.ACC_BITS:
+    derived = weighted_fields(pe, lbits, tuple(want))
+    if layer["acc_bits"] != derived["acc_bits"]:
         raise _fail(
-            where, f"possible overflow: worst-case accumulator needs {need} bits > {dp.ACC_BITS}"
+            where, f"acc_bits {layer['acc_bits']} != worst-case bound {derived['acc_bits']}"
         )
-    acc_max = fan_in * (1 << (dp.ACT_BITS - 1)) * max_w
-    bias = b.arrays[arrs["bias"]]
-    worst = acc_max * int(np.abs(mult).max()) + int(np.abs(bias).max()) + (1 << 62)
-    if worst >= 1 << (dp.REQUANT_BITS - 1):
-        raise _fail(where, "possible overflow: requantisation exceeds 64 bits")
-    if not isinstance(layer["weight_exp"], int):
+    overflow = dp.accumulator_problem(derived["fan_in"], dp.max_abs_weight(pe, lbits))
+    if overflow:
+        raise _fail(where, overflow)
+    problems = dp.requant_problems(
+        *(b.arrays[arrs[r]] for r in ("mult", "bias", "shift")), derived["acc_bound"]
+    )
+    if problems:
+        raise _fail(where, "; ".join(problems))
+    if not _is_int(layer["weight_exp"]):
         raise _fail(where, "weight_exp must be an integer")
+    return {
+        **derived,
+        "weight_bits": lbits,
+        "weight_exp": layer["weight_exp"],
+        "arrays": tuple((r, arrs[r]) for r in ROLES),
+    }
 
 
 # --- writing ----------------------------------------------------------------------------

@@ -12,6 +12,8 @@ import argparse
 import importlib
 import sys
 
+from .errors import NbqError
+
 #: Subcommand modules under ``pynq_nbq.commands``, in the order ``--help`` lists them.
 COMMANDS: tuple[str, ...] = (
     "train",
@@ -54,10 +56,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         return int(args.func(args) or 0)
-    except CommandError as exc:
+    except (CommandError, NbqError) as exc:
         print(f"nbq {args.command}: error: {exc}", file=sys.stderr)
         return 2
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pynq_nbq.cli import main as _main  # the package's module: its CommandError is caught
+
+    sys.exit(_main())

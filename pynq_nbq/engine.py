@@ -18,35 +18,27 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from . import datapath as dp
 from . import ops
 from .backends import Backend, get_backend
-from .bundle import Bundle
+from .bundle import Bundle, LayerSpec
 
 CONV_ENGINE = "conv-engine"
 ARM = "arm"
 
 
-def conv_engine_takes(layer: dict) -> bool:
-    """True for a bundle layer the hardware conv engine runs (``datapath.conv_engine_takes``)."""
-    return layer["op"] == "conv" and dp.conv_engine_takes(
-        layer["kernel"], layer["stride"], layer["padding"], layer["groups"]
-    )
-
-
 @dataclass
 class Step:
-    """One compiled layer: what to run, where, and its int formats."""
+    """One compiled layer: its parsed description, where it runs, and for conv/linear
+    the integer weights and requantisation (:class:`ops.ConvSpec`)."""
 
-    layer: dict
+    layer: LayerSpec
     placement: str
     spec: ops.ConvSpec | None = None
-    in_fracs: list[int] = field(default_factory=list)
-    out_frac: int = 0
 
 
 class Engine:
@@ -73,59 +65,72 @@ class Engine:
         check = getattr(self.backend, "check_bundle", None)
         if check is not None:
             check(bundle.manifest)
-        m = bundle.manifest
-        self.tensors = m["tensors"]
-        self.input_name = m["input"]["tensor"]
-        self.input_frac = int(self.tensors[self.input_name]["frac"])
-        self.output_name = m["output"]
-        self.output_frac = int(self.tensors[self.output_name]["frac"])
-        self.steps = [self._compile(layer) for layer in bundle.layers]
+        spec = bundle.spec
+        if spec is None:
+            raise ValueError("the bundle has not been validated (use bundle.load_bundle)")
+        self.parsed = spec  #: the manifest parsed into frozen descriptions (bundle.Manifest)
+        self.tensors = bundle.manifest["tensors"]
+        self.input_name = spec.input.tensor
+        self.input_frac = spec.input_frac
+        self.output_name = spec.output
+        self.output_frac = spec.output_frac
+        self.steps = [self._compile(layer) for layer in spec.layers]
         self.timings: dict[str, float] = {}
 
-    def _compile(self, layer: dict) -> Step:
-        fracs = [int(self.tensors[t]["frac"]) for t in layer["inputs"]]
-        out_frac = int(self.tensors[layer["output"]]["frac"])
-        step = Step(layer, ARM, None, fracs, out_frac)
-        if layer["op"] in ("conv", "linear"):
-            arrs = self.bundle.layer_arrays(layer)
-            w = arrs["weights"]
-            bits = int(layer["weight_bits"])
-            if self.bundle.datapath == "svpe":
-                ints, codes = dp.decode_svpe(w, bits), w
-            else:
-                ints, codes = w.astype(np.int64), None
-            if layer["op"] == "linear":
-                ints = ints[:, :, None, None]
-                codes = None if codes is None else codes[:, :, None, None]
-            step.spec = ops.ConvSpec(
-                name=layer["name"],
-                weights=ints,
-                mult=arrs["mult"],
-                bias=arrs["bias"],
-                shift=arrs["shift"],
-                stride=int(layer.get("stride", 1)),
-                padding=int(layer.get("padding", 0)),
-                groups=int(layer.get("groups", 1)),
-                relu=bool(layer["relu"]),
-                pool=int(layer.get("pool", 0)),
-                datapath=self.bundle.datapath,
-                n_bits=bits,
-                codes=codes,
-            )
-            if conv_engine_takes(layer):
-                step.placement = CONV_ENGINE
-        return step
+    def _compile(self, layer: LayerSpec) -> Step:
+        placement = CONV_ENGINE if layer.on_conv_engine else ARM
+        if not layer.weighted:
+            return Step(layer, placement)
+        arrs = self.bundle.layer_arrays(layer)
+        w = arrs["weights"]
+        if self.parsed.pe is dp.PEKind.SVPE:
+            ints, codes = dp.decode_svpe(w, layer.weight_bits), w
+        else:
+            ints, codes = w.astype(np.int64), None
+        if layer.op == "linear":
+            ints = ints[:, :, None, None]
+            codes = None if codes is None else codes[:, :, None, None]
+        conv = ops.ConvSpec(
+            name=layer.name,
+            weights=ints,
+            mult=arrs["mult"],
+            bias=arrs["bias"],
+            shift=arrs["shift"],
+            stride=layer.stride,
+            padding=layer.padding,
+            groups=layer.groups,
+            relu=layer.relu,
+            pool=layer.pool,
+            datapath=self.parsed.pe.value,
+            n_bits=layer.weight_bits,
+            codes=codes,
+        )
+        return Step(layer, placement, conv)
 
     @property
     def placements(self) -> list[tuple[str, str, str]]:
         """(layer name, op, placement) for every layer, in order."""
-        return [(s.layer["name"], s.layer["op"], s.placement) for s in self.steps]
+        return [(s.layer.name, s.layer.op, s.placement) for s in self.steps]
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
-        """Preprocessed float images (N, C, H, W) -> int16 with the input's frac."""
-        shape = self.tensors[self.input_name]["shape"]
+        """Images (N, C, H, W) -> int16 with the input's frac.
+
+        uint8 ``x`` are 8-bit pixels (``preprocess.preprocess``): quantised exactly, the
+        contract's rule (``datapath.quantize_pixels``).  Float ``x`` are already
+        normalised values (a torch-side batch): float64 round half up
+        (``datapath.quantize_real``).  Other dtypes are refused."""
+        x = np.asarray(x)
+        shape = list(self.parsed.tensors[self.input_name].shape)
         if x.ndim != 4 or list(x.shape[1:]) != shape:
             raise ValueError(f"input must be (N, {', '.join(map(str, shape))}), got {x.shape}")
+        if x.dtype == np.uint8:
+            spec = self.parsed.input
+            return dp.quantize_pixels(x, spec.mean, spec.std, self.input_frac)
+        if not np.issubdtype(x.dtype, np.floating):
+            raise ValueError(
+                f"input must be uint8 pixels or normalised floats, got {x.dtype} "
+                "(int16 inputs that are already quantised go straight to Engine.run)"
+            )
         return dp.quantize_real(x, self.input_frac)
 
     def run(self, x_q: np.ndarray, keep: bool = False):
@@ -151,8 +156,8 @@ class Engine:
         times = {CONV_ENGINE: 0.0, ARM: 0.0}
         for step in self.steps:
             t0 = time.perf_counter()
-            ins = [env[t] for t in step.layer["inputs"]]
-            env[step.layer["output"]] = self._run_step(step, ins)
+            ins = [env[t] for t in step.layer.inputs]
+            env[step.layer.output] = self._run_step(step, ins)
             times[step.placement] += time.perf_counter() - t0
             if not keep:
                 self._release(env, step)
@@ -160,13 +165,14 @@ class Engine:
 
     def _release(self, env: dict, done: Step) -> None:
         """Drop tensors no later step reads (keeps peak memory to live tensors)."""
-        later = {t for s in self.steps[self.steps.index(done) + 1 :] for t in s.layer["inputs"]}
+        later = {t for s in self.steps[done.layer.index + 1 :] for t in s.layer.inputs}
         for name in list(env):
             if name not in later and name != self.output_name:
                 del env[name]
 
     def _run_step(self, step: Step, ins: list[np.ndarray]) -> np.ndarray:
-        op = step.layer["op"]
+        layer = step.layer
+        op = layer.op
         if op == "conv":
             if step.placement == CONV_ENGINE:
                 return self.backend.run_conv(ins[0], step.spec)
@@ -176,22 +182,22 @@ class Engine:
             y = ops.conv_layer(ins[0].reshape(n, 1, 1, -1), step.spec)
             return y.reshape(n, -1)
         if op == "maxpool":
-            return ops.maxpool(ins[0], int(step.layer["kernel"]), int(step.layer["stride"]))
+            return ops.maxpool(ins[0], layer.kernel, layer.stride)
         if op == "gap":
-            return ops.global_avg_pool(ins[0], step.in_fracs[0], step.out_frac)
+            return ops.global_avg_pool(ins[0], layer.in_fracs[0], layer.out_frac)
         if op == "flatten":
             x = ins[0]
             return x.transpose(0, 3, 1, 2).reshape(x.shape[0], -1) if x.ndim == 4 else x
-        pairs = list(zip(ins, step.in_fracs))
+        pairs = list(zip(ins, layer.in_fracs))
         if op == "add":
-            return ops.add(pairs, step.out_frac, bool(step.layer["relu"]))
+            return ops.add(pairs, layer.out_frac, layer.relu)
         if op == "concat":
-            return ops.concat(pairs, step.out_frac)
-        raise ValueError(f"{step.layer['name']}: unknown op {op!r}")
+            return ops.concat(pairs, layer.out_frac)
+        raise ValueError(f"{layer.name}: unknown op {op!r}")
 
     def dequantize(self, name: str, q: np.ndarray) -> np.ndarray:
         """A tensor from :meth:`run` (keep=True) as float64 NCHW / (N, C) real values."""
-        real = q.astype(np.float64) * 2.0 ** -int(self.tensors[name]["frac"])
+        real = q.astype(np.float64) * 2.0 ** -self.parsed.tensors[name].frac
         return real.transpose(0, 3, 1, 2) if real.ndim == 4 else real
 
 

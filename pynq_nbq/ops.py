@@ -58,7 +58,7 @@ class ConvSpec:
                 raise ValueError(f"{self.name}: {arr_name} must have shape ({c_out},)")
         if self.pool not in (0, 2):
             raise ValueError(f"{self.name}: pool must be 0 or 2, got {self.pool}")
-        bound = self.fan_in * (1 << (dp.ACT_BITS - 1)) * int(np.abs(w).max(initial=0))
+        bound = dp.accumulator_bound(self.fan_in, int(np.abs(w).max(initial=0)))
         if bound >= dp.FLOAT64_EXACT:
             raise ValueError(f"{self.name}: worst-case partial sum {bound} is not exact in float64")
 
@@ -115,10 +115,9 @@ class _FusedPlan:
             return None
         w = spec.weights.reshape(spec.out_channels, -1)
         wm = w * spec.mult[:, None]  # int64, |w*mult| <= 2**29
-        half = np.where(spec.shift > 0, np.left_shift(1, np.maximum(spec.shift - 1, 0)), 0)
-        off = spec.bias + half
-        x_max = 1 << (dp.ACT_BITS - 1)
-        bound = spec.fan_in * x_max * int(np.abs(wm).max(initial=0)) + int(np.abs(off).max())
+        off = spec.bias + dp.half(spec.shift)
+        bound = dp.accumulator_bound(spec.fan_in, int(np.abs(wm).max(initial=0)))
+        bound += int(np.abs(off).max(initial=0))
         if bound >= dp.FLOAT64_EXACT or np.abs(off).max(initial=0) >= dp.FLOAT64_EXACT:
             return None
         return _FusedPlan(

@@ -2,8 +2,15 @@
 
 Any format Pillow reads, any common mode (1, L, P, RGB, RGBA, LA, CMYK, I;16, I, F),
 EXIF orientation applied.  Transparent pixels are composited onto black (the
-background of the training images).  The result is float32 (C, H, W), normalised
-with the bundle's per-channel mean/std of 0..1 pixels.
+background of the training images).
+
+The result of :func:`preprocess` is the network's input as **8-bit pixels**, uint8
+(C, H, W): converted, resized (or centre-cropped) and inverted, all on integers.
+The engine quantises those pixels exactly (``datapath.pixel_table``:
+``floor((p/255 - mean)/std * 2**f + 1/2)`` in rational arithmetic), so the int16
+input does not depend on float precision.  :func:`normalise` gives the float view
+(``(p/255 - mean)/std``) for plotting or a torch model.  ``docs/datapath.md``
+section 4 ("Input") specifies every step.
 """
 
 from __future__ import annotations
@@ -15,11 +22,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .bundle import RESIZE_MODES
+from .errors import NbqError
+
 #: largest decoded image accepted (pixels); more is treated as a decompression bomb
 MAX_PIXELS = 40_000_000
 
 
-class ImageError(ValueError):
+class ImageError(NbqError):
     """The input is not a usable image; the message says why."""
 
 
@@ -65,13 +75,12 @@ def open_image(source: bytes | str | os.PathLike | Image.Image) -> Image.Image:
 
 
 def to_mode(img: Image.Image, mode: str) -> Image.Image:
-    """Convert any Pillow mode to ``"L"`` or ``"RGB"`` (alpha onto black, 16-bit and
-    float scaled to 8 bits by their range)."""
+    """Convert any Pillow mode to ``"L"`` or ``"RGB"`` (alpha onto black, 16-bit, 32-bit
+    and float scaled to 8 bits by their range: :func:`_stretch_to_8bit`).  RGB -> L is
+    Pillow's ITU-R 601-2 luma ``L = (R*299 + G*587 + B*114) / 1000`` (its fixed-point
+    rounding)."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        a = np.asarray(img, dtype=np.float64)
-        lo, hi = float(a.min()), float(a.max())
-        scale = 255.0 / (hi - lo) if hi > lo else 0.0
-        img = Image.fromarray(np.clip((a - lo) * scale, 0, 255).astype(np.uint8), "L")
+        img = Image.fromarray(_stretch_to_8bit(np.asarray(img)), "L")
     if img.mode == "P":
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA"):
@@ -81,28 +90,55 @@ def to_mode(img: Image.Image, mode: str) -> Image.Image:
     return img.convert(mode)
 
 
-def preprocess(img: Image.Image, spec: dict) -> np.ndarray:
-    """A decoded image -> float32 (C, H, W) per a bundle's ``input`` block.
+def _stretch_to_8bit(a: np.ndarray) -> np.ndarray:
+    """Scale values in [lo, hi] (the image's own range) to uint8 ``floor((a-lo)*255/(hi-lo))``.
 
-    ``resize``: ``"stretch"`` (to width x height, aspect not kept) or ``"center-crop"``
-    (scale the shorter side, crop the centre); ``invert`` flips 0..1 pixel values
-    (for models trained on light-on-dark images, like Fashion-MNIST, fed dark-on-light
-    photos)."""
+    Integer images (16- and 32-bit) in exact integer arithmetic; float images in float64
+    (non-finite values count as lo).  A constant image becomes 0."""
+    if np.issubdtype(a.dtype, np.floating):
+        a = np.where(np.isfinite(a), a.astype(np.float64), np.nan)
+        lo, hi = np.nanmin(a, initial=np.inf), np.nanmax(a, initial=-np.inf)
+        if not hi > lo:
+            return np.zeros(a.shape, np.uint8)
+        return np.floor(np.nan_to_num((a - lo) * (255.0 / (hi - lo)))).clip(0, 255).astype(np.uint8)
+    v = a.astype(np.int64)
+    lo, hi = int(v.min(initial=0)), int(v.max(initial=0))
+    if hi <= lo:
+        return np.zeros(a.shape, np.uint8)
+    return ((v - lo) * 255 // (hi - lo)).astype(np.uint8)
+
+
+def preprocess(img: Image.Image, spec: dict) -> np.ndarray:
+    """A decoded image -> uint8 pixels (C, H, W) per a bundle's ``input`` block.
+
+    ``mode``: convert to ``"L"`` or ``"RGB"`` (:func:`to_mode`).  ``resize``:
+    ``"stretch"`` (Pillow's ``resize`` to width x height with the BILINEAR filter,
+    aspect not kept; skipped when the size already matches) or ``"center-crop"``
+    (``ImageOps.fit`` with BILINEAR: the largest centred box of the output's aspect
+    ratio, resized).  ``invert``: ``p -> 255 - p`` (for models trained on
+    light-on-dark images, like Fashion-MNIST, fed dark-on-light photos).
+    Quantise the result with ``Engine.quantize_input`` (exact, from pixels)."""
     img = to_mode(img, spec["mode"])
     size = (int(spec["width"]), int(spec["height"]))
     resize = spec.get("resize", "stretch")
-    if resize == "center-crop" and img.size != size:
-        img = ImageOps.fit(img, size, Image.Resampling.BILINEAR)
-    elif resize == "stretch":
-        if img.size != size:
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"unknown resize mode {resize!r} (one of {RESIZE_MODES})")
+    if img.size != size:
+        if resize == "center-crop":
+            img = ImageOps.fit(img, size, Image.Resampling.BILINEAR)
+        else:
             img = img.resize(size, Image.Resampling.BILINEAR)
-    elif resize != "center-crop":
-        raise ValueError(f"unknown resize mode {resize!r} (stretch or center-crop)")
-    a = np.asarray(img, dtype=np.float32) / 255.0
+    a = np.asarray(img, dtype=np.uint8)
     if a.ndim == 2:
         a = a[:, :, None]
     if spec.get("invert"):
-        a = 1.0 - a
-    mean = np.asarray(spec["mean"], dtype=np.float32)
-    std = np.asarray(spec["std"], dtype=np.float32)
-    return ((a - mean) / std).transpose(2, 0, 1).copy()
+        a = 255 - a
+    return np.ascontiguousarray(a.transpose(2, 0, 1))
+
+
+def normalise(pixels: np.ndarray, spec: dict) -> np.ndarray:
+    """uint8 pixels (..., C, H, W) -> float32 ``(p/255 - mean)/std`` per channel: the float
+    view of the input (what a torch model sees); the engine quantises the pixels exactly."""
+    mean = np.asarray(spec["mean"], dtype=np.float32)[:, None, None]
+    std = np.asarray(spec["std"], dtype=np.float32)[:, None, None]
+    return (np.asarray(pixels, dtype=np.float32) / 255.0 - mean) / std

@@ -127,3 +127,111 @@ def random_bundle(
         "provenance": {"tool": "pynq_nbq.testing.random_bundle", "seed": seed},
     }
     return save_bundle(manifest, arrays, path)
+
+
+def _requant_arrays(rng: np.random.Generator, c_out: int, acc_scale: float, edge: bool) -> dict:
+    """Random legal (mult, bias, shift) that put typical accumulators near 2**10, with a
+    share of saturating channels when ``edge``."""
+    shift = rng.integers(8, 30, size=c_out).astype(np.int64)
+    target = 2.0**10 * 2.0**shift / max(acc_scale, 1.0)
+    mult = np.clip(np.round(target * rng.uniform(0.25, 4.0, c_out)), 1, dp.REQUANT_MULT_MAX)
+    mult *= rng.choice([-1, 1], size=c_out)
+    if edge:  # extremes: the largest multipliers (saturate), zero, the most negative
+        mult[: c_out // 2] = rng.choice([dp.REQUANT_MULT_MIN, dp.REQUANT_MULT_MAX, 0], c_out // 2)
+    bias = rng.integers(-(1 << 20), 1 << 20, size=c_out) << rng.integers(0, 12, size=c_out)
+    return {"mult": mult.astype(np.int64), "bias": bias.astype(np.int64), "shift": shift}
+
+
+def random_graph_bundle(
+    path: str | os.PathLike,
+    datapath: str = "svpe",
+    n_bits: int = 3,
+    seed: int = 0,
+    edge: bool = False,
+) -> Bundle:
+    """A small random bundle with every op of the datapath, written at ``path``.
+
+    conv (3x3 pad 1 + fused pool; 1x1 + ReLU; 3x3 stride 2 groups 2; 5x5 pad 2
+    depthwise), ``add`` (+ReLU), standalone ``maxpool`` (k 2, stride 1), ``concat`` of
+    maps and of vectors, ``gap``, ``flatten`` and two ``linear`` layers, on a 3 x 8 x 7
+    RGB input with per-tensor formats drawn so that ``align`` shifts both ways.  ``edge``:
+    every weight at the largest magnitude or zero (svpe n >= 2) and extreme requant
+    multipliers.  For exactness tests against a slow reference; the numbers mean
+    nothing.
+    """
+    rng = np.random.default_rng(seed)
+    bits = n_bits if datapath == "svpe" else dp.VPE_WEIGHT_BITS
+    classes = [f"class{i}" for i in range(5)]
+    fr = lambda: int(rng.integers(7, 11))  # noqa: E731
+    tensors: dict[str, dict] = {"input": {"shape": [3, 8, 7], "frac": fr()}}
+    arrays: dict[str, np.ndarray] = {}
+    layers: list[dict] = []
+
+    def add_layer(name: str, op: str, inputs: list[str], shape: list[int], frac=None, **attrs):
+        tensors[name] = {"shape": shape, "frac": fr() if frac is None else frac}
+        layer = {"name": name, "op": op, "inputs": inputs, "output": name, **attrs}
+        layer["in_shape"], layer["out_shape"] = tensors[inputs[0]]["shape"], shape
+        if op in ("conv", "linear"):
+            cin = tensors[inputs[0]]["shape"][0]
+            k, g = attrs.get("kernel", 1), attrs.get("groups", 1)
+            wshape = (shape[0], cin // g, k, k) if op == "conv" else (shape[0], cin)
+            w = random_weights(rng, wshape, datapath, n_bits)
+            if edge:
+                top = dp.max_code(n_bits) if datapath == "svpe" else dp.VPE_WEIGHT_MIN
+                pick = rng.choice(
+                    [-1, 1, 0] if datapath == "vpe" or n_bits > 1 else [-1, 1], wshape
+                )
+                w = (pick * top).astype(w.dtype)
+            fan_in = int(np.prod(wshape[1:]))
+            wint = dp.decode_svpe(w, n_bits) if datapath == "svpe" else w.astype(np.int64)
+            acc_scale = fan_in * 2.0**12 * float(np.abs(wint).mean() + 1)
+            rq = _requant_arrays(rng, shape[0], acc_scale, edge)
+            arrays[f"{name}.weights"] = w
+            arrays.update({f"{name}.{r}": a for r, a in rq.items()})
+            layer.update(
+                weight_bits=bits,
+                weight_exp=-6,
+                acc_bits=dp.accumulator_bits(fan_in, dp.max_abs_weight(datapath, bits)),
+                arrays={r: f"{name}.{r}" for r in ("weights", "mult", "bias", "shift")},
+            )
+        layers.append(layer)
+
+    conv = {"stride": 1, "groups": 1}
+    add_layer("c1", "conv", ["input"], [4, 4, 3], kernel=3, padding=1, relu=False, pool=2, **conv)
+    add_layer("c2", "conv", ["c1"], [4, 4, 3], kernel=1, padding=0, relu=True, pool=0, **conv)
+    f_sum = min(tensors["c1"]["frac"], tensors["c2"]["frac"]) - int(rng.integers(0, 2))
+    add_layer("sum", "add", ["c1", "c2"], [4, 4, 3], f_sum, relu=True)
+    add_layer("c3", "conv", ["sum"], [4, 2, 2], kernel=3, padding=1, relu=True,
+              stride=2, groups=2, pool=0)  # fmt: skip
+    add_layer("c4", "conv", ["sum"], [4, 4, 3], kernel=5, padding=2, relu=False,
+              stride=1, groups=4, pool=0)  # fmt: skip
+    add_layer("mp", "maxpool", ["c4"], [4, 3, 2], tensors["c4"]["frac"], kernel=2, stride=1)
+    add_layer("cat", "concat", ["sum", "c4"], [8, 4, 3])
+    add_layer("gap", "gap", ["cat"], [8])
+    add_layer("fl", "flatten", ["c3"], [16], tensors["c3"]["frac"])
+    add_layer("flmp", "flatten", ["mp"], [24], tensors["mp"]["frac"])
+    add_layer("vec", "concat", ["gap", "fl", "flmp"], [48])
+    add_layer("fc1", "linear", ["vec"], [12], relu=True)
+    add_layer("fc2", "linear", ["fc1"], [len(classes)], relu=False)
+    manifest = {
+        "name": f"random-graph-{datapath}{bits}",
+        "datapath": datapath,
+        "weight_bits": bits,
+        "classes": classes,
+        "input": {
+            "tensor": "input",
+            "channels": 3,
+            "height": 8,
+            "width": 7,
+            "mode": "RGB",
+            "mean": [float(v) for v in rng.uniform(0, 1, 3)],
+            "std": [float(v) for v in rng.uniform(0.05, 1, 3)],
+            "resize": "stretch",
+            "invert": False,
+        },
+        "tensors": tensors,
+        "layers": layers,
+        "output": "fc2",
+        "provenance": {"tool": "pynq_nbq.testing.random_graph_bundle", "seed": seed},
+    }
+    return save_bundle(manifest, arrays, path)

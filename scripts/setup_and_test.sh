@@ -24,6 +24,9 @@ fi
 
 PY=${PYTHON:-python3}
 "$PY" -c "import torch" 2>/dev/null || "$PY" -m pip install -q torch==2.13.0
+# pynq for the fpga backend's tests on the simulated ZCU102 (tests/test_fpga_sim.py):
+# installed only when missing, so a board image's own pynq is never replaced
+"$PY" -c "import pynq" 2>/dev/null || "$PY" -m pip install -q "pynq==3.0.1" "pycparser<3"
 "$PY" -m pip install -q -e ".[test]"
 
 "$PY" -m ruff check .

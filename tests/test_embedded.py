@@ -62,6 +62,8 @@ def test_reexport_reproduces_shipped_checksums(tmp_path):
         shipped = load_bundle(api.model_path(name))
         assert fresh.sha256 == shipped.sha256, f"{name}: re-export differs from the shipped one"
         assert fresh.manifest["tensors"] == shipped.manifest["tensors"]
+        assert fresh.manifest["layers"] == shipped.manifest["layers"]  # acc_bits included
+        assert fresh.manifest["schema_version"] == shipped.manifest["schema_version"]
 
 
 def test_samples_regenerate(tmp_path, monkeypatch):

@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 import reference_loops as ref
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pynq_nbq import datapath as dp
 from pynq_nbq import ops
@@ -189,16 +191,33 @@ def test_float64_exactness_is_guarded():
         )
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 4, 5])
-def test_accumulator_bound_formula(n):
-    mw = dp.max_abs_weight("svpe", n)
-    for fan_in in (1, 9, 288, 4608, 16384):
-        bits = dp.accumulator_bits(fan_in, mw)
-        bound = fan_in * 2**15 * mw
-        assert -(2 ** (bits - 1)) <= -bound and bound - 1 <= 2 ** (bits - 1) - 1
-        assert bound > 2 ** (bits - 2)  # minimal
-    assert dp.accumulator_bits(16384, 4) == 32 and dp.accumulator_bits(16385, 4) == 33
-    assert dp.accumulator_bits(4608, 1 << 15) == 44
+@settings(max_examples=300, deadline=None)
+@given(
+    fan_in=st.integers(1, 1 << 20),
+    kind=st.sampled_from([("svpe", n) for n in dp.SVPE_BITS] + [("vpe", 16)]),
+)
+def test_accumulator_bits_hold_both_signs(fan_in, kind):
+    """Property: +V and -V both fit in a signed acc_bits integer, and no fewer bits do."""
+    mw = dp.max_abs_weight(*kind)
+    bits = dp.accumulator_bits(fan_in, mw)
+    v = fan_in * 2**15 * mw
+    assert -(2 ** (bits - 1)) <= -v and v <= 2 ** (bits - 1) - 1
+    assert not (v <= 2 ** (bits - 2) - 1)  # bits - 1 would not hold +V
+
+
+def test_accumulator_bound_examples():
+    # +V is reached: -32768 x the most negative weight, summed fan_in times
+    w = np.full((1, 16384, 1, 1), -4, np.int64)
+    x = np.full((1, 1, 1, 16384), dp.ACT_MIN, np.int16)
+    acc = int(
+        ops.conv_accumulate(x, ops.ConvSpec("v", w, *[np.zeros(1, np.int64)] * 3))[0, 0, 0, 0]
+    )
+    assert acc == 2**31 == dp.accumulator_bound(16384, 4)
+    assert dp.accumulator_bits(16384, 4) == 33  # 2**31 does not fit 32 signed bits
+    assert dp.accumulator_bits(16383, 4) == 32 and dp.accumulator_bits(4608, 1 << 15) == 44
+    # the guard refuses V = 2**47 (needs 49 bits), lets 2**47 - 2**15 through
+    assert dp.accumulator_problem(1 << 17, 1 << 15) is not None
+    assert dp.accumulator_problem((1 << 17) - 1, 1 << 15) is None
 
 
 def test_fold_requant_reproduces_affine_map():

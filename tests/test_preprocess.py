@@ -9,6 +9,7 @@ from PIL import Image
 from pynq_nbq.preprocess import (
     ImageError,
     ImageTooLarge,
+    normalise,
     open_image,
     preprocess,
     to_mode,
@@ -60,15 +61,23 @@ def test_stretch_crop_invert_normalise():
     a[:, 2:6] = 255  # bright centre band
     img = Image.fromarray(a, "L")
     stretched = preprocess(img, SPEC)
-    assert stretched.shape == (1, 4, 4) and stretched.dtype == np.float32
+    assert stretched.shape == (1, 4, 4) and stretched.dtype == np.uint8
     cropped = preprocess(img, {**SPEC, "resize": "center-crop"})
-    assert cropped.min() > 0.9  # the crop keeps only the bright centre
+    assert cropped.min() == 255  # the crop keeps only the bright centre
     inverted = preprocess(img, {**SPEC, "resize": "center-crop", "invert": True})
-    assert inverted.max() < 0.1
-    norm = preprocess(img, {**SPEC, "resize": "center-crop", "mean": [0.5], "std": [0.25]})
-    assert norm.max() == pytest.approx(2.0)
+    assert inverted.max() == 0
+    spec = {**SPEC, "mean": [0.5], "std": [0.25]}
+    assert normalise(cropped, spec).max() == pytest.approx(2.0)
     with pytest.raises(ValueError, match="resize"):
         preprocess(img, {**SPEC, "resize": "zoom"})
+
+
+def test_sixteen_and_thirty_two_bit_stretch_is_integer_exact():
+    a = np.array([[0, 1], [65534, 65535]], dtype=np.uint16)
+    out = np.asarray(to_mode(Image.fromarray(a), "L"))
+    assert out.tolist() == [[0, 0], [254, 255]]  # floor((a - lo) * 255 / (hi - lo))
+    f = np.array([[0.0, 0.5], [np.nan, 1.0]], dtype=np.float32)
+    assert np.asarray(to_mode(Image.fromarray(f, "F"), "L")).tolist() == [[0, 127], [0, 255]]
 
 
 def test_errors_name_the_cause(tmp_path):

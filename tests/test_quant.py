@@ -141,7 +141,6 @@ def test_codes_decode_to_staircase(n):
     q, e = quant.quantize(w, n)
     codes, e2 = quant.quantize_to_codes(w, n)
     assert e == e2
-    r = dp.levels_per_side(n) if n > 1 else 1
     ints = dp.decode_svpe(codes.numpy(), n)
-    real = ints * 2.0 ** (e - (r - 1))
+    real = ints * 2.0 ** dp.layer_exponent(e, n)
     assert (real == q.numpy()).all()

@@ -28,8 +28,7 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from .. import api
     from ..blas import limit_blas_threads
-    from ..bundle import BundleError
-    from ..preprocess import ImageError
+    from ..errors import NbqError
 
     limit_blas_threads(args.blas_threads)
     paths = args.images or [str(p) for p in api.sample_images()]
@@ -37,13 +36,13 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("no images given and no bundled samples found")
     try:
         model = api.load_model(args.model, args.backend)
-    except (BundleError, ValueError, OSError) as exc:
+    except (NbqError, ValueError, OSError) as exc:
         raise CommandError(str(exc)) from exc
     results = []
     for path in paths:
         try:
             pred = model.classify([path])
-        except ImageError as exc:
+        except NbqError as exc:
             raise CommandError(f"{path}: {exc}") from exc
         results.append(
             {

@@ -31,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
     from host_train.data import DatasetMissing
     from host_train.export import export
 
+    from ..errors import NbqError
+
     try:
         bundle, report = export(
             args.checkpoint,
@@ -41,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
             args.data_dir,
             args.name,
         )
-    except (ValueError, FileNotFoundError, DatasetMissing) as exc:
+    except (NbqError, ValueError, FileNotFoundError, DatasetMissing) as exc:
         raise CommandError(str(exc)) from exc
     (bundle.path / "export_report.json").write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {bundle.path} ({bundle.datapath}, arrays sha256 {bundle.sha256[:16]}...)")

@@ -47,11 +47,11 @@ def describe(model) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from .. import api
-    from ..bundle import BundleError
+    from ..errors import NbqError
 
     try:
         model = api.load_model(args.model, args.backend)
-    except (BundleError, ValueError, OSError) as exc:
+    except (NbqError, ValueError, OSError) as exc:
         raise CommandError(str(exc)) from exc
     d = describe(model)
     if args.json:

@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from ..api import model_path, sample_images
     from ..blas import limit_blas_threads
     from ..bundle import BundleError
+    from ..errors import NbqError
     from ..server import ServerConfig, create_app
     from ..server.wsgi import make_server
 
@@ -99,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
             f"cannot load model {str(model_path(args.model))!r}: {exc} "
             "(give --model NAME_OR_PATH, e.g. a bundle written by 'nbq export')"
         ) from exc
-    except ValueError as exc:
+    except (NbqError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
     svc = app.extensions["nbq"]
     try:

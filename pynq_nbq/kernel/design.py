@@ -40,6 +40,11 @@ DATA_INTERCONNECT_CELL = "axi_mem_intercon"
 DMA_VLNV = "xilinx.com:ip:axi_dma:7.1"
 DMA_PARAMETERS = {
     "c_include_sg": 0,
+    "c_include_mm2s": 1,
+    "c_include_s2mm": 1,
+    "c_include_mm2s_dre": 0,
+    "c_include_s2mm_dre": 0,
+    "c_micro_dma": 0,
     "c_sg_length_width": 26,  # largest transfer 2^26 - 1 bytes
     "c_m_axi_mm2s_data_width": 64,
     "c_m_axis_mm2s_tdata_width": 64,

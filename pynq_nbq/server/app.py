@@ -42,6 +42,8 @@ from werkzeug.exceptions import HTTPException
 from .. import api
 from ..backends import Backend
 from ..bundle import Bundle, BundleError, load_bundle
+from ..errors import NbqError
+from ..kernel.protocol import DeviceError, DeviceTimeout
 from ..preprocess import MAX_PIXELS, ImageError, ImageTooLarge, open_image, preprocess
 from .metrics import CONTENT_TYPE, ServerMetrics
 from .power import MIN_ENERGY_WINDOW_S, PowerSampler, RailSource, modelled_energy, open_power_source
@@ -623,7 +625,7 @@ def create_app(config: ServerConfig | dict[str, Any] | None = None) -> Flask:
             raise ApiError(422, f"bundle refused, the current model keeps serving: {msg}") from None
         try:
             served = svc.swap(bundle, path.name, config.swap_timeout_s)
-        except (ValueError, RuntimeError, OSError) as exc:
+        except (NbqError, ValueError, RuntimeError, OSError) as exc:
             raise ApiError(
                 422, f"model could not be loaded, the current model keeps serving: {exc}"
             ) from None
@@ -658,6 +660,10 @@ def create_app(config: ServerConfig | dict[str, Any] | None = None) -> Flask:
             pred, used = svc.worker.wait(job)
         except DeadlineExceeded as exc:
             raise ApiError(504, f"{exc} (deadline {config.deadline_s:g} s)") from None
+        except DeviceTimeout as exc:  # the driver gave up on the fabric and reset the DMA
+            raise ApiError(504, f"device timeout: {exc}") from None
+        except DeviceError as exc:  # a DMA error; the device was reset and is usable again
+            raise ApiError(503, f"device error: {exc}; retry", {"Retry-After": "1"}) from None
         queue_s = (job.started or job.enqueued) - job.enqueued
         k = top_k_param(config.top_k, len(used.model.classes))
         top = pred.top_k(0, k)

@@ -1,0 +1,34 @@
+"""The package's errors share one base class, which the CLI reports in one line."""
+
+from __future__ import annotations
+
+import pytest
+
+from pynq_nbq import cli
+from pynq_nbq.backends.csim import CsimError
+from pynq_nbq.bundle import BundleError
+from pynq_nbq.errors import NbqError
+from pynq_nbq.preprocess import ImageError, ImageTooLarge
+from pynq_nbq.streams import KernelError
+
+
+@pytest.mark.parametrize("cls", [BundleError, KernelError, CsimError, ImageError, ImageTooLarge])
+def test_every_package_error_is_an_nbq_error(cls):
+    assert issubclass(cls, NbqError)
+    assert not issubclass(cls, ValueError)  # caught as NbqError, not as a builtin
+
+
+def test_export_error_is_an_nbq_error():
+    pytest.importorskip("torch")
+    from host_train.export import ExportError
+
+    assert issubclass(ExportError, NbqError)
+
+
+def test_cli_reports_a_bad_bundle_in_one_line(tmp_path, capsys):
+    (tmp_path / "manifest.json").write_text("{not json")
+    (tmp_path / "arrays.npz").write_bytes(b"")
+    rc = cli.main(["info", "--model", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert err.count("\n") == 0 and "bad JSON" in err
