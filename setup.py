@@ -42,6 +42,7 @@ setup(
             "models/*/*/*",
             "samples/*",
             "boards/*",
+            "perfmodel/*.json",
             "server/static/*",
             "server/*.conf",
             "hls_src/*",
