@@ -137,9 +137,11 @@ void write_status_word(hls::stream<nbq_word_t>& s, ap_uint<32> st) {
   s.write(beat);
 }
 
-// ---- weight load (FLAGS.LOAD; before the dataflow region, one item per cycle) ---------
+// ---- weight load (FLAGS.LOAD; before the dataflow region, one code per cycle) ----------
 // wbuf[n][t][cg * MG + mg].w[m] = weight of output channel cg*PN+n, input channel
-// mg*PM+m, tap t; padding lanes (channels past C_out / C_in) hold zero weights.
+// mg*PM+m, tap t.  Only the layer's own weights are written: lanes past C_in meet
+// zero activations (read_fm zero-fills them, window zeroes taps 1..8 of a 1x1 layer)
+// and lanes past C_out are dropped by pack, so what they hold never matters.
 void load_weights(hls::stream<nbq_word_t>& s_in, wvec_t wbuf[PN][TAPS][CG * MG],
                   mult_t rq_mult[PN][CG], req_t rq_bias[PN][CG], shift_t rq_shift[PN][CG],
                   const geom_t g, ap_uint<32>& st) {
@@ -149,26 +151,24 @@ void load_weights(hls::stream<nbq_word_t>& s_in, wvec_t wbuf[PN][TAPS][CG * MG],
   nbq_data_t word = 0;
   int lane = 0, index = 0;
 load_co:
-  for (int co = 0; co < g.cg * PN; co++) {
+  for (int co = 0; co < g.co; co++) {
 #pragma HLS LOOP_TRIPCOUNT min=1 max=NBQ_MAX_COUT
   load_ci:
-    for (int ci = 0; ci < g.mg * PM; ci++) {
+    for (int ci = 0; ci < g.ci; ci++) {
 #pragma HLS LOOP_TRIPCOUNT min=1 max=NBQ_MAX_CIN
     load_tap:
-      for (int t = 0; t < TAPS; t++) {
+      for (int t = 0; t < taps; t++) {
+#pragma HLS LOOP_TRIPCOUNT min=1 max=TAPS
 #pragma HLS PIPELINE II=1
-        wgt_t wt = 0;
-        if (t < taps && co < g.co && ci < g.ci) {
-          if (lane == 0) {
-            nbq_word_t beat = s_in.read();
-            st |= tlast_status(beat.last, index == words - 1);
-            word = beat.data;
-            index++;
-          }
-          wt = pe_t::decode(ap_uint<W_BITS>(word(W_BITS - 1, 0)));
-          if (lanes > 1) word >>= W_BITS;
-          lane = (lane == lanes - 1) ? 0 : lane + 1;
+        if (lane == 0) {
+          nbq_word_t beat = s_in.read();
+          st |= tlast_status(beat.last, index == words - 1);
+          word = beat.data;
+          index++;
         }
+        const wgt_t wt = pe_t::decode(ap_uint<W_BITS>(word(W_BITS - 1, 0)));
+        if (lanes > 1) word >>= W_BITS;
+        lane = (lane == lanes - 1) ? 0 : lane + 1;
         wbuf[co % PN][t][(co / PN) * MG + ci / PM].w[ci % PM] = wt;
       }
     }

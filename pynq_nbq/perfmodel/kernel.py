@@ -24,8 +24,8 @@ its slowest stage plus the skew before the first window and the pipeline depth):
   (Eq. 36's term, with ceilings and the conv output of the tile);
 * packer    ``OH OW ceil(C_out/Pn) ceil(Pn/4)``: four output lanes (one word) per cycle;
 * skew ``(K-1) VW ceil(C_in/Pm)`` (the window waits for K-1 rows), depth :data:`DEPTH`;
-* a LOAD call first reads its weights one code per cycle (``C_out C_in 9`` padded to
-  Pm, Pn: the loader is not optimised) and 2 C_out requant words in 2 cycles each; the
+* a LOAD call first reads its weights one code per cycle (``C_out C_in K^2``: the
+  loader is not optimised) and C_out requant word pairs in 2 cycles each; the
   host loads each output-channel group once per batch, so a batch of B images pays
   it once (``batch``).
 Call overhead on the host (register writes, DMA start) is a parameter.
@@ -207,7 +207,7 @@ def call_cycles(call: Call, pm: int, pn: int) -> dict[str, int]:
     body = max(stages["reader"], stages["window"], skew + stages["compute"], stages["packer"])
     load = 0
     if call.load:
-        load = cg * pn * mg * pm * 9 + 2 * 2 * call.c_out
+        load = call.c_out * call.c_in * call.k * call.k + 2 * 2 * call.c_out
     return {**stages, "skew": skew, "depth": depth, "load": load, "total": load + body + depth}
 
 
