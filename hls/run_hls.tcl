@@ -13,6 +13,8 @@
 # it with:  python3 -m pynq_nbq.kernel check-header <that file>
 
 set part xczu9eg-ffvb1156-2-e
+# overlay/Makefile builds for other boards with NBQ_PART=<part> (pynq_nbq/kernel/design.py)
+if {[info exists ::env(NBQ_PART)]} { set part $::env(NBQ_PART) }
 set period 5.0  ;# ns: 200 MHz, the paper's clock
 set hls_dir [file dirname [file normalize [info script]]]
 

@@ -30,15 +30,11 @@ import math
 
 import torch
 
+from pynq_nbq import datapath as dp
+
 RULES = ("authors", "log", "nearest", "moments")
-SUPPORTED_BITS = (1, 2, 3, 4, 5)
-
-
-def num_magnitudes(n_bits: int) -> int:
-    """r = 2**(n-1) - 1, the number of non-zero magnitudes (n >= 2); 1 for n = 1."""
-    if n_bits not in SUPPORTED_BITS:
-        raise ValueError(f"n_bits must be one of {SUPPORTED_BITS}, got {n_bits}")
-    return 1 if n_bits == 1 else (1 << (n_bits - 1)) - 1
+SUPPORTED_BITS = dp.SVPE_BITS  #: the datapath's svpe widths (one definition)
+num_magnitudes = dp.num_magnitudes  #: r = 2**(n-1) - 1 non-zero magnitudes (1 for n = 1)
 
 
 def level_set(n_bits: int) -> list[float]:
@@ -75,26 +71,38 @@ def _magnitude_index(absw: torch.Tensor, scale: float, n_bits: int, mode: str) -
     return torch.where(zero, torch.full_like(i, -1), i)
 
 
-def _apply(w: torch.Tensor, scale: float, n_bits: int, mode: str) -> torch.Tensor:
-    idx = _magnitude_index(w.abs(), scale, n_bits, mode)
+def _levels(w: torch.Tensor, idx: torch.Tensor, scale: float) -> torch.Tensor:
+    """Staircase values ``sign(w) * scale * 2**-idx`` (0 where idx < 0), w's dtype."""
     mag = torch.where(idx < 0, torch.zeros_like(w), scale * torch.pow(2.0, -idx.to(w.dtype)))
     sign = torch.where(w < 0, -1.0, 1.0).to(w.dtype)
     return sign * mag
 
 
+def _codes(w: torch.Tensor, idx: torch.Tensor, n_bits: int) -> torch.Tensor:
+    """int8 svpe codes ``sign(w) * (r - idx)`` (0 where idx < 0): integers throughout, the
+    datapath's code of level ``2**-idx`` (``pynq_nbq.datapath``, module docstring)."""
+    r = num_magnitudes(n_bits)
+    m = torch.where(idx < 0, torch.zeros_like(idx), r - idx)
+    return torch.where(w < 0, -m, m).to(torch.int8)
+
+
+def _apply(w: torch.Tensor, scale: float, n_bits: int, mode: str) -> torch.Tensor:
+    return _levels(w, _magnitude_index(w.abs(), scale, n_bits, mode), scale)
+
+
 def _authors(w: torch.Tensor, n_bits: int) -> tuple[torch.Tensor, int]:
+    """(level index, e) of the authors' 3-bit thresholds; index -1 means zero."""
     if n_bits != 3:
         raise ValueError("the authors' threshold rule is defined for 3-bit weights only")
     m = float(w.abs().max())
     e = 0 if m == 0 else int(round(math.log2(m)))
-    s = 2.0**e
     a = w.abs()
-    mag = torch.where(
+    idx = torch.where(
         a < 0.02 * m,
-        torch.zeros_like(w),
-        torch.where(a < 0.07 * m, s / 4, torch.where(a < 0.14 * m, s / 2, torch.full_like(w, s))),
+        -1,
+        torch.where(a < 0.07 * m, 2, torch.where(a < 0.14 * m, 1, 0)),
     )
-    return torch.where(w < 0, -mag, mag), e
+    return idx.to(torch.int64), e
 
 
 def _candidates(w: torch.Tensor, n_bits: int) -> range:
@@ -104,28 +112,33 @@ def _candidates(w: torch.Tensor, n_bits: int) -> range:
     return range(top - r - 1, top + 2)
 
 
-def quantize(w: torch.Tensor, n_bits: int, rule: str = "nearest") -> tuple[torch.Tensor, int]:
-    """staircase(W): quantized weights and the layer exponent e (levels times 2**e).
+def level_indices(
+    w: torch.Tensor, n_bits: int, rule: str = "nearest", e: int | None = None
+) -> tuple[torch.Tensor, int]:
+    """The quantizer's integer answer: (level index per weight, layer exponent e).
 
-    Runs without autograd; the returned tensor has W's shape and dtype and every
-    entry lies in ``level_set(n_bits) * 2**e``.
+    Index ``i`` >= 0 means the level ``sign(w) * 2**-i * 2**e``; -1 means zero.  The
+    rule picks e (or ``e`` is given: INQ's frozen scale).  :func:`quantize` (the
+    staircase values) and :func:`quantize_to_codes` (the datapath's codes) both derive
+    from it, so export never re-derives codes from floats.
     """
     if rule not in RULES:
         raise ValueError(f"unknown quantizer rule {rule!r}; choose one of {RULES}")
     num_magnitudes(n_bits)  # validates n
+    mode = "log" if rule == "log" else "nearest"
     with torch.no_grad():
         w = w.detach()
+        if e is not None:
+            return _magnitude_index(w.abs(), 2.0**e, n_bits, mode), int(e)
         if float(w.abs().max()) == 0.0:
-            if n_bits == 1:
-                return torch.ones_like(w), 0
-            return torch.zeros_like(w), 0
+            return torch.full_like(w, 0 if n_bits == 1 else -1, dtype=torch.int64), 0
         if rule == "authors":
             return _authors(w, n_bits)
-        mode = "log" if rule == "log" else "nearest"
         best: tuple[float, torch.Tensor, int] | None = None
         mean_w, var_w = float(w.mean()), float(w.var(unbiased=False))
-        for e in _candidates(w, n_bits):
-            q = _apply(w, 2.0**e, n_bits, mode)
+        for cand in _candidates(w, n_bits):
+            idx = _magnitude_index(w.abs(), 2.0**cand, n_bits, mode)
+            q = _levels(w, idx, 2.0**cand)
             if rule == "moments":
                 dv = float(q.var(unbiased=False)) - var_w
                 dm = float(q.mean()) - mean_w
@@ -133,35 +146,34 @@ def quantize(w: torch.Tensor, n_bits: int, rule: str = "nearest") -> tuple[torch
             else:
                 loss = float(((w - q) ** 2).sum())
             if best is None or loss < best[0]:
-                best = (loss, q, e)
+                best = (loss, idx, cand)
         assert best is not None
         return best[1], best[2]
 
 
-def quantize_to_codes(w: torch.Tensor, n_bits: int, rule: str = "nearest"):
+def quantize(w: torch.Tensor, n_bits: int, rule: str = "nearest") -> tuple[torch.Tensor, int]:
+    """staircase(W): quantized weights and the layer exponent e (levels times 2**e).
+
+    Runs without autograd; the returned tensor has W's shape and dtype and every
+    entry lies in ``level_set(n_bits) * 2**e``.
+    """
+    idx, e = level_indices(w, n_bits, rule)
+    with torch.no_grad():
+        return _levels(w.detach(), idx, 2.0**e), e
+
+
+def quantize_to_codes(
+    w: torch.Tensor, n_bits: int, rule: str = "nearest", e: int | None = None
+) -> tuple[torch.Tensor, int]:
     """Integer codes of staircase(W): (codes int8 tensor, layer exponent e).
 
     ``code = sign * m`` with ``m = r - i`` for level ``2**-i`` (m = 0 for zero), so that
-    the integer weight is ``sign * 2**(m-1)`` and ``real = int_weight * 2**(e - (r-1))``
-    (``docs/datapath.md`` section 1).
+    the integer weight is ``sign * 2**(m-1)`` and ``real = int_weight * 2**e_w`` with
+    ``e_w = datapath.layer_exponent(e, n)`` (``docs/datapath.md`` section 1).  ``e``:
+    a fixed scale exponent (INQ), else the rule's choice.
     """
-    q, e = quantize(w, n_bits, rule)
-    return codes_from_staircase(q, e, n_bits), e
-
-
-def codes_from_staircase(q: torch.Tensor, e: int, n_bits: int) -> torch.Tensor:
-    """int8 codes of staircase values ``q`` (levels times 2**e); see quantize_to_codes."""
-    r = num_magnitudes(n_bits)
-    with torch.no_grad():
-        a = q.abs() / 2.0**e
-        i = torch.where(a > 0, (-torch.log2(a.clamp_min(1e-30))).round(), torch.full_like(a, r))
-        m = torch.where(a > 0, r - i, torch.zeros_like(a))
-        if n_bits == 1:
-            m = torch.ones_like(a)
-        codes = (torch.sign(q) * m).to(torch.int8)
-        if n_bits == 1:
-            codes = torch.where(q < 0, -1, 1).to(torch.int8)
-    return codes
+    idx, e = level_indices(w, n_bits, rule, e)
+    return _codes(w.detach(), idx, n_bits), e
 
 
 class ReconstructedGradient(torch.autograd.Function):

@@ -27,11 +27,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import layers as L
-from . import quant
+from . import methods, quant
 from .data import Dataset, load_dataset
 from .models import build_model
 
-TRAIN_METHODS = ("float", "rg", "ste", "inq", "rtn")
+TRAIN_METHODS = tuple(methods.METHODS)  #: the strategies of host_train.methods
 CHECKPOINT = "checkpoint.pt"
 
 
@@ -67,9 +67,8 @@ class TrainConfig:
     rg_compensate: bool = False
 
     def validate(self) -> None:
-        if self.method not in TRAIN_METHODS:
-            raise ValueError(f"unknown method {self.method!r}; choose one of {TRAIN_METHODS}")
-        if self.method == "rtn" and not self.init:
+        trains = methods.get(self.method).trains
+        if not trains and not self.init:
             raise ValueError("method 'rtn' quantizes a trained float model: pass --init CKPT")
         if self.rule not in quant.RULES:
             raise ValueError(f"unknown rule {self.rule!r}; choose one of {quant.RULES}")
@@ -78,7 +77,7 @@ class TrainConfig:
             raise ValueError("optimizer must be sgd, adam or adamw")
         if self.lr_schedule not in ("cosine", "step", "constant"):
             raise ValueError("lr schedule must be cosine, step or constant")
-        if self.epochs < 1 and self.method != "rtn":
+        if self.epochs < 1 and trains:
             raise ValueError("epochs must be >= 1")
 
 
@@ -133,8 +132,7 @@ def make_model(cfg: TrainConfig, ds_shape: tuple[int, int, int], num_classes: in
     bits: int | dict[str, int] = cfg.bits
     if cfg.bits_per_layer:
         bits = {"default": cfg.bits, **cfg.bits_per_layer}
-    method = {"rtn": "staircase", "float": "float"}.get(cfg.method, cfg.method)
-    return L.convert(model, bits, cfg.rule, method)
+    return L.convert(model, bits, cfg.rule, cfg.method)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
@@ -296,7 +294,8 @@ def train(
         "std": list(ds.std),
         "dataset": ds.name,
     }
-    if cfg.method == "rtn":
+    strategy = methods.get(cfg.method)
+    if not strategy.trains:
         return _post_training_quantize(cfg, model, ds, train_x, out, base, log)
 
     opt = _optimizer(cfg, model)
@@ -323,9 +322,8 @@ def train(
         t0 = time.perf_counter()
         alpha = quant.alpha_at(cfg.a_schedule, epoch, cfg.epochs, cfg.a0)
         L.set_alpha(model, alpha)
-        if cfg.method == "inq":
-            for _, m in L.pow2_layers(model):
-                m.inq_freeze(_inq_fraction(cfg, epoch))
+        pow2 = [m for _, m in L.pow2_layers(model)]
+        strategy.start_epoch(pow2, _inq_fraction(cfg, epoch))
         gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
         perm = torch.randperm(n, generator=gen)
         model.train()
@@ -342,15 +340,7 @@ def train(
             loss = F.cross_entropy(logits, yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if cfg.method == "inq":
-                for _, m in L.pow2_layers(model):
-                    if m.weight.grad is not None:
-                        m.weight.grad.mul_(1 - m.inq_mask)
-            if cfg.method == "rg" and cfg.rg_compensate and alpha > 0:
-                # undo the a-scaling of the latent weights' step (lr/a for W only)
-                for _, m in L.pow2_layers(model):
-                    if m.weight.grad is not None:
-                        m.weight.grad.div_(alpha)
+            strategy.adjust_gradients(pow2, alpha, cfg.rg_compensate)
             opt.step()
             tot_loss += float(loss.detach()) * len(idx)
             tot_ok += int((logits.argmax(1) == yb).sum())
@@ -388,7 +378,7 @@ def train(
 
 def _post_training_quantize(cfg, model, ds, train_x, out, base, log) -> dict:
     """Round-to-nearest quantisation of a trained float model, BN re-estimated."""
-    L.set_method(model, "staircase")
+    L.set_method(model, "rtn")
     before = accuracy(model, ds.test_x, ds.test_y, ds.mean, ds.std)
     gen = np.random.RandomState(cfg.seed)
     pick = gen.choice(len(train_x), size=min(cfg.bn_images, len(train_x)), replace=False)

@@ -21,6 +21,21 @@ from .engine import Engine, softmax
 from .preprocess import open_image, preprocess
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
+#: the keys of ``timings_ms`` (milliseconds), the same in the API and the server's answers:
+#: decode (Pillow), preprocess (convert/resize/invert), queue (server only: waiting for
+#: the device), quantize (pixels -> int16), engine (all layers; its conv_engine and arm
+#: parts), postprocess (softmax, arg-max), total
+TIMING_KEYS = (
+    "decode",
+    "preprocess",
+    "queue",
+    "quantize",
+    "engine",
+    "conv_engine",
+    "arm",
+    "postprocess",
+    "total",
+)
 DEFAULT_MODEL = "fmnist-svpe"
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 
@@ -56,8 +71,8 @@ class Prediction:
 
     indices: (N,) class ids; labels: N class names; probabilities: (N, K) float64;
     logits_q: (N, K) int16 with ``logits_frac`` fractional bits;
-    timings_ms: milliseconds of ``preprocess``, ``quantize``, ``engine`` (with its
-    ``conv_engine`` and ``arm`` parts) and ``total`` for the whole batch.
+    timings_ms: milliseconds per stage for the whole batch, keys from :data:`TIMING_KEYS`
+    (``decode`` and ``preprocess`` only from :meth:`Model.classify`; no ``queue``).
     """
 
     indices: np.ndarray
@@ -90,12 +105,20 @@ class Model:
         return self.bundle.manifest["input"]
 
     @property
+    def input_fit(self) -> tuple[int, int]:
+        """The input's (width, height) in pixels: images are decoded no larger than
+        this needs (``preprocess.open_image(fit=...)``)."""
+        spec = self.input_spec
+        return int(spec["width"]), int(spec["height"])
+
+    @property
     def backend_name(self) -> str:
         return self.engine.backend.name
 
     def preprocess(self, image) -> np.ndarray:
-        """bytes, a path or a PIL image -> uint8 pixels (C, H, W)."""
-        return preprocess(open_image(image), self.input_spec)
+        """bytes, a path or a PIL image -> uint8 pixels (C, H, W); decoded no larger
+        than the input needs (``open_image(fit=...)``)."""
+        return preprocess(open_image(image, fit=self.input_fit), self.input_spec)
 
     def predict(self, batch: np.ndarray) -> Prediction:
         """uint8 pixels (N, C, H, W) (exact, as :meth:`preprocess` gives them) or
@@ -130,11 +153,14 @@ class Model:
     def classify(self, images: list) -> Prediction:
         """Decode, preprocess and classify images (bytes, paths or PIL images)."""
         t0 = time.perf_counter()
-        batch = np.stack([self.preprocess(im) for im in images])
+        decoded = [open_image(im, fit=self.input_fit) for im in images]
         t1 = time.perf_counter()
+        batch = np.stack([preprocess(im, self.input_spec) for im in decoded])
+        t2 = time.perf_counter()
         pred = self.predict(batch)
-        pred.timings_ms["preprocess"] = 1e3 * (t1 - t0)
-        pred.timings_ms["total"] += 1e3 * (t1 - t0)
+        pred.timings_ms["decode"] = 1e3 * (t1 - t0)
+        pred.timings_ms["preprocess"] = 1e3 * (t2 - t1)
+        pred.timings_ms["total"] += 1e3 * (t2 - t0)
         return pred
 
 

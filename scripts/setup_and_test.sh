@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set up a fresh machine and run the whole test suite (what CI runs via .ci/run).
 #  - Debian packages: the Fashion-MNIST dataset, g++ (HLS C-simulation), Chromium + driver
-#    (browser test), iverilog + yosys (RTL twin); installed only when missing, and only
-#    where apt-get runs as root.
+#    (browser test), lm-sensors, tcl + make (the overlay build scripts run with stub Vivado
+#    commands), iverilog + yosys (the RTL twin, hls/rtl/); installed only when missing, only
+#    where apt-get runs as root, and without "recommended" extras (--no-install-recommends).
 #  - PyTorch's CPU wheel first (a plain 'torch' requirement would pull a multi-GB CUDA build),
 #    then this package with its [test] extra.
 set -euo pipefail
@@ -14,13 +15,14 @@ command -v g++ >/dev/null || need_apt+=(g++)
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 command -v sensors >/dev/null || need_apt+=(lm-sensors)
+command -v tclsh >/dev/null || need_apt+=(tcl)
+command -v make >/dev/null || need_apt+=(make)
 command -v iverilog >/dev/null || need_apt+=(iverilog)  # RTL twin simulation (hls/rtl/)
 command -v yosys >/dev/null || need_apt+=(yosys)        # RTL twin synthesis report check
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      "${need_apt[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
   else
     echo "warning: missing Debian packages ${need_apt[*]} (tests that need them will fail)" >&2
   fi

@@ -416,7 +416,8 @@ class CsimBackend:
         """ValueError with every reason if the kernel cannot run this bundle."""
         pe = manifest.get("datapath")
         if pe not in protocol.PE_KINDS:
-            raise ValueError(f"bundle datapath {pe!r} is not one of {tuple(protocol.PE_KINDS)}")
+            kinds = [str(k) for k in protocol.PE_KINDS]
+            raise ValueError(f"bundle datapath {pe!r} is not one of {kinds}")
         kernel = self.kernel(self.pe or pe)
         check_manifest(manifest, kernel.info)
 

@@ -41,8 +41,9 @@ KERNEL_ID = 0x4E425143  #: HW_ID register: "NBQC"
 VERSION_MAJOR = 2
 VERSION_MINOR = 0
 VERSION = (VERSION_MAJOR << 16) | VERSION_MINOR
-PE_KINDS = {"svpe": 1, "vpe": 2}  #: PE_KIND register values
-PE_NAMES = {v: k for k, v in PE_KINDS.items()}
+#: PE_KIND register values (keys: datapath.PEKind, a str enum, so "svpe" works too)
+PE_KINDS = {dp.PEKind.SVPE: 1, dp.PEKind.VPE: 2}
+PE_NAMES = {v: k.value for k, v in PE_KINDS.items()}
 
 # --- words ----------------------------------------------------------------------------
 WORD_BITS = 64  #: AXI-Stream TDATA width
