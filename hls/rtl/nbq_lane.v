@@ -34,13 +34,7 @@ module nbq_lane (clk, valid, first, xs, ws, out_valid, acc);
   parameter NB = 3;
   parameter PM = 4;                       // input channels per cycle
   parameter ACCW = 48;                    // accumulator bits
-  function integer clog2f(input integer v);
-    integer t;
-    begin
-      clog2f = 0;
-      for (t = v - 1; t > 0; t = t >> 1) clog2f = clog2f + 1;
-    end
-  endfunction
+`include "nbq_clog2.vh"
   localparam NP = 9 * PM;
   localparam WB = (KIND == 1) ? NB : 16;
   localparam PW = (KIND == 1) ? 17 + (1 << (NB - 1)) - 2 : 32;

@@ -10,13 +10,7 @@
 module nbq_tree (clk, in, out);
   parameter N = 9;
   parameter W = 19;
-  function integer clog2f(input integer v);
-    integer t;
-    begin
-      clog2f = 0;
-      for (t = v - 1; t > 0; t = t >> 1) clog2f = clog2f + 1;
-    end
-  endfunction
+`include "nbq_clog2.vh"
   localparam LV = clog2f(N);
   localparam WO = W + LV;                 // output width
   input wire clk;

@@ -70,7 +70,7 @@ def _run_vvp(top: str, sources: Sequence[str], params: dict[str, int], vectors: 
     with tempfile.TemporaryDirectory(prefix="nbq_rtl_") as d:
         exe, vec = Path(d) / "sim", Path(d) / "vectors.txt"
         vec.write_text(vectors)
-        cmd = [iverilog, "-g2005", "-o", str(exe), "-s", top]
+        cmd = [iverilog, "-g2005", "-I", str(RTL_DIR), "-o", str(exe), "-s", top]
         cmd += [f"-P{top}.{k}={v}" for k, v in params.items()]
         cmd += [str(RTL_DIR / s) for s in sources]
         res = subprocess.run(cmd, capture_output=True, text=True)
@@ -157,7 +157,7 @@ def synthesize(design: Design) -> dict[str, int]:
         chparam = " ".join(f"-set {k} {v}" for k, v in design.params.items())
         script = "; ".join(
             [
-                "read_verilog -defer " + " ".join(str(RTL_DIR / s) for s in SOURCES),
+                f"read_verilog -defer -I {RTL_DIR} " + " ".join(str(RTL_DIR / s) for s in SOURCES),
                 (f"chparam {chparam} {design.top}" if chparam else "") or "hierarchy",
                 f"hierarchy -top {design.top}",
                 f"synth_xilinx -family {FAMILY} -flatten -noiopad -noclkbuf -top {design.top}",
