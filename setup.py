@@ -105,6 +105,7 @@ setup(
             "perfmodel/*.json",
             "server/static/*",
             "server/*.conf",
+            "native/*.c",
         ]
     },
     install_requires=BASE,
