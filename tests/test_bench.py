@@ -148,6 +148,13 @@ def check_outputs(out: Path, backend: str) -> dict:
         assert engine and all(r["gop_per_s"] > 0 and r["predicted_gop_per_s"] for r in engine)
         for r in engine:
             assert r["gop_per_s"] == pytest.approx(r["ops_count"] / (r["time_ms"] * 1e6))
+        # the streaming kernel's cycle model beside the paper's, layer by layer and in total
+        kernel = report["columns"][key]["vs_model"]["conv_engine_ms_kernel_model"]
+        assert kernel["predicted_ms"] == pytest.approx(
+            sum(r["kernel_model_time_ms"] for r in engine)
+        )
+        est = report["resources"][key]["kernel_model_estimate"]
+        assert est["modelled"] is True and est["lut_count"] > 0 and "yosys" in est["source"]
     # every timing section of the Markdown carries the label; predictions are beside
     assert md.count(report["timing_label"]) >= 6
     for section in ("## Summary", "## Split", "## Throughput", "## Per layer"):

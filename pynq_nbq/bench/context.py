@@ -202,6 +202,15 @@ def resources(kind: str, overlay_dir: str | Path | None, model: dict[str, Any]) 
     }
     estimate["modelled"] = True
     out: dict[str, Any] = {"modelled_estimate": estimate}
+    kernel = (model.get("kernel_model") or {}).get("resources")
+    if kernel:  # the streaming kernel's build, costed from the yosys report of its RTL twin
+        out["kernel_model_estimate"] = {
+            **{f"{k}_count": kernel.get(k) for k in RESOURCE_KEYS},
+            "build": kernel.get("build"),
+            "parallelism": f"Pm {kernel.get('pm')} x Pn {kernel.get('pn')}",
+            "source": kernel.get("source"),
+            "modelled": True,
+        }
     if overlay_dir is None or str(overlay_dir) == "sim" or str(overlay_dir).startswith("sim:"):
         why = "the simulated board has no build reports" if overlay_dir else "no --overlay"
         out.update(available=False, reason=f"{why} (reads <overlay dir>/nbq_<kind>_report.json)")

@@ -91,6 +91,11 @@ def markdown(report: dict[str, Any]) -> str:
         ("latency per image, mean (ms)", "end_to_end_latency_ms_mean", "ms"),
         ("engine time per image (ms)", "engine_latency_ms", "ms"),
         ("conv-engine layers (ms)", "conv_engine_ms", "ms"),
+        (
+            "conv-engine layers vs the kernel's cycle model (ms)",
+            "conv_engine_ms_kernel_model",
+            "ms",
+        ),
         ("ARM-side layers (ms)", "arm_ms", "ms"),
         ("conv engine GOP/s", "conv_engine_gop_per_s", "gop_per_s"),
         ("throughput, largest batch (images/s)", "throughput_images_per_s", "images_per_s"),
@@ -177,6 +182,7 @@ def markdown(report: dict[str, Any]) -> str:
                 _f(r["time_measured_over_predicted_ratio"]),
                 _f(r["gop_per_s"]),
                 _f(r["predicted_gop_per_s"]),
+                _f(r["kernel_model_time_ms"]),
             ]
             for r in cols[c]["layers"]
         ]
@@ -191,6 +197,7 @@ def markdown(report: dict[str, Any]) -> str:
                 "×",
                 "GOP/s",
                 "model GOP/s",
+                "kernel model ms",
             ],
             lrows,
         )
@@ -240,6 +247,13 @@ def markdown_resources(report: dict[str, Any]) -> list[str]:
             )
         else:
             lines.append(f"- {TITLES[c]}: unavailable ({r['reason']}); MODELLED {est_txt}")
+        k = r.get("kernel_model_estimate")
+        if k:
+            k_txt = ", ".join(f"{x.upper()} {_f(k[f'{x}_count'], '.6g')}" for x in _RES)
+            lines.append(
+                f"  - the streaming kernel's {k['build']} build ({k['parallelism']}), MODELLED: "
+                f"{k_txt} ({k['source']})"
+            )
     return lines
 
 

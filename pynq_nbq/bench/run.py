@@ -28,6 +28,7 @@ from .. import api
 from ..backends import get_backend
 from ..engine import CONV_ENGINE
 from ..perfmodel import layers_from_manifest, load_board, model_network
+from ..perfmodel.kernel import model_kernel
 from ..perfmodel.model import MODEL_NOTE, arm_layer_time
 from ..server.power import RailSource, modelled_energy, open_power_source
 from . import context
@@ -114,6 +115,15 @@ def predictions(manifest: dict[str, Any], board: str) -> dict[str, Any]:
     return model_network(manifest, board, pe, bits)
 
 
+def kernel_prediction(manifest: dict[str, Any], board: str) -> dict[str, Any]:
+    """The cycle model of this project's streaming kernel (:mod:`pynq_nbq.perfmodel.kernel`)
+    for a bundle on ``board``: per engine layer ``time_us``, ``fpga_time_us``, the build's
+    resources (an open-synthesis estimate), all modelled."""
+    pe = manifest["datapath"]
+    bits = int(manifest.get("weight_bits", 3)) if pe == "svpe" else 16
+    return model_kernel(layers_from_manifest(manifest), load_board(board), pe, bits)
+
+
 def cpu_prediction(manifest: dict[str, Any], board: str) -> dict[str, Any]:
     """The model's ARM time for every layer of a bundle (the CPU-only column)."""
     brd = load_board(board)
@@ -150,11 +160,15 @@ def engine_summary(engine: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _layers_vs_model(rows: list[dict], model: dict[str, Any]) -> list[dict[str, Any]]:
+def _layers_vs_model(
+    rows: list[dict], model: dict[str, Any], kernel: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     by_name = {r["name"]: r for r in model["layers"]}
+    by_kernel = {r["name"]: r for r in (kernel or {}).get("layers", [])}
     out = []
     for row in rows:
         m = by_name.get(row["name"], {})
+        k = by_kernel.get(row["name"])
         ops = m.get("ops")
         t = row["time_ms"]
         gops = ops / (t * 1e6) if ops and t > 0 and row["placement"] == CONV_ENGINE else None
@@ -168,6 +182,8 @@ def _layers_vs_model(rows: list[dict], model: dict[str, Any]) -> list[dict[str, 
                 "predicted_time_ms": pred_ms,
                 "predicted_gop_per_s": m.get("gops"),
                 "time_measured_over_predicted_ratio": _ratio(t, pred_ms),
+                "kernel_model_time_ms": k["time_us"] / 1e3 if k else None,
+                "kernel_model_bound": k["bound"] if k else None,
             }
         )
     return out
@@ -184,7 +200,8 @@ def _column(
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     res = measure_column(model, data, plan, tick)
     t = res.timings
-    layers = _layers_vs_model(t["layers"], prediction)
+    kernel = prediction.get("kernel_model")
+    layers = _layers_vs_model(t["layers"], prediction, kernel)
     split = t["split_per_image"]
     engine_ops = sum(r["ops_count"] or 0 for r in layers if r["placement"] == CONV_ENGINE)
     conv_ms = split["conv_engine_ms"]
@@ -216,6 +233,9 @@ def _column(
             ),
             "engine_latency_ms": compare(engine_ms, total["latency_ms"], "ms"),
             "conv_engine_ms": compare(conv_ms, total["fpga_time_ms"] or None, "ms"),
+            "conv_engine_ms_kernel_model": compare(
+                conv_ms, kernel["fpga_time_us"] / 1e3 if kernel else None, "ms"
+            ),
             "arm_ms": compare(arm_ms, total["arm_time_ms"] or None, "ms"),
             "conv_engine_gop_per_s": compare(conv_gops, total.get("fpga_gops"), "gop_per_s"),
             "throughput_images_per_s": compare(
@@ -296,6 +316,8 @@ def run_bench(
     data = load_data(cfg, models["svpe"].classes)
     labels = {k: context.timing_label(b) for k, b in backends.items()}
     preds = {k: predictions(models[k].bundle.manifest, cfg.board) for k in ("vpe", "svpe")}
+    for k in ("vpe", "svpe"):  # the streaming kernel's own cycle model, beside the paper's
+        preds[k]["kernel_model"] = kernel_prediction(models[k].bundle.manifest, cfg.board)
     preds["cpu"] = cpu_prediction(models["svpe"].bundle.manifest, cfg.board)
 
     bar = progress(len(COLUMNS) * cfg.plan.steps(len(data))) if progress else None
