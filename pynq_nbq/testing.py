@@ -13,7 +13,16 @@ import os
 import numpy as np
 
 from . import datapath as dp
-from .bundle import ROLES, Bundle, save_bundle, weighted_fields
+from .bundle import (
+    ROLES,
+    Bundle,
+    InputSpec,
+    LayerSpec,
+    Manifest,
+    TensorSpec,
+    save_bundle,
+    weighted_fields,
+)
 
 
 def random_weights(rng: np.random.Generator, shape, datapath: str, n_bits: int) -> np.ndarray:
@@ -232,3 +241,46 @@ def random_graph_bundle(
         "provenance": {"tool": "pynq_nbq.testing.random_graph_bundle", "seed": seed},
     }
     return save_bundle(manifest, arrays, path)
+
+
+def conv_manifest(
+    datapath: str,
+    weight_bits: int,
+    convs: list[tuple[str, int, int, int, int | None]],
+    name: str = "m",
+    size: int = 8,
+) -> Manifest:
+    """A typed manifest of conv layers only, for checks that read no arrays
+    (``kernel.checks.check_manifest``): each ``(name, c_in, kernel, padding, acc_bits)``
+    is a stride-1 conv on a ``c_in x size x size`` input with 4 output channels."""
+    layers = []
+    for i, (lname, cin, k, pad, acc_bits) in enumerate(convs):
+        oh, ow = dp.conv_output_hw(size, size, k, 1, pad)
+        layers.append(
+            LayerSpec(
+                index=i,
+                name=lname,
+                op="conv",
+                inputs=("x",),
+                output=f"y{i}",
+                in_shapes=((cin, size, size),),
+                out_shape=(4, oh, ow),
+                in_fracs=(0,),
+                out_frac=0,
+                kernel=k,
+                padding=pad,
+                weight_bits=weight_bits,
+                acc_bits=acc_bits,
+            )
+        )
+    cin = convs[0][1] if convs else 1
+    return Manifest(
+        name=name,
+        pe=dp.PEKind.parse(datapath),
+        weight_bits=weight_bits,
+        classes=(),
+        input=InputSpec("x", cin, size, size, "raw", (0.0,) * cin, (1.0,) * cin),
+        tensors={"x": TensorSpec("x", (cin, size, size), 0)},
+        layers=tuple(layers),
+        output=layers[-1].output if layers else "x",
+    )

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from pynq_nbq import datapath as dp
 from pynq_nbq import streams as S
 from pynq_nbq.ops import ConvSpec, conv_layer
+from pynq_nbq.testing import conv_manifest
 
 sys.path.insert(0, str(S.HLS_DIR))
 from gen_vectors import random_input, random_spec  # noqa: E402
@@ -247,18 +248,8 @@ def test_weights_load_once_per_output_group():
 
 
 # --- refusals and messages ------------------------------------------------------------
-def _manifest(datapath="svpe", cin=8, acc_bits=30, kernel=3, padding=1):
-    layer = {
-        "name": "c1",
-        "op": "conv",
-        "kernel": kernel,
-        "stride": 1,
-        "padding": padding,
-        "groups": 1,
-        "in_shape": [cin, 8, 8],
-        "acc_bits": acc_bits,
-    }
-    return {"name": "m", "datapath": datapath, "weight_bits": 3, "layers": [layer]}
+def _manifest(datapath="svpe", cin=8, acc_bits=30, kernel=3, padding=1, bits=3):
+    return conv_manifest(datapath, bits, [("c1", cin, kernel, padding, acc_bits)])
 
 
 def test_check_manifest():
@@ -273,6 +264,8 @@ def test_check_manifest():
     with pytest.raises(ValueError) as e:
         S.check_manifest(_manifest("vpe", cin=17), INFO)
     assert "PE_KIND" in str(e.value) and "MAX_CIN" in str(e.value)
+    with pytest.raises(ValueError, match="svpe needs n in"):
+        S.check_manifest(_manifest(bits=6), INFO)
 
 
 def test_conv_weights_for_refuses_what_the_kernel_cannot_run():
@@ -289,7 +282,7 @@ def test_conv_weights_for_refuses_what_the_kernel_cannot_run():
     with pytest.raises(ValueError, match="MAX_CIN register allows 16"):
         S.conv_weights_for(wide, INFO)
     big = S.KernelInfo("vpe", 4, 2, 9, 7, 1 << 20, 5, acc_bits=40)
-    with pytest.raises(ValueError, match="needs a 44-bit accumulator"):
+    with pytest.raises(ValueError, match="accumulator needs 44 bits > 40"):
         S.conv_weights_for(random_spec(rng, "vpe", 512, 1, 3, edge=True), big)
 
 

@@ -43,7 +43,7 @@ VERSION_MINOR = 0
 VERSION = (VERSION_MAJOR << 16) | VERSION_MINOR
 #: PE_KIND register values (keys: datapath.PEKind, a str enum, so "svpe" works too)
 PE_KINDS = {dp.PEKind.SVPE: 1, dp.PEKind.VPE: 2}
-PE_NAMES = {v: k.value for k, v in PE_KINDS.items()}
+PE_NAMES = {v: k for k, v in PE_KINDS.items()}
 
 # --- words ----------------------------------------------------------------------------
 WORD_BITS = 64  #: AXI-Stream TDATA width
@@ -51,9 +51,12 @@ WORD_BYTES = WORD_BITS // 8
 ACT_LANES = 4  #: int16 activations per word
 SVPE_LANES = 8  #: svpe code bytes per word
 VPE_LANES = 4  #: vpe int16 weights per word
-CODE_MAG_BITS = 4  #: svpe code byte: bit 4 sign, bits 3..0 magnitude
+#: svpe code byte: bit 4 sign, bits 3..0 magnitude (the widest code, n = SVPE_MAX_BITS)
+MAX_CODE_MAG = dp.max_code(dp.SVPE_MAX_BITS)  #: 15: shifts up to 14, i.e. n <= 5
+CODE_MAG_BITS = MAX_CODE_MAG.bit_length()  #: 4
 CODE_SIGN = 1 << CODE_MAG_BITS
-MAX_CODE_MAG = (1 << CODE_MAG_BITS) - 1  #: 15: shifts up to 14, i.e. n <= 5
+#: bytes one weight takes in the weight packet (svpe: a code byte; vpe: an int16)
+WEIGHT_ITEM_BYTES = {dp.PEKind.SVPE: 1, dp.PEKind.VPE: dp.VPE_WEIGHT_BITS // 8}
 REQUANT_WORDS = 2  #: words per output channel in the requant packet
 MAX_SHIFT_FIELD = 63  #: 6-bit shift field (the datapath allows 0..62)
 
@@ -247,13 +250,14 @@ class DeviceTimeout(DeviceError, TimeoutError):
 class KernelInfo:
     """The kernel's read-only registers: what a bitstream (or csim build) can run.
 
-    Attributes: ``pe`` ("svpe"/"vpe"); ``pm``, ``pn`` input/output channels per cycle;
+    Attributes: ``pe`` the :class:`~pynq_nbq.datapath.PEKind` (a string "svpe"/"vpe" is
+    parsed into one); ``pm``, ``pn`` input/output channels per cycle;
     ``max_h``, ``max_w`` input tile rows/columns; ``max_cin`` input channels (never
     tiled); ``max_cout`` output channels per call; ``acc_bits`` accumulator width;
     ``word_bits`` stream width; ``version`` the HW_VERSION register.
     """
 
-    pe: str
+    pe: dp.PEKind
     pm: int
     pn: int
     max_h: int
@@ -263,6 +267,14 @@ class KernelInfo:
     acc_bits: int = dp.ACC_BITS
     word_bits: int = WORD_BITS
     version: int = VERSION
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pe", dp.PEKind.parse(self.pe))
+
+    @property
+    def weight_item_bytes(self) -> int:
+        """Bytes one weight takes in this kernel's weight packet."""
+        return WEIGHT_ITEM_BYTES[self.pe]
 
     @classmethod
     def from_registers(cls, regs: Mapping[str, int]) -> KernelInfo:

@@ -103,8 +103,7 @@ def plan_groups(
     image size, so a compiled layer packs its load packets once.
     """
     limit = max_packet_bytes // WORD_BYTES * WORD_BYTES
-    w_item = 1 if info.pe == "svpe" else 2
-    per_cout = max(c_in * kernel * kernel * w_item, REQUANT_WORDS * WORD_BYTES)
+    per_cout = max(c_in * kernel * kernel * info.weight_item_bytes, REQUANT_WORDS * WORD_BYTES)
     ct = min(c_out, info.max_cout, limit // per_cout)
     if ct < 1:
         raise ValueError(
