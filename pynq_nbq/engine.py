@@ -103,7 +103,7 @@ class Engine:
             groups=layer.groups,
             relu=layer.relu,
             pool=layer.pool,
-            datapath=self.parsed.pe.value,
+            datapath=self.parsed.pe,
             n_bits=layer.weight_bits,
             codes=codes,
         )

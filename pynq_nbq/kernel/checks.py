@@ -12,7 +12,7 @@ import numpy as np
 from .. import datapath as dp
 from ..bundle import Manifest
 from ..ops import ConvSpec
-from .protocol import MAX_CODE_MAG, KernelInfo
+from .protocol import KernelInfo
 
 
 def conv_weights_for(spec: ConvSpec, info: KernelInfo) -> np.ndarray:
@@ -23,7 +23,7 @@ def conv_weights_for(spec: ConvSpec, info: KernelInfo) -> np.ndarray:
     width, requant range, code range).
     """
     where = f"layer {spec.name!r}"
-    if dp.PEKind.parse(spec.datapath) is not info.pe:
+    if spec.datapath is not info.pe:
         raise ValueError(
             f"{where} is {spec.datapath} but the kernel's PE_KIND register says {info.pe}"
         )
@@ -49,10 +49,10 @@ def conv_weights_for(spec: ConvSpec, info: KernelInfo) -> np.ndarray:
         codes = spec.codes
         if codes is None:
             codes = dp.encode_svpe(spec.weights, dp.SVPE_MAX_BITS)
-        if np.abs(codes.astype(np.int64)).max(initial=0) > MAX_CODE_MAG:
-            raise ValueError(
-                f"{where}: svpe codes beyond +-{MAX_CODE_MAG} (n > {dp.SVPE_MAX_BITS})"
-            )
+        try:  # the kernel's code field holds the widest codes (protocol.MAX_CODE_MAG)
+            dp.check_svpe_codes(codes, dp.SVPE_MAX_BITS)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
         if not np.array_equal(dp.decode_svpe(codes, dp.SVPE_MAX_BITS), spec.weights):
             raise ValueError(f"{where}: svpe codes and weights disagree")
         return np.asarray(codes)
