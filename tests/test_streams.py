@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import struct
 import sys
@@ -22,7 +23,7 @@ from hypothesis import strategies as st
 from pynq_nbq import datapath as dp
 from pynq_nbq import streams as S
 from pynq_nbq.ops import ConvSpec, conv_layer
-from pynq_nbq.testing import conv_manifest
+from pynq_nbq.testing import conv_manifest, random_bundle
 
 sys.path.insert(0, str(S.HLS_DIR))
 from gen_vectors import random_input, random_spec  # noqa: E402
@@ -266,6 +267,21 @@ def test_check_manifest():
     assert "PE_KIND" in str(e.value) and "MAX_CIN" in str(e.value)
     with pytest.raises(ValueError, match="svpe needs n in"):
         S.check_manifest(_manifest(bits=6), INFO)
+
+
+def test_check_manifest_reads_a_validated_bundle(tmp_path):
+    """A real bundle's typed manifest: conv1x1/3x3 layers checked, the rest skipped."""
+    spec = random_bundle(tmp_path / "b", "svpe", 3, width=12).spec
+    assert any(layer.on_conv_engine for layer in spec.layers)
+    S.check_manifest(spec, INFO)
+    narrow = dataclasses.replace(INFO, max_cin=11)
+    with pytest.raises(ValueError, match="12 input channels > MAX_CIN 11"):
+        S.check_manifest(spec, narrow)
+    need = max(layer.acc_bits for layer in spec.layers if layer.on_conv_engine)
+    with pytest.raises(ValueError, match=f"acc_bits {need} > ACC_BITS {need - 1}"):
+        S.check_manifest(spec, dataclasses.replace(INFO, acc_bits=need - 1))
+    with pytest.raises(ValueError, match="PE_KIND register says 'svpe'"):
+        S.check_manifest(random_bundle(tmp_path / "v", "vpe").spec, INFO)
 
 
 def test_conv_weights_for_refuses_what_the_kernel_cannot_run():
