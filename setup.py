@@ -102,6 +102,7 @@ setup(
             "models/*/*/*",
             "samples/*",
             "boards/*",
+            "perfmodel/*.json",
             "server/static/*",
             "server/*.conf",
             "native/*.c",
