@@ -368,3 +368,14 @@ def test_status_word_layout_and_split_output():
         S.split_output(np.zeros(4, np.uint8), 0)
     with pytest.raises(S.KernelError, match="STATUS register reads 0x2"):
         S.split_output(S.status_word(1), 0, status_register=2)
+
+
+def test_weight_bits_register_and_the_2_0_fallback():
+    """2.1 kernels report WEIGHT_BITS; a 2.0 kernel (no such register: reads 0) is taken
+    as the widest build of its PE kind, which every 2.0 build was."""
+    regs = INFO.registers()
+    assert S.KernelInfo.from_registers(regs).weight_bits == INFO.weight_bits
+    narrow = dict(regs, WEIGHT_BITS=3)
+    assert S.KernelInfo.from_registers(narrow).weight_bits == 3
+    old = dict(regs, HW_VERSION=(2 << 16) | 0, WEIGHT_BITS=0)
+    assert S.KernelInfo.from_registers(old).weight_bits == S.widest_weight_bits(INFO.pe)

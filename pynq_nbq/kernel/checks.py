@@ -68,7 +68,7 @@ def check_manifest(manifest: Manifest, info: KernelInfo) -> None:
     ``manifest`` is the validated, typed manifest (``bundle.spec``).  Checks its PE
     kind against PE_KIND, its weight width (:func:`datapath.weight_bits_problem`) and
     each layer the conv engine takes (:attr:`bundle.LayerSpec.on_conv_engine`) against
-    MAX_CIN and ACC_BITS.
+    WEIGHT_BITS, MAX_CIN and ACC_BITS.
     """
     problems = []
     pe = manifest.pe
@@ -84,6 +84,11 @@ def check_manifest(manifest: Manifest, info: KernelInfo) -> None:
         if not layer.on_conv_engine:
             continue  # runs on the ARM cores
         cin = layer.in_shape[0]
+        if layer.weight_bits is not None and layer.weight_bits > info.weight_bits:
+            problems.append(
+                f"layer {layer.name!r}: {layer.weight_bits}-bit weights > WEIGHT_BITS "
+                f"{info.weight_bits} (use a build with a wider code, e.g. NBQ_CODE_BITS=5)"
+            )
         if cin > info.max_cin:
             problems.append(f"layer {layer.name!r}: {cin} input channels > MAX_CIN {info.max_cin}")
         if layer.acc_bits is not None and layer.acc_bits > info.acc_bits:
