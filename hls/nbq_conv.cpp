@@ -538,7 +538,7 @@ void nbq_conv(hls::stream<nbq_word_t>& s_in, hls::stream<nbq_word_t>& s_out,
               ap_uint<32>* hw_version, ap_uint<32>* pe_kind, ap_uint<32>* pm,
               ap_uint<32>* pn, ap_uint<32>* max_h, ap_uint<32>* max_w,
               ap_uint<32>* max_cin, ap_uint<32>* max_cout, ap_uint<32>* acc_bits,
-              ap_uint<32>* word_bits) {
+              ap_uint<32>* word_bits, ap_uint<32>* weight_bits) {
 #pragma HLS INTERFACE mode=axis port=s_in
 #pragma HLS INTERFACE mode=axis port=s_out
 #pragma HLS INTERFACE mode=s_axilite port=in_h offset=NBQ_REG_IN_H bundle=ctrl
@@ -558,6 +558,7 @@ void nbq_conv(hls::stream<nbq_word_t>& s_in, hls::stream<nbq_word_t>& s_out,
 #pragma HLS INTERFACE mode=s_axilite port=max_cout offset=NBQ_REG_MAX_COUT bundle=ctrl
 #pragma HLS INTERFACE mode=s_axilite port=acc_bits offset=NBQ_REG_ACC_BITS bundle=ctrl
 #pragma HLS INTERFACE mode=s_axilite port=word_bits offset=NBQ_REG_WORD_BITS bundle=ctrl
+#pragma HLS INTERFACE mode=s_axilite port=weight_bits offset=NBQ_REG_WEIGHT_BITS bundle=ctrl
 #pragma HLS INTERFACE mode=s_axilite port=return bundle=ctrl
 #pragma HLS INTERFACE mode=ap_ctrl_hs port=return
 
@@ -588,6 +589,7 @@ void nbq_conv(hls::stream<nbq_word_t>& s_in, hls::stream<nbq_word_t>& s_out,
   *max_cout = NBQ_MAX_COUT;
   *acc_bits = NBQ_ACC_BITS;
   *word_bits = NBQ_WORD_BITS;
+  *weight_bits = NBQ_WEIGHT_BITS;
   if (flags & NBQ_FLAG_PROBE) {
     *status = NBQ_STATUS_OK;
     write_status_word(s_out, NBQ_STATUS_OK);

@@ -86,6 +86,6 @@ void nbq_conv(hls::stream<nbq_word_t>& s_in, hls::stream<nbq_word_t>& s_out,
               ap_uint<32>* hw_version, ap_uint<32>* pe_kind, ap_uint<32>* pm,
               ap_uint<32>* pn, ap_uint<32>* max_h, ap_uint<32>* max_w,
               ap_uint<32>* max_cin, ap_uint<32>* max_cout, ap_uint<32>* acc_bits,
-              ap_uint<32>* word_bits);
+              ap_uint<32>* word_bits, ap_uint<32>* weight_bits);
 
 #endif  // NBQ_CONV_H

@@ -13,7 +13,7 @@
 #include "nbq_conv.h"
 
 // Read-only registers in offset order (STATUS .. WORD_BITS).
-#define NBQ_N_RO_REGS 12
+#define NBQ_N_RO_REGS 13
 // Write registers in offset order (IN_H, IN_W, C_IN, C_OUT, FLAGS).
 #define NBQ_N_WO_REGS 5
 
@@ -58,7 +58,7 @@ static inline int nbq_host_call(const uint32_t* regs, const uint8_t* in_bytes,
 
   ap_uint<32> r[NBQ_N_RO_REGS];
   nbq_conv(s_in, s_out, regs[0], regs[1], regs[2], regs[3], regs[4], &r[0], &r[1], &r[2],
-           &r[3], &r[4], &r[5], &r[6], &r[7], &r[8], &r[9], &r[10], &r[11]);
+           &r[3], &r[4], &r[5], &r[6], &r[7], &r[8], &r[9], &r[10], &r[11], &r[12]);
   for (int i = 0; i < NBQ_N_RO_REGS; i++) ro[i] = uint32_t(r[i]);
 
   const uint64_t left = s_in.size();

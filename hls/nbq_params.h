@@ -19,7 +19,7 @@
 // ---- identification (read-only registers) ---------------------------------
 #define NBQ_ID 0x4E425143u        // "NBQC"
 #define NBQ_VERSION_MAJOR 2       // bumped when the protocol changes (2: status word)
-#define NBQ_VERSION_MINOR 0       // bumped for compatible additions
+#define NBQ_VERSION_MINOR 1       // bumped for compatible additions (1: WEIGHT_BITS)
 #define NBQ_VERSION ((NBQ_VERSION_MAJOR << 16) | NBQ_VERSION_MINOR)
 
 // ---- PE kind ----------------------------------------------------------------
@@ -98,6 +98,13 @@
 // A build runs every svpe bundle with n <= NBQ_CODE_BITS; the PE shifts by at most
 // 2^(NBQ_CODE_BITS-1) - 2 bits (3: 2, 5: 14), so a 3-bit build's PEs and adders are
 // narrower (pynq_nbq/perfmodel/yosys_report.json).  5 runs every bundle.
+// WEIGHT_BITS register (protocol 2.1): the widest weight this build runs, so a host
+// refuses an n > 3 bundle on a 3-bit build instead of computing with cut codes.
+#if NBQ_PE_KIND == NBQ_PE_SVPE
+#define NBQ_WEIGHT_BITS NBQ_CODE_BITS
+#else
+#define NBQ_WEIGHT_BITS 16  // vpe: int16 weights (datapath.VPE_WEIGHT_BITS)
+#endif
 
 // ---- AXI-Lite register map (bundle "ctrl", byte offsets) -----------------------
 // 0x00..0x0C are Vitis's ap_ctrl_hs block: 0x00 AP_CTRL (bit0 ap_start,
@@ -123,6 +130,7 @@
 #define NBQ_REG_MAX_COUT 0x80   // R: NBQ_MAX_COUT
 #define NBQ_REG_ACC_BITS 0x88   // R: NBQ_ACC_BITS
 #define NBQ_REG_WORD_BITS 0x90  // R: NBQ_WORD_BITS
+#define NBQ_REG_WEIGHT_BITS 0x98  // R: NBQ_WEIGHT_BITS (widest weight this build runs; 2.1)
 
 // ---- FLAGS register bits --------------------------------------------------------
 #define NBQ_FLAG_K3 (1u << 0)          // 3x3 kernel (else 1x1)

@@ -37,7 +37,8 @@ struct reader {
 
 const char* const RO_NAMES[NBQ_N_RO_REGS] = {"STATUS", "HW_ID",   "HW_VERSION", "PE_KIND",
                                              "PM",     "PN",      "MAX_H",      "MAX_W",
-                                             "MAX_CIN", "MAX_COUT", "ACC_BITS", "WORD_BITS"};
+                                             "MAX_CIN", "MAX_COUT", "ACC_BITS", "WORD_BITS",
+                                             "WEIGHT_BITS"};
 
 }  // namespace
 

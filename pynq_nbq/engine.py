@@ -69,12 +69,12 @@ class Engine:
         self.backend: Backend = get_backend(backend) if isinstance(backend, str) else backend
         # ARM-side conv/linear layers: the backend's fast kernel if it has one, else numpy
         self._arm_conv = getattr(self.backend, "arm_conv", ops.conv_layer)
-        check = getattr(self.backend, "check_bundle", None)
-        if check is not None:
-            check(bundle.manifest)
         spec = bundle.spec
         if spec is None:
             raise ValueError("the bundle has not been validated (use bundle.load_bundle)")
+        check = getattr(self.backend, "check_bundle", None)
+        if check is not None:
+            check(spec)
         self.parsed = spec  #: the manifest parsed into frozen descriptions (bundle.Manifest)
         self.tensors = bundle.manifest["tensors"]
         self.input_name = spec.input.tensor
@@ -109,7 +109,7 @@ class Engine:
             groups=layer.groups,
             relu=layer.relu,
             pool=layer.pool,
-            datapath=self.parsed.pe.value,
+            datapath=self.parsed.pe,
             n_bits=layer.weight_bits,
             codes=codes,
         )

@@ -30,7 +30,8 @@ class ConvSpec:
         stride, padding, groups: as in PyTorch's Conv2d (square kernels only).
         relu: apply ReLU after requantisation.
         pool: 0 (none) or 2 (fused 2x2 max-pool, stride 2).
-        datapath: "svpe" or "vpe"; n_bits: weight width (1..5 or 16).
+        datapath: a ``datapath.PEKind`` ("svpe"/"vpe" strings are parsed into one);
+            n_bits: weight width (1..5 or 16).
         codes: the svpe int8 codes (None for vpe), for backends that ship codes.
     """
 
@@ -44,11 +45,12 @@ class ConvSpec:
     groups: int = 1
     relu: bool = True
     pool: int = 0
-    datapath: str = "svpe"
+    datapath: dp.PEKind = dp.PEKind.SVPE
     n_bits: int = 3
     codes: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "datapath", dp.PEKind.parse(self.datapath))
         w = self.weights
         if w.ndim != 4 or w.shape[2] != w.shape[3]:
             raise ValueError(f"{self.name}: weights must be (C_out, C_in/g, k, k), got {w.shape}")

@@ -13,12 +13,23 @@ import os
 import numpy as np
 
 from . import datapath as dp
-from .bundle import ROLES, Bundle, save_bundle, weighted_fields
+from .bundle import (
+    ROLES,
+    Bundle,
+    InputSpec,
+    LayerSpec,
+    Manifest,
+    TensorSpec,
+    save_bundle,
+    weighted_fields,
+)
 
 
-def random_weights(rng: np.random.Generator, shape, datapath: str, n_bits: int) -> np.ndarray:
+def random_weights(
+    rng: np.random.Generator, shape, datapath: dp.PEKind | str, n_bits: int
+) -> np.ndarray:
     """Random legal weights: svpe int8 codes or vpe int16."""
-    if datapath == "svpe":
+    if dp.PEKind.parse(datapath) is dp.PEKind.SVPE:
         mc = dp.max_code(n_bits)
         codes = rng.integers(-mc, mc + 1, size=shape)
         if n_bits == 1:
@@ -55,7 +66,7 @@ def _input_block(height: int, width: int, mean: list[float], std: list[float]) -
 
 def random_bundle(
     path: str | os.PathLike,
-    datapath: str = "svpe",
+    datapath: dp.PEKind | str = dp.PEKind.SVPE,
     n_bits: int = 3,
     seed: int = 0,
     channels: int = 1,
@@ -67,7 +78,7 @@ def random_bundle(
     rng = np.random.default_rng(seed)
     classes = classes or [f"class{i}" for i in range(10)]
     k = len(classes)
-    bits = n_bits if datapath == "svpe" else dp.VPE_WEIGHT_BITS
+    bits = n_bits if dp.PEKind.parse(datapath) is dp.PEKind.SVPE else dp.VPE_WEIGHT_BITS
     half = size // 2
     tensors = {
         "input": {"shape": [channels, size, size], "frac": 12},
@@ -149,7 +160,7 @@ def _requant_arrays(rng: np.random.Generator, c_out: int, acc_scale: float, edge
 
 def random_graph_bundle(
     path: str | os.PathLike,
-    datapath: str = "svpe",
+    datapath: dp.PEKind | str = dp.PEKind.SVPE,
     n_bits: int = 3,
     seed: int = 0,
     edge: bool = False,
@@ -165,7 +176,7 @@ def random_graph_bundle(
     nothing.
     """
     rng = np.random.default_rng(seed)
-    bits = n_bits if datapath == "svpe" else dp.VPE_WEIGHT_BITS
+    bits = n_bits if dp.PEKind.parse(datapath) is dp.PEKind.SVPE else dp.VPE_WEIGHT_BITS
     classes = [f"class{i}" for i in range(5)]
     fr = lambda: int(rng.integers(7, 11))  # noqa: E731
     tensors: dict[str, dict] = {"input": {"shape": [3, 8, 7], "frac": fr()}}
@@ -182,13 +193,24 @@ def random_graph_bundle(
             wshape = (shape[0], cin // g, k, k) if op == "conv" else (shape[0], cin)
             w = random_weights(rng, wshape, datapath, n_bits)
             if edge:
-                top = dp.max_code(n_bits) if datapath == "svpe" else dp.VPE_WEIGHT_MIN
+                top = (
+                    dp.max_code(n_bits)
+                    if dp.PEKind.parse(datapath) is dp.PEKind.SVPE
+                    else dp.VPE_WEIGHT_MIN
+                )
                 pick = rng.choice(
-                    [-1, 1, 0] if datapath == "vpe" or n_bits > 1 else [-1, 1], wshape
+                    [-1, 1, 0]
+                    if dp.PEKind.parse(datapath) is dp.PEKind.VPE or n_bits > 1
+                    else [-1, 1],
+                    wshape,
                 )
                 w = (pick * top).astype(w.dtype)
             fields = weighted_fields(datapath, bits, wshape)
-            wint = dp.decode_svpe(w, n_bits) if datapath == "svpe" else w.astype(np.int64)
+            wint = (
+                dp.decode_svpe(w, n_bits)
+                if dp.PEKind.parse(datapath) is dp.PEKind.SVPE
+                else w.astype(np.int64)
+            )
             acc_scale = fields["fan_in"] * 2.0**12 * float(np.abs(wint).mean() + 1)
             rq = _requant_arrays(rng, shape[0], acc_scale, edge)
             arrays[f"{name}.weights"] = w
@@ -232,3 +254,46 @@ def random_graph_bundle(
         "provenance": {"tool": "pynq_nbq.testing.random_graph_bundle", "seed": seed},
     }
     return save_bundle(manifest, arrays, path)
+
+
+def conv_manifest(
+    datapath: str,
+    weight_bits: int,
+    convs: list[tuple[str, int, int, int, int | None]],
+    name: str = "m",
+    size: int = 8,
+) -> Manifest:
+    """A typed manifest of conv layers only, for checks that read no arrays
+    (``kernel.checks.check_manifest``): each ``(name, c_in, kernel, padding, acc_bits)``
+    is a stride-1 conv on a ``c_in x size x size`` input with 4 output channels."""
+    layers = []
+    for i, (lname, cin, k, pad, acc_bits) in enumerate(convs):
+        oh, ow = dp.conv_output_hw(size, size, k, 1, pad)
+        layers.append(
+            LayerSpec(
+                index=i,
+                name=lname,
+                op="conv",
+                inputs=("x",),
+                output=f"y{i}",
+                in_shapes=((cin, size, size),),
+                out_shape=(4, oh, ow),
+                in_fracs=(0,),
+                out_frac=0,
+                kernel=k,
+                padding=pad,
+                weight_bits=weight_bits,
+                acc_bits=acc_bits,
+            )
+        )
+    cin = convs[0][1] if convs else 1
+    return Manifest(
+        name=name,
+        pe=dp.PEKind.parse(datapath),
+        weight_bits=weight_bits,
+        classes=(),
+        input=InputSpec("x", cin, size, size, "raw", (0.0,) * cin, (1.0,) * cin),
+        tensors={"x": TensorSpec("x", (cin, size, size), 0)},
+        layers=tuple(layers),
+        output=layers[-1].output if layers else "x",
+    )

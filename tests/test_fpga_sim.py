@@ -239,9 +239,10 @@ def test_weights_are_packed_once_per_model(fpga_svpe, monkeypatch, backend):
 
 def test_bundle_of_the_other_kind_is_refused_naming_both(fpga_svpe):
     from pynq_nbq.kernel.checks import check_manifest
+    from pynq_nbq.testing import conv_manifest
 
     info = fpga_svpe.device("svpe").info
-    manifest = {"name": "m", "datapath": "vpe", "weight_bits": 16, "layers": []}
+    manifest = conv_manifest("vpe", 16, [])
     with pytest.raises(ValueError, match="datapath is 'vpe' but the kernel's PE_KIND .*'svpe'"):
         check_manifest(manifest, info)
 

@@ -54,3 +54,18 @@ def test_three_bit_build_is_bit_exact_for_n_up_to_3():
         spec = random_spec(rng, "svpe", cin, cout, k, pool, i % 4 != 3, n, edge, name=f"b{i}")
         x = random_input(rng, 2, h, w, cin, edge=edge or i % 5 == 0)
         assert np.array_equal(backend.run_conv(x, spec), conv_layer(x, spec)), spec.name
+
+
+def test_three_bit_build_reports_weight_bits_and_refuses_wider_bundles():
+    """Protocol 2.1's WEIGHT_BITS register: a 3-bit build says so, and a host refuses an
+    n = 4 bundle on it (its codes would not fit the PEs) while an n = 3 bundle passes."""
+    from pynq_nbq.testing import conv_manifest
+
+    info = csim.get_kernel("svpe", SMALL3).info
+    assert info.weight_bits == 3
+    assert info.version == S.VERSION
+    S.check_manifest(conv_manifest("svpe", 3, [("c1", 4, 3, 1, 30)]), info)
+    with pytest.raises(ValueError, match="4-bit weights > WEIGHT_BITS 3"):
+        S.check_manifest(conv_manifest("svpe", 4, [("c1", 4, 3, 1, 30)]), info)
+    assert csim.get_kernel("svpe").info.weight_bits == 5
+    assert csim.get_kernel("vpe").info.weight_bits == 16

@@ -22,6 +22,7 @@ import pytest
 from pynq_nbq import streams as S
 from pynq_nbq.backends import csim
 from pynq_nbq.ops import conv_layer
+from pynq_nbq.testing import conv_manifest
 
 sys.path.insert(0, str(S.HLS_DIR))
 import gen_vectors  # noqa: E402
@@ -272,26 +273,10 @@ def test_pe_kind_and_size_mismatch_refused(kernels):
     svpe_only = csim.CsimBackend("svpe", SMALL["svpe"])
     with pytest.raises(ValueError, match="holds the svpe kernel .* cannot run vpe"):
         svpe_only.run_conv(random_input(rng, 1, 3, 3, 2), random_spec(rng, "vpe", 2, 2, 3))
-    manifest = {"name": "m", "datapath": "vpe", "weight_bits": 16, "layers": []}
+    manifest = conv_manifest("vpe", 16, [])
     with pytest.raises(ValueError, match="datapath is 'vpe' but the kernel's PE_KIND .* 'svpe'"):
         svpe_only.check_bundle(manifest)
-    wide = {
-        **manifest,
-        "datapath": "svpe",
-        "weight_bits": 3,
-        "layers": [
-            {
-                "name": "c",
-                "op": "conv",
-                "kernel": 3,
-                "stride": 1,
-                "padding": 1,
-                "groups": 1,
-                "in_shape": [21, 4, 4],
-                "acc_bits": 30,
-            }
-        ],
-    }
+    wide = conv_manifest("svpe", 3, [("c", 21, 3, 1, 30)], size=4)
     with pytest.raises(ValueError, match="21 input channels > MAX_CIN 20"):
         svpe_only.check_bundle(wide)
     with pytest.raises(ValueError, match="MAX_CIN register allows 20"):

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import struct
 import sys
@@ -22,6 +23,7 @@ from hypothesis import strategies as st
 from pynq_nbq import datapath as dp
 from pynq_nbq import streams as S
 from pynq_nbq.ops import ConvSpec, conv_layer
+from pynq_nbq.testing import conv_manifest, random_bundle
 
 sys.path.insert(0, str(S.HLS_DIR))
 from gen_vectors import random_input, random_spec  # noqa: E402
@@ -247,18 +249,8 @@ def test_weights_load_once_per_output_group():
 
 
 # --- refusals and messages ------------------------------------------------------------
-def _manifest(datapath="svpe", cin=8, acc_bits=30, kernel=3, padding=1):
-    layer = {
-        "name": "c1",
-        "op": "conv",
-        "kernel": kernel,
-        "stride": 1,
-        "padding": padding,
-        "groups": 1,
-        "in_shape": [cin, 8, 8],
-        "acc_bits": acc_bits,
-    }
-    return {"name": "m", "datapath": datapath, "weight_bits": 3, "layers": [layer]}
+def _manifest(datapath="svpe", cin=8, acc_bits=30, kernel=3, padding=1, bits=3):
+    return conv_manifest(datapath, bits, [("c1", cin, kernel, padding, acc_bits)])
 
 
 def test_check_manifest():
@@ -273,6 +265,23 @@ def test_check_manifest():
     with pytest.raises(ValueError) as e:
         S.check_manifest(_manifest("vpe", cin=17), INFO)
     assert "PE_KIND" in str(e.value) and "MAX_CIN" in str(e.value)
+    with pytest.raises(ValueError, match="svpe needs n in"):
+        S.check_manifest(_manifest(bits=6), INFO)
+
+
+def test_check_manifest_reads_a_validated_bundle(tmp_path):
+    """A real bundle's typed manifest: conv1x1/3x3 layers checked, the rest skipped."""
+    spec = random_bundle(tmp_path / "b", "svpe", 3, width=12).spec
+    assert any(layer.on_conv_engine for layer in spec.layers)
+    S.check_manifest(spec, INFO)
+    narrow = dataclasses.replace(INFO, max_cin=11)
+    with pytest.raises(ValueError, match="12 input channels > MAX_CIN 11"):
+        S.check_manifest(spec, narrow)
+    need = max(layer.acc_bits for layer in spec.layers if layer.on_conv_engine)
+    with pytest.raises(ValueError, match=f"acc_bits {need} > ACC_BITS {need - 1}"):
+        S.check_manifest(spec, dataclasses.replace(INFO, acc_bits=need - 1))
+    with pytest.raises(ValueError, match="PE_KIND register says 'svpe'"):
+        S.check_manifest(random_bundle(tmp_path / "v", "vpe").spec, INFO)
 
 
 def test_conv_weights_for_refuses_what_the_kernel_cannot_run():
@@ -289,7 +298,7 @@ def test_conv_weights_for_refuses_what_the_kernel_cannot_run():
     with pytest.raises(ValueError, match="MAX_CIN register allows 16"):
         S.conv_weights_for(wide, INFO)
     big = S.KernelInfo("vpe", 4, 2, 9, 7, 1 << 20, 5, acc_bits=40)
-    with pytest.raises(ValueError, match="needs a 44-bit accumulator"):
+    with pytest.raises(ValueError, match="accumulator needs 44 bits > 40"):
         S.conv_weights_for(random_spec(rng, "vpe", 512, 1, 3, edge=True), big)
 
 
@@ -359,3 +368,14 @@ def test_status_word_layout_and_split_output():
         S.split_output(np.zeros(4, np.uint8), 0)
     with pytest.raises(S.KernelError, match="STATUS register reads 0x2"):
         S.split_output(S.status_word(1), 0, status_register=2)
+
+
+def test_weight_bits_register_and_the_2_0_fallback():
+    """2.1 kernels report WEIGHT_BITS; a 2.0 kernel (no such register: reads 0) is taken
+    as the widest build of its PE kind, which every 2.0 build was."""
+    regs = INFO.registers()
+    assert S.KernelInfo.from_registers(regs).weight_bits == INFO.weight_bits
+    narrow = dict(regs, WEIGHT_BITS=3)
+    assert S.KernelInfo.from_registers(narrow).weight_bits == 3
+    old = dict(regs, HW_VERSION=(2 << 16) | 0, WEIGHT_BITS=0)
+    assert S.KernelInfo.from_registers(old).weight_bits == S.widest_weight_bits(INFO.pe)

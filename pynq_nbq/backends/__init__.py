@@ -2,7 +2,8 @@
 
 A backend has ``name`` and ``run_conv(x, spec) -> y`` with int16 NHWC ``x`` and
 ``y`` exactly equal to :func:`pynq_nbq.ops.conv_layer` (x, spec); optionally
-``check_bundle(manifest)`` raising ``ValueError`` when it cannot run a bundle, and
+``check_bundle(spec)`` (the typed ``bundle.Manifest``) raising ``ValueError`` when
+it cannot run a bundle, and
 ``thread_safe = True`` when ``run_conv`` may be called from several threads at once
 (the engine then splits batches over its ``threads``); ``arm_conv(x, spec)`` to run
 the engine's ARM-side conv and linear layers too (default: the numpy reference);

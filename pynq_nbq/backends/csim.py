@@ -41,6 +41,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import buildcache
+from .. import datapath as dp
+from ..bundle import Manifest
 from ..errors import NbqError
 from ..kernel import protocol
 from ..kernel.checks import check_manifest
@@ -142,11 +144,12 @@ def cache_dir() -> Path:
 
 
 # --- building -------------------------------------------------------------------------
-def defines_for(pe: str, defines: Mapping[str, int] | None = None) -> dict[str, int | str]:
+def defines_for(
+    pe: dp.PEKind | str, defines: Mapping[str, int] | None = None
+) -> dict[str, int | str]:
     """``-D`` values of a build: the PE kind plus any ``NBQ_*`` overrides."""
-    if pe not in protocol.PE_KINDS:
-        raise ValueError(f"unknown PE kind {pe!r} (expected 'svpe' or 'vpe')")
-    out: dict[str, int | str] = {"NBQ_PE_KIND": f"NBQ_PE_{pe.upper()}"}
+    kind = dp.PEKind.parse(pe)
+    out: dict[str, int | str] = {"NBQ_PE_KIND": f"NBQ_PE_{kind.value.upper()}"}
     for k, v in (defines or {}).items():
         if not k.startswith("NBQ_") or k == "NBQ_PE_KIND":
             raise ValueError(f"bad define {k!r}: overrides are NBQ_* parameters of nbq_params.h")
@@ -234,7 +237,10 @@ class CsimKernel:
     """
 
     def __init__(
-        self, pe: str = "svpe", defines: Mapping[str, int] | None = None, private: bool = False
+        self,
+        pe: dp.PEKind | str = dp.PEKind.SVPE,
+        defines: Mapping[str, int] | None = None,
+        private: bool = False,
     ):
         self.path = build(pe, defines)
         lib_path = self.path
@@ -348,8 +354,9 @@ _KERNELS: dict[tuple, CsimKernel] = {}
 _KERNELS_LOCK = threading.Lock()
 
 
-def get_kernel(pe: str, defines: Mapping[str, int] | None = None) -> CsimKernel:
+def get_kernel(pe: dp.PEKind | str, defines: Mapping[str, int] | None = None) -> CsimKernel:
     """The process-wide :class:`CsimKernel` of a build (built/loaded once)."""
+    pe = dp.PEKind.parse(pe)
     key = (pe, tuple(sorted((defines or {}).items())))
     with _KERNELS_LOCK:
         if key not in _KERNELS:
@@ -362,7 +369,8 @@ class CsimBackend:
     """Conv-engine layers in the HLS C-simulation (see the module docstring).
 
     Args:
-        pe: None (build whatever kind each layer needs) or "svpe"/"vpe" (one kernel).
+        pe: None (build whatever kind each layer needs) or a ``PEKind`` / "svpe" / "vpe"
+            (one kernel).
         defines: ``NBQ_*`` overrides of ``hls/nbq_params.h`` (e.g. small buffers).
         max_packet_bytes: largest DMA transfer the tiles may use.
     """
@@ -371,33 +379,29 @@ class CsimBackend:
 
     def __init__(
         self,
-        pe: str | None = None,
+        pe: dp.PEKind | str | None = None,
         defines: Mapping[str, int] | None = None,
         max_packet_bytes: int = protocol.DEFAULT_MAX_PACKET_BYTES,
     ):
-        if pe is not None and pe not in protocol.PE_KINDS:
-            raise ValueError(f"unknown PE kind {pe!r} (expected 'svpe' or 'vpe')")
-        self.pe = pe
+        self.pe = None if pe is None else dp.PEKind.parse(pe)
         self.defines = dict(defines or {})
         self.max_packet_bytes = max_packet_bytes
         self._layers = CompiledLayers(max_packet_bytes)
 
-    def kernel(self, pe: str) -> CsimKernel:
+    def kernel(self, pe: dp.PEKind | str) -> CsimKernel:
         """The kernel build for ``pe`` (built on first use)."""
-        if self.pe is not None and pe != self.pe:
+        pe = dp.PEKind.parse(pe)
+        if self.pe is not None and pe is not self.pe:
             raise ValueError(
                 f"this csim backend holds the {self.pe} kernel (PE_KIND register) and cannot "
-                f"run {pe} layers; use CsimBackend() or CsimBackend(pe={pe!r})"
+                f"run {pe} layers; use CsimBackend() or CsimBackend(pe='{pe}')"
             )
         return get_kernel(pe, self.defines)
 
-    def check_bundle(self, manifest: Mapping) -> None:
-        """ValueError with every reason if the kernel cannot run this bundle."""
-        pe = manifest.get("datapath")
-        if pe not in protocol.PE_KINDS:
-            kinds = [str(k) for k in protocol.PE_KINDS]
-            raise ValueError(f"bundle datapath {pe!r} is not one of {kinds}")
-        kernel = self.kernel(self.pe or pe)
+    def check_bundle(self, manifest: Manifest) -> None:
+        """ValueError with every reason if the kernel cannot run this bundle
+        (``manifest`` is the validated ``bundle.spec``)."""
+        kernel = self.kernel(self.pe or manifest.pe)
         check_manifest(manifest, kernel.info)
 
     def run_conv(self, x: np.ndarray, spec: ConvSpec) -> np.ndarray:

@@ -20,13 +20,13 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
-from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
+from .. import datapath as dp
 from .. import native
-from ..kernel import design
+from ..bundle import Manifest
 from ..kernel.checks import check_manifest
 from ..kernel.scheduler import CompiledLayers
 from ..ops import ConvSpec
@@ -80,8 +80,7 @@ class FpgaBackend:
     def device(self, pe: str):
         """The :class:`~pynq_nbq.kernel.driver.FpgaConvDevice` of the ``pe`` overlay
         (loaded on first use; replaces an overlay of the other kind)."""
-        if pe not in design.PE_KINDS:
-            raise ValueError(f"unknown PE kind {pe!r}; expected one of {design.PE_KINDS}")
+        pe = dp.PEKind.parse(pe)
         with self._lock:
             if self._device is not None and self._device.ol.kind == pe:
                 return self._device
@@ -97,12 +96,10 @@ class FpgaBackend:
             self._layers = CompiledLayers(self._device.max_packet_bytes)
             return self._device
 
-    def check_bundle(self, manifest: Mapping) -> None:
-        """Load the bundle's overlay and refuse (ValueError, every reason) what it cannot run."""
-        pe = manifest.get("datapath")
-        if pe not in design.PE_KINDS:
-            raise ValueError(f"bundle datapath {pe!r} is not one of {design.PE_KINDS}")
-        check_manifest(manifest, self.device(pe).info)
+    def check_bundle(self, manifest: Manifest) -> None:
+        """Load the bundle's overlay and refuse (ValueError, every reason) what it cannot run
+        (``manifest`` is the validated ``bundle.spec``)."""
+        check_manifest(manifest, self.device(manifest.pe).info)
 
     def run_conv(self, x: np.ndarray, spec: ConvSpec) -> np.ndarray:
         """int16 NHWC in, int16 NHWC out: exactly :func:`pynq_nbq.ops.conv_layer`."""

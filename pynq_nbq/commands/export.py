@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from .. import datapath as dp
 from ..cli import CommandError
 from ._torch import require_torch
 
@@ -14,8 +15,8 @@ def register(sub) -> None:
     p.add_argument("checkpoint", help="checkpoint.pt or its run directory")
     p.add_argument(
         "--datapath",
-        choices=("svpe", "vpe"),
-        default="svpe",
+        choices=[str(k) for k in dp.PEKind],
+        default=str(dp.PEKind.SVPE),
         help="svpe: n-bit shift codes (power-of-two checkpoint); vpe: int16 weights",
     )
     p.add_argument("--out", required=True, help="bundle directory to write (atomically)")

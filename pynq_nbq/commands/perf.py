@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from pynq_nbq import datapath as dp
 from pynq_nbq.cli import CommandError
 from pynq_nbq.perfmodel import (
     MODEL_NOTE,
@@ -127,13 +128,13 @@ def load_source(args: argparse.Namespace) -> tuple[str, list, int | None]:
         from ..bundle import load_bundle
 
         spec = load_bundle(path).spec
-        bits = spec.weight_bits if spec.pe == "svpe" else None
+        bits = spec.weight_bits if spec.pe is dp.PEKind.SVPE else None
         return spec.name or path.name, layers_from_specs(spec.layers), bits
     manifest_path = path if path.suffix == ".json" else path / "manifest.json"
     manifest = _read_json(manifest_path, "bundle manifest")
     if not isinstance(manifest, dict):
         raise CommandError(f"bundle manifest {manifest_path} must be a JSON object")
-    bits = manifest.get("weight_bits") if manifest.get("datapath") == "svpe" else None
+    bits = manifest.get("weight_bits") if manifest.get("datapath") == dp.PEKind.SVPE else None
     name = str(manifest.get("name", path.name))
     return name, layers_from_manifest(manifest), bits if isinstance(bits, int) else None
 

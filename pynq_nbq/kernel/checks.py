@@ -1,14 +1,18 @@
-"""Check before use: can this kernel (its read-only registers) run a layer or a bundle?"""
+"""Check before use: can this kernel (its read-only registers) run a layer or a bundle?
+
+The rules themselves live in :mod:`pynq_nbq.datapath` (accumulator width, requant
+ranges, weight widths, what the conv engine takes); this module compares a layer's
+or a bundle's needs with what the kernel's registers say it has.
+"""
 
 from __future__ import annotations
-
-from collections.abc import Mapping
 
 import numpy as np
 
 from .. import datapath as dp
+from ..bundle import Manifest
 from ..ops import ConvSpec
-from .protocol import CODE_MAG_BITS, MAX_CODE_MAG, KernelInfo
+from .protocol import KernelInfo
 
 
 def conv_weights_for(spec: ConvSpec, info: KernelInfo) -> np.ndarray:
@@ -16,10 +20,10 @@ def conv_weights_for(spec: ConvSpec, info: KernelInfo) -> np.ndarray:
 
     Returns svpe codes (int8) or vpe weights (int64).  Raises ValueError naming the
     first limit the layer breaks (PE kind, conv shape, input channels, accumulator
-    width, code range, requant range).
+    width, requant range, code range).
     """
     where = f"layer {spec.name!r}"
-    if spec.datapath != info.pe:
+    if spec.datapath is not info.pe:
         raise ValueError(
             f"{where} is {spec.datapath} but the kernel's PE_KIND register says {info.pe}"
         )
@@ -34,22 +38,21 @@ def conv_weights_for(spec: ConvSpec, info: KernelInfo) -> np.ndarray:
             f"{where} has {spec.in_channels} input channels; the kernel's MAX_CIN register "
             f"allows {info.max_cin} (input channels are never tiled)"
         )
-    max_w = int(np.abs(spec.weights).max(initial=0))
-    bits = dp.accumulator_bits(spec.fan_in, max(max_w, 1))
-    if bits > info.acc_bits:
-        raise ValueError(
-            f"{where} needs a {bits}-bit accumulator; the kernel's ACC_BITS register is "
-            f"{info.acc_bits}"
-        )
+    max_w = max(int(np.abs(spec.weights).max(initial=0)), 1)
+    overflow = dp.accumulator_problem(spec.fan_in, max_w, info.acc_bits)
+    if overflow:
+        raise ValueError(f"{where}: {overflow} (the kernel's ACC_BITS register)")
     problems = dp.requant_problems(spec.mult, spec.bias, spec.shift)
     if problems:
         raise ValueError(f"{where}: " + "; ".join(problems))
-    if info.pe == "svpe":
+    if info.pe is dp.PEKind.SVPE:
         codes = spec.codes
         if codes is None:
             codes = dp.encode_svpe(spec.weights, dp.SVPE_MAX_BITS)
-        if np.abs(codes.astype(np.int64)).max(initial=0) > MAX_CODE_MAG:
-            raise ValueError(f"{where}: svpe codes beyond +-{MAX_CODE_MAG} (n > 5)")
+        try:  # the kernel's code field holds the widest codes (protocol.MAX_CODE_MAG)
+            dp.check_svpe_codes(codes, dp.SVPE_MAX_BITS)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
         if not np.array_equal(dp.decode_svpe(codes, dp.SVPE_MAX_BITS), spec.weights):
             raise ValueError(f"{where}: svpe codes and weights disagree")
         return np.asarray(codes)
@@ -59,47 +62,42 @@ def conv_weights_for(spec: ConvSpec, info: KernelInfo) -> np.ndarray:
     return w
 
 
-def check_manifest(manifest: Mapping, info: KernelInfo) -> None:
+def check_manifest(manifest: Manifest, info: KernelInfo) -> None:
     """Refuse a bundle this kernel cannot run, with one message listing every reason.
 
-    Checks the bundle's ``datapath`` against PE_KIND and each conv layer the engine
-    takes (see :func:`datapath.conv_engine_takes`) against MAX_CIN, ACC_BITS and the code width.
+    ``manifest`` is the validated, typed manifest (``bundle.spec``).  Checks its PE
+    kind against PE_KIND, its weight width (:func:`datapath.weight_bits_problem`) and
+    each layer the conv engine takes (:attr:`bundle.LayerSpec.on_conv_engine`) against
+    WEIGHT_BITS, MAX_CIN and ACC_BITS.
     """
     problems = []
-    datapath = manifest.get("datapath")
-    name = manifest.get("name", "?")
-    if datapath != info.pe:
+    pe = manifest.pe
+    if pe is not info.pe:
         problems.append(
-            f"the bundle's datapath is {datapath!r} but the kernel's PE_KIND register says "
-            f"{info.pe!r} (use the {datapath} bitstream/build, or a {info.pe} bundle)"
+            f"the bundle's datapath is '{pe}' but the kernel's PE_KIND register says "
+            f"'{info.pe}' (use the {pe} bitstream/build, or a {info.pe} bundle)"
         )
-    bits = manifest.get("weight_bits")
-    if datapath == "svpe" and isinstance(bits, int) and bits > 1 + CODE_MAG_BITS:
-        problems.append(f"svpe weight_bits {bits} > {1 + CODE_MAG_BITS}")
-    for layer in manifest.get("layers", []):
-        if layer.get("op") != "conv":
-            continue
-        k = int(layer.get("kernel", 0))
-        if not dp.conv_engine_takes(
-            k,
-            int(layer.get("stride", 1)),
-            int(layer.get("padding", 0)),
-            int(layer.get("groups", 1)),
-        ):
+    bits = dp.weight_bits_problem(pe, manifest.weight_bits)
+    if bits:
+        problems.append(bits)
+    for layer in manifest.layers:
+        if not layer.on_conv_engine:
             continue  # runs on the ARM cores
-        cin = int(layer["in_shape"][0])
-        if cin > info.max_cin:
+        cin = layer.in_shape[0]
+        if layer.weight_bits is not None and layer.weight_bits > info.weight_bits:
             problems.append(
-                f"layer {layer.get('name')!r}: {cin} input channels > MAX_CIN {info.max_cin}"
+                f"layer {layer.name!r}: {layer.weight_bits}-bit weights > WEIGHT_BITS "
+                f"{info.weight_bits} (use a build with a wider code, e.g. NBQ_CODE_BITS=5)"
             )
-        acc = layer.get("acc_bits")
-        if acc is not None and int(acc) > info.acc_bits:
+        if cin > info.max_cin:
+            problems.append(f"layer {layer.name!r}: {cin} input channels > MAX_CIN {info.max_cin}")
+        if layer.acc_bits is not None and layer.acc_bits > info.acc_bits:
             problems.append(
-                f"layer {layer.get('name')!r}: acc_bits {acc} > ACC_BITS {info.acc_bits}"
+                f"layer {layer.name!r}: acc_bits {layer.acc_bits} > ACC_BITS {info.acc_bits}"
             )
     if problems:
         raise ValueError(
-            f"bundle {name!r} cannot run on this nbq_conv kernel ({info.pe}, Pm={info.pm}, "
-            f"Pn={info.pn}, MAX_CIN={info.max_cin}, ACC_BITS={info.acc_bits}): "
+            f"bundle {manifest.name!r} cannot run on this nbq_conv kernel ({info.pe}, "
+            f"Pm={info.pm}, Pn={info.pn}, MAX_CIN={info.max_cin}, ACC_BITS={info.acc_bits}): "
             + "; ".join(problems)
         )

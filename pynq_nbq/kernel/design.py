@@ -21,8 +21,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-#: PE kinds a bitstream is built for, in build order.
-PE_KINDS = ("svpe", "vpe")
+from .. import datapath as dp
+
+#: PE kinds a bitstream is built for, in build order (``datapath.PEKind``, str enums)
+PE_KINDS = tuple(dp.PEKind)
 
 #: What ``hls/run_hls.tcl``'s ``export_design`` writes: vendor, library, version.
 HLS_VENDOR = "pynq-nbq.org"
@@ -97,9 +99,7 @@ PS_PARAMETERS = {
 
 def kernel_ipname(kind: str) -> str:
     """The HLS IP name of the kernel built for PE kind ``kind`` (``svpe`` or ``vpe``)."""
-    if kind not in PE_KINDS:
-        raise ValueError(f"unknown PE kind {kind!r}; expected one of {PE_KINDS}")
-    return f"nbq_conv_{kind}"
+    return f"nbq_conv_{dp.PEKind.parse(kind)}"
 
 
 def kernel_vlnv(kind: str) -> str:

@@ -194,7 +194,7 @@ class FpgaConvDevice:
         if self.info.pe != ol.kind:
             raise ValueError(
                 f"the {design.bitstream_name(ol.kind)} bitstream's kernel reports PE_KIND "
-                f"{self.info.pe!r}, but the bitstream is the {ol.kind!r} build: rebuild it"
+                f"'{self.info.pe}', but the bitstream is the '{ol.kind}' build: rebuild it"
             )
 
     # --- registers -----------------------------------------------------------------------

@@ -46,7 +46,7 @@ def encode_svpe_codes(codes: np.ndarray) -> np.ndarray:
     if mag.size and mag.max() > MAX_CODE_MAG:
         raise ValueError(
             f"svpe code magnitude {int(mag.max())} does not fit the kernel's "
-            f"{CODE_MAG_BITS}-bit field (max {MAX_CODE_MAG}, i.e. n <= 5)"
+            f"{CODE_MAG_BITS}-bit field (max {MAX_CODE_MAG}, i.e. n <= {dp.SVPE_MAX_BITS})"
         )
     return (np.where(c < 0, CODE_SIGN, 0) | mag).astype(np.uint8)
 
@@ -58,37 +58,38 @@ def decode_svpe_bytes(b: np.ndarray) -> np.ndarray:
     return np.where(b & CODE_SIGN, -mag, mag).astype(np.int8)
 
 
-def pack_weights(w: np.ndarray, pe: str) -> np.ndarray:
+def pack_weights(w: np.ndarray, pe: dp.PEKind | str) -> np.ndarray:
     """Weights ``(C_out, C_in, k, k)`` -> weight packet bytes.
 
-    ``w`` holds svpe codes for ``pe == "svpe"`` and int16-range integers for "vpe".
+    ``w`` holds svpe codes for ``PEKind.SVPE`` and int16-range integers for ``VPE``;
+    ``pe`` may also be the string "svpe"/"vpe" (ValueError for anything else).
     """
-    if pe == "svpe":
+    if dp.PEKind.parse(pe) is dp.PEKind.SVPE:
         return _pad_to_words(encode_svpe_codes(w).tobytes())
-    if pe == "vpe":
-        w64 = np.asarray(w).astype(np.int64)
-        if w64.size and (w64.min() < dp.VPE_WEIGHT_MIN or w64.max() > dp.VPE_WEIGHT_MAX):
-            raise ValueError("vpe weights must be in the int16 range")
-        return _pad_to_words(w64.astype("<i2").tobytes())
-    raise ValueError(f"unknown PE kind {pe!r} (expected 'svpe' or 'vpe')")
+    w64 = np.asarray(w).astype(np.int64)
+    if w64.size and (w64.min() < dp.VPE_WEIGHT_MIN or w64.max() > dp.VPE_WEIGHT_MAX):
+        raise ValueError("vpe weights must be in the int16 range")
+    return _pad_to_words(w64.astype("<i2").tobytes())
 
 
-def unpack_weights(buf: np.ndarray, shape: tuple[int, ...], pe: str) -> np.ndarray:
+def unpack_weights(buf: np.ndarray, shape: tuple[int, ...], pe: dp.PEKind | str) -> np.ndarray:
     """Weight packet bytes -> int64 integer weights of ``shape`` (decoded svpe codes)."""
     count = int(np.prod(shape))
     raw = np.asarray(buf, dtype=np.uint8)
-    if pe == "svpe":
+    if dp.PEKind.parse(pe) is dp.PEKind.SVPE:
         return dp.decode_svpe(decode_svpe_bytes(raw[:count]), dp.SVPE_MAX_BITS).reshape(shape)
     return np.frombuffer(raw.tobytes(), dtype="<i2", count=count).astype(np.int64).reshape(shape)
 
 
 def pack_requant(mult: np.ndarray, bias: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """Per-channel (mult, bias, shift) -> requant packet bytes (2 words a channel)."""
+    """Per-channel (mult, bias, shift) -> requant packet bytes (2 words a channel).
+
+    ValueError listing every range the values break (:func:`datapath.requant_problems`).
+    """
     mult, bias, shift = (np.asarray(a).astype(np.int64) for a in (mult, bias, shift))
-    if mult.size and (mult.min() < dp.REQUANT_MULT_MIN or mult.max() > dp.REQUANT_MULT_MAX):
-        raise ValueError("requant mult must be in the int16 range")
-    if shift.size and (shift.min() < 0 or shift.max() > dp.MAX_REQUANT_SHIFT):
-        raise ValueError(f"requant shift must be in 0..{dp.MAX_REQUANT_SHIFT}")
+    problems = dp.requant_problems(mult, bias, shift)
+    if problems:
+        raise ValueError("; ".join(problems))
     words = np.empty((mult.size, REQUANT_WORDS), dtype="<u8")
     words[:, 0] = bias.astype("<i8").view("<u8")
     words[:, 1] = (mult & 0xFFFF).astype(np.uint64) | (shift.astype(np.uint64) << np.uint64(16))

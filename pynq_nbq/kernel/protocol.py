@@ -39,11 +39,11 @@ HLS_DIR = Path(__file__).resolve().parent.parent.parent / "hls"
 KERNEL_ID = 0x4E425143  #: HW_ID register: "NBQC"
 #: protocol version (2: every call ends with a status word); another major is refused
 VERSION_MAJOR = 2
-VERSION_MINOR = 0
+VERSION_MINOR = 1  #: 1: the WEIGHT_BITS register
 VERSION = (VERSION_MAJOR << 16) | VERSION_MINOR
 #: PE_KIND register values (keys: datapath.PEKind, a str enum, so "svpe" works too)
 PE_KINDS = {dp.PEKind.SVPE: 1, dp.PEKind.VPE: 2}
-PE_NAMES = {v: k.value for k, v in PE_KINDS.items()}
+PE_NAMES = {v: k for k, v in PE_KINDS.items()}
 
 # --- words ----------------------------------------------------------------------------
 WORD_BITS = 64  #: AXI-Stream TDATA width
@@ -51,9 +51,12 @@ WORD_BYTES = WORD_BITS // 8
 ACT_LANES = 4  #: int16 activations per word
 SVPE_LANES = 8  #: svpe code bytes per word
 VPE_LANES = 4  #: vpe int16 weights per word
-CODE_MAG_BITS = 4  #: svpe code byte: bit 4 sign, bits 3..0 magnitude
+#: svpe code byte: bit 4 sign, bits 3..0 magnitude (the widest code, n = SVPE_MAX_BITS)
+MAX_CODE_MAG = dp.max_code(dp.SVPE_MAX_BITS)  #: 15: shifts up to 14, i.e. n <= 5
+CODE_MAG_BITS = MAX_CODE_MAG.bit_length()  #: 4
 CODE_SIGN = 1 << CODE_MAG_BITS
-MAX_CODE_MAG = (1 << CODE_MAG_BITS) - 1  #: 15: shifts up to 14, i.e. n <= 5
+#: bytes one weight takes in the weight packet (svpe: a code byte; vpe: an int16)
+WEIGHT_ITEM_BYTES = {dp.PEKind.SVPE: 1, dp.PEKind.VPE: dp.VPE_WEIGHT_BITS // 8}
 REQUANT_WORDS = 2  #: words per output channel in the requant packet
 MAX_SHIFT_FIELD = 63  #: 6-bit shift field (the datapath allows 0..62)
 
@@ -83,6 +86,7 @@ REGISTERS: dict[str, int] = {
     "MAX_COUT": 0x80,
     "ACC_BITS": 0x88,
     "WORD_BITS": 0x90,
+    "WEIGHT_BITS": 0x98,
 }
 #: Registers the host writes before ap_start, in offset order.
 WRITE_REGISTERS = ("IN_H", "IN_W", "C_IN", "C_OUT", "FLAGS")
@@ -100,6 +104,7 @@ READ_REGISTERS = (
     "MAX_COUT",
     "ACC_BITS",
     "WORD_BITS",
+    "WEIGHT_BITS",
 )
 #: The C++ port name of each register (Vitis names its generated macros after them).
 PORT_NAMES = {
@@ -243,17 +248,25 @@ class DeviceTimeout(DeviceError, TimeoutError):
 
 
 # --- what the kernel is ---------------------------------------------------------------
+def widest_weight_bits(pe: dp.PEKind | str) -> int:
+    """The widest weight a build of PE kind ``pe`` can have: svpe n = SVPE_MAX_BITS, vpe 16."""
+    return dp.SVPE_MAX_BITS if dp.PEKind.parse(pe) is dp.PEKind.SVPE else dp.VPE_WEIGHT_BITS
+
+
 @dataclass(frozen=True)
 class KernelInfo:
     """The kernel's read-only registers: what a bitstream (or csim build) can run.
 
-    Attributes: ``pe`` ("svpe"/"vpe"); ``pm``, ``pn`` input/output channels per cycle;
+    Attributes: ``pe`` the :class:`~pynq_nbq.datapath.PEKind` (a string "svpe"/"vpe" is
+    parsed into one); ``pm``, ``pn`` input/output channels per cycle;
     ``max_h``, ``max_w`` input tile rows/columns; ``max_cin`` input channels (never
     tiled); ``max_cout`` output channels per call; ``acc_bits`` accumulator width;
-    ``word_bits`` stream width; ``version`` the HW_VERSION register.
+    ``word_bits`` stream width; ``version`` the HW_VERSION register; ``weight_bits``
+    the widest weight the build runs (svpe: n of its code width, 3 or 5; vpe: 16;
+    None means the widest of the PE kind).
     """
 
-    pe: str
+    pe: dp.PEKind
     pm: int
     pn: int
     max_h: int
@@ -263,6 +276,17 @@ class KernelInfo:
     acc_bits: int = dp.ACC_BITS
     word_bits: int = WORD_BITS
     version: int = VERSION
+    weight_bits: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pe", dp.PEKind.parse(self.pe))
+        if self.weight_bits is None:
+            object.__setattr__(self, "weight_bits", widest_weight_bits(self.pe))
+
+    @property
+    def weight_item_bytes(self) -> int:
+        """Bytes one weight takes in this kernel's weight packet."""
+        return WEIGHT_ITEM_BYTES[self.pe]
 
     @classmethod
     def from_registers(cls, regs: Mapping[str, int]) -> KernelInfo:
@@ -297,6 +321,8 @@ class KernelInfo:
             acc_bits=regs["ACC_BITS"],
             word_bits=regs["WORD_BITS"],
             version=regs["HW_VERSION"],
+            # 2.0 kernels had no WEIGHT_BITS register; the only 2.0 builds were the widest
+            weight_bits=regs["WEIGHT_BITS"] if regs["HW_VERSION"] & 0xFFFF >= 1 else None,
         )
 
     def registers(self, status: int = 0) -> dict[str, int]:
@@ -314,6 +340,7 @@ class KernelInfo:
             "MAX_COUT": self.max_cout,
             "ACC_BITS": self.acc_bits,
             "WORD_BITS": self.word_bits,
+            "WEIGHT_BITS": self.weight_bits,
         }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .. import datapath as dp
 from .protocol import (
     DEFAULT_MAX_PACKET_BYTES,
     REQUANT_WORDS,
@@ -103,8 +104,7 @@ def plan_groups(
     image size, so a compiled layer packs its load packets once.
     """
     limit = max_packet_bytes // WORD_BYTES * WORD_BYTES
-    w_item = 1 if info.pe == "svpe" else 2
-    per_cout = max(c_in * kernel * kernel * w_item, REQUANT_WORDS * WORD_BYTES)
+    per_cout = max(c_in * kernel * kernel * info.weight_item_bytes, REQUANT_WORDS * WORD_BYTES)
     ct = min(c_out, info.max_cout, limit // per_cout)
     if ct < 1:
         raise ValueError(
@@ -135,14 +135,15 @@ def plan_layer(
     Raises ValueError when the layer cannot be cut (``c_in > max_cin``, or packets
     that cannot be made small enough).
     """
-    if kernel not in (1, 3):
+    pads = dict(dp.CONV_ENGINE_SHAPES)  # kernel -> its padding on the conv engine
+    if kernel not in pads:
         raise ValueError(f"kernel {kernel} not supported (3x3 pad 1 or 1x1 pad 0)")
     if c_in > info.max_cin:
         raise ValueError(f"{c_in} input channels > MAX_CIN {info.max_cin}")
-    p = (kernel - 1) // 2
+    p = pads[kernel]
     step = 2 if pool else 1
-    end_h, end_w = (h // 2 * 2, w // 2 * 2) if pool else (h, w)
-    out_h, out_w = end_h // step, end_w // step
+    out_h, out_w = dp.conv_output_hw(h, w, kernel, 1, p, pool)
+    end_h, end_w = out_h * step, out_w * step  # conv positions the (pooled) output uses
     limit = max_packet_bytes // WORD_BYTES * WORD_BYTES
     groups = plan_groups(c_in, c_out, kernel, info, max_packet_bytes)
     ct = groups[0][1] - groups[0][0]

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from .. import datapath as dp
+
 #: the libsensors label file for the ZCU102's INA226 chips (see its header for sources)
 ZCU102_SENSORS_CONF = Path(__file__).resolve().parent / "zcu102_sensors.conf"
 
@@ -400,8 +402,8 @@ def modelled_energy(manifest: dict[str, Any], board: str = "zcu102") -> dict[str
     The one place the server calls :mod:`pynq_nbq.perfmodel`; if the model cannot handle
     the bundle the dict says ``"available": False`` and why.
     """
-    pe = manifest.get("datapath", "svpe")
-    bits = int(manifest.get("weight_bits", 3)) if pe == "svpe" else 3
+    pe = manifest.get("datapath", str(dp.PEKind.SVPE))
+    bits = int(manifest.get("weight_bits", 3)) if pe == dp.PEKind.SVPE else 3
     try:
         from ..perfmodel import estimate_energy_per_image
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from .. import datapath as dp
 from ..kernel.packing import (
     pack_activations,
     unpack_activations,
@@ -73,8 +74,7 @@ class ReferenceDevice:
         if f & Flag.LOAD:
             if len(packets) != 3:
                 raise KernelError(f"LOAD call needs 3 packets, got {len(packets)}")
-            w_item = 1 if info.pe == "svpe" else 2
-            self._expect(packets[0], c_out * c_in * k * k * w_item, "weight")
+            self._expect(packets[0], c_out * c_in * k * k * info.weight_item_bytes, "weight")
             self._expect(packets[1], c_out * REQUANT_WORDS * WORD_BYTES, "requant")
             wts = unpack_weights(packets[0], (c_out, c_in, k, k), info.pe)
             self._held = (c_in, c_out, k3, wts, *unpack_requant(packets[1], c_out))
@@ -97,7 +97,7 @@ class ReferenceDevice:
             relu=bool(f & Flag.RELU),
             pool=2 if pool else 0,
             datapath=info.pe,
-            n_bits=5 if info.pe == "svpe" else 16,
+            n_bits=dp.SVPE_MAX_BITS if info.pe is dp.PEKind.SVPE else dp.VPE_WEIGHT_BITS,
         )
         y = pack_activations(conv_layer(x, spec)[0])
         if len(y) != out_nbytes:
