@@ -242,9 +242,20 @@ def _record(gm: torch.fx.GraphModule, x: torch.Tensor) -> dict[str, torch.Tensor
     return vals
 
 
-def _weights_for(layer: _Layer, datapath: str) -> tuple[np.ndarray, int, int]:
-    """(integer weight array, weight_exp e_w, weight_bits) of a conv/linear layer."""
+def _weights_for(layer: _Layer, datapath: str) -> tuple[np.ndarray, int, int, np.ndarray]:
+    """(integer weight array, weight_exp e_w, weight_bits, channel factor) of a
+    conv/linear layer.
+
+    Channel c's real weights are ``ints[c] * 2**e_w * factor[c]``.  The factor is 1
+    except for svpe layers trained with per-channel scales: there ``e_w`` belongs to the
+    channel with the largest exponent and ``factor[c] = 2**(e_c - max e) <= 1``, which
+    :func:`export` multiplies into batch norm's per-channel scale, so that it lands in
+    the requantisation multiplier/shift (exactly: a power of two only moves the shift).
+    The codes stay n-bit, so the accumulator bound is the per-layer one.
+    """
     m = layer.module
+    out_channels = m.weight.shape[0]
+    ones = np.ones(out_channels)
     if datapath == "svpe":
         if m.method == "float":
             raise ExportError(
@@ -253,14 +264,18 @@ def _weights_for(layer: _Layer, datapath: str) -> tuple[np.ndarray, int, int]:
             )
         q, e = m.staircase()
         n = m.n_bits
-        codes = quant.codes_from_staircase(q, e, n)
-        return codes.numpy().astype(np.int8), dp.layer_exponent(e, n), n
+        codes = quant.codes_from_staircase(q, e, n).numpy().astype(np.int8)
+        if isinstance(e, int):
+            return codes, dp.layer_exponent(e, n), n, ones
+        e_top = int(e.max())
+        factor = np.ldexp(1.0, (e - e_top).numpy().astype(np.int64))
+        return codes, dp.layer_exponent(e_top, n), n, factor
     w = m.effective_weight() if m.method != "float" else m.weight
     w = w.detach().double().numpy()
     mx = float(np.abs(w).max())
     e_w = 0 if mx == 0 else math.ceil(math.log2(mx / dp.VPE_WEIGHT_MAX))
     ints = np.clip(np.floor(w * 2.0**-e_w + 0.5), dp.VPE_WEIGHT_MIN, dp.VPE_WEIGHT_MAX)
-    return ints.astype(np.int16), int(e_w), dp.VPE_WEIGHT_BITS
+    return ints.astype(np.int16), int(e_w), dp.VPE_WEIGHT_BITS, ones
 
 
 def _bn_affine(bn: nn.Module) -> tuple[np.ndarray, np.ndarray]:
@@ -338,7 +353,7 @@ def export(
             **lay.attrs,
         }
         if lay.op in ("conv", "linear"):
-            ints, e_w, bits = _weights_for(lay, datapath)
+            ints, e_w, bits, factor = _weights_for(lay, datapath)
             fan_in = int(np.prod(ints.shape[1:]))
             max_w = dp.max_abs_weight(datapath, bits)
             overflow = dp.accumulator_problem(fan_in, max_w)
@@ -346,6 +361,7 @@ def export(
                 raise ExportError(f"{lay.name}: {overflow}; refusing to export")
             acc_bits = dp.accumulator_bits(fan_in, max_w)
             scale, offset = _bn_affine(lay.bn)
+            scale = scale * factor  # per-channel power-of-two weight scales (else 1)
             f_in = tensors[ins[0]]["frac"]
             acc_max = dp.accumulator_bound(fan_in, max_w)
             mult, bias, shift = dp.fold_requant(

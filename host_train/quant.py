@@ -22,6 +22,12 @@ moments     nearest level in the linear domain   e minimising the mismatch of me
 
 The scale search tries every integer e from floor(log2 max|W|) - r - 1 to
 floor(log2 max|W|) + 1 (it is cheap: a handful of candidates per layer per step).
+
+:func:`quantize_per_channel` runs the same search for every output channel (row of
+W's first axis) separately: one exponent per channel.  The datapath carries it for
+free: batch norm's per-channel requantisation multiplier/shift absorbs the factor
+2**(e_c - max e), so the bundle format and the integer kernel are unchanged
+(``host_train.export``).
 """
 
 from __future__ import annotations
@@ -149,11 +155,63 @@ def quantize_to_codes(w: torch.Tensor, n_bits: int, rule: str = "nearest"):
     return codes_from_staircase(q, e, n_bits), e
 
 
-def codes_from_staircase(q: torch.Tensor, e: int, n_bits: int) -> torch.Tensor:
-    """int8 codes of staircase values ``q`` (levels times 2**e); see quantize_to_codes."""
+def scale_of(e: int | torch.Tensor, ndim: int) -> float | torch.Tensor:
+    """2**e for a layer exponent (an int) or per-channel exponents (int tensor (C,)),
+    shaped to broadcast against a weight tensor with ``ndim`` axes (channels first)."""
+    if isinstance(e, int):
+        return 2.0**e
+    ones = torch.ones(e.shape, dtype=torch.float32)
+    return torch.ldexp(ones, e.to(torch.int32)).view(-1, *([1] * (ndim - 1)))
+
+
+def quantize_per_channel(
+    w: torch.Tensor, n_bits: int, rule: str = "nearest"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """staircase(W) with one power-of-two scale per output channel (W's first axis).
+
+    Returns (q, e): q has W's shape, row c of q lies in ``level_set(n_bits) * 2**e[c]``;
+    e is an int64 tensor (C,).  The exponent search of :func:`quantize` runs for all
+    channels at once (same candidates relative to each channel's max|W|, same losses;
+    ties go to the smaller exponent, as in :func:`quantize`).  An all-zero channel gets
+    e = 0.  The authors' rule is per layer by definition and is refused here.
+    """
+    if rule not in RULES:
+        raise ValueError(f"unknown quantizer rule {rule!r}; choose one of {RULES}")
+    if rule == "authors":
+        raise ValueError("the authors' rule has one scale per layer: use another rule per channel")
+    r = num_magnitudes(n_bits)
+    mode = "log" if rule == "log" else "nearest"
+    with torch.no_grad():
+        flat = w.detach().reshape(w.shape[0], -1)
+        m = flat.abs().amax(1)
+        zero = m == 0
+        top = torch.floor(torch.log2(torch.where(zero, torch.ones_like(m), m)))
+        cand = top[None, :] + torch.arange(-r - 1, 2, dtype=flat.dtype)[:, None]  # (K, C)
+        scales = torch.pow(2.0, cand)[..., None]  # (K, C, 1)
+        q = _apply(flat.unsqueeze(0).expand(len(cand), -1, -1), scales, n_bits, mode)
+        if rule == "moments":
+            var_w = flat.var(1, unbiased=False).clamp_min(1e-30)
+            dv = q.var(-1, unbiased=False) - var_w
+            dm = q.mean(-1) - flat.mean(1)
+            loss = (dv / var_w) ** 2 + dm * dm / var_w
+        else:
+            loss = ((flat.unsqueeze(0) - q) ** 2).sum(-1)
+        k = loss.argmin(0)  # first minimum: the smallest exponent on ties
+        chans = torch.arange(flat.shape[0])
+        e = cand[k, chans].to(torch.int64)
+        qb = q[k, chans]
+        e = torch.where(zero, torch.zeros_like(e), e)
+        fill = 1.0 if n_bits == 1 else 0.0
+        qb = torch.where(zero[:, None], torch.full_like(qb, fill), qb)
+        return qb.reshape(w.shape), e
+
+
+def codes_from_staircase(q: torch.Tensor, e: int | torch.Tensor, n_bits: int) -> torch.Tensor:
+    """int8 codes of staircase values ``q`` (levels times 2**e, e an int or per-channel
+    int tensor (C,)); see quantize_to_codes."""
     r = num_magnitudes(n_bits)
     with torch.no_grad():
-        a = q.abs() / 2.0**e
+        a = q.abs() / scale_of(e, q.ndim)
         i = torch.where(a > 0, (-torch.log2(a.clamp_min(1e-30))).round(), torch.full_like(a, r))
         m = torch.where(a > 0, r - i, torch.zeros_like(a))
         if n_bits == 1:
