@@ -34,6 +34,9 @@ FASHION_CLASSES = [
     "Ankle boot",
 ]
 DATASETS = ("fashion-mnist", "digits", "cifar10")
+#: Whether a mirror image keeps its class (clothes, CIFAR-10's objects: yes; digits: no);
+#: sets the trainer's default for random horizontal flips.
+MIRROR_SYMMETRIC = {"fashion-mnist": True, "digits": False, "cifar10": True}
 CIFAR10_CLASSES = [
     "airplane",
     "automobile",
@@ -121,7 +124,17 @@ def load_fashion_mnist(data_dir: str | None = None) -> Dataset:
     vx = _idx(d, "t10k-images-idx3-ubyte")[:, None]
     vy = _idx(d, "t10k-labels-idx1-ubyte").astype(np.int64)
     mean, std = _stats(tx)
-    return Dataset("fashion-mnist", tx, ty, vx, vy, list(FASHION_CLASSES), mean, std, True)
+    return Dataset(
+        "fashion-mnist",
+        tx,
+        ty,
+        vx,
+        vy,
+        list(FASHION_CLASSES),
+        mean,
+        std,
+        MIRROR_SYMMETRIC["fashion-mnist"],
+    )
 
 
 def load_digits() -> Dataset:
@@ -134,7 +147,9 @@ def load_digits() -> Dataset:
     x, y = x[perm], y[perm]
     tx, ty, vx, vy = x[:1347], y[:1347], x[1347:], y[1347:]
     mean, std = _stats(tx)
-    return Dataset("digits", tx, ty, vx, vy, [str(i) for i in range(10)], mean, std, False)
+    return Dataset(
+        "digits", tx, ty, vx, vy, [str(i) for i in range(10)], mean, std, MIRROR_SYMMETRIC["digits"]
+    )
 
 
 def read_cifar_binary(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
@@ -162,7 +177,9 @@ def load_cifar10(data_dir: str | None) -> Dataset:
     tx, ty = read_cifar_binary(train)
     vx, vy = read_cifar_binary([test])
     mean, std = _stats(tx)
-    return Dataset("cifar10", tx, ty, vx, vy, list(CIFAR10_CLASSES), mean, std, True)
+    return Dataset(
+        "cifar10", tx, ty, vx, vy, list(CIFAR10_CLASSES), mean, std, MIRROR_SYMMETRIC["cifar10"]
+    )
 
 
 def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
