@@ -60,7 +60,7 @@ def evaluate(ckpt_path: str, out_dir: str | None = None, data_dir: str | None = 
         result["quantized_accuracy"] = quant_acc
         L.set_method(model, "float")
         result["latent_float_accuracy"] = accuracy(model, ds.test_x, ds.test_y, mean, std)
-        L.set_method(model, {"rtn": "staircase"}.get(method, method))
+        L.set_method(model, method)
         result["weight_levels"] = weight_level_histograms(model)
     cm = confusion_matrix(ds.test_y, pred, len(ds.classes))
     result["confusion_matrix"] = cm.tolist()

@@ -25,12 +25,11 @@ import torch.fx
 from torch import nn
 
 from pynq_nbq import datapath as dp
-from pynq_nbq.bundle import Bundle, load_bundle, save_bundle
+from pynq_nbq.bundle import ROLES, Bundle, load_bundle, save_bundle, weighted_fields
 from pynq_nbq.engine import Engine
 from pynq_nbq.errors import NbqError
 
 from . import layers as L
-from . import quant
 from .data import load_dataset
 from .train import load_checkpoint, model_from_checkpoint, normalise
 
@@ -242,7 +241,7 @@ def _record(gm: torch.fx.GraphModule, x: torch.Tensor) -> dict[str, torch.Tensor
     return vals
 
 
-def _weights_for(layer: _Layer, datapath: str) -> tuple[np.ndarray, int, int, np.ndarray]:
+def _weights_for(layer: _Layer, datapath: dp.PEKind) -> tuple[np.ndarray, int, int, np.ndarray]:
     """(integer weight array, weight_exp e_w, weight_bits, channel factor) of a
     conv/linear layer.
 
@@ -254,17 +253,16 @@ def _weights_for(layer: _Layer, datapath: str) -> tuple[np.ndarray, int, int, np
     The codes stay n-bit, so the accumulator bound is the per-layer one.
     """
     m = layer.module
-    out_channels = m.weight.shape[0]
-    ones = np.ones(out_channels)
-    if datapath == "svpe":
+    ones = np.ones(m.weight.shape[0])
+    if datapath is dp.PEKind.SVPE:
         if m.method == "float":
             raise ExportError(
                 f"{layer.name}: svpe needs a power-of-two checkpoint "
                 "(this one was trained as float; export it as vpe)"
             )
-        q, e = m.staircase()
+        codes, e = m.codes()  # integers from the quantizer, never re-derived from floats
         n = m.n_bits
-        codes = quant.codes_from_staircase(q, e, n).numpy().astype(np.int8)
+        codes = codes.numpy().astype(np.int8)
         if isinstance(e, int):
             return codes, dp.layer_exponent(e, n), n, ones
         e_top = int(e.max())
@@ -274,7 +272,7 @@ def _weights_for(layer: _Layer, datapath: str) -> tuple[np.ndarray, int, int, np
     w = w.detach().double().numpy()
     mx = float(np.abs(w).max())
     e_w = 0 if mx == 0 else math.ceil(math.log2(mx / dp.VPE_WEIGHT_MAX))
-    ints = np.clip(np.floor(w * 2.0**-e_w + 0.5), dp.VPE_WEIGHT_MIN, dp.VPE_WEIGHT_MAX)
+    ints = np.clip(dp.round_half_up(w * 2.0**-e_w), dp.VPE_WEIGHT_MIN, dp.VPE_WEIGHT_MAX)
     return ints.astype(np.int16), int(e_w), dp.VPE_WEIGHT_BITS, ones
 
 
@@ -302,8 +300,10 @@ def export(
     log=print,
 ) -> tuple[Bundle, dict]:
     """Export ``ckpt_path`` to a bundle at ``out_path``; returns (bundle, report)."""
-    if datapath not in ("svpe", "vpe"):
-        raise ExportError(f"datapath must be 'svpe' or 'vpe', got {datapath!r}")
+    try:
+        datapath = dp.PEKind.parse(datapath)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
     ck = load_checkpoint(ckpt_path)
     model, cfg = model_from_checkpoint(ck)
     if cfg.act_bits:
@@ -354,18 +354,15 @@ def export(
         }
         if lay.op in ("conv", "linear"):
             ints, e_w, bits, factor = _weights_for(lay, datapath)
-            fan_in = int(np.prod(ints.shape[1:]))
-            max_w = dp.max_abs_weight(datapath, bits)
-            overflow = dp.accumulator_problem(fan_in, max_w)
+            fields = weighted_fields(datapath, bits, ints.shape)
+            overflow = dp.accumulator_problem(fields["fan_in"], dp.max_abs_weight(datapath, bits))
             if overflow:
                 raise ExportError(f"{lay.name}: {overflow}; refusing to export")
-            acc_bits = dp.accumulator_bits(fan_in, max_w)
             scale, offset = _bn_affine(lay.bn)
             scale = scale * factor  # per-channel power-of-two weight scales (else 1)
             f_in = tensors[ins[0]]["frac"]
-            acc_max = dp.accumulator_bound(fan_in, max_w)
             mult, bias, shift = dp.fold_requant(
-                scale, offset, e_w - f_in, tensors[tname]["frac"], acc_max
+                scale, offset, e_w - f_in, tensors[tname]["frac"], fields["acc_bound"]
             )
             key = lay.name
             arrays.update(
@@ -379,15 +376,15 @@ def export(
             entry.update(
                 weight_bits=bits,
                 weight_exp=e_w,
-                acc_bits=acc_bits,
-                arrays={r: f"{key}.{r}" for r in ("weights", "mult", "bias", "shift")},
+                acc_bits=fields["acc_bits"],
+                arrays={r: f"{key}.{r}" for r in ROLES},
             )
         layers.append(entry)
 
     manifest = {
         "name": name or Path(out_path).name,
-        "datapath": datapath,
-        "weight_bits": (ck["config"]["bits"] if datapath == "svpe" else dp.VPE_WEIGHT_BITS),
+        "datapath": datapath.value,
+        "weight_bits": (ck["config"]["bits"] if datapath is dp.PEKind.SVPE else dp.VPE_WEIGHT_BITS),
         "classes": list(ck["classes"]),
         "input": {
             "tensor": "input",
@@ -415,7 +412,7 @@ def export(
             "tool": "pynq-nbq export",
         },
     }
-    if datapath == "svpe":
+    if datapath is dp.PEKind.SVPE:
         bits_used = {ly["weight_bits"] for ly in layers if "weight_bits" in ly}
         if len(bits_used) > 1:
             manifest["weight_bits"] = max(bits_used)

@@ -9,13 +9,15 @@ depending on ``self.method`` (set per layer, usually by the trainer):
 * ``"ste"``    - staircase(W) with a straight-through gradient;
 * ``"inq"``    - INQ-style: a frozen mask of weights fixed at their staircase
   values (no gradient), the rest float, until everything is frozen;
-* ``"staircase"`` - staircase(W), no gradient (post-training quantisation).
+* ``"rtn"``    - staircase(W), no gradient (post-training round to nearest).
+
+Each method is a strategy object in :mod:`host_train.methods`.
 
 No conv bias: a batch norm follows every layer in the project's models.
 
 ``per_channel=True`` gives every output channel its own power-of-two scale
-(:func:`quant.quantize_per_channel`); ``staircase()`` then returns the exponents as an
-int64 tensor (C,) instead of an int.
+(:func:`quant.level_indices_per_channel`); ``staircase()`` and ``codes()`` then return
+the exponents as an int64 tensor (C,) instead of an int.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import quant
+from . import methods, quant
 
-METHODS = ("float", "rg", "ste", "inq", "staircase")
+METHODS = tuple(methods.METHODS)
 
 
 class PowerOfTwoMixin:
@@ -37,8 +39,7 @@ class PowerOfTwoMixin:
 
     def _init_quant(self, n_bits: int, rule: str, method: str, per_channel: bool = False) -> None:
         quant.num_magnitudes(n_bits)
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+        methods.get(method)  # validates the name
         if per_channel and (method == "inq" or rule == "authors"):
             raise ValueError(
                 "per-channel scales work with the rules nearest, log and moments and every "
@@ -63,21 +64,24 @@ class PowerOfTwoMixin:
             return quant.quantize_per_channel(self.weight, self.n_bits, self.rule)
         return quant.quantize(self.weight, self.n_bits, self.rule)
 
+    def codes(self) -> tuple[torch.Tensor, int | torch.Tensor]:
+        """The datapath's integers for the weights :meth:`staircase` gives: (int8 codes,
+        scale exponent e or per-channel exponents), straight from the quantizer
+        (:func:`quant.quantize_to_codes`)."""
+        if self.method == "inq" and bool(self.inq_mask.any()):
+            return quant.quantize_to_codes(self.weight, self.n_bits, self.rule, int(self.inq_exp))
+        if self.per_channel:
+            return quant.quantize_to_codes_per_channel(self.weight, self.n_bits, self.rule)
+        return quant.quantize_to_codes(self.weight, self.n_bits, self.rule)
+
     def effective_weight(self) -> torch.Tensor:
-        w = self.weight
-        if self.method == "float":
+        w, strategy = self.weight, methods.get(self.method)
+        if isinstance(strategy, methods.Float):
             return w
         q, _ = self.staircase()
-        if self.method == "staircase" or not self.training:
-            if self.method == "inq":
-                return self.inq_mask * q + (1 - self.inq_mask) * w.detach()
-            return q
-        if self.method == "rg":
-            return quant.ReconstructedGradient.apply(w, q, self.alpha)
-        if self.method == "ste":
-            return quant.StraightThrough.apply(w, q)
-        # inq: frozen weights take q (no gradient), the rest stay float
-        return self.inq_mask * q + (1 - self.inq_mask) * w
+        if self.training:
+            return strategy.train_weight(self, w, q)
+        return strategy.eval_weight(self, w, q)
 
     @torch.no_grad()
     def inq_freeze(self, fraction: float) -> None:
@@ -165,8 +169,7 @@ def pow2_layers(model: nn.Module) -> list[tuple[str, PowerOfTwoMixin]]:
 
 def set_method(model: nn.Module, method: str, alpha: float | None = None) -> None:
     """Set the method (and a) of every power-of-two layer."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    methods.get(method)  # validates the name
     for _, m in pow2_layers(model):
         m.method = method
         if alpha is not None:

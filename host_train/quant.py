@@ -23,8 +23,8 @@ moments     nearest level in the linear domain   e minimising the mismatch of me
 The scale search tries every integer e from floor(log2 max|W|) - r - 1 to
 floor(log2 max|W|) + 1 (it is cheap: a handful of candidates per layer per step).
 
-:func:`quantize_per_channel` runs the same search for every output channel (row of
-W's first axis) separately: one exponent per channel.  The datapath carries it for
+:func:`level_indices_per_channel` runs the same search for every output channel (row
+of W's first axis) separately: one exponent per channel.  The datapath carries it for
 free: batch norm's per-channel requantisation multiplier/shift absorbs the factor
 2**(e_c - max e), so the bundle format and the integer kernel are unchanged
 (``host_train.export``).
@@ -36,15 +36,11 @@ import math
 
 import torch
 
+from pynq_nbq import datapath as dp
+
 RULES = ("authors", "log", "nearest", "moments")
-SUPPORTED_BITS = (1, 2, 3, 4, 5)
-
-
-def num_magnitudes(n_bits: int) -> int:
-    """r = 2**(n-1) - 1, the number of non-zero magnitudes (n >= 2); 1 for n = 1."""
-    if n_bits not in SUPPORTED_BITS:
-        raise ValueError(f"n_bits must be one of {SUPPORTED_BITS}, got {n_bits}")
-    return 1 if n_bits == 1 else (1 << (n_bits - 1)) - 1
+SUPPORTED_BITS = dp.SVPE_BITS  #: the datapath's svpe widths (one definition)
+num_magnitudes = dp.num_magnitudes  #: r = 2**(n-1) - 1 non-zero magnitudes (1 for n = 1)
 
 
 def level_set(n_bits: int) -> list[float]:
@@ -81,26 +77,38 @@ def _magnitude_index(absw: torch.Tensor, scale: float, n_bits: int, mode: str) -
     return torch.where(zero, torch.full_like(i, -1), i)
 
 
-def _apply(w: torch.Tensor, scale: float, n_bits: int, mode: str) -> torch.Tensor:
-    idx = _magnitude_index(w.abs(), scale, n_bits, mode)
+def _levels(w: torch.Tensor, idx: torch.Tensor, scale: float) -> torch.Tensor:
+    """Staircase values ``sign(w) * scale * 2**-idx`` (0 where idx < 0), w's dtype."""
     mag = torch.where(idx < 0, torch.zeros_like(w), scale * torch.pow(2.0, -idx.to(w.dtype)))
     sign = torch.where(w < 0, -1.0, 1.0).to(w.dtype)
     return sign * mag
 
 
+def _codes(w: torch.Tensor, idx: torch.Tensor, n_bits: int) -> torch.Tensor:
+    """int8 svpe codes ``sign(w) * (r - idx)`` (0 where idx < 0): integers throughout, the
+    datapath's code of level ``2**-idx`` (``pynq_nbq.datapath``, module docstring)."""
+    r = num_magnitudes(n_bits)
+    m = torch.where(idx < 0, torch.zeros_like(idx), r - idx)
+    return torch.where(w < 0, -m, m).to(torch.int8)
+
+
+def _apply(w: torch.Tensor, scale: float, n_bits: int, mode: str) -> torch.Tensor:
+    return _levels(w, _magnitude_index(w.abs(), scale, n_bits, mode), scale)
+
+
 def _authors(w: torch.Tensor, n_bits: int) -> tuple[torch.Tensor, int]:
+    """(level index, e) of the authors' 3-bit thresholds; index -1 means zero."""
     if n_bits != 3:
         raise ValueError("the authors' threshold rule is defined for 3-bit weights only")
     m = float(w.abs().max())
     e = 0 if m == 0 else int(round(math.log2(m)))
-    s = 2.0**e
     a = w.abs()
-    mag = torch.where(
+    idx = torch.where(
         a < 0.02 * m,
-        torch.zeros_like(w),
-        torch.where(a < 0.07 * m, s / 4, torch.where(a < 0.14 * m, s / 2, torch.full_like(w, s))),
+        -1,
+        torch.where(a < 0.07 * m, 2, torch.where(a < 0.14 * m, 1, 0)),
     )
-    return torch.where(w < 0, -mag, mag), e
+    return idx.to(torch.int64), e
 
 
 def _candidates(w: torch.Tensor, n_bits: int) -> range:
@@ -110,28 +118,33 @@ def _candidates(w: torch.Tensor, n_bits: int) -> range:
     return range(top - r - 1, top + 2)
 
 
-def quantize(w: torch.Tensor, n_bits: int, rule: str = "nearest") -> tuple[torch.Tensor, int]:
-    """staircase(W): quantized weights and the layer exponent e (levels times 2**e).
+def level_indices(
+    w: torch.Tensor, n_bits: int, rule: str = "nearest", e: int | None = None
+) -> tuple[torch.Tensor, int]:
+    """The quantizer's integer answer: (level index per weight, layer exponent e).
 
-    Runs without autograd; the returned tensor has W's shape and dtype and every
-    entry lies in ``level_set(n_bits) * 2**e``.
+    Index ``i`` >= 0 means the level ``sign(w) * 2**-i * 2**e``; -1 means zero.  The
+    rule picks e (or ``e`` is given: INQ's frozen scale).  :func:`quantize` (the
+    staircase values) and :func:`quantize_to_codes` (the datapath's codes) both derive
+    from it, so export never re-derives codes from floats.
     """
     if rule not in RULES:
         raise ValueError(f"unknown quantizer rule {rule!r}; choose one of {RULES}")
     num_magnitudes(n_bits)  # validates n
+    mode = "log" if rule == "log" else "nearest"
     with torch.no_grad():
         w = w.detach()
+        if e is not None:
+            return _magnitude_index(w.abs(), 2.0**e, n_bits, mode), int(e)
         if float(w.abs().max()) == 0.0:
-            if n_bits == 1:
-                return torch.ones_like(w), 0
-            return torch.zeros_like(w), 0
+            return torch.full_like(w, 0 if n_bits == 1 else -1, dtype=torch.int64), 0
         if rule == "authors":
             return _authors(w, n_bits)
-        mode = "log" if rule == "log" else "nearest"
         best: tuple[float, torch.Tensor, int] | None = None
         mean_w, var_w = float(w.mean()), float(w.var(unbiased=False))
-        for e in _candidates(w, n_bits):
-            q = _apply(w, 2.0**e, n_bits, mode)
+        for cand in _candidates(w, n_bits):
+            idx = _magnitude_index(w.abs(), 2.0**cand, n_bits, mode)
+            q = _levels(w, idx, 2.0**cand)
             if rule == "moments":
                 dv = float(q.var(unbiased=False)) - var_w
                 dm = float(q.mean()) - mean_w
@@ -139,20 +152,34 @@ def quantize(w: torch.Tensor, n_bits: int, rule: str = "nearest") -> tuple[torch
             else:
                 loss = float(((w - q) ** 2).sum())
             if best is None or loss < best[0]:
-                best = (loss, q, e)
+                best = (loss, idx, cand)
         assert best is not None
         return best[1], best[2]
 
 
-def quantize_to_codes(w: torch.Tensor, n_bits: int, rule: str = "nearest"):
+def quantize(w: torch.Tensor, n_bits: int, rule: str = "nearest") -> tuple[torch.Tensor, int]:
+    """staircase(W): quantized weights and the layer exponent e (levels times 2**e).
+
+    Runs without autograd; the returned tensor has W's shape and dtype and every
+    entry lies in ``level_set(n_bits) * 2**e``.
+    """
+    idx, e = level_indices(w, n_bits, rule)
+    with torch.no_grad():
+        return _levels(w.detach(), idx, 2.0**e), e
+
+
+def quantize_to_codes(
+    w: torch.Tensor, n_bits: int, rule: str = "nearest", e: int | None = None
+) -> tuple[torch.Tensor, int]:
     """Integer codes of staircase(W): (codes int8 tensor, layer exponent e).
 
     ``code = sign * m`` with ``m = r - i`` for level ``2**-i`` (m = 0 for zero), so that
-    the integer weight is ``sign * 2**(m-1)`` and ``real = int_weight * 2**(e - (r-1))``
-    (``docs/datapath.md`` section 1).
+    the integer weight is ``sign * 2**(m-1)`` and ``real = int_weight * 2**e_w`` with
+    ``e_w = datapath.layer_exponent(e, n)`` (``docs/datapath.md`` section 1).  ``e``:
+    a fixed scale exponent (INQ), else the rule's choice.
     """
-    q, e = quantize(w, n_bits, rule)
-    return codes_from_staircase(q, e, n_bits), e
+    idx, e = level_indices(w, n_bits, rule, e)
+    return _codes(w.detach(), idx, n_bits), e
 
 
 def scale_of(e: int | torch.Tensor, ndim: int) -> float | torch.Tensor:
@@ -160,20 +187,19 @@ def scale_of(e: int | torch.Tensor, ndim: int) -> float | torch.Tensor:
     shaped to broadcast against a weight tensor with ``ndim`` axes (channels first)."""
     if isinstance(e, int):
         return 2.0**e
-    ones = torch.ones(e.shape, dtype=torch.float32)
+    ones = torch.ones(e.shape, dtype=torch.float32, device=e.device)
     return torch.ldexp(ones, e.to(torch.int32)).view(-1, *([1] * (ndim - 1)))
 
 
-def quantize_per_channel(
+def level_indices_per_channel(
     w: torch.Tensor, n_bits: int, rule: str = "nearest"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """staircase(W) with one power-of-two scale per output channel (W's first axis).
+    """:func:`level_indices` with one exponent per output channel (W's first axis).
 
-    Returns (q, e): q has W's shape, row c of q lies in ``level_set(n_bits) * 2**e[c]``;
-    e is an int64 tensor (C,).  The exponent search of :func:`quantize` runs for all
-    channels at once (same candidates relative to each channel's max|W|, same losses;
-    ties go to the smaller exponent, as in :func:`quantize`).  An all-zero channel gets
-    e = 0.  The authors' rule is per layer by definition and is refused here.
+    Returns (index per weight, e int64 (C,)).  The search of :func:`level_indices` runs
+    for all channels at once (the same candidates relative to each channel's max|W|,
+    the same losses; ties go to the smaller exponent, as there).  An all-zero channel
+    gets e = 0.  The authors' rule has one scale per layer by definition: refused.
     """
     if rule not in RULES:
         raise ValueError(f"unknown quantizer rule {rule!r}; choose one of {RULES}")
@@ -186,9 +212,12 @@ def quantize_per_channel(
         m = flat.abs().amax(1)
         zero = m == 0
         top = torch.floor(torch.log2(torch.where(zero, torch.ones_like(m), m)))
-        cand = top[None, :] + torch.arange(-r - 1, 2, dtype=flat.dtype)[:, None]  # (K, C)
+        steps = torch.arange(-r - 1, 2, dtype=flat.dtype, device=flat.device)
+        cand = top[None, :] + steps[:, None]  # (K, C) candidate exponents
         scales = torch.pow(2.0, cand)[..., None]  # (K, C, 1)
-        q = _apply(flat.unsqueeze(0).expand(len(cand), -1, -1), scales, n_bits, mode)
+        big = flat.unsqueeze(0).expand(len(cand), -1, -1)
+        idx = _magnitude_index(big.abs(), scales, n_bits, mode)  # (K, C, F)
+        q = _levels(big, idx, scales)
         if rule == "moments":
             var_w = flat.var(1, unbiased=False).clamp_min(1e-30)
             dv = q.var(-1, unbiased=False) - var_w
@@ -196,30 +225,31 @@ def quantize_per_channel(
             loss = (dv / var_w) ** 2 + dm * dm / var_w
         else:
             loss = ((flat.unsqueeze(0) - q) ** 2).sum(-1)
-        k = loss.argmin(0)  # first minimum: the smallest exponent on ties
-        chans = torch.arange(flat.shape[0])
-        e = cand[k, chans].to(torch.int64)
-        qb = q[k, chans]
-        e = torch.where(zero, torch.zeros_like(e), e)
-        fill = 1.0 if n_bits == 1 else 0.0
-        qb = torch.where(zero[:, None], torch.full_like(qb, fill), qb)
-        return qb.reshape(w.shape), e
+        k = loss.argmin(0)  # the first minimum: the smallest exponent on ties
+        chans = torch.arange(flat.shape[0], device=flat.device)
+        e = torch.where(zero, 0, cand[k, chans].to(torch.int64))
+        best = idx[k, chans]
+        best = torch.where(zero[:, None], 0 if n_bits == 1 else -1, best)
+        return best.reshape(w.shape), e
 
 
-def codes_from_staircase(q: torch.Tensor, e: int | torch.Tensor, n_bits: int) -> torch.Tensor:
-    """int8 codes of staircase values ``q`` (levels times 2**e, e an int or per-channel
-    int tensor (C,)); see quantize_to_codes."""
-    r = num_magnitudes(n_bits)
+def quantize_per_channel(
+    w: torch.Tensor, n_bits: int, rule: str = "nearest"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """staircase(W) with one power-of-two scale per output channel: (q, e int64 (C,));
+    row c of q lies in ``level_set(n_bits) * 2**e[c]``."""
+    idx, e = level_indices_per_channel(w, n_bits, rule)
     with torch.no_grad():
-        a = q.abs() / scale_of(e, q.ndim)
-        i = torch.where(a > 0, (-torch.log2(a.clamp_min(1e-30))).round(), torch.full_like(a, r))
-        m = torch.where(a > 0, r - i, torch.zeros_like(a))
-        if n_bits == 1:
-            m = torch.ones_like(a)
-        codes = (torch.sign(q) * m).to(torch.int8)
-        if n_bits == 1:
-            codes = torch.where(q < 0, -1, 1).to(torch.int8)
-    return codes
+        return _levels(w.detach(), idx, scale_of(e, w.ndim)), e
+
+
+def quantize_to_codes_per_channel(
+    w: torch.Tensor, n_bits: int, rule: str = "nearest"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer codes of the per-channel staircase: (int8 codes, e int64 (C,)); channel
+    c's integer weights are ``decode(code) * 2**layer_exponent(e[c], n)``."""
+    idx, e = level_indices_per_channel(w, n_bits, rule)
+    return _codes(w.detach(), idx, n_bits), e
 
 
 class ReconstructedGradient(torch.autograd.Function):

@@ -31,12 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import distributed, quant
+from . import distributed, methods, quant
 from . import layers as L
 from .data import Dataset, hold_out, load_dataset
 from .models import build_model
 
-TRAIN_METHODS = ("float", "rg", "ste", "inq", "rtn")
+TRAIN_METHODS = tuple(methods.METHODS)  #: the strategies of host_train.methods
 CHECKPOINT = "checkpoint.pt"
 
 
@@ -77,9 +77,8 @@ class TrainConfig:
     val_split: int = 0
 
     def validate(self) -> None:
-        if self.method not in TRAIN_METHODS:
-            raise ValueError(f"unknown method {self.method!r}; choose one of {TRAIN_METHODS}")
-        if self.method == "rtn" and not self.init:
+        trains = methods.get(self.method).trains
+        if not trains and not self.init:
             raise ValueError("method 'rtn' quantizes a trained float model: pass --init CKPT")
         if self.rule not in quant.RULES:
             raise ValueError(f"unknown rule {self.rule!r}; choose one of {quant.RULES}")
@@ -88,7 +87,7 @@ class TrainConfig:
             raise ValueError("optimizer must be sgd, adam or adamw")
         if self.lr_schedule not in ("cosine", "step", "constant"):
             raise ValueError("lr schedule must be cosine, step or constant")
-        if self.epochs < 1 and self.method != "rtn":
+        if self.epochs < 1 and trains:
             raise ValueError("epochs must be >= 1")
         if self.per_channel and (self.method == "inq" or self.rule == "authors"):
             raise ValueError(
@@ -180,8 +179,7 @@ def make_model(cfg: TrainConfig, ds_shape: tuple[int, int, int], num_classes: in
     bits: int | dict[str, int] = cfg.bits
     if cfg.bits_per_layer:
         bits = {"default": cfg.bits, **cfg.bits_per_layer}
-    method = {"rtn": "staircase", "float": "float"}.get(cfg.method, cfg.method)
-    return L.convert(model, bits, cfg.rule, method, per_channel=cfg.per_channel)
+    return L.convert(model, bits, cfg.rule, cfg.method, per_channel=cfg.per_channel)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
@@ -367,7 +365,8 @@ def train(
     """
     cfg.validate()
     d = distributed.from_env()
-    if d.active and cfg.method == "rtn":
+    strategy = methods.get(cfg.method)
+    if d.active and not strategy.trains:
         raise ValueError("method 'rtn' is one pass over 1,000 images: run it in one process")
     out = Path(out_dir)
     if d.is_main:
@@ -394,7 +393,7 @@ def train(
         "std": list(ds.std),
         "dataset": ds.name,
     }
-    if cfg.method == "rtn":
+    if not strategy.trains:
         return _post_training_quantize(cfg, model, ds, train_x, out, base, log)
 
     model.to(d.device)
@@ -430,9 +429,8 @@ def train(
         t0 = time.perf_counter()
         alpha = quant.alpha_at(cfg.a_schedule, epoch, cfg.epochs, cfg.a0)
         L.set_alpha(model, alpha)
-        if cfg.method == "inq":
-            for _, m in L.pow2_layers(model):
-                m.inq_freeze(_inq_fraction(cfg, epoch))
+        pow2 = [m for _, m in L.pow2_layers(model)]
+        strategy.start_epoch(pow2, _inq_fraction(cfg, epoch))
         gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
         perm = torch.randperm(n, generator=gen)
         net.train()
@@ -462,15 +460,7 @@ def train(
             weight = distributed.loss_weight(len(local), len(idx), d)
             opt.zero_grad(set_to_none=True)
             (loss * weight if weight != 1.0 else loss).backward()
-            if cfg.method == "inq":
-                for _, m in L.pow2_layers(model):
-                    if m.weight.grad is not None:
-                        m.weight.grad.mul_(1 - m.inq_mask)
-            if cfg.method == "rg" and cfg.rg_compensate and alpha > 0:
-                # undo the a-scaling of the latent weights' step (lr/a for W only)
-                for _, m in L.pow2_layers(model):
-                    if m.weight.grad is not None:
-                        m.weight.grad.div_(alpha)
+            strategy.adjust_gradients(pow2, alpha, cfg.rg_compensate)
             opt.step()
             distributed.average_bn_stats(model, d)
             if on_step is not None:
@@ -517,7 +507,7 @@ def train(
 
 def _post_training_quantize(cfg, model, ds, train_x, out, base, log) -> dict:
     """Round-to-nearest quantisation of a trained float model, BN re-estimated."""
-    L.set_method(model, "staircase")
+    L.set_method(model, "rtn")
     before = accuracy(model, ds.test_x, ds.test_y, ds.mean, ds.std)
     gen = np.random.RandomState(cfg.seed)
     pick = gen.choice(len(train_x), size=min(cfg.bn_images, len(train_x)), replace=False)

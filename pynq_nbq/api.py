@@ -21,6 +21,21 @@ from .engine import Engine, softmax
 from .preprocess import open_image, preprocess
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
+#: the keys of ``timings_ms`` (milliseconds), the same in the API and the server's answers:
+#: decode (Pillow), preprocess (convert/resize/invert), queue (server only: waiting for
+#: the device), quantize (pixels -> int16), engine (all layers; its conv_engine and arm
+#: parts), postprocess (softmax, arg-max), total
+TIMING_KEYS = (
+    "decode",
+    "preprocess",
+    "queue",
+    "quantize",
+    "engine",
+    "conv_engine",
+    "arm",
+    "postprocess",
+    "total",
+)
 DEFAULT_MODEL = "fmnist-svpe"
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 
@@ -56,8 +71,8 @@ class Prediction:
 
     indices: (N,) class ids; labels: N class names; probabilities: (N, K) float64;
     logits_q: (N, K) int16 with ``logits_frac`` fractional bits;
-    timings_ms: milliseconds of ``preprocess``, ``quantize``, ``engine`` (with its
-    ``conv_engine`` and ``arm`` parts) and ``total`` for the whole batch.
+    timings_ms: milliseconds per stage for the whole batch, keys from :data:`TIMING_KEYS`
+    (``decode`` and ``preprocess`` only from :meth:`Model.classify`; no ``queue``).
     """
 
     indices: np.ndarray
@@ -130,11 +145,14 @@ class Model:
     def classify(self, images: list) -> Prediction:
         """Decode, preprocess and classify images (bytes, paths or PIL images)."""
         t0 = time.perf_counter()
-        batch = np.stack([self.preprocess(im) for im in images])
+        decoded = [open_image(im) for im in images]
         t1 = time.perf_counter()
+        batch = np.stack([preprocess(im, self.input_spec) for im in decoded])
+        t2 = time.perf_counter()
         pred = self.predict(batch)
-        pred.timings_ms["preprocess"] = 1e3 * (t1 - t0)
-        pred.timings_ms["total"] += 1e3 * (t1 - t0)
+        pred.timings_ms["decode"] = 1e3 * (t1 - t0)
+        pred.timings_ms["preprocess"] = 1e3 * (t2 - t1)
+        pred.timings_ms["total"] += 1e3 * (t2 - t0)
         return pred
 
 

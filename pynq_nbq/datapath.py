@@ -128,7 +128,7 @@ def conv_output_hw(
 def check_bits(n_bits: int) -> None:
     """ValueError unless ``n_bits`` is a supported svpe width (1..SVPE_MAX_BITS)."""
     if n_bits not in SVPE_BITS:
-        raise ValueError(f"svpe weights must have n in {SVPE_BITS}, got {n_bits}")
+        raise ValueError(f"svpe weights need n_bits in {SVPE_BITS}, got {n_bits}")
 
 
 def num_magnitudes(n_bits: int) -> int:

@@ -80,11 +80,7 @@ class ConvSpec:
 
     def output_hw(self, h: int, w: int) -> tuple[int, int]:
         """Output height and width for an h x w input (after the fused pool)."""
-        k, s, p = self.kernel, self.stride, self.padding
-        oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
-        if self.pool:
-            oh, ow = oh // 2, ow // 2
-        return oh, ow
+        return dp.conv_output_hw(h, w, self.kernel, self.stride, self.padding, self.pool)
 
     @cached_property
     def fused(self) -> _FusedPlan | None:
@@ -132,7 +128,7 @@ def im2col(x: np.ndarray, k: int, stride: int, padding: int) -> np.ndarray:
     if padding:
         x = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
     n, h, w, c = x.shape
-    oh, ow = (h - k) // stride + 1, (w - k) // stride + 1
+    oh, ow = dp.conv_output_hw(h, w, k, stride)
     sn, sh, sw, sc = x.strides
     return np.lib.stride_tricks.as_strided(
         x,
@@ -166,7 +162,7 @@ def conv_accumulate(x: np.ndarray, spec: ConvSpec) -> np.ndarray:
 def maxpool(x: np.ndarray, k: int = 2, stride: int = 2) -> np.ndarray:
     """k x k max-pool with the given stride on NHWC (floor mode)."""
     n, h, w, c = x.shape
-    oh, ow = (h - k) // stride + 1, (w - k) // stride + 1
+    oh, ow = dp.conv_output_hw(h, w, k, stride)
     if k == stride:
         v = x[:, : oh * k, : ow * k].reshape(n, oh, k, ow, k, c)
         return v.max(axis=(2, 4))
@@ -233,7 +229,7 @@ def _im2col_channel_major(
     """Columns (C*k*k, N*OH*OW) float64 of an NHWC int16 map, rows in (c, ky, kx) order."""
     n, h, w, c = x.shape
     hp, wp = h + 2 * padding, w + 2 * padding
-    oh, ow = (hp - k) // stride + 1, (wp - k) // stride + 1
+    oh, ow = dp.conv_output_hw(h, w, k, stride, padding)
     if k == 1 and stride == 1 and padding == 0:
         cols = _workspace("cols", (c, n * h * w))
         cols.reshape(c, n, h, w)[...] = x.transpose(3, 0, 1, 2)
@@ -262,8 +258,7 @@ def global_avg_pool(x: np.ndarray, frac_in: int = 0, frac_out: int = 0) -> np.nd
     n, h, w, c = x.shape
     d = frac_out - frac_in
     num = x.astype(np.int64).sum(axis=(1, 2)) << max(d, 0)
-    den = h * w << max(-d, 0)
-    return dp.saturate(np.floor_divide(2 * num + den, 2 * den))
+    return dp.saturate(dp.div_round_half_up(num, h * w << max(-d, 0)))
 
 
 def add(inputs: list[tuple[np.ndarray, int]], frac_out: int, relu: bool = False) -> np.ndarray:

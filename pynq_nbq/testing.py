@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 from . import datapath as dp
-from .bundle import Bundle, save_bundle
+from .bundle import ROLES, Bundle, save_bundle, weighted_fields
 
 
 def random_weights(rng: np.random.Generator, shape, datapath: str, n_bits: int) -> np.ndarray:
@@ -35,6 +35,22 @@ def random_requant(rng: np.random.Generator, c_out: int, acc_scale: float) -> di
     mult = np.clip(np.round(mult * gain / 1.0), 1, dp.REQUANT_MULT_MAX).astype(np.int64)
     bias = rng.integers(-(1 << 27), 1 << 27, size=c_out).astype(np.int64)
     return {"mult": mult, "bias": bias, "shift": shift}
+
+
+def _input_block(height: int, width: int, mean: list[float], std: list[float]) -> dict:
+    """A manifest ``input`` block for tensor "input" (L for one channel, else RGB)."""
+    channels = len(mean)
+    return {
+        "tensor": "input",
+        "channels": channels,
+        "height": height,
+        "width": width,
+        "mode": "L" if channels == 1 else "RGB",
+        "mean": mean,
+        "std": std,
+        "resize": "stretch",
+        "invert": False,
+    }
 
 
 def random_bundle(
@@ -69,9 +85,8 @@ def random_bundle(
     layers = []
     for name, src, cin, cout, ker, pad, relu, pool in plan:
         w = random_weights(rng, (cout, cin, ker, ker), datapath, n_bits)
-        fan_in = cin * ker * ker
-        max_w = dp.max_abs_weight(datapath, bits)
-        rq = random_requant(rng, cout, fan_in * 4096 * float(np.abs(w).mean() + 1))
+        fields = weighted_fields(datapath, bits, w.shape)
+        rq = random_requant(rng, cout, fields["fan_in"] * 4096 * float(np.abs(w).mean() + 1))
         arrays[f"{name}.weights"] = w
         for role, a in rq.items():
             arrays[f"{name}.{role}"] = a
@@ -91,8 +106,8 @@ def random_bundle(
                 "pool": pool,
                 "weight_bits": bits,
                 "weight_exp": -8,
-                "acc_bits": dp.accumulator_bits(fan_in, max_w),
-                "arrays": {r: f"{name}.{r}" for r in ("weights", "mult", "bias", "shift")},
+                "acc_bits": fields["acc_bits"],
+                "arrays": {r: f"{name}.{r}" for r in ROLES},
             }
         )
     layers.append(
@@ -110,17 +125,7 @@ def random_bundle(
         "datapath": datapath,
         "weight_bits": bits,
         "classes": classes,
-        "input": {
-            "tensor": "input",
-            "channels": channels,
-            "height": size,
-            "width": size,
-            "mode": "L" if channels == 1 else "RGB",
-            "mean": [0.5] * channels,
-            "std": [0.5] * channels,
-            "resize": "stretch",
-            "invert": False,
-        },
+        "input": _input_block(size, size, [0.5] * channels, [0.5] * channels),
         "tensors": tensors,
         "layers": layers,
         "output": "gap",
@@ -182,17 +187,17 @@ def random_graph_bundle(
                     [-1, 1, 0] if datapath == "vpe" or n_bits > 1 else [-1, 1], wshape
                 )
                 w = (pick * top).astype(w.dtype)
-            fan_in = int(np.prod(wshape[1:]))
+            fields = weighted_fields(datapath, bits, wshape)
             wint = dp.decode_svpe(w, n_bits) if datapath == "svpe" else w.astype(np.int64)
-            acc_scale = fan_in * 2.0**12 * float(np.abs(wint).mean() + 1)
+            acc_scale = fields["fan_in"] * 2.0**12 * float(np.abs(wint).mean() + 1)
             rq = _requant_arrays(rng, shape[0], acc_scale, edge)
             arrays[f"{name}.weights"] = w
             arrays.update({f"{name}.{r}": a for r, a in rq.items()})
             layer.update(
                 weight_bits=bits,
                 weight_exp=-6,
-                acc_bits=dp.accumulator_bits(fan_in, dp.max_abs_weight(datapath, bits)),
-                arrays={r: f"{name}.{r}" for r in ("weights", "mult", "bias", "shift")},
+                acc_bits=fields["acc_bits"],
+                arrays={r: f"{name}.{r}" for r in ROLES},
             )
         layers.append(layer)
 
@@ -218,17 +223,9 @@ def random_graph_bundle(
         "datapath": datapath,
         "weight_bits": bits,
         "classes": classes,
-        "input": {
-            "tensor": "input",
-            "channels": 3,
-            "height": 8,
-            "width": 7,
-            "mode": "RGB",
-            "mean": [float(v) for v in rng.uniform(0, 1, 3)],
-            "std": [float(v) for v in rng.uniform(0.05, 1, 3)],
-            "resize": "stretch",
-            "invert": False,
-        },
+        "input": _input_block(
+            8, 7, [float(v) for v in rng.uniform(0, 1, 3)], rng.uniform(0.05, 1, 3).tolist()
+        ),
         "tensors": tensors,
         "layers": layers,
         "output": "fc2",

@@ -215,3 +215,38 @@ def test_save_is_atomic_and_replaces(tmp_path):
 def test_npz_bytes_are_reproducible():
     a = {"x": np.arange(5, dtype=np.int16), "y": np.ones((2, 2), np.int64)}
     assert B.npz_bytes(a) == B.npz_bytes(dict(reversed(list(a.items()))))
+
+
+@pytest.mark.parametrize("name", ["fmnist-svpe", "fmnist-vpe"])
+def test_every_layer_holds_plus_and_minus_v(name):
+    """Property over real bundles: each layer's acc_bits holds +V and -V (signed)."""
+    from pynq_nbq import api
+
+    spec = B.load_bundle(api.model_path(name)).spec
+    weighted = [ly for ly in spec.layers if ly.weighted]
+    assert weighted
+    for ly in weighted:
+        v, bits = ly.acc_bound, ly.acc_bits
+        assert -(2 ** (bits - 1)) <= -v and v <= 2 ** (bits - 1) - 1, ly.name
+        assert bits <= 48
+
+
+def test_typed_manifest_is_parsed_once_and_frozen(tmp_path):
+    import dataclasses
+
+    from pynq_nbq import datapath as dp
+    from pynq_nbq.testing import random_graph_bundle
+
+    b = random_graph_bundle(tmp_path / "g", "svpe", 4, seed=1)
+    spec = b.spec
+    assert spec is not None and spec.pe is dp.PEKind.SVPE and spec.weight_bits == 4
+    assert [ly.name for ly in spec.layers] == [d["name"] for d in b.layers]
+    c3 = next(ly for ly in spec.layers if ly.name == "c3")
+    assert (c3.kernel, c3.stride, c3.padding, c3.groups, c3.pool) == (3, 2, 1, 2, 0)
+    assert c3.fan_in == 2 * 3 * 3 and c3.acc_bound == 18 * 2**15 * 2**6
+    assert c3.in_shape == (4, 4, 3) and c3.out_shape == (4, 2, 2) and not c3.on_conv_engine
+    assert spec.layers[0].on_conv_engine and spec.layers[0].pool == 2
+    assert spec.input.mean == tuple(b.manifest["input"]["mean"])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c3.relu = False  # type: ignore[misc]
+    assert B.load_bundle(tmp_path / "g").spec == spec  # same parse from disk

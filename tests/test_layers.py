@@ -50,7 +50,7 @@ def test_eval_uses_pure_staircase_for_every_method():
     lin = L.PowLinear(6, 3)
     x = torch.randn(4, 6)
     q, _ = quant.quantize(lin.weight, 3)
-    for method in ("rg", "ste", "staircase"):
+    for method in ("rg", "ste", "rtn"):
         lin.method = method
         lin.eval()
         assert torch.allclose(lin(x), x @ q.T)

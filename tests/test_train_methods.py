@@ -67,9 +67,11 @@ def test_per_channel_search_equals_the_layer_search_on_each_channel(n, rule):
 
 def test_per_channel_codes_decode_to_the_staircase():
     for n in (1, 2, 3, 4, 5):
-        q, e = quant.quantize_per_channel(_uneven_weights(10 + n), n)
-        codes = quant.codes_from_staircase(q, e, n).numpy()
-        ints = dp.decode_svpe(codes, n).astype(np.float64)
+        w = _uneven_weights(10 + n)
+        q, e = quant.quantize_per_channel(w, n)
+        codes, e2 = quant.quantize_to_codes_per_channel(w, n)
+        assert torch.equal(e, e2)
+        ints = dp.decode_svpe(codes.numpy(), n).astype(np.float64)
         exp = np.array([dp.layer_exponent(int(ec), n) for ec in e])
         real = ints * np.ldexp(1.0, exp).reshape(-1, 1, 1, 1)
         assert np.array_equal(real, q.double().numpy())
@@ -121,10 +123,9 @@ def test_per_channel_checkpoint_exports_with_per_channel_shifts(per_channel_bund
         if layer["op"] != "conv":
             continue
         module = dict(model.named_modules())[layer["name"]]
-        q, e = module.staircase()
+        codes, e = module.codes()
         assert layer["weight_exp"] == dp.layer_exponent(int(e.max()), module.n_bits)
-        codes = bundle.arrays[layer["arrays"]["weights"]]
-        assert np.array_equal(codes, quant.codes_from_staircase(q, e, module.n_bits).numpy())
+        assert np.array_equal(bundle.arrays[layer["arrays"]["weights"]], codes.numpy())
         spread = max(spread, int(e.max() - e.min()))
     assert spread >= 1  # the channels did get different scales
     assert report["top1_agreement"] >= 0.95

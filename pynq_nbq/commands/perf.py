@@ -20,6 +20,7 @@ from pynq_nbq.perfmodel import (
     builtin_network,
     layers_from_list,
     layers_from_manifest,
+    layers_from_specs,
     load_board,
     model_network,
 )
@@ -114,6 +115,12 @@ def load_source(args: argparse.Namespace) -> tuple[str, list, int | None]:
         path = Path(args.layers)
         return path.name, layers_from_list(_read_json(path, "layers file")), None
     path = Path(args.bundle)
+    if path.is_dir() and (path / "arrays.npz").exists():  # a whole bundle: its parsed layers
+        from ..bundle import load_bundle
+
+        spec = load_bundle(path).spec
+        bits = spec.weight_bits if spec.pe == "svpe" else None
+        return spec.name or path.name, layers_from_specs(spec.layers), bits
     manifest_path = path if path.suffix == ".json" else path / "manifest.json"
     manifest = _read_json(manifest_path, "bundle manifest")
     if not isinstance(manifest, dict):
@@ -249,8 +256,9 @@ def text_report(report: dict[str, Any]) -> str:
     if notes:
         lines += ["warnings:", *(f"  {w}" for w in notes)]
     lines.append("")
+    nw = max([10] + [len(r["name"]) for r in svpe["layers"]])  # full names, as `nbq info`
     head = (
-        f"{'layer':10s} {'kind':12s} {'where':5s} {'MOP':>9s} | "
+        f"{'layer':{nw}s} {'kind':12s} {'where':5s} {'MOP':>9s} | "
         f"{'VPE us':>9s} {'GOP/s':>7s} {'DSP':>5s} {'bound':9s} | "
         f"{'SVPE us':>9s} {'GOP/s':>7s} {'DSP':>5s} {'bound':9s} | {'SVPE/VPE':>8s}"
     )
@@ -258,7 +266,7 @@ def text_report(report: dict[str, Any]) -> str:
     for rv, rs in zip(vpe["layers"], svpe["layers"], strict=True):
         speed = _ratio(rv["time_us"], rs["time_us"])
         lines.append(
-            f"{rs['name'][:10]:10s} {_kind_label(rs)[:12]:12s} {rs['where']:5s} "
+            f"{rs['name']:{nw}s} {_kind_label(rs)[:12]:12s} {rs['where']:5s} "
             f"{rs['ops'] / 1e6:9.2f} | "
             f"{rv['time_us']:9.2f} {_num(rv['gops'], '7.1f')} {_num(rv['dsp'], '5d')} "
             f"{rv['bound']:9s} | "
@@ -268,7 +276,7 @@ def text_report(report: dict[str, Any]) -> str:
     tv, ts = vpe["total"], svpe["total"]
     lines += ["-" * len(head)]
     lines.append(
-        f"{'total':10s} {'':12s} {'':5s} {ts['ops'] / 1e6:9.2f} | "
+        f"{'total':{nw}s} {'':12s} {'':5s} {ts['ops'] / 1e6:9.2f} | "
         f"{tv['latency_ms'] * 1e3:9.2f} {_num(tv['gops'], '7.1f')} {'':5s} {'':9s} | "
         f"{ts['latency_ms'] * 1e3:9.2f} {_num(ts['gops'], '7.1f')} {'':5s} {'':9s} | "
         f"{_num(_ratio(tv['latency_ms'], ts['latency_ms']), '7.2f')}x"

@@ -14,7 +14,13 @@ from __future__ import annotations
 
 from . import equations
 from .boards import ArmCores, Board, available_boards, board_from_dict, load_board
-from .layers import Layer, layer_from_dict, layers_from_list, layers_from_manifest
+from .layers import (
+    Layer,
+    layer_from_dict,
+    layers_from_list,
+    layers_from_manifest,
+    layers_from_specs,
+)
 from .model import (
     MODEL_NOTE,
     ModelOptions,
@@ -49,6 +55,7 @@ __all__ = [
     "layer_from_dict",
     "layers_from_list",
     "layers_from_manifest",
+    "layers_from_specs",
     "load_board",
     "model_network",
     "placement",

@@ -9,13 +9,20 @@ C x 1 x 1).  Two adapters build them:
   ``in_*`` may be left out after the first layer: they default to the previous
   layer's output.
 * :func:`layers_from_manifest` - a model bundle's ``manifest.json``
-  (``docs/datapath.md`` section 4).
+  (``docs/datapath.md`` section 4), for a manifest without its arrays;
+* :func:`layers_from_specs` - a loaded bundle's parsed layers (``bundle.spec.layers``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ..datapath import conv_output_hw, conv_output_size
+
+if TYPE_CHECKING:
+    from ..bundle import LayerSpec
 
 KINDS = ("conv", "linear", "maxpool", "avgpool", "gap", "add", "concat", "flatten", "relu")
 _ALIASES = {
@@ -76,14 +83,14 @@ class Layer:
         """Rows the convolution itself produces (before a fused pool)."""
         if self.kind != "conv":
             return self.out_height
-        return (self.in_height + 2 * self.padding - self.kernel) // self.stride + 1
+        return conv_output_size(self.in_height, self.kernel, self.stride, self.padding)
 
     @property
     def conv_width(self) -> int:
         """Columns the convolution itself produces (before a fused pool)."""
         if self.kind != "conv":
             return self.out_width
-        return (self.in_width + 2 * self.padding - self.kernel) // self.stride + 1
+        return conv_output_size(self.in_width, self.kernel, self.stride, self.padding)
 
     @property
     def in_elems(self) -> int:
@@ -191,12 +198,11 @@ def layer_from_dict(d: dict[str, Any], index: int = 0, prev: Layer | None = None
             raise ValueError(
                 f"{where}: groups={groups} must divide in ({c}) and out ({n}) channels"
             )
-        oh = (h + 2 * padding - kernel) // stride + 1
-        ow = (w + 2 * padding - kernel) // stride + 1
+        oh, ow = conv_output_hw(h, w, kernel, stride, padding)
         if oh < 1 or ow < 1:
             raise ValueError(f"{where}: kernel {kernel} larger than the padded {h}x{w} input")
         if pool:
-            oh, ow = oh // 2, ow // 2
+            oh, ow = conv_output_hw(oh, ow, 2, 2)
     elif kind == "linear":
         n = _int(d, "out_features", where, d.get("out_channels"))
         oh = ow = 1
@@ -205,8 +211,7 @@ def layer_from_dict(d: dict[str, Any], index: int = 0, prev: Layer | None = None
         stride = _int(d, "stride", where, kernel)
         padding = _int(d, "padding", where, 0, low=0)
         n = c
-        oh = (h + 2 * padding - kernel) // stride + 1
-        ow = (w + 2 * padding - kernel) // stride + 1
+        oh, ow = conv_output_hw(h, w, kernel, stride, padding)
         if oh < 1 or ow < 1:
             raise ValueError(f"{where}: pool window {kernel} larger than the {h}x{w} input")
     elif kind == "gap":
@@ -298,3 +303,32 @@ def layers_from_manifest(manifest: dict[str, Any]) -> list[Layer]:
             )
         layers.append(layer)
     return layers
+
+
+def layers_from_specs(specs: Sequence[LayerSpec]) -> list[Layer]:
+    """Layers of a loaded, validated bundle (``load_bundle(path).spec.layers``): the same
+    names, shapes and attributes the engine runs, no re-parsing."""
+    out = []
+    for ls in specs:
+        c, h, w = (*ls.in_shape, 1, 1)[:3]
+        oc, oh, ow = (*ls.out_shape, 1, 1)[:3]
+        n_inputs = len(ls.inputs)
+        out.append(
+            Layer(
+                ls.name,
+                ls.op,
+                c,
+                h,
+                w,
+                oc,
+                oh,
+                ow,
+                ls.kernel,
+                ls.stride,
+                ls.padding,
+                ls.groups,
+                bool(ls.pool),
+                n_inputs,
+            )  # fmt: skip
+        )
+    return out

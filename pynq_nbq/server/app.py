@@ -670,8 +670,10 @@ def create_app(config: ServerConfig | dict[str, Any] | None = None) -> Flask:
             "queue": _ms(queue_s),
             "quantize": round(tm["quantize"], 4),
             "engine": round(tm["engine"], 4),
+            "conv_engine": round(tm["conv_engine"], 4),
+            "arm": round(tm["arm"], 4),
             "postprocess": round(tm["postprocess"], 4),
-        }
+        }  # keys as api.TIMING_KEYS
         for stage in ("decode", "preprocess", "queue", "engine"):
             svc.metrics.stages.observe(timings[stage] / 1e3, stage=stage)
         svc.metrics.images.inc(
