@@ -12,7 +12,8 @@ writes ``OUT/summary.json`` and the accuracy-vs-bits plot (``--plot``).
         > bench_runs/bench.log 2>&1 &
     # two workers, one thread each, splitting the plan:
     python scripts/bench_train.py --out bench_runs/fmnist --threads 1 --only float-s0
-    python scripts/bench_train.py --out bench_runs/fmnist --report --plot docs/bits.png
+    python scripts/bench_train.py --out bench_runs/fmnist --report --plot docs/bits.png \
+        --agreement 10000      # + export each n row to svpe, engine vs torch on the test set
 
 The plan has three stages:
 
@@ -227,6 +228,28 @@ def _bits_rows(rows: dict, best_q) -> dict:
     return dict(sorted(out.items()))
 
 
+def add_agreement(out: Path, summary: dict, images: int) -> None:
+    """Export every finished 3-bit-setting and bits row to an svpe bundle
+    (``OUT/NAME/bundle-svpe``) and measure engine-vs-torch agreement on the first
+    ``images`` test images; cached in ``OUT/NAME/agreement.json``."""
+    from host_train.agreement import agreement
+    from host_train.export import export
+
+    best_q3 = summary["gate"].get("q3", {}).get("setting")
+    for name, r in summary["rows"].items():
+        if r["bits"] is None or (r["stage"] == "choice" and name != best_q3):
+            continue
+        cache = out / name / "agreement.json"
+        if cache.exists() and json.loads(cache.read_text()).get("images") == images:
+            r["agreement"] = json.loads(cache.read_text())
+            continue
+        bundle = out / name / "bundle-svpe"
+        export(str(out / name), str(bundle), "svpe", log=lambda s: None)
+        res = agreement(str(out / name), str(bundle), limit=images)
+        cache.write_text(json.dumps(res, indent=1))
+        r["agreement"] = res
+
+
 def report(summary: dict) -> str:
     rows, gate = summary["rows"], summary["gate"]
     lines = [
@@ -256,10 +279,22 @@ def report(summary: dict) -> str:
     else:
         lines.append("Gate: waiting for the choice stage to finish")
     if summary["bits_rows"]:
-        lines += ["", "| weight bits n | runs | test acc % (mean ± s.e.) |", "|---|---|---:|"]
+        lines += [
+            "",
+            "| weight bits n | runs | test acc % (mean ± s.e.) | engine = torch top-1 (svpe) |",
+            "|---|---|---:|---|",
+        ]
+        agree = {}
+        for r in rows.values():
+            if "agreement" in r:
+                a = r["agreement"]
+                agree.setdefault(r["bits"], []).append(
+                    f"{100 * a['top1_agreement']:.2f} % of {a['images']}"
+                )
         for n, accs in summary["bits_rows"].items():
             m, se = _mean_se(accs)
-            lines.append(f"| {n} | {len(accs)} | {m:.2f} ± {se:.2f} |")
+            ag = ", ".join(agree.get(n, [])) or "-"
+            lines.append(f"| {n} | {len(accs)} | {m:.2f} ± {se:.2f} | {ag} |")
         if "float" in gate:
             m, se = _mean_se(gate["float"]["acc"])
             lines.append(f"| float | {len(gate['float']['acc'])} | {m:.2f} ± {se:.2f} |")
@@ -309,6 +344,12 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch threads (two workers: 1 each)")
     ap.add_argument("--stop-after", type=int, default=None, help="epochs to train, then stop")
     ap.add_argument("--plot", default=None, help="write the accuracy-vs-bits plot here (PNG)")
+    ap.add_argument(
+        "--agreement",
+        type=int,
+        default=0,
+        help="export the n rows to svpe and compare engine and torch on this many test images",
+    )
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -318,6 +359,8 @@ def main() -> int:
         torch.set_num_threads(args.threads)
         run_plan(out, args.only, args.stop_after)
     summary = summarise(out)
+    if args.agreement:
+        add_agreement(out, summary, args.agreement)
     (out / "summary.json").write_text(
         json.dumps({"common": COMMON, "rg_defaults": RG_DEFAULTS, **summary}, indent=1)
     )
