@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 from pathlib import Path
@@ -139,6 +140,20 @@ def plan(out: Path) -> list[tuple[str, str, dict, int, str]]:
         for n in OTHER_BITS:
             rows.append((f"bits{n}-s0", f"{name} settings, n = {n}", {**o, "bits": n}, 0, "bits"))
     return rows
+
+
+def copy_finished(out: Path, dest: Path) -> list[str]:
+    """Copy every finished run's checkpoint and metrics to ``dest/NAME/`` (a second
+    home for results on a machine whose work tree may go); returns the names copied."""
+    copied = []
+    for name, *_ in plan(out):
+        if _finished(out, name) is None:
+            continue
+        (dest / name).mkdir(parents=True, exist_ok=True)
+        for f in ("checkpoint.pt", "metrics.json"):
+            shutil.copy2(out / name / f, dest / name / f)
+        copied.append(name)
+    return copied
 
 
 def run_plan(out: Path, only: list[str] | None, stop_after: int | None) -> None:
@@ -332,6 +347,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch threads (two workers: 1 each)")
     ap.add_argument("--stop-after", type=int, default=None, help="epochs to train, then stop")
     ap.add_argument("--plot", default=None, help="write the accuracy-vs-bits plot here (PNG)")
+    ap.add_argument("--copy-to", default=None, help="copy finished runs here (e.g. /root/...)")
     ap.add_argument(
         "--agreement",
         type=int,
@@ -346,6 +362,8 @@ def main() -> int:
 
         torch.set_num_threads(args.threads)
         run_plan(out, args.only, args.stop_after)
+    if args.copy_to:
+        print("copied:", ", ".join(copy_finished(out, Path(args.copy_to))) or "nothing")
     summary = summarise(out)
     if args.agreement:
         add_agreement(out, summary, args.agreement)

@@ -68,3 +68,12 @@ def test_gate_report(tmp_path, q_shift, verdict):
     assert sorted(s["bits_rows"]) == [1, 2, 3, 4, 5] and len(s["bits_rows"][3]) == 3
     assert s["bits_rows"][1] == [81.0]
     assert bt.plot_bits(s, tmp_path / "bits.png") and (tmp_path / "bits.png").stat().st_size
+
+
+def test_copy_finished_copies_only_finished_runs(tmp_path):
+    out, dest = tmp_path / "runs", tmp_path / "copy"
+    _fake_run(out, "float-s0", 90, 90)
+    (out / "float-s0" / "metrics.json").write_text("[]")
+    _fake_run(out, "rg-s0", 90, 90, epochs=20)  # unfinished
+    assert bt.copy_finished(out, dest) == ["float-s0"]
+    assert (dest / "float-s0" / "checkpoint.pt").exists() and not (dest / "rg-s0").exists()
