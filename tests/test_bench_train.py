@@ -10,10 +10,11 @@ torch = pytest.importorskip("torch")
 from scripts import bench_train as bt  # noqa: E402
 
 
-def _fake_run(out, name, val, test, epochs=15):
+def _fake_run(out, name, val, test, done=True):
+    """A checkpoint of a 15-epoch run, finished or stopped after 14 epochs."""
     (out / name).mkdir(parents=True, exist_ok=True)
     rec = {"val_acc": val / 100, "test_acc": test / 100, "train_loss": 0.2, "epoch_seconds": 9.0}
-    ck = {"config": {"epochs": epochs}, "epoch": epochs, "metrics": [rec]}
+    ck = {"config": {"epochs": 15}, "epoch": 15 if done else 14, "metrics": [rec]}
     torch.save(ck, out / name / "checkpoint.pt")
 
 
@@ -21,14 +22,15 @@ def _choices(out, val_of):
     """Finish every choice row; test accuracy ranks opposite to validation accuracy."""
     for name, _, _ in bt.CHOICES:
         _fake_run(out, name, val_of(name), 200 - val_of(name) - 100)
+    assert bt.summarise(out)["rows"]["float-s0"]["val_acc"] == val_of("float-s0")
 
 
 def test_nothing_finished_plans_the_choice_stage_only(tmp_path):
     names = [r[0] for r in bt.plan(tmp_path)]
     assert names == [n for n, _, _ in bt.CHOICES]
     assert "waiting" in bt.report(bt.summarise(tmp_path))
-    _fake_run(tmp_path, "float-s0", 90, 90, epochs=15)
-    _fake_run(tmp_path, "rg-s0", 90, 90, epochs=20)  # unfinished (15 of 20 epochs)
+    _fake_run(tmp_path, "float-s0", 90, 90)
+    _fake_run(tmp_path, "rg-s0", 90, 90, done=False)
     assert bt.best_choices(tmp_path) == (None, None)
 
 
@@ -74,6 +76,6 @@ def test_copy_finished_copies_only_finished_runs(tmp_path):
     out, dest = tmp_path / "runs", tmp_path / "copy"
     _fake_run(out, "float-s0", 90, 90)
     (out / "float-s0" / "metrics.json").write_text("[]")
-    _fake_run(out, "rg-s0", 90, 90, epochs=20)  # unfinished
+    _fake_run(out, "rg-s0", 90, 90, done=False)
     assert bt.copy_finished(out, dest) == ["float-s0"]
     assert (dest / "float-s0" / "checkpoint.pt").exists() and not (dest / "rg-s0").exists()
