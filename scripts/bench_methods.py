@@ -173,13 +173,19 @@ def report(rows: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--out", default="bench_runs/fmnist")
+def bench_parser(doc: str, out: str) -> argparse.ArgumentParser:
+    """The options every resumable training benchmark takes (--out, --only, --report,
+    --threads)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--out", default=out)
     ap.add_argument("--only", nargs="*", help="run only these plan entries")
     ap.add_argument("--report", action="store_true", help="print the summary, train nothing")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (two workers: 1 each)")
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> int:
+    args = bench_parser(__doc__, "bench_runs/fmnist").parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if not args.report:

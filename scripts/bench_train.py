@@ -34,7 +34,6 @@ threads); far longer on a shared machine.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import statistics
@@ -48,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 VAL_SPLIT = 5000
 
 from scripts.bench_methods import COMMON as METHODS_COMMON  # noqa: E402
-from scripts.bench_methods import RG_DEFAULTS  # noqa: E402, F401 (re-exported)
+from scripts.bench_methods import RG_DEFAULTS, bench_parser  # noqa: E402
 
 #: The recipe every row shares: same network, data, epochs, optimizer, augmentation -
 #: the method benchmark's recipe (docs/results.md section 1) with the hold-out added.
@@ -340,11 +339,7 @@ def plot_bits(summary: dict, path: Path) -> bool:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--out", default="bench_runs/fmnist-gap")
-    ap.add_argument("--only", nargs="*", help="run only these plan entries")
-    ap.add_argument("--report", action="store_true", help="print the summary, train nothing")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads (two workers: 1 each)")
+    ap = bench_parser(__doc__, "bench_runs/fmnist-gap")
     ap.add_argument("--stop-after", type=int, default=None, help="epochs to train, then stop")
     ap.add_argument("--plot", default=None, help="write the accuracy-vs-bits plot here (PNG)")
     ap.add_argument("--copy-to", default=None, help="copy finished runs here (e.g. /root/...)")
