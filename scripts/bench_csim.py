@@ -55,7 +55,7 @@ def _idx(data_dir: Path, stem: str) -> np.ndarray:
 
 
 def fashion_batch(input_spec: dict, n: int, start: int = 0, data_dir: Path = FASHION_DIR):
-    """Test images ``start .. start+n`` preprocessed for a bundle: (float32 NCHW, labels)."""
+    """Test images ``start .. start+n`` preprocessed for a bundle: (uint8 pixels NCHW, labels)."""
     images = _idx(data_dir, "t10k-images-idx3-ubyte")[start : start + n]
     labels = _idx(data_dir, "t10k-labels-idx1-ubyte")[start : start + n].astype(np.int64)
     batch = np.stack([preprocess(Image.fromarray(im, "L"), input_spec) for im in images])

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..datapath import PEKind
 from .boards import Board
 from .constants import (
     ACC_BITS,
@@ -42,15 +43,15 @@ from .constants import (
 from .equations import dsp_per_array, tiles
 from .layers import Layer
 
-PES = ("svpe", "vpe")
+PES = tuple(k.value for k in PEKind)  #: the datapath's PE kinds (``datapath.PEKind``)
 SPLITS = ("paper", "best")
 
 
 def check_pe(pe: str, n_bits: int) -> None:
-    """Raise ``ValueError`` naming a bad PE kind or weight width."""
+    """Raise ``ValueError`` naming a bad PE kind or weight width (``datapath.PEKind``)."""
     if pe not in PES:
         raise ValueError(f"pe must be one of {PES}, got {pe!r}")
-    if pe == "svpe" and n_bits not in SVPE_BITS:
+    if PEKind(pe) is PEKind.SVPE and n_bits not in SVPE_BITS:
         raise ValueError(f"svpe weights must have n_bits in {SVPE_BITS}, got {n_bits!r}")
 
 
