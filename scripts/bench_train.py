@@ -35,6 +35,7 @@ threads); far longer on a shared machine.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -155,6 +156,33 @@ def copy_finished(out: Path, dest: Path) -> list[str]:
     return copied
 
 
+LOCK = "worker.pid"
+
+
+def _claim(run_dir: Path) -> bool:
+    """Take ``run_dir`` for this process (a pid file made with O_EXCL) unless a live
+    process holds it already; a stale file (its process gone) is taken over.  Lets
+    several workers share one plan."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = run_dir / LOCK
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                os.kill(int(lock.read_text() or "0"), 0)
+                return False  # a live worker has it
+            except (ProcessLookupError, ValueError):
+                lock.unlink(missing_ok=True)  # stale: its worker is gone
+                continue
+            except PermissionError:
+                return False
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        return True
+    return False
+
+
 def run_plan(out: Path, only: list[str] | None, stop_after: int | None) -> None:
     from host_train.train import train
 
@@ -168,16 +196,22 @@ def run_plan(out: Path, only: list[str] | None, stop_after: int | None) -> None:
             if cfg.teacher and _finished(out, Path(cfg.teacher).name) is None:
                 print(f"[{name}] waits for its teacher {cfg.teacher}", flush=True)
                 continue
+            if not _claim(out / name):
+                print(f"[{name}] another worker is training it", flush=True)
+                continue
             resume = (out / name / "checkpoint.pt").exists()
             print(f"[{name}] {'resuming' if resume else 'starting'}", flush=True)
-            train(
-                cfg,
-                out / name,
-                resume=resume,
-                progress=False,
-                log=lambda s, n=name: print(f"[{n}] {s}", flush=True),
-                stop_after=stop_after,
-            )
+            try:
+                train(
+                    cfg,
+                    out / name,
+                    resume=resume,
+                    progress=False,
+                    log=lambda s, n=name: print(f"[{n}] {s}", flush=True),
+                    stop_after=stop_after,
+                )
+            finally:
+                (out / name / LOCK).unlink(missing_ok=True)
             if stop_after is not None:
                 return
             done_any = True

@@ -79,3 +79,17 @@ def test_copy_finished_copies_only_finished_runs(tmp_path):
     _fake_run(out, "rg-s0", 90, 90, done=False)
     assert bt.copy_finished(out, dest) == ["float-s0"]
     assert (dest / "float-s0" / "checkpoint.pt").exists() and not (dest / "rg-s0").exists()
+
+
+def test_a_run_is_claimed_by_one_live_worker(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    run = tmp_path / "rg-s0"
+    assert bt._claim(run) and (run / bt.LOCK).read_text() == str(os.getpid())
+    assert not bt._claim(run)  # this (live) process holds it
+    code = "import os; print(os.getpid())"
+    gone = subprocess.run([sys.executable, "-c", code], capture_output=True)
+    (run / bt.LOCK).write_text(gone.stdout.decode().strip())  # a finished process: stale
+    assert bt._claim(run) and (run / bt.LOCK).read_text() == str(os.getpid())
