@@ -183,7 +183,11 @@ def _claim(run_dir: Path) -> bool:
     return False
 
 
-def run_plan(out: Path, only: list[str] | None, stop_after: int | None) -> None:
+def run_plan(
+    out: Path, only: list[str] | None, stop_after: int | None, copy_to: Path | None = None
+) -> None:
+    """Train the plan's unfinished rows in order (see the module docstring); with
+    ``copy_to``, copy the finished runs there after each run."""
     from host_train.train import train
 
     done_any = True
@@ -212,6 +216,8 @@ def run_plan(out: Path, only: list[str] | None, stop_after: int | None) -> None:
                 )
             finally:
                 (out / name / LOCK).unlink(missing_ok=True)
+            if copy_to is not None:
+                copy_finished(out, copy_to)
             if stop_after is not None:
                 return
             done_any = True
@@ -390,7 +396,7 @@ def main() -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-        run_plan(out, args.only, args.stop_after)
+        run_plan(out, args.only, args.stop_after, Path(args.copy_to) if args.copy_to else None)
     if args.copy_to:
         print("copied:", ", ".join(copy_finished(out, Path(args.copy_to))) or "nothing")
     summary = summarise(out)
