@@ -31,6 +31,16 @@ from . import methods, quant
 METHODS = tuple(methods.METHODS)
 
 
+def per_channel_problem(method: str, rule: str) -> str | None:
+    """Why per-channel scales cannot go with ``method``/``rule``, or None if they can."""
+    if method == "inq" or rule == "authors":
+        return (
+            "per-channel scales (--per-channel) work with the rules nearest, log and moments "
+            "and every method but inq (the authors' rule and INQ's frozen scale are per layer)"
+        )
+    return None
+
+
 class PowerOfTwoMixin:
     """Shared weight logic of :class:`PowConv2d` and :class:`PowLinear`."""
 
@@ -40,11 +50,9 @@ class PowerOfTwoMixin:
     def _init_quant(self, n_bits: int, rule: str, method: str, per_channel: bool = False) -> None:
         quant.num_magnitudes(n_bits)
         methods.get(method)  # validates the name
-        if per_channel and (method == "inq" or rule == "authors"):
-            raise ValueError(
-                "per-channel scales work with the rules nearest, log and moments and every "
-                "method but inq (its frozen scale is per layer)"
-            )
+        problem = per_channel_problem(method, rule) if per_channel else None
+        if problem:
+            raise ValueError(problem)
         self.n_bits = n_bits
         self.rule = rule
         self.method = method

@@ -89,10 +89,9 @@ class TrainConfig:
             raise ValueError("lr schedule must be cosine, step or constant")
         if self.epochs < 1 and trains:
             raise ValueError("epochs must be >= 1")
-        if self.per_channel and (self.method == "inq" or self.rule == "authors"):
-            raise ValueError(
-                "--per-channel works with every method but inq, and not with rule authors"
-            )
+        problem = L.per_channel_problem(self.method, self.rule) if self.per_channel else None
+        if problem:
+            raise ValueError(problem)
         if not 0.0 <= self.distill_weight <= 1.0:
             raise ValueError("the distillation weight must lie in [0, 1]")
         if self.distill_temperature <= 0:
@@ -140,11 +139,6 @@ def apply_augment(
     if flip:
         out[flips] = out[flips].flip(-1)
     return out
-
-
-def augment(x: torch.Tensor, gen: torch.Generator, pad: int = 2, flip: bool = True) -> torch.Tensor:
-    """Random crop (zero pad ``pad``) and optional horizontal flip of a normalised batch."""
-    return apply_augment(x, *augment_params(len(x), gen, pad), pad, flip)
 
 
 def augment_pad(input_shape: tuple[int, int, int]) -> int:
