@@ -4,13 +4,71 @@ Extras:
   train  - torch and the training tools (workstation).  The range admits any
            recent build; install the CPU wheel first (``pip install torch==2.13.0``)
            on machines without a GPU, or pip may fetch a multi-GB CUDA build.
-  board  - the pynq library (on the ZCU102; pins numpy<2 and Python <= 3.12).
+  board  - nothing: on a board, pynq (and numpy, Pillow, Flask) come from the PYNQ image and
+           must not be reinstalled by pip (pynq 3.1/4.0 pin grpcio==1.64.0, which has no
+           aarch64 wheel).  Install into the image's pynq-venv; see docs/board.md.
   csim   - hls4ml, whose wheel carries Xilinx's Apache-2.0 ap_int headers.
+  sim    - the simulated ZCU102 on a host (NBQ_OVERLAY=sim): pynq 3.0.1 (whose sdist needs
+           pycparser<3 on x86) and the csim extra.  Never on a board.
+           scripts/setup_and_test.sh installs the same pynq when it is missing.
   test   - what the test suite needs.
 """
 
-from setuptools import find_packages, setup
+import shutil
+from pathlib import Path
 
+from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+HERE = Path(__file__).resolve().parent
+#: Kinds of file under hls/ that travel in the wheel (as pynq_nbq/hls_src/), found by glob so
+#: that new kernel sources need no edit here; build outputs (hls/build/, *.so, *.o) never do.
+HLS_SUFFIXES = {".h", ".hpp", ".cpp", ".tcl", ".py", ".md"}
+
+
+def hls_sources(root: Path = HERE / "hls") -> list[Path]:
+    """Kernel sources under ``root`` (relative paths): HLS_SUFFIXES, no hidden or build dirs."""
+    out = []
+    for f in sorted(root.rglob("*")):
+        rel = f.relative_to(root)
+        skipped = any(d in ("build", "__pycache__") or d.startswith(".") for d in rel.parts[:-1])
+        if f.is_file() and f.suffix in HLS_SUFFIXES and not skipped:
+            out.append(rel)
+    return out
+
+
+class BuildPyWithHls(build_py):
+    """build_py that also copies hls/ into the package as pynq_nbq/hls_src/ (csim backend).
+
+    An editable install skips the copy: there the checkout's hls/ is found directly.
+    """
+
+    def run(self):
+        super().run()
+        if getattr(self, "editable_mode", False):
+            return
+        src = HERE / "hls"
+        dest = Path(self.build_lib) / "pynq_nbq" / "hls_src"
+        files = hls_sources(src)
+        if not files:
+            raise RuntimeError(f"no HLS sources found under {src}; build from a full checkout")
+        for rel in files:
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src / rel, dest / rel)
+
+
+#: What the package needs everywhere.  The lower bounds admit the PYNQ 3.0/3.1 images' own
+#: versions (Ubuntu 22.04: numpy 1.21.5, Pillow 9.0.1; Flask 2.1.3 in pynq-venv), so that
+#: pip keeps them; scripts/check_board_wheels.py checks this and that every one resolves to
+#: a binary wheel for aarch64 / Python 3.10.
+BASE = [
+    "numpy>=1.21",
+    "pillow>=9.0",
+    "flask>=2.1",
+    "waitress>=2.1",
+    "threadpoolctl>=3",
+    "prometheus-client>=0.17",
+]
 TRAIN = ["torch>=2.1,<3", "tqdm>=4.60", "matplotlib>=3.5", "scikit-learn>=1.0"]
 CSIM = ["hls4ml>=1.0"]
 TEST = [
@@ -19,6 +77,11 @@ TEST = [
     "ruff>=0.5",
     "prometheus-client>=0.17",
     "selenium>=4.10",
+    "packaging>=21",  # scripts/check_board_wheels.py
+    "build>=1",  # tests/test_wheel.py builds the sdist
+    "nbclient>=0.7",  # runs notebooks/ in CI
+    "nbformat>=5",
+    "ipykernel>=6",
     *TRAIN,
     *CSIM,
 ]
@@ -41,21 +104,16 @@ setup(
             "boards/*",
             "server/static/*",
             "server/*.conf",
-            "hls_src/*",
         ]
     },
-    install_requires=[
-        "numpy>=1.22",
-        "pillow>=9",
-        "flask>=2.2",
-        "waitress>=2.1",
-        "threadpoolctl>=3",
-    ],
+    install_requires=BASE,
     extras_require={
         "train": TRAIN,
-        "board": ["pynq>=3.0"],
+        "board": [],
         "csim": CSIM,
+        "sim": ["pynq==3.0.1", "pycparser<3", *CSIM],
         "test": TEST,
     },
     entry_points={"console_scripts": ["nbq=pynq_nbq.cli:main"]},
+    cmdclass={"build_py": BuildPyWithHls},
 )

@@ -3,8 +3,8 @@
 
 Random conv layers (every n for svpe, int16 for vpe, 3x3 and 1x1, ReLU, pool,
 edge values, shapes that need tiling) are cut into kernel calls by the host
-scheduler (pynq_nbq.streams) and answered by the numpy reference
-(streams.ReferenceDevice); the calls and their expected outputs go to the file.
+scheduler (pynq_nbq.kernel.scheduler) and answered by the numpy reference
+(pynq_nbq.sim.reference.ReferenceDevice); the calls and their expected outputs go to the file.
 
     python3 hls/gen_vectors.py --pe svpe --out tb_vectors.bin [--max-w 64 ...]
 
@@ -24,8 +24,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout's pynq_nbq
 
 from pynq_nbq import datapath as dp  # noqa: E402
-from pynq_nbq import streams  # noqa: E402
+from pynq_nbq.kernel.header import parse_params_header  # noqa: E402
+from pynq_nbq.kernel.protocol import KernelInfo  # noqa: E402
+from pynq_nbq.kernel.scheduler import run_conv  # noqa: E402
 from pynq_nbq.ops import ConvSpec  # noqa: E402
+from pynq_nbq.sim.reference import RecordingDevice, ReferenceDevice  # noqa: E402
+from pynq_nbq.sim.vectors import write_vectors  # noqa: E402
 
 
 def random_spec(
@@ -104,7 +108,7 @@ def random_input(rng: np.random.Generator, n: int, h: int, w: int, c: int, edge=
     return x.astype(np.int16)
 
 
-def vector_layers(info: streams.KernelInfo, rng: np.random.Generator):
+def vector_layers(info: KernelInfo, rng: np.random.Generator):
     """(spec, input) pairs covering the kernel's features for one PE kind."""
     bits = (1, 2, 3, 4, 5) if info.pe == "svpe" else (16,)
     cases = []
@@ -125,7 +129,7 @@ def vector_layers(info: streams.KernelInfo, rng: np.random.Generator):
 
 
 def main(argv=None) -> int:
-    defaults = streams.parse_params_header()
+    defaults = parse_params_header()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pe", choices=("svpe", "vpe"), required=True)
     ap.add_argument("--out", required=True)
@@ -142,12 +146,12 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     pm = a.pm or defaults[f"NBQ_{a.pe.upper()}_PM"]  # nbq_params.h's per-kind defaults
     pn = a.pn or defaults[f"NBQ_{a.pe.upper()}_PN"]
-    info = streams.KernelInfo(a.pe, pm, pn, a.max_h, a.max_w, a.max_cin, a.max_cout)
+    info = KernelInfo(a.pe, pm, pn, a.max_h, a.max_w, a.max_cin, a.max_cout)
     rng = np.random.default_rng(a.seed)
-    rec = streams.RecordingDevice(streams.ReferenceDevice(info))
+    rec = RecordingDevice(ReferenceDevice(info))
     for spec, x in vector_layers(info, rng):
-        streams.run_conv(rec, x, spec, a.max_packet_bytes)
-    streams.write_vectors(a.out, info, rec.calls)
+        run_conv(rec, x, spec, a.max_packet_bytes)
+    write_vectors(a.out, info, rec.calls)
     print(f"{a.out}: {len(rec.calls)} calls for {a.pe} (Pm={pm}, Pn={pn})")
     return 0
 

@@ -14,8 +14,10 @@
 //      accumulator per output channel over ceil(C_in / Pm) cycles.
 //   4. Requantisation (acc * mult + bias + half) >> shift, ReLU, int16
 //      saturation, then (FLAGS.POOL) 2x2 max-pool through a half-width row buffer.
-//   5. Outputs leave in raster order, channels innermost, 4 per stream word,
-//      TLAST on the last word.
+//   5. Outputs leave in raster order, channels innermost, 4 per stream word.
+//   6. Every call ends with one status word (STATUS | NBQ_STATUS_MAGIC << 32)
+//      carrying TLAST - probe and refused calls too, so a host's armed receive
+//      always completes (protocol 2.x).
 //
 // Synthesis notes: every array has a static size, every loop with a run-time
 // bound has a LOOP_TRIPCOUNT, no heap, no recursion, no STL
@@ -111,7 +113,7 @@ void pack_next(hls::stream<nbq_word_t>& s, packer& p, act_t v) {
     beat.data = p.word;
     beat.keep = -1;
     beat.strb = -1;
-    beat.last = final_item;
+    beat.last = 0;  // TLAST goes on the status word that follows
     s.write(beat);
     p.word = 0;
     p.lane = 0;
@@ -119,6 +121,17 @@ void pack_next(hls::stream<nbq_word_t>& s, packer& p, act_t v) {
     p.lane++;
   }
   p.item++;
+}
+
+// The last word of every call: STATUS in bits 31..0, "NBQS" in bits 63..32, TLAST.
+void write_status_word(hls::stream<nbq_word_t>& s, ap_uint<32> st) {
+#pragma HLS INLINE
+  nbq_word_t beat;
+  beat.data = (nbq_data_t(NBQ_STATUS_MAGIC) << 32) | nbq_data_t(st);
+  beat.keep = -1;
+  beat.strb = -1;
+  beat.last = 1;
+  s.write(beat);
 }
 
 // ---- requantisation: datapath.requantize for one value ---------------------------
@@ -202,6 +215,7 @@ void nbq_conv(hls::stream<nbq_word_t>& s_in, hls::stream<nbq_word_t>& s_out,
   *word_bits = NBQ_WORD_BITS;
   if (flags & NBQ_FLAG_PROBE) {
     *status = NBQ_STATUS_OK;
+    write_status_word(s_out, NBQ_STATUS_OK);
     return;
   }
 
@@ -222,10 +236,12 @@ void nbq_conv(hls::stream<nbq_word_t>& s_in, hls::stream<nbq_word_t>& s_out,
                        (k3 || pt + pb + pl + pr == 0);
   if (!regs_ok || int(in_h) + pt + pb < need || int(in_w) + pl + pr < need) {
     *status = NBQ_STATUS_BAD_CONFIG;
-    return;  // no stream is touched
+    write_status_word(s_out, NBQ_STATUS_BAD_CONFIG);
+    return;  // no input word is read
   }
   if (!load && !(held_valid && held_cin == c_in && held_cout == c_out && held_k3 == k3)) {
     *status = NBQ_STATUS_NO_WEIGHTS;
+    write_status_word(s_out, NBQ_STATUS_NO_WEIGHTS);
     return;
   }
 
@@ -386,4 +402,5 @@ rows:
     }
   }
   *status = st;
+  write_status_word(s_out, st);
 }

@@ -18,7 +18,7 @@
 
 // ---- identification (read-only registers) ---------------------------------
 #define NBQ_ID 0x4E425143u        // "NBQC"
-#define NBQ_VERSION_MAJOR 1       // bumped when the protocol changes
+#define NBQ_VERSION_MAJOR 2       // bumped when the protocol changes (2: status word)
 #define NBQ_VERSION_MINOR 0       // bumped for compatible additions
 #define NBQ_VERSION ((NBQ_VERSION_MAJOR << 16) | NBQ_VERSION_MINOR)
 
@@ -123,5 +123,14 @@
 #define NBQ_STATUS_NO_WEIGHTS (1u << 1)   // no LOAD and the held weights are for another shape
 #define NBQ_STATUS_TLAST_EARLY (1u << 2)  // TLAST before the last word of a packet
 #define NBQ_STATUS_TLAST_MISSING (1u << 3)  // no TLAST on the last word of a packet
+
+// ---- status word (protocol 2.x) ------------------------------------------------------
+// Every call - PROBE, BAD_CONFIG and NO_WEIGHTS included - ends by writing one
+// status word on the output stream with TLAST set: bits 31..0 the call's STATUS
+// value, bits 63..32 NBQ_STATUS_MAGIC.  A normal call's output packet is its
+// feature-map words (no TLAST) then the status word; an error or probe call writes
+// the status word alone.  The host arms its receive for feature-map words + 1.
+#define NBQ_STATUS_MAGIC 0x4E425153u  // "NBQS"
+#define NBQ_STATUS_WORDS 1            // words the status word adds to every output packet
 
 #endif  // NBQ_PARAMS_H

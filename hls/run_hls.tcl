@@ -10,9 +10,11 @@
 # Each kind gets a project nbq_conv_<kind>/ in the current directory; the IP lands
 # in nbq_conv_<kind>/solution1/impl/ip/ (a .zip for Vivado's IP catalog), the
 # register map in .../impl/misc/drivers/nbq_conv_v1_0/src/xnbq_conv_hw.h - check
-# it with:  python3 -m pynq_nbq.streams check-header <that file>
+# it with:  python3 -m pynq_nbq.kernel check-header <that file>
 
 set part xczu9eg-ffvb1156-2-e
+# overlay/Makefile builds for other boards with NBQ_PART=<part> (pynq_nbq/kernel/design.py)
+if {[info exists ::env(NBQ_PART)]} { set part $::env(NBQ_PART) }
 set period 5.0  ;# ns: 200 MHz, the paper's clock
 set hls_dir [file dirname [file normalize [info script]]]
 
@@ -36,7 +38,7 @@ foreach kind $kinds {
     create_clock -period $period -name default
 
     if {[lsearch $steps csim] >= 0} {
-        # expected outputs from the numpy reference (pynq_nbq.streams), default limits
+        # expected outputs from the numpy reference (pynq_nbq.sim.reference), default limits
         set vectors [file normalize nbq_conv_$kind/tb_vectors_$kind.bin]
         exec python3 $hls_dir/gen_vectors.py --pe $kind --out $vectors >@ stdout
         csim_design -argv $vectors

@@ -3,9 +3,10 @@
 // -fsanitize=address,undefined).
 //
 // Usage: tb_nbq_conv VECTORS.bin
-// The vector file (written by hls/gen_vectors.py through pynq_nbq.streams, the
-// numpy reference) holds kernel calls: the five layer registers, the input
-// packets, the expected STATUS and the expected output words.  The testbench
+// The vector file (version 2, written by hls/gen_vectors.py through the host
+// scheduler and the numpy reference) holds kernel calls: the five layer
+// registers, the input packets, the expected STATUS and the expected output
+// packet (feature-map words, then the status word: protocol 2.x).  The testbench
 // first checks that the kernel it was built with reports the PE kind and limits
 // the vectors were made for (a PROBE call), then replays every call in order
 // (weights loaded by one call stay for the next, as on the board) and compares
@@ -50,8 +51,8 @@ int main(int argc, char** argv) {
   reader r = {f, true};
   char magic[4];
   if (fread(magic, 1, 4, f) != 4 || magic[0] != 'N' || magic[1] != 'B' || magic[2] != 'Q' ||
-      magic[3] != 'V' || r.u32() != 1) {
-    printf("FAIL: %s is not an NBQV version 1 vector file\n", path);
+      magic[3] != 'V' || r.u32() != 2) {
+    printf("FAIL: %s is not an NBQV version 2 vector file\n", path);
     return 2;
   }
 
@@ -59,7 +60,14 @@ int main(int argc, char** argv) {
   uint32_t ro[NBQ_N_RO_REGS];
   uint32_t probe[NBQ_N_WO_REGS] = {0, 0, 0, 0, NBQ_FLAG_PROBE};
   uint64_t n_out = 0;
-  nbq_host_call(probe, 0, 0, 0, 0, 0, 0, &n_out, ro);
+  uint8_t probe_word[8], probe_last[1];  // a probe writes the status word alone
+  const int probe_rc = nbq_host_call(probe, 0, 0, 0, probe_word, probe_last, 1, &n_out, ro);
+  const uint64_t want_probe = uint64_t(NBQ_STATUS_MAGIC) << 32 | NBQ_STATUS_OK;
+  if (probe_rc != NBQ_CALL_OK || n_out != 1 || nbq_le64(probe_word) != want_probe ||
+      probe_last[0] != 1) {
+    printf("FAIL: the probe call did not write exactly one status word with TLAST\n");
+    return 2;
+  }
   const int checked[7] = {3, 4, 5, 6, 7, 8, 9};  // PE_KIND, PM, PN, MAX_H/W/CIN/COUT
   bool same = ro[1] == NBQ_ID;
   for (int i = 0; i < 7; i++) {

@@ -105,12 +105,20 @@ class Model:
         return self.bundle.manifest["input"]
 
     @property
+    def input_fit(self) -> tuple[int, int]:
+        """The input's (width, height) in pixels: images are decoded no larger than
+        this needs (``preprocess.open_image(fit=...)``)."""
+        spec = self.input_spec
+        return int(spec["width"]), int(spec["height"])
+
+    @property
     def backend_name(self) -> str:
         return self.engine.backend.name
 
     def preprocess(self, image) -> np.ndarray:
-        """bytes, a path or a PIL image -> uint8 pixels (C, H, W)."""
-        return preprocess(open_image(image), self.input_spec)
+        """bytes, a path or a PIL image -> uint8 pixels (C, H, W); decoded no larger
+        than the input needs (``open_image(fit=...)``)."""
+        return preprocess(open_image(image, fit=self.input_fit), self.input_spec)
 
     def predict(self, batch: np.ndarray) -> Prediction:
         """uint8 pixels (N, C, H, W) (exact, as :meth:`preprocess` gives them) or
@@ -145,7 +153,7 @@ class Model:
     def classify(self, images: list) -> Prediction:
         """Decode, preprocess and classify images (bytes, paths or PIL images)."""
         t0 = time.perf_counter()
-        decoded = [open_image(im) for im in images]
+        decoded = [open_image(im, fit=self.input_fit) for im in images]
         t1 = time.perf_counter()
         batch = np.stack([preprocess(im, self.input_spec) for im in decoded])
         t2 = time.perf_counter()

@@ -250,6 +250,8 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{mpath}: bad JSON ({exc})") from exc
+    except RecursionError:
+        raise BundleError(f"{mpath}: bad JSON (nested too deeply)") from None
     raw = apath.read_bytes()
     if not isinstance(manifest, dict):
         raise BundleError(f"{mpath}: the manifest must be a JSON object")
@@ -273,7 +275,9 @@ def _read_npz(raw: bytes, where: Path) -> dict[str, np.ndarray]:
         raise BundleError(f"{where}: unreadable arrays file ({exc})") from exc
 
 
-def _req(d: dict, key: str, where: str, types) -> Any:
+def _req(d: Any, key: str, where: str, types) -> Any:
+    if not isinstance(d, dict):
+        raise _fail(where, f"must be an object, got {type(d).__name__}")
     if key not in d:
         raise _fail(where, f"missing field {key!r}")
     v = d[key]
@@ -340,6 +344,8 @@ def validate(b: Bundle) -> Manifest:
     for name, spec in declared.items():
         a = b.arrays[name]
         where = f"manifest.arrays[{name!r}]"
+        if not isinstance(spec, dict):
+            raise _fail(where, f"must be an object, got {type(spec).__name__}")
         if str(a.dtype) != spec.get("dtype"):
             raise _fail(where, f"dtype {a.dtype} != manifest {spec.get('dtype')}")
         if list(a.shape) != spec.get("shape"):
@@ -430,6 +436,8 @@ def _validate_layer(b: Bundle, layer: Any, i: int, available: set, used: set) ->
         raise _fail(where, f"unknown op {op!r} (known: {sorted(OPS)})")
     inputs = _req(layer, "inputs", where, list)
     for t in inputs:
+        if not isinstance(t, str):
+            raise _fail(where, f"inputs must be tensor names, got {t!r:.60}")
         if t not in available:
             raise _fail(where, f"input {t!r} is not available at this point")
     want_inputs = {"add": None, "concat": None}.get(op, 1)
@@ -514,6 +522,8 @@ def _expected_shape(op: str, layer: dict, in_shapes: list, where: str) -> list |
         if len(s) != 3:
             raise _fail(where, f"maxpool input must be [C,H,W], got {s}")
         k, st = layer["kernel"], layer["stride"]
+        if not (_is_int(k) and k >= 1 and _is_int(st) and st >= 1):
+            raise _fail(where, "kernel/stride must be positive integers")
         return [s[0], *dp.conv_output_hw(s[1], s[2], k, st)]
     if op == "gap":
         return [s[0]]
@@ -538,7 +548,7 @@ def _validate_weighted(
     if not isinstance(arrs, dict) or sorted(arrs) != sorted(ROLES):
         raise _fail(where, f"arrays must name exactly {list(ROLES)}")
     for role, name in arrs.items():
-        if name not in b.arrays:
+        if not isinstance(name, str) or name not in b.arrays:
             raise _fail(where, f"array {name!r} ({role}) not in arrays.npz")
         used.add(name)
     w = b.arrays[arrs["weights"]]

@@ -62,4 +62,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pynq_nbq.cli import main as _main  # the package's module: its CommandError is caught
+
+    sys.exit(_main())

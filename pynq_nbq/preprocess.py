@@ -25,6 +25,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .bundle import RESIZE_MODES
 from .errors import NbqError
 
+#: Bilinear resampling: Image.Resampling since Pillow 9.1; Pillow 9.0.1 (the PYNQ 3.0 image's,
+#: Ubuntu 22.04) has only the module constant.
+BILINEAR = getattr(Image, "Resampling", Image).BILINEAR
 #: largest decoded image accepted (pixels); more is treated as a decompression bomb
 MAX_PIXELS = 40_000_000
 
@@ -37,9 +40,45 @@ class ImageTooLarge(ImageError):
     """The image has more pixels than allowed (a decompression-bomb guard)."""
 
 
-def open_image(source: bytes | str | os.PathLike | Image.Image) -> Image.Image:
-    """Decode ``source`` fully (bytes, a path or a PIL image), refusing bombs and
-    truncated files, and apply its EXIF orientation."""
+#: decoding stops shrinking an image once it is this many times the model's input per side;
+#: the bilinear resize that follows then works from >= 3x the target (Pillow's own advice
+#: for ``reducing_gap``: from 3 on, the result is indistinguishable from a full resize)
+REDUCE_GAP = 3
+#: modes whose pixels cannot be box-averaged as they are (bits, palette indices, 16-bit)
+_CONVERT_BEFORE_REDUCE = {"1": "L", "P": "RGBA", "PA": "RGBA", "I;16": "I", "I;16B": "I"}
+_CONVERT_BEFORE_REDUCE["I;16L"] = "I"
+#: pixels per strip when shrinking (bounds the transient copy: 16 MB for RGBA)
+STRIP_PIXELS = 4_000_000
+
+
+def reduce_factor(size: tuple[int, int], fit: tuple[int, int] | None) -> int:
+    """The integer factor an image of ``size`` (w, h) can be shrunk by while both sides stay
+    >= ``REDUCE_GAP`` x the larger side of ``fit`` (the model's input, w, h); 1 = keep.
+
+    The same factor serves ``stretch`` and ``center-crop`` and survives an EXIF rotation,
+    because it compares the shorter image side with the longer target side."""
+    if fit is None:
+        return 1
+    need = REDUCE_GAP * max(int(fit[0]), int(fit[1]), 1)
+    return max(1, min(size) // need)
+
+
+def open_image(
+    source: bytes | str | os.PathLike | Image.Image,
+    fit: tuple[int, int] | None = None,
+    max_pixels: int | None = None,
+) -> Image.Image:
+    """Decode ``source`` (bytes, a path or a PIL image), refusing bombs and truncated files,
+    and apply its EXIF orientation.
+
+    ``fit`` = (width, height) of the model's input: the image is decoded no larger than it
+    must be (memory is what a 4 GB board runs out of first).  JPEG decodes at 1/2, 1/4 or
+    1/8 scale in the decoder itself (Pillow's ``draft``); other formats decode in full and
+    are shrunk at once by an integer box ``reduce`` (:func:`reduce_factor`), so the large
+    raster lives only for the decode.  ``max_pixels`` bounds the pixels the header may
+    declare (decompression bombs; default :data:`MAX_PIXELS`), checked before decoding."""
+    if max_pixels is None:
+        max_pixels = MAX_PIXELS
     if isinstance(source, Image.Image):
         img = source
     else:
@@ -57,9 +96,13 @@ def open_image(source: bytes | str | os.PathLike | Image.Image) -> Image.Image:
             # needed, which would not be thread-safe under a threaded server.)
             img = Image.open(fp)
             w, h = img.size
-            if w * h > MAX_PIXELS:
-                raise ImageTooLarge(f"image too large: {w}x{h} pixels (limit {MAX_PIXELS})")
+            if w * h > max_pixels:
+                raise ImageTooLarge(f"image too large: {w}x{h} pixels (limit {max_pixels})")
+            if fit is not None and img.format == "JPEG":
+                need = REDUCE_GAP * max(fit)
+                img.draft(None, (need, need))  # DCT scaling: never below the request
             img.load()
+            img = _shrink(img, reduce_factor(img.size, fit))
         except ImageError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -72,6 +115,32 @@ def open_image(source: bytes | str | os.PathLike | Image.Image) -> Image.Image:
         return ImageOps.exif_transpose(img) or img
     except Exception:  # a malformed EXIF block must not stop classification
         return img
+
+
+def _shrink(img: Image.Image, factor: int) -> Image.Image:
+    """``img`` box-reduced by ``factor`` (its EXIF block kept), a strip of rows at a time.
+
+    Whole-image ``reduce`` would copy the full raster first (RGBA/LA are premultiplied
+    into a copy; palette, bilevel and 16-bit modes must be converted, as their values
+    cannot be averaged): strips of ~:data:`STRIP_PIXELS`, aligned to ``factor``, keep that
+    copy small.  Each output pixel depends only on its own ``factor`` x ``factor`` block,
+    so the result equals the whole-image reduce."""
+    if factor <= 1:
+        return img
+    w, h = img.size
+    mode = _CONVERT_BEFORE_REDUCE.get(img.mode, img.mode)
+    out = Image.new(mode, (-(-w // factor), -(-h // factor)))
+    step = factor * max(1, STRIP_PIXELS // (w * factor))
+    for y0 in range(0, h, step):
+        strip = img.crop((0, y0, w, min(h, y0 + step)))
+        if strip.mode != mode:
+            strip = strip.convert(mode)
+        out.paste(strip.reduce(factor), (0, y0 // factor))
+    exif = img.getexif()
+    if exif:
+        out.info["exif"] = exif.tobytes()
+    img.close()
+    return out
 
 
 def to_mode(img: Image.Image, mode: str) -> Image.Image:
@@ -97,7 +166,8 @@ def _stretch_to_8bit(a: np.ndarray) -> np.ndarray:
     (non-finite values count as lo).  A constant image becomes 0."""
     if np.issubdtype(a.dtype, np.floating):
         a = np.where(np.isfinite(a), a.astype(np.float64), np.nan)
-        lo, hi = np.nanmin(a, initial=np.inf), np.nanmax(a, initial=-np.inf)
+        finite = a[~np.isnan(a)]  # (nanmin's initial= needs numpy 1.22; the PYNQ images have 1.21)
+        lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 0.0)
         if not hi > lo:
             return np.zeros(a.shape, np.uint8)
         return np.floor(np.nan_to_num((a - lo) * (255.0 / (hi - lo)))).clip(0, 255).astype(np.uint8)
@@ -125,9 +195,9 @@ def preprocess(img: Image.Image, spec: dict) -> np.ndarray:
         raise ValueError(f"unknown resize mode {resize!r} (one of {RESIZE_MODES})")
     if img.size != size:
         if resize == "center-crop":
-            img = ImageOps.fit(img, size, Image.Resampling.BILINEAR)
+            img = ImageOps.fit(img, size, BILINEAR)
         else:
-            img = img.resize(size, Image.Resampling.BILINEAR)
+            img = img.resize(size, BILINEAR)
     a = np.asarray(img, dtype=np.uint8)
     if a.ndim == 2:
         a = a[:, :, None]

@@ -5,6 +5,10 @@ and memory growth as Markdown, and the full result as JSON.
 
     python scripts/bench_server.py                      # embedded default, 2,000 x 8
     python scripts/bench_server.py --model DIR --requests 500 --json out.json
+    python scripts/bench_server.py --memory             # RSS: 16 + 6 x 36 Mpx PNG
+    python scripts/bench_server.py --overload           # goodput at concurrency 8 and 64
+
+--server-root DIR runs the server from another checkout (a before/after comparison).
 
 Without the embedded default model it benchmarks a random bundle (and says so).
 """
@@ -20,8 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pynq_nbq import api  # noqa: E402
-from pynq_nbq.server.bench import bench  # noqa: E402
 from pynq_nbq.testing import random_bundle  # noqa: E402
+from scripts.server_load import bench, memory_bench, overload_bench  # noqa: E402
 
 ROWS = [
     ("client latency", "client_latency"),
@@ -58,7 +62,36 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sequential", type=int, default=300, help="extra requests at c=1")
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--json", dest="json_out", default=None, help="also write the result here")
+    ap.add_argument("--memory", action="store_true", help="the RSS benchmark instead")
+    ap.add_argument("--big-sequential", type=int, default=16, help="--memory: one at a time")
+    ap.add_argument("--big-concurrent", type=int, default=6, help="--memory: all at once")
+    ap.add_argument("--overload", action="store_true", help="goodput at --concurrencies")
+    ap.add_argument("--concurrencies", default="8,64", help="--overload: comma list")
+    ap.add_argument("--photos", action="store_true", help="--overload: 1024x768 JPEGs")
+    ap.add_argument("--server-root", default=None, help="checkout the server runs from")
     args = ap.parse_args(argv)
+    print(f"command: {' '.join(['python', 'scripts/bench_server.py', *sys.argv[1:]])}")
+    if args.memory:
+        res = memory_bench(
+            args.model, args.big_sequential, args.big_concurrent, root=args.server_root
+        )
+        print(json.dumps(res, indent=1))
+        _write(args.json_out, res)
+        return 0 if res["errors"] == 0 else 1
+    if args.overload:
+        cs = tuple(int(c) for c in args.concurrencies.split(","))
+        res = overload_bench(
+            args.model, args.requests, cs, root=args.server_root, photos=args.photos
+        )
+        print("| concurrency | requests | 200 | 503 | other | goodput (200/s) |")
+        print("|---:|---:|---:|---:|---:|---:|")
+        for c, r in res.items():
+            print(
+                f"| {c} | {r['requests']} | {r['ok']} | {r['refused_503']} | {r['other']} "
+                f"| {r['goodput_rps']} |"
+            )
+        _write(args.json_out, res)
+        return 0
 
     model = args.model
     tmp = None
@@ -69,7 +102,6 @@ def main(argv: list[str] | None = None) -> int:
     res = bench(model, args.requests, args.concurrency, args.sequential, args.warmup, args.backend)
     metrics_text = res.pop("metrics_text")
     load = res["load"]
-    print(f"command: {' '.join(['python', 'scripts/bench_server.py', *sys.argv[1:]])}")
     print(f"model: {res['model']}  backend: {res['backend']}  payloads: {res['payloads']}")
     print(
         f"requests: {load['requests']} at concurrency {res['concurrency']}, errors "
@@ -91,11 +123,15 @@ def main(argv: list[str] | None = None) -> int:
     print(table(res))
     print()
     print(json.dumps(res, indent=1))
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(res, indent=1) + "\n")
+    _write(args.json_out, res)
     if tmp is not None:
         tmp.cleanup()
     return 0 if load["errors"] == 0 and load["mismatches"] == 0 else 1
+
+
+def _write(path: str | None, res: dict) -> None:
+    if path:
+        Path(path).write_text(json.dumps(res, indent=1) + "\n")
 
 
 if __name__ == "__main__":

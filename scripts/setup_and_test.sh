@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set up a fresh machine and run the whole test suite (what CI runs via .ci/run).
 #  - Debian packages: the Fashion-MNIST dataset, g++ (HLS C-simulation), Chromium + driver
-#    (browser test); installed only when missing, and only where apt-get runs as root.
+#    (browser test), lm-sensors, tcl + make (the overlay build scripts run with stub Vivado
+#    commands); installed only when missing, only where apt-get runs as root, and without
+#    "recommended" extras (--no-install-recommends).
 #  - PyTorch's CPU wheel first (a plain 'torch' requirement would pull a multi-GB CUDA build),
 #    then this package with its [test] extra.
 set -euo pipefail
@@ -13,10 +15,12 @@ command -v g++ >/dev/null || need_apt+=(g++)
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 command -v sensors >/dev/null || need_apt+=(lm-sensors)
+command -v tclsh >/dev/null || need_apt+=(tcl)
+command -v make >/dev/null || need_apt+=(make)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
   else
     echo "warning: missing Debian packages ${need_apt[*]} (tests that need them will fail)" >&2
   fi
@@ -24,6 +28,9 @@ fi
 
 PY=${PYTHON:-python3}
 "$PY" -c "import torch" 2>/dev/null || "$PY" -m pip install -q torch==2.13.0
+# pynq for the fpga backend's tests on the simulated ZCU102 (tests/test_fpga_sim.py):
+# installed only when missing, so a board image's own pynq is never replaced
+"$PY" -c "import pynq" 2>/dev/null || "$PY" -m pip install -q "pynq==3.0.1" "pycparser<3"
 "$PY" -m pip install -q -e ".[test]"
 
 "$PY" -m ruff check .

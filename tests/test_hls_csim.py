@@ -213,6 +213,32 @@ def test_bad_configurations_touch_no_stream(kernels, pe):
 
 
 @pytest.mark.parametrize("pe", PES)
+def test_every_call_ends_with_one_status_word(kernels, pe):
+    """Protocol 2.x: probe, refused and normal calls all end with a TLAST status word."""
+    kernel = kernels[pe, "small"]
+    regs, packets, n = _one_call(kernel, np.random.default_rng(3))
+    probe = dict.fromkeys(S.WRITE_REGISTERS, 0) | {"FLAGS": int(S.Flag.PROBE)}
+    cases = [
+        (probe, [], 0, 0),
+        ({**regs, "IN_W": kernel.info.max_w + 1}, [], n, S.Status.BAD_CONFIG),
+        (
+            {**regs, "C_OUT": regs["C_OUT"] + 1, "FLAGS": regs["FLAGS"] & ~S.Flag.LOAD},
+            [],
+            n,
+            S.Status.NO_WEIGHTS,
+        ),
+        (regs, packets, n, 0),
+    ]
+    for r, p, nbytes, want in cases:
+        words, last, ro, rc = kernel.raw_call(r, p, nbytes)
+        assert rc == 0
+        assert last[-1] == 1 and not last[:-1].any()
+        assert int.from_bytes(bytes(words[-8:]), "little") == (S.STATUS_MAGIC << 32) | want
+        assert ro["STATUS"] == want
+        assert len(words) == (8 if (want or not p) else n + 8)
+
+
+@pytest.mark.parametrize("pe", PES)
 def test_no_weights_without_load(kernels, pe):
     kernel = kernels[pe, "small"]
     regs, packets, n = _one_call(kernel, np.random.default_rng(1))
@@ -236,7 +262,7 @@ def test_tlast_faults(kernels, pe):
         kernel.call(regs, [w, q, fm[:-8]], n)
     with pytest.raises(S.KernelError, match="left input words unread"):
         kernel.call(regs, [w, q, np.concatenate([fm, fm[:8]])], n)
-    with pytest.raises(S.KernelError, match="wrote .* words, the host expects"):
+    with pytest.raises(S.KernelError, match="received .* bytes .* expected"):
         kernel.call(regs, [w, q, fm], n + 8)
 
 

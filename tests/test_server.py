@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from server_support import GatedBackend, app_factory, wait_for
 
 from pynq_nbq import api, cli
-from pynq_nbq.backends.numpy_backend import NumpyBackend
 from pynq_nbq.server import ServerConfig, create_app, is_loopback
 from pynq_nbq.server import power as pw
 from pynq_nbq.testing import random_bundle
@@ -77,19 +77,7 @@ def client(app):
 @pytest.fixture()
 def make_app(models_dir):
     """Factory for apps with their own settings (closed after the test)."""
-    made = []
-
-    def make(**kw):
-        kw.setdefault("model", str(models_dir / "rand-svpe"))
-        kw.setdefault("models_dir", models_dir)
-        kw.setdefault("power", "off")
-        a = create_app(ServerConfig(**kw))
-        made.append(a)
-        return a
-
-    yield make
-    for a in made:
-        a.extensions["nbq"].close()
+    yield from app_factory(models_dir)
 
 
 def encode(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -404,22 +392,6 @@ def test_token_mandatory_beyond_loopback(models_dir):
 
 
 # --- the device worker: queue bound and deadlines ----------------------------------------
-class GatedBackend(NumpyBackend):
-    """The numpy backend, held at its first conv until ``gate`` opens (bounded wait)."""
-
-    name = "gated"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.gate = threading.Event()
-        self.entered = threading.Event()
-
-    def run_conv(self, x, spec):
-        self.entered.set()
-        self.gate.wait(10)
-        return super().run_conv(x, spec)
-
-
 def _post_in_thread(app, results: list, data: bytes) -> threading.Thread:
     def go():
         results.append(app.test_client().post("/v1/classify", data=data))
@@ -429,22 +401,15 @@ def _post_in_thread(app, results: list, data: bytes) -> threading.Thread:
     return t
 
 
-def _wait_for(cond, timeout_s: float = 5.0) -> None:
-    end = time.monotonic() + timeout_s
-    while not cond():
-        assert time.monotonic() < end, "condition not reached"
-        time.sleep(0.005)
-
-
 def test_queue_full_is_503_with_retry_after(make_app):
     backend = GatedBackend()
     app = make_app(backend=backend, max_queue=1, deadline_s=10)
     svc = app.extensions["nbq"]
     results: list = []
     t1 = _post_in_thread(app, results, VALID["L.png"])
-    _wait_for(backend.entered.is_set)  # first request is running on the device
+    wait_for(backend.entered.is_set)  # first request is running on the device
     t2 = _post_in_thread(app, results, VALID["L.png"])
-    _wait_for(lambda: svc.worker.waiting == 1)  # second waits in the queue
+    wait_for(lambda: svc.worker.waiting == 1)  # second waits in the queue
     r = app.test_client().post("/v1/classify", data=VALID["L.png"])
     assert_json_error(r, 503, "busy")
     assert int(r.headers["Retry-After"]) >= 1
@@ -452,7 +417,7 @@ def test_queue_full_is_503_with_retry_after(make_app):
     t1.join(10)
     t2.join(10)
     assert [x.status_code for x in results] == [200, 200]
-    assert svc.metrics.rejected.value() == 1
+    assert svc.metrics.value("nbq_queue_rejected_total") == 1
     assert_still_serving(app.test_client())
 
 
@@ -462,7 +427,7 @@ def test_deadline_queued_and_running(make_app):
     svc = app.extensions["nbq"]
     results: list = []
     t1 = _post_in_thread(app, results, VALID["L.png"])
-    _wait_for(backend.entered.is_set)
+    wait_for(backend.entered.is_set)
     t2 = _post_in_thread(app, results, VALID["L.png"])
     t1.join(5)
     t2.join(5)
@@ -475,8 +440,8 @@ def test_deadline_queued_and_running(make_app):
     assert "not interrupted" in by_kind["running"]["error"]
     assert "queued" in by_kind
     backend.gate.set()
-    _wait_for(lambda: svc.metrics.expired.value(where="queued") == 1)
-    assert svc.metrics.expired.value(where="running") == 1
+    wait_for(lambda: svc.metrics.value("nbq_deadline_expired_total", where="queued") == 1)
+    assert svc.metrics.value("nbq_deadline_expired_total", where="running") == 1
     assert_still_serving(app.test_client())
 
 
@@ -487,7 +452,7 @@ def test_deadline_expired_job_does_not_run(make_app):
     job = w.submit(lambda: ran.append(1), deadline=time.monotonic() - 1)
     with pytest.raises(Exception, match="did not run"):
         w.wait(job)
-    _wait_for(job.done.is_set)
+    wait_for(job.done.is_set)
     assert not ran
 
 
@@ -505,6 +470,7 @@ def test_metrics_parse(client):
     reqs = {
         (s.labels["endpoint"], s.labels["status"]): s.value
         for s in fam["nbq_http_requests"].samples
+        if s.name == "nbq_http_requests_total"
     }
     assert reqs[("/v1/classify", "200")] >= 1 and reqs[("/v1/classify", "400")] >= 1
     lat = fam["nbq_http_request_duration_seconds"]
@@ -517,7 +483,7 @@ def test_metrics_parse(client):
     assert "nbq_power_watts" in fam and not fam["nbq_power_watts"].samples
     (info,) = fam["nbq_model_info"].samples
     assert info.labels["backend"] == "numpy"
-    modelled = fam["nbq_modelled_energy_joules"].samples
+    modelled = [s for s in fam["nbq_modelled_energy_joules"].samples if s.name.endswith("_total")]
     assert modelled and modelled[0].value > 0
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 
 from pynq_nbq import api
-from pynq_nbq.server.bench import bench
 from pynq_nbq.testing import random_bundle
+from scripts.server_load import bench
 
 prom_parser = pytest.importorskip("prometheus_client.parser")
 
@@ -65,7 +65,8 @@ def test_metrics_after_load_parse(result):
     ok = [
         s.value
         for s in fams["nbq_http_requests"].samples
-        if s.labels == {"endpoint": "/v1/classify", "method": "POST", "status": "200"}
+        if s.name == "nbq_http_requests_total"
+        and s.labels == {"endpoint": "/v1/classify", "method": "POST", "status": "200"}
     ]
     assert ok == [WARMUP + N_REQUESTS + SEQUENTIAL]
     counts = [

@@ -52,6 +52,9 @@ def test_flags_status_and_identity_match_header():
         assert HEADER[f"NBQ_STATUS_{s.name}"] == s.value
     assert HEADER["NBQ_ID"] == S.KERNEL_ID
     assert HEADER["NBQ_VERSION"] == S.VERSION
+    assert HEADER["NBQ_VERSION_MAJOR"] == S.VERSION_MAJOR == 2
+    assert HEADER["NBQ_STATUS_MAGIC"] == S.STATUS_MAGIC == int.from_bytes(b"NBQS", "big")
+    assert HEADER["NBQ_STATUS_WORDS"] == S.STATUS_WORDS
     assert HEADER["NBQ_PE_SVPE"] == S.PE_KINDS["svpe"]
     assert HEADER["NBQ_PE_VPE"] == S.PE_KINDS["vpe"]
     assert HEADER["NBQ_WORD_BITS"] == S.WORD_BITS
@@ -100,10 +103,10 @@ def test_svpe_code_bytes():
     assert S.decode_svpe_bytes(b).tolist() == codes.tolist()
     with pytest.raises(ValueError, match="4-bit field"):
         S.encode_svpe_codes(np.array([16]))
-    w = dp.decode_svpe(codes, 5)
-    assert S.codes_from_weights(w).tolist() == codes.tolist()
-    with pytest.raises(ValueError, match="2\\*\\*s"):
-        S.codes_from_weights(np.array([3]))
+    # the kernel's 4-bit magnitude field holds exactly the widest svpe code
+    assert S.MAX_CODE_MAG == dp.max_code(dp.SVPE_MAX_BITS)
+    w = dp.decode_svpe(codes, dp.SVPE_MAX_BITS)
+    assert dp.encode_svpe(w).tolist() == codes.tolist()
 
 
 def test_weight_packets_round_trip():
@@ -295,8 +298,10 @@ def test_kernel_info_refuses_foreign_or_newer_ip():
     assert S.KernelInfo.from_registers(regs) == INFO
     with pytest.raises(ValueError, match="not an nbq_conv kernel"):
         S.KernelInfo.from_registers({**regs, "HW_ID": 0xDEADBEEF})
-    with pytest.raises(ValueError, match="protocol version 2.0"):
-        S.KernelInfo.from_registers({**regs, "HW_VERSION": 2 << 16})
+    with pytest.raises(ValueError, match="protocol version 3.0"):
+        S.KernelInfo.from_registers({**regs, "HW_VERSION": 3 << 16})
+    with pytest.raises(ValueError, match=r"protocol version 1.0 .* \(speaks 2.x\)"):
+        S.KernelInfo.from_registers({**regs, "HW_VERSION": 1 << 16})
     with pytest.raises(ValueError, match="PE_KIND"):
         S.KernelInfo.from_registers({**regs, "PE_KIND": 7})
 
@@ -321,4 +326,36 @@ def test_vector_file_header(tmp_path):
     S.write_vectors(tmp_path / "v.bin", INFO, rec.calls)
     raw = (tmp_path / "v.bin").read_bytes()
     assert raw[:4] == b"NBQV"
-    assert struct.unpack("<9I", raw[4:40]) == (1, 1, 4, 2, 9, 7, 16, 5, len(rec.calls))
+    assert struct.unpack("<9I", raw[4:40]) == (2, 1, 4, 2, 9, 7, 16, 5, len(rec.calls))
+    # the first call's expected output packet ends with its status word
+    regs, packets, status, data = rec.calls[0]
+    at = 40 + 24 + sum(4 + len(p) for p in packets)
+    st, words = struct.unpack("<II", raw[at : at + 8])
+    assert (st, words) == (0, len(data) // 8 + 1)
+    packet = raw[at + 8 : at + 8 + 8 * words]
+    assert packet[:-8] == bytes(data) and packet[-8:] == b"\0\0\0\0SQBN"
+
+
+def test_status_word_layout_and_split_output():
+    assert bytes(S.status_word(0)) == bytes(4) + b"SQBN"  # 0x4E425153 little-endian
+    w = S.status_word(S.Status.TLAST_EARLY | S.Status.TLAST_MISSING)
+    assert int.from_bytes(bytes(w), "little") == 0x4E425153_0000000C
+    fm = np.arange(16, dtype=np.uint8)
+    got, status = S.split_output(np.concatenate([fm, S.status_word(0)]), 16)
+    assert status == 0 and bytes(got) == bytes(fm)
+    for refused in (S.Status.BAD_CONFIG, S.Status.NO_WEIGHTS):  # the status word alone
+        got, status = S.split_output(S.status_word(refused), 16, status_register=int(refused))
+        assert status == refused and len(got) == 0
+    # a call that ran with a TLAST fault still sends its feature map
+    got, status = S.split_output(np.concatenate([fm, S.status_word(4)]), 16)
+    assert status == 4 and len(got) == 0
+    with pytest.raises(S.KernelError, match="not a status word .*0x4e425153"):
+        S.split_output(np.concatenate([fm, fm[:8]]), 8)
+    with pytest.raises(S.KernelError, match="received 8 bytes .* expected 24"):
+        S.split_output(S.status_word(0), 16)
+    with pytest.raises(S.KernelError, match="received 24 bytes .*BAD_CONFIG.* expected 8"):
+        S.split_output(np.concatenate([fm, S.status_word(1)]), 16)
+    with pytest.raises(S.KernelError, match="whole 8-byte words"):
+        S.split_output(np.zeros(4, np.uint8), 0)
+    with pytest.raises(S.KernelError, match="STATUS register reads 0x2"):
+        S.split_output(S.status_word(1), 0, status_register=2)

@@ -2,7 +2,7 @@
 
 The same C++ sources Vitis HLS synthesises are built into a shared library (the
 C-simulation) and fed exactly the byte streams the board's AXI DMA would carry
-(:mod:`pynq_nbq.streams` packs them, cuts layers into tiles and checks every
+(the host side in :mod:`pynq_nbq.kernel` packs them, cuts layers into tiles and checks every
 call's STATUS register), so this backend is bit-exact with the numpy engine and
 with the ``fpga`` backend that runs the same tiles on the board.
 
@@ -41,8 +41,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import streams
 from ..errors import NbqError
+from ..kernel import protocol
+from ..kernel.checks import check_manifest
+from ..kernel.scheduler import CompiledLayers
 from ..ops import ConvSpec
 
 #: Kernel sources compiled into the library (relative to the hls/ directory).
@@ -91,7 +93,7 @@ def hls_dir() -> Path:
     installed with the package (``pynq_nbq/hls_src/``)."""
     env = os.environ.get("NBQ_HLS_DIR")
     package_copy = Path(__file__).resolve().parent.parent / "hls_src"
-    candidates = [Path(env)] if env else [streams.HLS_DIR, package_copy]
+    candidates = [Path(env)] if env else [protocol.HLS_DIR, package_copy]
     for d in candidates:
         if all((d / f).is_file() for f in REQUIRED_FILES):
             return d
@@ -149,7 +151,7 @@ def cache_dir() -> Path:
 # --- building -------------------------------------------------------------------------
 def defines_for(pe: str, defines: Mapping[str, int] | None = None) -> dict[str, int | str]:
     """``-D`` values of a build: the PE kind plus any ``NBQ_*`` overrides."""
-    if pe not in streams.PE_KINDS:
+    if pe not in protocol.PE_KINDS:
         raise ValueError(f"unknown PE kind {pe!r} (expected 'svpe' or 'vpe')")
     out: dict[str, int | str] = {"NBQ_PE_KIND": f"NBQ_PE_{pe.upper()}"}
     for k, v in (defines or {}).items():
@@ -245,16 +247,27 @@ _CALL_FAULTS = {
 
 
 class CsimKernel:
-    """One csim build of the kernel: a :class:`pynq_nbq.streams.ConvDevice`.
+    """One csim build of the kernel: a :class:`pynq_nbq.kernel.protocol.ConvDevice`.
 
     ``info`` is read from the kernel's read-only registers (a PROBE call).  Calls
     are serialised with a lock: the kernel, like the hardware, has one set of
     on-chip buffers.
     """
 
-    def __init__(self, pe: str = "svpe", defines: Mapping[str, int] | None = None):
+    def __init__(
+        self, pe: str = "svpe", defines: Mapping[str, int] | None = None, private: bool = False
+    ):
         self.path = build(pe, defines)
-        self._lib = ctypes.CDLL(str(self.path))
+        lib_path = self.path
+        if private:  # a copy of the library: its own static state (held weights), like a
+            # second FPGA; the simulated board uses this so no other user shares its kernel
+            fd, tmp = tempfile.mkstemp(prefix="nbq_private_", suffix=".so", dir=cache_dir())
+            os.close(fd)
+            shutil.copyfile(self.path, tmp)
+            lib_path = Path(tmp)
+        self._lib = ctypes.CDLL(str(lib_path))
+        if private:
+            lib_path.unlink()  # the mapping stays valid; nothing is left behind
         if self._lib.nbq_csim_abi_version() != ABI_VERSION:
             raise CsimError(f"{self.path}: C ABI version mismatch (rebuild: clear the cache)")
         self._lib.nbq_csim_call.argtypes = [
@@ -270,42 +283,70 @@ class CsimKernel:
         ]
         self._lib.nbq_csim_call.restype = ctypes.c_int
         self._lock = threading.Lock()
-        self.info = streams.KernelInfo.from_registers(self.read_registers())
+        self.info = protocol.KernelInfo.from_registers(self.read_registers())
         if self.info.pe != pe:
             raise CsimError(f"{self.path}: built for {pe} but PE_KIND says {self.info.pe}")
 
     def read_registers(self) -> dict[str, int]:
         """All read-only registers, after a PROBE call (no stream touched)."""
-        regs = dict.fromkeys(streams.WRITE_REGISTERS, 0)
-        regs["FLAGS"] = int(streams.Flag.PROBE)
+        regs = dict.fromkeys(protocol.WRITE_REGISTERS, 0)
+        regs["FLAGS"] = int(protocol.Flag.PROBE)
         _, ro = self._raw_call(regs, [], 0)
         return ro
 
     def call(
         self, regs: Mapping[str, int], packets: Sequence[np.ndarray], out_nbytes: int
     ) -> tuple[np.ndarray, int]:
-        """One tile: see :class:`pynq_nbq.streams.ConvDevice`."""
+        """One tile: see :class:`pynq_nbq.kernel.protocol.ConvDevice`."""
         data, ro = self._raw_call(regs, packets, out_nbytes)
         return data, ro["STATUS"]
 
     def _raw_call(self, regs, packets, out_nbytes):
+        words, last_out, ro_regs, rc = self.raw_call(regs, packets, out_nbytes)
+        if rc:
+            raise protocol.KernelError(
+                f"csim call {dict(regs)}: {_CALL_FAULTS.get(rc, f'fault {rc}')}"
+            )
+        n = len(last_out)
+        if n == 0 or last_out[n - 1] != 1 or last_out[: n - 1].any():
+            raise protocol.KernelError(
+                f"csim call {dict(regs)}: TLAST is not on exactly the last of the {n} output words"
+            )
+        try:
+            data, _ = protocol.split_output(words, out_nbytes, ro_regs["STATUS"])
+        except protocol.KernelError as exc:
+            raise protocol.KernelError(f"csim call {dict(regs)}: {exc}") from None
+        return data, ro_regs
+
+    def raw_call(
+        self, regs: Mapping[str, int], packets: Sequence[np.ndarray], out_nbytes: int
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, int], int]:
+        """One call, unchecked: (output bytes, TLAST flag per output word, read-only
+        registers, fault code).
+
+        Room is made for ``out_nbytes`` feature-map bytes, the status word and one
+        spare word.  The fault code is 0 or one of ``NBQ_CALL_OVERREAD`` (1: the
+        kernel wanted more input words than given), ``UNDERREAD`` (2: it left some
+        unread) or ``OUT_OVERFLOW`` (3: it wrote past that room) of nbq_host_call.h.
+        """
         parts = [np.asarray(p, dtype=np.uint8).reshape(-1) for p in packets]
         for i, p in enumerate(parts):
-            if len(p) == 0 or len(p) % streams.WORD_BYTES:
-                raise streams.KernelError(f"packet {i} is {len(p)} bytes, not whole words")
+            if len(p) == 0 or len(p) % protocol.WORD_BYTES:
+                raise protocol.KernelError(f"packet {i} is {len(p)} bytes, not whole words")
         data_in = np.concatenate(parts) if parts else np.zeros(0, np.uint8)
-        n_in = len(data_in) // streams.WORD_BYTES
+        n_in = len(data_in) // protocol.WORD_BYTES
         last = np.zeros(n_in, dtype=np.uint8)
-        ends = np.cumsum([len(p) // streams.WORD_BYTES for p in parts], dtype=np.int64)
+        ends = np.cumsum([len(p) // protocol.WORD_BYTES for p in parts], dtype=np.int64)
         last[ends - 1] = 1  # TLAST on every packet's last word, as the DMA sets it
-        cap = streams.words_for(out_nbytes) + 1  # one spare word to notice an overrun
-        data_out = np.zeros(cap * streams.WORD_BYTES, dtype=np.uint8)
+        # feature map + status word + one spare word to notice an overrun
+        cap = protocol.words_for(out_nbytes) + protocol.STATUS_WORDS + 1
+        data_out = np.zeros(cap * protocol.WORD_BYTES, dtype=np.uint8)
         last_out = np.zeros(cap, dtype=np.uint8)
         n_out = ctypes.c_uint64(0)
-        wregs = (ctypes.c_uint32 * len(streams.WRITE_REGISTERS))(
-            *(int(regs[r]) for r in streams.WRITE_REGISTERS)
+        wregs = (ctypes.c_uint32 * len(protocol.WRITE_REGISTERS))(
+            *(int(regs[r]) for r in protocol.WRITE_REGISTERS)
         )
-        ro = (ctypes.c_uint32 * len(streams.READ_REGISTERS))()
+        ro = (ctypes.c_uint32 * len(protocol.READ_REGISTERS))()
         data_in = np.ascontiguousarray(data_in)
         with self._lock:
             rc = self._lib.nbq_csim_call(
@@ -319,24 +360,9 @@ class CsimKernel:
                 ctypes.byref(n_out),
                 ro,
             )
-        ro_regs = dict(zip(streams.READ_REGISTERS, (int(v) for v in ro), strict=True))
-        if rc:
-            raise streams.KernelError(
-                f"csim call {dict(regs)}: {_CALL_FAULTS.get(rc, f'fault {rc}')}"
-            )
-        n = int(n_out.value)
-        if ro_regs["STATUS"]:
-            return np.zeros(0, np.uint8), ro_regs
-        want = streams.words_for(out_nbytes)
-        if n != want:
-            raise streams.KernelError(
-                f"csim call {dict(regs)}: the kernel wrote {n} words, the host expects {want}"
-            )
-        if n and (last_out[n - 1] != 1 or last_out[: n - 1].any()):
-            raise streams.KernelError(
-                f"csim call {dict(regs)}: TLAST is not on exactly the last output word"
-            )
-        return data_out[: n * streams.WORD_BYTES], ro_regs
+        ro_regs = dict(zip(protocol.READ_REGISTERS, (int(v) for v in ro), strict=True))
+        n = min(int(n_out.value), cap)
+        return data_out[: n * protocol.WORD_BYTES], last_out[:n], ro_regs, int(rc)
 
 
 _KERNELS: dict[tuple, CsimKernel] = {}
@@ -368,13 +394,14 @@ class CsimBackend:
         self,
         pe: str | None = None,
         defines: Mapping[str, int] | None = None,
-        max_packet_bytes: int = streams.DEFAULT_MAX_PACKET_BYTES,
+        max_packet_bytes: int = protocol.DEFAULT_MAX_PACKET_BYTES,
     ):
-        if pe is not None and pe not in streams.PE_KINDS:
+        if pe is not None and pe not in protocol.PE_KINDS:
             raise ValueError(f"unknown PE kind {pe!r} (expected 'svpe' or 'vpe')")
         self.pe = pe
         self.defines = dict(defines or {})
         self.max_packet_bytes = max_packet_bytes
+        self._layers = CompiledLayers(max_packet_bytes)
 
     def kernel(self, pe: str) -> CsimKernel:
         """The kernel build for ``pe`` (built on first use)."""
@@ -388,12 +415,17 @@ class CsimBackend:
     def check_bundle(self, manifest: Mapping) -> None:
         """ValueError with every reason if the kernel cannot run this bundle."""
         pe = manifest.get("datapath")
-        if pe not in streams.PE_KINDS:
-            raise ValueError(f"bundle datapath {pe!r} is not one of {tuple(streams.PE_KINDS)}")
+        if pe not in protocol.PE_KINDS:
+            kinds = [str(k) for k in protocol.PE_KINDS]
+            raise ValueError(f"bundle datapath {pe!r} is not one of {kinds}")
         kernel = self.kernel(self.pe or pe)
-        streams.check_manifest(manifest, kernel.info)
+        check_manifest(manifest, kernel.info)
 
     def run_conv(self, x: np.ndarray, spec: ConvSpec) -> np.ndarray:
-        """int16 NHWC in, int16 NHWC out: exactly :func:`pynq_nbq.ops.conv_layer`."""
+        """int16 NHWC in, int16 NHWC out: exactly :func:`pynq_nbq.ops.conv_layer`.
+
+        The layer is checked and its weights packed on its first call (per spec
+        object); later calls reuse them (compile once, run many).
+        """
         kernel = self.kernel(spec.datapath)
-        return streams.run_conv(kernel, x, spec, self.max_packet_bytes)
+        return self._layers.get(spec, kernel.info).run(kernel, x)

@@ -13,6 +13,7 @@ from ..cli import CommandError
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``serve`` subcommand."""
     from ..api import DEFAULT_MODEL, MODELS_DIR
+    from ..server.wsgi import CONNECTION_LIMIT, IDLE_TIMEOUT_S, READ_TIMEOUT_S
 
     p = subparsers.add_parser(
         "serve",
@@ -38,17 +39,47 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--token",
         default=os.environ.get("NBQ_TOKEN"),
-        help="token for POST /v1/model (default $NBQ_TOKEN); mandatory beyond loopback",
+        help=(
+            "token for POST /v1/model (default $NBQ_TOKEN); mandatory beyond loopback. "
+            "Prefer the environment variable: a --token value is visible to every user "
+            "in the process list (ps)"
+        ),
     )
     p.add_argument("--threads", type=int, default=16, help="waitress request threads (default 16)")
     p.add_argument(
         "--max-queue", type=int, default=8, help="requests waiting for the device (default 8)"
     )
     p.add_argument(
+        "--admission-wait-s",
+        type=float,
+        default=0.25,
+        help="how long a request waits for a place in a full queue before 503 (default 0.25 s)",
+    )
+    p.add_argument(
         "--deadline-s", type=float, default=5.0, help="per-request deadline (default 5 s)"
     )
     p.add_argument(
         "--max-body-mb", type=float, default=8.0, help="largest request body (default 8 MiB)"
+    )
+    p.add_argument(
+        "--connection-limit",
+        type=int,
+        default=CONNECTION_LIMIT,
+        help=f"open connections; at the limit the least recently active idle or still-sending "
+        f"ones are closed (default {CONNECTION_LIMIT})",
+    )
+    p.add_argument(
+        "--read-timeout-s",
+        type=float,
+        default=READ_TIMEOUT_S,
+        help=f"a request must arrive in full within this time of its first byte "
+        f"(default {READ_TIMEOUT_S} s)",
+    )
+    p.add_argument(
+        "--idle-timeout-s",
+        type=int,
+        default=IDLE_TIMEOUT_S,
+        help=f"idle keep-alive connections are closed after this (default {IDLE_TIMEOUT_S} s)",
     )
     p.add_argument(
         "--power",
@@ -75,10 +106,12 @@ def run(args: argparse.Namespace) -> int:
     from ..bundle import BundleError
     from ..errors import NbqError
     from ..server import ServerConfig, create_app
+    from ..server.memory import configure_allocator
     from ..server.wsgi import make_server
 
-    if args.threads < 1:
-        raise CommandError(f"--threads must be >= 1, got {args.threads}")
+    for opt in ("threads", "connection_limit", "read_timeout_s", "idle_timeout_s"):
+        if getattr(args, opt) < 1:
+            raise CommandError(f"--{opt.replace('_', '-')} must be >= 1, got {getattr(args, opt)}")
     max_body = int(args.max_body_mb * 1024 * 1024)
     config = ServerConfig(
         model=args.model,
@@ -88,12 +121,14 @@ def run(args: argparse.Namespace) -> int:
         token=args.token or None,
         max_body_bytes=max_body,
         max_queue=args.max_queue,
+        admission_wait_s=args.admission_wait_s,
         deadline_s=args.deadline_s,
         power=args.power,
         board=args.board,
     )
     try:
         config.validate()
+        allocator = configure_allocator()  # before the threads start (see server/memory.py)
         app = create_app(config)
     except BundleError as exc:
         raise CommandError(
@@ -104,7 +139,16 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from exc
     svc = app.extensions["nbq"]
     try:
-        server = make_server(app, args.host, args.port, args.threads, max_body)
+        server = make_server(
+            app,
+            args.host,
+            args.port,
+            args.threads,
+            max_body,
+            connection_limit=args.connection_limit,
+            idle_timeout_s=args.idle_timeout_s,
+            read_timeout_s=args.read_timeout_s,
+        )
     except OSError as exc:
         svc.close()
         raise CommandError(f"cannot listen on {args.host}:{args.port}: {exc}") from exc
@@ -117,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         f"nbq serve: model {s.bundle_id} ({s.manifest['datapath']}) on the "
         f"{s.model.backend_name} backend; power: "
         f"{'measured' if svc.power.available else 'unavailable - ' + svc.power.reason}; "
-        f"{blas}",
+        f"{blas}; {allocator}",
         flush=True,
     )
     samples = sample_images()

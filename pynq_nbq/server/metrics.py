@@ -1,272 +1,149 @@
-"""Prometheus metrics for ``nbq serve``, written in the text exposition format (0.0.4).
+"""Prometheus metrics for ``nbq serve``, through ``prometheus_client``.
 
-A deliberately small, thread-safe implementation (counters, gauges, histograms with
-labels) so that the board install needs no metrics library; the tests parse the output
-with ``prometheus_client``'s own parser.  Units follow Prometheus practice: seconds,
-watts, joules, in the metric names.
+Each app has its own :class:`~prometheus_client.CollectorRegistry` (tests build many
+apps in one process).  Label values are bounded: the endpoint is the matched URL rule
+(or ``unmatched``), the method one of :data:`METHODS` (anything else is ``other``),
+the status a 3-digit code.  Values read at scrape time (queue length, the model, power)
+come from a collector callback, so they are never stale.  Units follow Prometheus
+practice: seconds, watts, joules, in the metric names.
 """
 
 from __future__ import annotations
 
-import math
-import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import exposition as _exposition
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+CONTENT_TYPE = _exposition.CONTENT_TYPE_LATEST
 
 #: request latency buckets (s): 0.5 ms .. 10 s
-LATENCY_BUCKETS_S = (
-    0.0005,
-    0.001,
-    0.002,
-    0.005,
-    0.01,
-    0.02,
-    0.05,
-    0.1,
-    0.2,
-    0.5,
-    1.0,
-    2.0,
-    5.0,
-    10.0,
-)
+LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10)
+#: the HTTP methods counted by name; any other is counted as "other"
+METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
+STAGES = ("decode", "preprocess", "queue", "engine")
+EXPIRED_WHERE = ("queued", "running")
 
 
-def _fmt(v: float) -> str:
-    if math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    if math.isnan(v):
-        return "NaN"
-    return repr(float(v))
+def method_label(method: str) -> str:
+    """``method`` if it is a standard one, else ``"other"`` (bounded label values)."""
+    return method if method in METHODS else "other"
 
 
-def _escape(v: str) -> str:
-    return str(v).replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+def status_label(code: int) -> str:
+    """The status code as a label; codes outside 100..599 are ``"other"``."""
+    return str(code) if 100 <= code <= 599 else "other"
 
 
-def _labels(names: tuple[str, ...], values: tuple[str, ...], extra: str = "") -> str:
-    parts = [f'{n}="{_escape(v)}"' for n, v in zip(names, values)]
-    if extra:
-        parts.append(extra)
-    return "{" + ",".join(parts) + "}" if parts else ""
+class _Live(Collector):
+    """Families computed at scrape time by ``callback`` (queue, model, power)."""
 
+    def __init__(self, callback: Callable[[], list[Metric]]) -> None:
+        self._callback = callback
 
-class _Metric:
-    kind = "untyped"
-
-    def __init__(self, name: str, help_text: str, labelnames: Iterable[str] = ()) -> None:
-        self.name = name
-        self.help = help_text
-        self.labelnames = tuple(labelnames)
-        self._lock = threading.Lock()
-        self._values: dict[tuple[str, ...], float] = {}
-
-    def _key(self, labels: dict[str, str]) -> tuple[str, ...]:
-        if set(labels) != set(self.labelnames):
-            raise ValueError(f"{self.name}: labels {sorted(labels)} != {list(self.labelnames)}")
-        return tuple(str(labels[n]) for n in self.labelnames)
-
-    def header(self) -> list[str]:
-        return [f"# HELP {self.name} {_escape(self.help)}", f"# TYPE {self.name} {self.kind}"]
-
-    def render(self) -> list[str]:
-        with self._lock:
-            items = sorted(self._values.items())
-        lines = self.header()
-        for key, v in items:
-            lines.append(f"{self.name}{_labels(self.labelnames, key)} {_fmt(v)}")
-        return lines
-
-    def clear(self) -> None:
-        with self._lock:
-            self._values.clear()
-
-
-class Counter(_Metric):
-    """A monotonically increasing count; ``name`` should end in ``_total``."""
-
-    kind = "counter"
-
-    def inc(self, amount: float = 1.0, **labels: str) -> None:
-        if amount < 0:
-            raise ValueError(f"{self.name}: counters only go up (got {amount})")
-        key = self._key(labels)
-        with self._lock:
-            self._values[key] = self._values.get(key, 0.0) + amount
-
-    def set_total(self, total: float, **labels: str) -> None:
-        """Set the count to an externally accumulated total (must not decrease)."""
-        key = self._key(labels)
-        with self._lock:
-            self._values[key] = max(self._values.get(key, 0.0), float(total))
-
-    def value(self, **labels: str) -> float:
-        with self._lock:
-            return self._values.get(self._key(labels), 0.0)
-
-
-class Gauge(_Metric):
-    """A value that goes up and down."""
-
-    kind = "gauge"
-
-    def set(self, value: float, **labels: str) -> None:
-        key = self._key(labels)
-        with self._lock:
-            self._values[key] = float(value)
-
-
-class Histogram(_Metric):
-    """Observations counted into cumulative ``le`` buckets, with ``_sum`` and ``_count``."""
-
-    kind = "histogram"
-
-    def __init__(
-        self,
-        name: str,
-        help_text: str,
-        labelnames: Iterable[str] = (),
-        buckets: Iterable[float] = LATENCY_BUCKETS_S,
-    ) -> None:
-        super().__init__(name, help_text, labelnames)
-        self.buckets = tuple(sorted(float(b) for b in buckets))
-        self._series: dict[tuple[str, ...], list[float]] = {}  # bucket counts + [sum]
-
-    def observe(self, value: float, **labels: str) -> None:
-        key = self._key(labels)
-        with self._lock:
-            s = self._series.setdefault(key, [0.0] * (len(self.buckets) + 2))
-            for i, b in enumerate(self.buckets):
-                if value <= b:
-                    s[i] += 1
-            s[-2] += 1  # +Inf == count
-            s[-1] += value
-
-    def count(self, **labels: str) -> int:
-        with self._lock:
-            s = self._series.get(self._key(labels))
-            return int(s[-2]) if s else 0
-
-    def render(self) -> list[str]:
-        with self._lock:
-            items = sorted((k, list(v)) for k, v in self._series.items())
-        lines = self.header()
-        for key, s in items:
-            for b, c in zip((*self.buckets, math.inf), s[:-1]):
-                le = f'le="{_fmt(b)}"'
-                lines.append(f"{self.name}_bucket{_labels(self.labelnames, key, le)} {_fmt(c)}")
-            lines.append(f"{self.name}_sum{_labels(self.labelnames, key)} {_fmt(s[-1])}")
-            lines.append(f"{self.name}_count{_labels(self.labelnames, key)} {_fmt(s[-2])}")
-        return lines
-
-
-class Registry:
-    """Metrics in registration order; ``collect_hooks`` refresh gauges before a scrape."""
-
-    def __init__(self) -> None:
-        self.metrics: list[_Metric] = []
-        self.collect_hooks: list[Callable[[], None]] = []
-
-    def add(self, metric: _Metric) -> _Metric:
-        if any(m.name == metric.name for m in self.metrics):
-            raise ValueError(f"metric {metric.name} registered twice")
-        self.metrics.append(metric)
-        return metric
-
-    def render(self) -> str:
-        """The whole registry in the Prometheus text format."""
-        for hook in self.collect_hooks:
-            hook()
-        lines: list[str] = []
-        for m in self.metrics:
-            lines.extend(m.render())
-        return "\n".join(lines) + "\n"
+    def collect(self) -> Iterator[Metric]:
+        yield from self._callback()
 
 
 class ServerMetrics:
-    """The metrics ``nbq serve`` exports (names carry units: seconds, watts, joules)."""
+    """The metrics ``nbq serve`` exports; ``live`` returns the scrape-time families."""
 
-    def __init__(self) -> None:
-        r = self.registry = Registry()
-        self.requests = r.add(
-            Counter(
-                "nbq_http_requests_total",
-                "HTTP requests by endpoint, method and status code.",
-                ("endpoint", "method", "status"),
-            )
+    def __init__(self, live: Callable[[], list[Metric]] = list) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "nbq_http_requests",
+            "HTTP requests by endpoint, method (other = not a standard method) and status.",
+            ("endpoint", "method", "status"),
+            registry=r,
         )
-        self.latency = r.add(
-            Histogram(
-                "nbq_http_request_duration_seconds",
-                "Server-side request latency (from the request reaching Flask to the answer).",
-                ("endpoint",),
-            )
+        self.latency = Histogram(
+            "nbq_http_request_duration_seconds",
+            "Server-side request latency (from the request reaching Flask to the answer).",
+            ("endpoint",),
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
         )
-        self.stages = r.add(
-            Histogram(
-                "nbq_inference_stage_seconds",
-                "Time per classification stage: decode, preprocess, queue (waiting for the "
-                "device), engine (the integer network on the backend).",
-                ("stage",),
-            )
+        self.stages = Histogram(
+            "nbq_inference_stage_seconds",
+            "Time per classification stage: decode, preprocess, queue (waiting for the "
+            "device), engine (the integer network on the backend).",
+            ("stage",),
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
         )
-        self.images = r.add(
-            Counter(
-                "nbq_images_classified_total",
-                "Images classified, by model, backend and datapath.",
-                ("model", "backend", "datapath"),
-            )
+        self.images = Counter(
+            "nbq_images_classified",
+            "Images classified, by model, backend and datapath.",
+            ("model", "backend", "datapath"),
+            registry=r,
         )
-        self.expired = r.add(
-            Counter(
-                "nbq_deadline_expired_total",
-                "Requests past their deadline: 'queued' ones never ran, 'running' ones ran "
-                "to completion and their result was discarded.",
-                ("where",),
-            )
+        self.expired = Counter(
+            "nbq_deadline_expired",
+            "Requests past their deadline: 'queued' ones never ran, 'running' ones ran "
+            "to completion and their result was discarded.",
+            ("where",),
+            registry=r,
         )
-        self.rejected = r.add(
-            Counter("nbq_queue_rejected_total", "Requests refused with 503 (queue full).")
+        self.rejected = Counter(
+            "nbq_queue_rejected", "Requests refused with 503 (queue full).", registry=r
         )
-        self.queue_waiting = r.add(
-            Gauge(
-                "nbq_queue_waiting", "Jobs waiting for the device (not counting the one running)."
-            )
+        self.device_errors = Counter(
+            "nbq_device_errors",
+            "Inferences the backend failed ('timeout': 504, 'error': 503).",
+            ("kind",),
+            registry=r,
         )
-        self.queue_limit = r.add(Gauge("nbq_queue_limit", "Most jobs allowed to wait."))
-        self.model_info = r.add(
-            Gauge(
-                "nbq_model_info",
-                "The model being served (value 1).",
-                ("name", "datapath", "backend", "sha256"),
-            )
+        self.modelled_energy = Counter(
+            "nbq_modelled_energy_joules",
+            "MODELLED (not measured) energy of the images classified (J).",
+            registry=r,
         )
-        self.power_available = r.add(
-            Gauge("nbq_power_available", "1 when board rail power is measured, 0 when not.")
-        )
-        self.power = r.add(
-            Gauge("nbq_power_watts", "Latest measured power per rail group (W).", ("group",))
-        )
-        self.power_age = r.add(
-            Gauge("nbq_power_sample_age_seconds", "Age of the latest power reading (s).")
-        )
-        self.energy = r.add(
-            Counter(
-                "nbq_energy_joules_total",
-                "Measured board energy per rail group since start (J; trapezoid over samples).",
-                ("group",),
-            )
-        )
-        self.modelled_power = r.add(
-            Gauge(
-                "nbq_modelled_power_watts",
-                "MODELLED (not measured) average power per image of the served model (W).",
-            )
-        )
-        self.modelled_energy = r.add(
-            Counter(
-                "nbq_modelled_energy_joules_total",
-                "MODELLED (not measured) energy of the images classified (J).",
-            )
-        )
+        for where in EXPIRED_WHERE:  # present (at 0) before their first event
+            self.expired.labels(where=where)
+        for kind in ("timeout", "error"):
+            self.device_errors.labels(kind=kind)
+        for stage in STAGES:
+            self.stages.labels(stage=stage)
+        r.register(_Live(live))
+
+    def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
+        """Count one answered request and its latency (labels bounded here)."""
+        self.requests.labels(
+            endpoint=endpoint, method=method_label(method), status=status_label(status)
+        ).inc()
+        self.latency.labels(endpoint=endpoint).observe(seconds)
+
+    def render(self) -> bytes:
+        """The whole registry in the Prometheus text format."""
+        return generate_latest(self.registry)
+
+    def value(self, name: str, **labels: str) -> float:
+        """A sample's current value (0 when absent), e.g. ``value("nbq_queue_rejected_total")``."""
+        v = self.registry.get_sample_value(name, labels)
+        return 0.0 if v is None else v
+
+
+def gauge(name: str, help_text: str, value: float | None = None, /, **labels: str) -> Metric:
+    """A gauge family with one sample (none when ``value`` is None)."""
+    fam = GaugeMetricFamily(name, help_text, labels=list(labels))
+    if value is not None:
+        fam.add_metric(list(labels.values()), value)
+    return fam
+
+
+def labelled_gauge(name: str, help_text: str, label: str, values: dict[str, float]) -> Metric:
+    """A gauge family with one sample per ``label`` value."""
+    fam = GaugeMetricFamily(name, help_text, labels=[label])
+    for k, v in values.items():
+        fam.add_metric([k], v)
+    return fam
+
+
+def labelled_counter(name: str, help_text: str, label: str, totals: dict[str, float]) -> Metric:
+    """A counter family (``name`` without ``_total``) from totals accumulated elsewhere."""
+    fam = CounterMetricFamily(name, help_text, labels=[label])
+    for k, v in totals.items():
+        fam.add_metric([k], v)
+    return fam

@@ -1,7 +1,8 @@
 """Load generator for ``nbq serve``: the server in its own process, the client here.
 
-Used by ``scripts/bench_server.py`` (the full run) and ``tests/test_server_load.py``
-(a CI-sized run).  Only talks to 127.0.0.1.
+Used by ``scripts/bench_server.py`` (the full run) and ``tests/test_server_load.py``,
+``tests/test_server_hardening.py`` (CI-sized runs).  Only talks to 127.0.0.1.  Not part
+of the installed package: a load generator has no place on the board.
 
     with spawn_server(model_dir) as srv:
         records = run_load(srv.url, payloads, n_requests=2000, concurrency=8)
@@ -31,6 +32,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from pynq_nbq.server.memory import rss_bytes
+
 
 @dataclass
 class ServerProcess:
@@ -49,30 +52,31 @@ class ServerProcess:
         """Resident memory of the server process (bytes; Linux /proc), or None."""
         return rss_bytes(self.proc.pid)
 
-
-def rss_bytes(pid: int) -> int | None:
-    """VmRSS of ``pid`` in bytes from /proc (None where /proc is missing)."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    m = re.search(r"^VmRSS:\s+(\d+) kB", text, re.M)
-    return int(m.group(1)) * 1024 if m else None
+    def peak_rss_bytes(self) -> int | None:
+        """Peak resident memory (VmHWM) of the server process so far (bytes), or None."""
+        return rss_bytes(self.proc.pid, "VmHWM")
 
 
 @contextmanager
-def spawn_server(model: str | os.PathLike | None, *args: str, start_timeout_s: float = 60.0):
+def spawn_server(
+    model: str | os.PathLike | None,
+    *args: str,
+    start_timeout_s: float = 60.0,
+    root: str | os.PathLike | None = None,
+):
     """Start ``python -m pynq_nbq.cli serve --port 0 --model MODEL ARGS`` on 127.0.0.1,
-    wait for its URL, yield a :class:`ServerProcess`, and stop it (SIGINT, then kill)."""
+    wait for its URL, yield a :class:`ServerProcess`, and stop it (SIGINT, then kill).
+    ``root``: the checkout whose ``pynq_nbq`` the server runs (default: this one; another
+    checkout gives a before/after comparison)."""
     cmd = [sys.executable, "-m", "pynq_nbq.cli", "serve", "--host", "127.0.0.1", "--port", "0"]
     if model is not None:
         cmd += ["--model", str(model)]
     cmd += list(args)
     log = tempfile.NamedTemporaryFile("w+", prefix="nbq-serve-", suffix=".log", delete=False)
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[2])  # so the child imports this pynq_nbq
+    root = str(root or Path(__file__).resolve().parents[1])  # the pynq_nbq the child imports
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env, cwd=root)
     lines: queue.Queue = queue.Queue()
 
     def pump() -> None:  # reads stdout so the child never blocks on a full pipe
@@ -120,7 +124,7 @@ def sample_payloads(n: int = 12, seed: int = 0) -> list[tuple[str, bytes]]:
     """(name, bytes) of the package's sample images, else ``n`` generated PNG/JPEG images."""
     from PIL import Image
 
-    from ..api import sample_images
+    from pynq_nbq.api import sample_images
 
     found = sample_images()
     if found:
@@ -143,7 +147,7 @@ def sample_payloads(n: int = 12, seed: int = 0) -> list[tuple[str, bytes]]:
 
 def offline_answers(model: str | os.PathLike | None, payloads: list[tuple[str, bytes]]) -> list:
     """The offline engine's (index, probabilities) for each payload, for comparison."""
-    from ..api import load_model
+    from pynq_nbq.api import load_model
 
     m = load_model(model)
     out = []
@@ -317,3 +321,140 @@ def bench(
         "metrics_text": metrics_text.decode("utf-8"),
     }
     return result
+
+
+# --- memory and overload -----------------------------------------------------------------
+def big_images(side: int = 6000) -> dict[str, bytes]:
+    """``side`` x ``side`` images (36 Mpx at 6000) that compress to small files, one per
+    decoding path that costs memory differently: RGBA PNG (4 bytes/px, premultiplied for
+    reducing), 16-bit grey PNG (converted before reducing), palette PNG (converted to
+    RGBA before reducing), RGB JPEG (decoded at 1/8 scale by the decoder)."""
+    from PIL import Image
+
+    idx = np.arange(side, dtype=np.int32)
+    ramp = ((idx[:, None] + idx[None, :]) * 255 // (2 * side)).astype(np.uint8)
+    rgba = np.zeros((side, side, 4), np.uint8)
+    rgba[..., 3] = 255
+    rgba[side // 6 : 5 * side // 6, side // 3 : 2 * side // 3, 0] = 200
+    images = {
+        "rgba.png": (Image.fromarray(rgba, "RGBA"), "PNG"),
+        "gray16.png": (Image.fromarray(ramp.astype(np.uint16) * 257), "PNG"),
+        "palette.png": (_palette(rgba[..., 0] // 100), "PNG"),
+        "rgb.jpg": (Image.fromarray(np.dstack([ramp, ramp, 255 - ramp]), "RGB"), "JPEG"),
+    }
+    del rgba
+    out = {}
+    for name, (img, fmt) in images.items():
+        buf = io.BytesIO()
+        img.save(buf, fmt)
+        out[name] = buf.getvalue()
+    return out
+
+
+def _palette(indices: np.ndarray):
+    """A "P" image of ``indices`` with a 3-colour palette."""
+    from PIL import Image
+
+    img = Image.fromarray(indices.astype(np.uint8), "P")
+    img.putpalette([0, 0, 0, 200, 30, 30, 30, 200, 30])
+    return img
+
+
+def _mb(n: int | None) -> float | None:
+    return round(n / 2**20, 1) if n else None
+
+
+def memory_bench(
+    model: str | os.PathLike | None,
+    sequential: int = 16,
+    concurrent: int = 6,
+    side: int = 6000,
+    root: str | os.PathLike | None = None,
+    settle_s: float = 1.0,
+) -> dict[str, Any]:
+    """Server RSS around ``sequential`` requests cycling through :func:`big_images`, then
+    ``concurrent`` (all at once) with the RGBA PNG (the costliest): baseline (after a
+    small warm-up), after the sequential ones, the peak (VmHWM) and the steady RSS
+    ``settle_s`` after the last answer (MB)."""
+    images = big_images(side)
+    mixed = list(images.items())
+    payload = [("rgba.png", images["rgba.png"])]
+    small = sample_payloads()[:1]
+    args = ("--power", "off", "--deadline-s", "120", "--max-queue", str(max(8, concurrent)))
+    with spawn_server(model, *args, root=root) as srv:
+        run_load(srv.url, small, 20, 1)
+        base = srv.rss_bytes()
+        t0 = time.perf_counter()
+        seq = run_load(srv.url, mixed, sequential, 1, timeout_s=300)
+        t_seq = time.perf_counter() - t0
+        after_seq = srv.rss_bytes()
+        t0 = time.perf_counter()
+        conc = run_load(srv.url, payload, concurrent, concurrent, timeout_s=300)
+        t_conc = time.perf_counter() - t0
+        time.sleep(settle_s)
+        steady = srv.rss_bytes()
+        peak = srv.peak_rss_bytes()
+        banner = srv.banner
+    statuses = sorted({r["status"] for r in seq + conc})
+    return {
+        "images": {k: f"{side}x{side}, {len(v)} bytes" for k, v in images.items()},
+        "server": banner[:2],
+        "sequential": sequential,
+        "concurrent": concurrent,
+        "statuses": statuses,
+        "errors": sum(r["status"] != 200 for r in seq + conc),
+        "rss_baseline_mb": _mb(base),
+        "rss_after_sequential_mb": _mb(after_seq),
+        "rss_peak_mb": _mb(peak),
+        "rss_steady_mb": _mb(steady),
+        "sequential_s": round(t_seq, 2),
+        "concurrent_s": round(t_conc, 2),
+    }
+
+
+def photo_payloads(n: int = 4, size: tuple[int, int] = (1024, 768)) -> list[tuple[str, bytes]]:
+    """``n`` camera-sized RGB JPEGs (smooth gradients plus noise, quality 90): what a
+    phone or a web page sends, where decoding costs more than the inference."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    out = []
+    for i in range(n):
+        base = np.stack([(xx * (i + 1)) % 256, (yy * 2 + 40 * i) % 256, (xx + yy) % 256], 2)
+        a = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(a, "RGB").save(buf, "JPEG", quality=90)
+        out.append((f"photo{i}.jpg", buf.getvalue()))
+    return out
+
+
+def overload_bench(
+    model: str | os.PathLike | None,
+    n_requests: int = 1000,
+    concurrencies: tuple[int, ...] = (8, 64),
+    root: str | os.PathLike | None = None,
+    photos: bool = False,
+) -> dict[int, dict[str, Any]]:
+    """Goodput (answers 200 per second) and refusals at each concurrency, one server with
+    the default queue (8 waiting): overload should cost refusals, not goodput.
+    ``photos``: send :func:`photo_payloads` instead of the 28 x 28 samples."""
+    payloads = photo_payloads() if photos else sample_payloads()
+    out = {}
+    with spawn_server(model, "--power", "off", root=root) as srv:
+        run_load(srv.url, payloads, 40, 4)
+        for c in concurrencies:
+            t0 = time.perf_counter()
+            recs = run_load(srv.url, payloads, n_requests, c)
+            wall = time.perf_counter() - t0
+            ok = sum(r["status"] == 200 for r in recs)
+            out[c] = {
+                "requests": len(recs),
+                "ok": ok,
+                "refused_503": sum(r["status"] == 503 for r in recs),
+                "other": sum(r["status"] not in (200, 503) for r in recs),
+                "wall_s": round(wall, 2),
+                "goodput_rps": round(ok / wall, 1),
+            }
+    return out

@@ -1,0 +1,115 @@
+"""The ``fpga`` backend: conv-engine layers on the board's nbq overlay through pynq.
+
+Where the overlay comes from (``overlay`` argument, else ``$NBQ_OVERLAY``):
+
+* a directory holding ``nbq_svpe.bit``/``.hwh`` and/or ``nbq_vpe.bit``/``.hwh``
+  (default: ``pynq_nbq/overlays/`` of the installed package) - a PYNQ board;
+* ``sim`` (or ``sim:zcu102``) - the simulated ZCU102 of :mod:`pynq_nbq.sim.board`:
+  the unmodified pynq library driving a model of the DMA and the csim kernel, on
+  any host with pynq, g++ and the hls4ml headers.  Explicit opt-in only.
+
+The overlay for a PE kind is loaded when a bundle of that kind is checked (or a
+layer of that kind runs); loading the other kind replaces it, as on a board with
+one fabric.  Layers are compiled once per ``ConvSpec`` (weights packed once).
+``pynq`` is imported here, not at ``import pynq_nbq``; without it this backend
+says what is missing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from ..kernel import design
+from ..kernel.checks import check_manifest
+from ..kernel.scheduler import CompiledLayers
+from ..ops import ConvSpec
+
+#: Environment variable naming the overlay source (a directory, or ``sim``).
+OVERLAY_ENV = "NBQ_OVERLAY"
+#: Where a board install keeps the bitstreams when ``$NBQ_OVERLAY`` is not set.
+PACKAGE_OVERLAYS = Path(__file__).resolve().parent.parent / "overlays"
+
+
+def _require_pynq() -> None:
+    if importlib.util.find_spec("pynq") is None:
+        raise ValueError(
+            "backend 'fpga' needs the pynq library: it is part of a PYNQ board image "
+            "(on another host: pip install 'pynq==3.0.1' 'pycparser<3'; then "
+            f"{OVERLAY_ENV}=sim runs against the simulated ZCU102)"
+        )
+
+
+class FpgaBackend:
+    """Conv-engine layers on the fabric (see the module docstring).
+
+    Args:
+        overlay: a directory of bitstreams, or ``"sim"``; default ``$NBQ_OVERLAY`` or
+            the package's ``overlays/``.
+        timeout_s: base deadline of one kernel call (the driver adds time per byte).
+    """
+
+    name = "fpga"
+
+    def __init__(self, overlay: str | Path | None = None, timeout_s: float | None = None):
+        _require_pynq()
+        from ..kernel import driver
+
+        self._driver = driver
+        source = str(overlay or os.environ.get(OVERLAY_ENV) or PACKAGE_OVERLAYS)
+        self.sim = source == "sim" or source.startswith("sim:")
+        self.source = source
+        self.timeout_s = driver.DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
+        self.board = None
+        if self.sim:
+            from ..sim.board import shared_board  # the simulated ZCU102, by explicit request
+
+            board_name = source.partition(":")[2] or "zcu102"
+            self.board = shared_board(board_name)
+        self._device = None
+        self._layers: CompiledLayers | None = None
+        self._lock = threading.Lock()
+
+    def device(self, pe: str):
+        """The :class:`~pynq_nbq.kernel.driver.FpgaConvDevice` of the ``pe`` overlay
+        (loaded on first use; replaces an overlay of the other kind)."""
+        if pe not in design.PE_KINDS:
+            raise ValueError(f"unknown PE kind {pe!r}; expected one of {design.PE_KINDS}")
+        with self._lock:
+            if self._device is not None and self._device.ol.kind == pe:
+                return self._device
+            if self._device is not None:
+                self._device.close()
+                self._device = None
+            if self.board is not None:
+                ol = self.board.load(pe)
+            else:
+                path = self._driver.bitstream_path(pe, self.source)
+                ol = self._driver.load_overlay(pe, path)
+            self._device = self._driver.FpgaConvDevice(ol, self.timeout_s)
+            self._layers = CompiledLayers(self._device.max_packet_bytes)
+            return self._device
+
+    def check_bundle(self, manifest: Mapping) -> None:
+        """Load the bundle's overlay and refuse (ValueError, every reason) what it cannot run."""
+        pe = manifest.get("datapath")
+        if pe not in design.PE_KINDS:
+            raise ValueError(f"bundle datapath {pe!r} is not one of {design.PE_KINDS}")
+        check_manifest(manifest, self.device(pe).info)
+
+    def run_conv(self, x: np.ndarray, spec: ConvSpec) -> np.ndarray:
+        """int16 NHWC in, int16 NHWC out: exactly :func:`pynq_nbq.ops.conv_layer`."""
+        dev = self.device(spec.datapath)
+        return self._layers.get(spec, dev.info).run(dev, x)
+
+    def close(self) -> None:
+        """Free the DMA buffers."""
+        with self._lock:
+            if self._device is not None:
+                self._device.close()
+                self._device = None

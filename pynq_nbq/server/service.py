@@ -1,0 +1,493 @@
+"""The service layer of ``nbq serve``: no Flask, no HTTP, only domain errors.
+
+:class:`Service` owns the config, the :class:`~.worker.DeviceWorker`, the served model,
+the power sampler and the metrics.  A classification goes
+
+1. :meth:`Service.admit` - parameters checked and a place in the device queue reserved,
+   before anything is decoded (so overload costs no decode);
+2. :meth:`Service.classify` - header check (pixels), decode (large images under a
+   bounded number of slots, at reduced size), preprocess, inference on the device
+   thread, the answer as a dict.
+
+Failures raise :mod:`.errors` exceptions carrying their HTTP status.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .. import api
+from ..bundle import Bundle, BundleError, load_bundle
+from ..errors import NbqError
+from ..preprocess import ImageError, ImageTooLarge, open_image, preprocess
+from . import errors, memory
+from .config import ServerConfig
+from .metrics import ServerMetrics, gauge, labelled_counter, labelled_gauge
+from .power import MIN_ENERGY_WINDOW_S, PowerSampler, modelled_energy, open_power_source
+from .worker import DeadlineExceeded, DeviceWorker, QueueFull, Reservation
+
+log = logging.getLogger("pynq_nbq.server")
+
+MODEL_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+@dataclass
+class ServedModel:
+    """A model on the device, with what the answers report about it."""
+
+    model: api.Model
+    bundle_id: str  #: directory name (what POST /v1/model takes)
+    modelled: dict[str, Any]
+    loaded_at: str
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self.model.bundle.manifest
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest.get("name") or self.bundle_id)
+
+    def summary(self) -> dict[str, Any]:
+        """The manifest summary served by ``GET /v1/model``."""
+        m = self.manifest
+        return {
+            "id": self.bundle_id,
+            "name": self.name,
+            "datapath": m["datapath"],
+            "weight_bits": m["weight_bits"],
+            "classes": m["classes"],
+            "input": m["input"],
+            "output": m["output"],
+            "layers": [
+                {"name": n, "op": op, "placement": p} for n, op, p in self.model.engine.placements
+            ],
+            "schema_version": m.get("schema_version"),
+            "arrays_sha256": m.get("arrays_sha256"),
+            "provenance": m.get("provenance", {}),
+            "backend": self.model.backend_name,
+            "loaded_at": self.loaded_at,
+            "modelled": self.modelled,
+        }
+
+
+@dataclass
+class Admission:
+    """A request admitted to classification: its deadline, ``top_k`` and queue place."""
+
+    arrival: float  #: perf_counter at arrival (s)
+    deadline: float  #: monotonic (s)
+    top_k: int | None  #: None: the configured default
+    reservation: Reservation
+
+
+class Service:
+    """Everything one app owns: config, the device worker, the model, power, metrics."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        config.validate()
+        self.config = config
+        self.started = time.monotonic()
+        self.metrics = ServerMetrics(live=self._live_metrics)
+        self.worker = DeviceWorker(
+            config.max_queue, lambda where: self.metrics.expired.labels(where=where).inc()
+        )
+        self.images_done = 0  # incremented by the device thread only
+        self.large_decodes = threading.BoundedSemaphore(config.large_decode_slots)
+        self._lock = threading.Lock()
+        self.current: ServedModel | None = None
+        self.power: PowerSampler | None = None
+        try:
+            path = api.model_path(config.model)
+            self.swap(load_bundle(path), path.name, timeout_s=config.swap_timeout_s)
+        except BaseException:
+            self.worker.close()
+            raise
+        if config.power_source is not None:
+            src, why = config.power_source, config.power_source.description
+        else:
+            src, why = open_power_source(config.power)
+        self.power = PowerSampler(
+            src, why, config.power_interval_s, counter=lambda: self.images_done
+        )
+        self.power.start()
+
+    def close(self) -> None:
+        """Stop the power sampler and the device worker."""
+        if self.power is not None:
+            self.power.stop()
+        self.worker.close()
+
+    # --- the model -------------------------------------------------------------------
+    def served(self) -> ServedModel:
+        with self._lock:
+            if self.current is None:
+                raise RuntimeError("no model loaded")
+            return self.current
+
+    def swap(self, bundle: Bundle, bundle_id: str, timeout_s: float) -> ServedModel:
+        """Build a Model for ``bundle`` on the device thread and make it current.
+
+        Raises whatever building it raised; the current model then keeps serving."""
+
+        def build() -> ServedModel:
+            model = api.Model(bundle, self.config.backend)
+            stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            modelled = modelled_energy(bundle.manifest, self.config.board)
+            served = ServedModel(model, bundle_id, modelled, stamp)
+            with self._lock:
+                self.current = served
+            return served
+
+        return self.worker.run(build, timeout_s)
+
+    def switch_to(self, name: Any) -> ServedModel:
+        """``POST /v1/model``: load bundle ``name`` from the models directory; any failure
+        leaves the current model serving (422 names the field at fault)."""
+        path = resolve_model_dir(self.config.models_dir, name)
+        try:
+            bundle = load_bundle(path)
+        except BundleError as exc:
+            msg = str(exc).replace(str(path), path.name)
+            raise errors.Unprocessable(
+                f"bundle refused, the current model keeps serving: {msg}"
+            ) from None
+        except Exception as exc:  # a validation gap: still the client's bundle, not a 500
+            log.exception("load_bundle(%s) failed outside its checks", path.name)
+            raise errors.Unprocessable(
+                f"bundle refused, the current model keeps serving: unreadable manifest "
+                f"({type(exc).__name__}: {str(exc)[:200]})"
+            ) from None
+        try:
+            served = self.swap(bundle, path.name, self.config.swap_timeout_s)
+        except DeadlineExceeded as exc:
+            raise errors.Timeout(f"model load: {exc}") from None
+        except errors.ServiceError:
+            raise
+        except Exception as exc:  # the backend refused it; the old model is untouched
+            log.warning("building %s failed: %r", path.name, exc)
+            raise errors.Unprocessable(
+                f"model could not be loaded, the current model keeps serving: "
+                f"{type(exc).__name__}: {str(exc)[:300]}"
+            ) from None
+        log.info("now serving %s (%s)", served.bundle_id, served.manifest["datapath"])
+        return served
+
+    # --- classification --------------------------------------------------------------
+    def admit(self, top_k_raw: str | None, arrival: float) -> Admission:
+        """Check the parameters and reserve a place in the device queue, before any
+        decoding: 400 for a bad ``top_k``, 503 with ``Retry-After`` when no place frees
+        up within ``admission_wait_s``.  The deadline counts from ``arrival``
+        (perf_counter s), so the wait for a place is part of it."""
+        k = parse_top_k(top_k_raw)
+        deadline = time.monotonic() + self.config.deadline_s - (time.perf_counter() - arrival)
+        try:
+            reservation = self.worker.reserve(self.config.admission_wait_s)
+        except QueueFull as exc:
+            self.metrics.rejected.inc()
+            raise errors.Unavailable(
+                f"busy: {exc}; retry later", self.worker.retry_after_s()
+            ) from None
+        return Admission(arrival, deadline, k, reservation)
+
+    def classify(self, adm: Admission, data: bytes) -> dict[str, Any]:
+        """Decode, preprocess and classify ``data`` for an admitted request; the answer."""
+        with adm.reservation:
+            served = self.served()
+            x, info, decode_s, pre_s = self._decode(data, served, adm.deadline)
+            job = self.worker.submit(
+                lambda: self._predict(served, x), adm.deadline, adm.reservation
+            )
+        pred, used = self._wait(job)
+        queue_s = (job.started or job.enqueued) - job.enqueued
+        return self._answer(adm, pred, used, info, decode_s, pre_s, queue_s)
+
+    def _decode(
+        self, data: bytes, served: ServedModel, deadline: float
+    ) -> tuple[np.ndarray, dict, float, float]:
+        header = check_dimensions(data, self.config.max_image_pixels)
+        if header.get("width", 0) * header.get("height", 0) <= self.config.large_image_pixels:
+            x, info, decode_s, pre_s = decode_and_preprocess(data, served)
+        else:  # a bounded number of large decodes at a time (their memory)
+            if not self.large_decodes.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                raise errors.Timeout("deadline passed while waiting to decode a large image")
+            try:
+                x, info, decode_s, pre_s = decode_and_preprocess(data, served)
+            finally:
+                self.large_decodes.release()
+                memory.release_free_memory()
+        return x, {**info, **header}, decode_s, pre_s
+
+    def _predict(self, prepared_for: ServedModel, x: np.ndarray) -> tuple[api.Prediction, Any]:
+        """Device thread: classify one preprocessed image with the current model.
+
+        If the model changed since ``x`` was preprocessed, run only when the new one
+        takes the same input (else ask the client to retry)."""
+        now = self.served()
+        if now is not prepared_for and now.model.input_spec != prepared_for.model.input_spec:
+            raise errors.Unavailable("the model was replaced while this request waited; retry")
+        pred = now.model.predict(x[None])
+        self.images_done += 1
+        return pred, now
+
+    def _wait(self, job) -> tuple[api.Prediction, ServedModel]:
+        """The job's result; deadline and backend failures as 504/503 (the worker goes on)."""
+        try:
+            return self.worker.wait(job)
+        except DeadlineExceeded as exc:
+            raise errors.Timeout(f"{exc} (deadline {self.config.deadline_s:g} s)") from None
+        except TimeoutError as exc:
+            self.metrics.device_errors.labels(kind="timeout").inc()
+            log.warning("device timeout: %s", exc)
+            msg = f"the device timed out ({exc}); the request did not complete"
+            raise errors.Timeout(msg) from None
+        except (OSError, NbqError) as exc:  # e.g. KernelError: the kernel broke a call
+            self.metrics.device_errors.labels(kind="error").inc()
+            log.warning("device error: %s", exc)
+            raise errors.Unavailable(f"the device failed ({exc}); retry later") from None
+
+    def _answer(self, adm, pred, used, info, decode_s, pre_s, queue_s) -> dict[str, Any]:
+        n = len(used.model.classes)
+        k = min(self.config.top_k if adm.top_k is None else adm.top_k, n)
+        top = pred.top_k(0, k)
+        order = np.argsort(-pred.probabilities[0], kind="stable")[:k]
+        tm = pred.timings_ms
+        timings = {
+            "decode": _ms(decode_s),
+            "preprocess": _ms(pre_s),
+            "queue": _ms(queue_s),
+            "quantize": round(tm["quantize"], 4),
+            "engine": round(tm["engine"], 4),
+            "conv_engine": round(tm["conv_engine"], 4),
+            "arm": round(tm["arm"], 4),
+            "postprocess": round(tm["postprocess"], 4),
+        }  # keys as api.TIMING_KEYS
+        for stage in ("decode", "preprocess", "queue", "engine"):
+            self.metrics.stages.labels(stage=stage).observe(timings[stage] / 1e3)
+        self.metrics.images.labels(
+            model=used.bundle_id,
+            backend=used.model.backend_name,
+            datapath=used.manifest["datapath"],
+        ).inc()
+        if used.modelled.get("available"):
+            self.metrics.modelled_energy.inc(float(used.modelled["energy_mj"]) / 1e3)
+        body = {
+            "label": pred.labels[0],
+            "index": int(pred.indices[0]),
+            "top_k": [
+                {"label": lab, "index": int(i), "probability": p} for (lab, p), i in zip(top, order)
+            ],
+            "model": {
+                "id": used.bundle_id,
+                "name": used.name,
+                "sha256": used.manifest.get("arrays_sha256"),
+            },
+            "backend": used.model.backend_name,
+            "datapath": used.manifest["datapath"],
+            "weight_bits": used.manifest["weight_bits"],
+            "image": info,
+            "timings_ms": timings,
+            "power": self.power_block(),
+        }
+        timings["total"] = _ms(time.perf_counter() - adm.arrival)
+        return body
+
+    # --- health, power, metrics -------------------------------------------------------
+    def health(self) -> tuple[dict[str, Any], bool]:
+        s = self.served()
+        ok = self.worker.alive
+        body = {
+            "status": "ok" if ok else "device worker stopped",
+            "model": s.bundle_id,
+            "backend": s.model.backend_name,
+            "datapath": s.manifest["datapath"],
+            "queue": {"waiting": self.worker.waiting, "limit": self.config.max_queue},
+            "deadline_s": self.config.deadline_s,
+            "power_available": self.power.available,
+            "uptime_s": round(time.monotonic() - self.started, 3),
+        }
+        return body, ok
+
+    def model_info(self) -> dict[str, Any]:
+        body = self.served().summary()
+        body["available"] = available_models(self.config.models_dir)
+        body["switching"] = "enabled (token)" if self.config.token else "disabled (no token set)"
+        return body
+
+    def power_block(self) -> dict[str, Any]:
+        """The ``power`` part of an answer: the latest reading with its age, measured
+        energy per image over the window, and the modelled estimate."""
+        measured = self.power.latest()
+        if measured.get("available"):
+            w = self.power.window_energy(self.config.energy_window_s)
+            if w is None:
+                measured["energy_per_image_mj"] = None
+                measured["energy_note"] = (
+                    f"needs >= {MIN_ENERGY_WINDOW_S:g} s of samples; not enough yet"
+                )
+            else:
+                n = w["events"]
+                measured["energy_window_s"] = round(w["span_s"], 3)
+                measured["images_in_window"] = n
+                measured["energy_per_image_mj"] = round(1e3 * w["energy_j"] / n, 6) if n else None
+                measured["energy_note"] = (
+                    "whole-board rail energy over the window divided by the images finished "
+                    "in it (idle power included)"
+                )
+        return {"measured": measured, "modelled": self.served().modelled}
+
+    def _live_metrics(self) -> list:
+        """Scrape-time families: queue, the model, power (measured and modelled)."""
+        with self._lock:
+            s = self.current
+        out = [
+            gauge(
+                "nbq_queue_waiting",
+                "Jobs waiting for the device (not counting the one running).",
+                self.worker.waiting,
+            ),
+            gauge("nbq_queue_limit", "Most jobs allowed to wait.", self.config.max_queue),
+        ]
+        if s is not None:
+            out.append(
+                gauge(
+                    "nbq_model_info",
+                    "The model being served (value 1).",
+                    1,
+                    name=s.bundle_id,
+                    datapath=s.manifest["datapath"],
+                    backend=s.model.backend_name,
+                    sha256=str(s.manifest.get("arrays_sha256", "")),
+                )
+            )
+            if s.modelled.get("available"):
+                out.append(
+                    gauge(
+                        "nbq_modelled_power_watts",
+                        "MODELLED (not measured) average power per image of the served model (W).",
+                        float(s.modelled["power_w"]),
+                    )
+                )
+        latest = self.power.latest() if self.power is not None else {}
+        on = bool(latest.get("available"))
+        out.append(
+            gauge("nbq_power_available", "1 when board rail power is measured, 0 when not.", on)
+        )
+        watts = {k[:-2]: v for k, v in latest.items() if k.endswith("_w") and isinstance(v, float)}
+        out.append(
+            labelled_gauge(
+                "nbq_power_watts", "Latest measured power per rail group (W).", "group", watts
+            )
+        )
+        if on:
+            out.append(
+                gauge(
+                    "nbq_power_sample_age_seconds",
+                    "Age of the latest power reading (s).",
+                    latest["age_s"],
+                )
+            )
+            out.append(
+                labelled_counter(
+                    "nbq_energy_joules",
+                    "Measured board energy per rail group since start (J; trapezoid over samples).",
+                    "group",
+                    self.power.energy_totals_j(),
+                )
+            )
+        return out
+
+
+# --- image and parameter helpers -------------------------------------------------------
+def parse_top_k(raw: str | None) -> int | None:
+    """``?top_k=``: a positive integer (more than the class count means all classes), or
+    None when absent (the configured default)."""
+    if raw is None:
+        return None
+    try:
+        k = int(raw)
+    except ValueError:
+        raise errors.BadRequest(f"top_k must be a positive integer, got {raw[:40]!r}") from None
+    if k < 1:
+        raise errors.BadRequest(f"top_k must be a positive integer, got {k}")
+    return k
+
+
+def check_dimensions(data: bytes, max_pixels: int) -> dict[str, Any]:
+    """Refuse images whose header declares more than ``max_pixels``, before decoding;
+    return what the header says: ``format``, ``mode``, ``width``, ``height`` (pixels);
+    ``{"format": None}`` if Pillow cannot read it (``open_image`` then names the problem)."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            (w, h), fmt, mode = im.size, im.format, im.mode
+    except Exception:
+        return {"format": None}
+    if w * h > max_pixels:
+        raise errors.TooLarge(f"image too large: {w}x{h} = {w * h} pixels (limit {max_pixels})")
+    return {"format": fmt, "mode": mode, "width": w, "height": h}
+
+
+def decode_and_preprocess(
+    data: bytes, served: ServedModel
+) -> tuple[np.ndarray, dict, float, float]:
+    """Decode ``data`` no larger than ``served`` needs and preprocess it: (input
+    (C, H, W), image info, decode s, preprocess s).  Image failures are 400/413."""
+    t0 = time.perf_counter()
+    try:
+        img = open_image(data, fit=served.model.input_fit)
+        info = {"decoded_width": img.width, "decoded_height": img.height}
+        t1 = time.perf_counter()
+        x = preprocess(img, served.model.input_spec)
+        return x, info, t1 - t0, time.perf_counter() - t1
+    except ImageTooLarge as exc:
+        raise errors.TooLarge(str(exc)) from None
+    except ImageError as exc:
+        raise errors.BadRequest(str(exc)) from None
+    except (OSError, ValueError, SyntaxError) as exc:  # a decoder failing in convert()
+        raise errors.BadRequest(f"broken image: {exc}") from None
+
+
+def resolve_model_dir(models_dir: Path, name: Any) -> Path:
+    """The bundle directory ``name`` inside ``models_dir``; refuses anything else."""
+    if not isinstance(name, str) or not MODEL_NAME_RE.fullmatch(name) or ".." in name:
+        raise errors.BadRequest(
+            f"bad model name {str(name)[:80]!r}: give the name of a bundle directory in the "
+            "models directory (letters, digits, '.', '_', '-'; no paths)"
+        )
+    root = models_dir.resolve()
+    path = (root / name).resolve()
+    if path.parent != root:
+        raise errors.BadRequest(f"model name {name!r} escapes the models directory")
+    if not path.is_dir():
+        raise errors.NotFound(
+            f"no model {name!r} in the models directory (available: {available_models(models_dir)})"
+        )
+    return path
+
+
+def available_models(models_dir: Path) -> list[str]:
+    """Bundle directories (with a manifest) directly in ``models_dir``; symlinks that
+    resolve elsewhere are left out (``POST /v1/model`` refuses them)."""
+    if not models_dir.is_dir():
+        return []
+    root = models_dir.resolve()
+    return sorted(
+        p.name
+        for p in models_dir.iterdir()
+        if p.resolve().parent == root and (p / "manifest.json").is_file()
+    )
+
+
+def _ms(seconds: float) -> float:
+    return round(1e3 * seconds, 4)

@@ -1,0 +1,8 @@
+"""Simulated hardware for tests and notebooks: never imported by runtime code.
+
+* :mod:`.reference` - a numpy model of one kernel call (``ReferenceDevice``) and a
+  call recorder;
+* :mod:`.vectors` - test-vector files for the C++ testbench;
+* :mod:`.board` - a simulated ZCU102 that runs the unmodified ``pynq`` library
+  against the csim kernel behind a model of the AXI DMA.
+"""

@@ -1,0 +1,450 @@
+"""A simulated ZCU102 that runs the unmodified ``pynq`` library (test and notebook code).
+
+:class:`SimZcu102` is a ``pynq.Device``: pynq's ``Overlay(..., download=False)``,
+``MMIO``, ``allocate`` and ``pynq.lib.dma.DMA`` work on it exactly as on a board,
+and the ``fpga`` driver runs unchanged.  Behind the registers:
+
+* **AXI DMA in simple mode** (Xilinx PG021): per channel DMACR (run/stop, reset),
+  DMASR (halted, idle, internal/slave/decode error), address and LENGTH registers.
+  A reset takes a few register reads and leaves both channels halted.
+* **DDR and the CPU cache**: every ``allocate`` buffer has a CPU view (the numpy
+  array) and a separate DDR copy; the DMA reads and writes DDR only, ``flush`` copies
+  CPU -> DDR and ``invalidate`` DDR -> CPU, so a missing flush or invalidate gives
+  wrong data here as on the board.  A fresh buffer's CPU view holds 0xA5 bytes.
+* **The kernel**: its AXI-Lite register file (``protocol.REGISTERS``, ap_ctrl_hs)
+  in front of the csim build of ``hls/`` (a private copy of the library, so its
+  on-chip weights are its own).  Sends move into the kernel's input stream once it
+  is started; the kernel runs when the host polls (S2MM status or AP_CTRL) with the
+  receive armed, and its output packet goes to the armed S2MM buffer: complete on
+  TLAST, DMAIntErr when the packet is longer than the buffer.
+* **Fault injection** (:meth:`SimZcu102.inject`): ``decode_error`` (the next
+  receive hits no memory), ``no_tlast`` (the kernel's next packet has no TLAST),
+  ``bad_magic`` (its last word is not a status word),
+  ``stall`` (the next receive never completes), ``reset_in_progress`` (a DMA reset
+  is under way when the next call starts), ``stuck_reset`` (the DMA never leaves
+  reset until :meth:`SimZcu102.clear_faults`); and register overrides
+  (``overrides={"HW_VERSION": 1 << 16}``, ``{"PE_KIND": 2}``) for a foreign bitstream.
+* **A transaction log** (:meth:`SimZcu102.record`): every register access of the
+  host, in order, as ``(op, cell, register, value)``.
+
+Entry point (stable for notebooks, other tests, ``NBQ_OVERLAY=sim``)::
+
+    from pynq_nbq.sim.board import shared_board
+    board = shared_board()                 # one simulated ZCU102 per process
+    ol = board.load("svpe")                # pynq.Overlay + kernel + DMA (driver.Overlay)
+    from pynq_nbq.backends.fpga import FpgaBackend
+    backend = FpgaBackend("sim")           # or: NBQ_OVERLAY=sim nbq classify --backend fpga
+
+Limits of the model: one call's input is run when the host polls, not word by word;
+input words a kernel leaves unread are dropped when it finishes; no interrupts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import tempfile
+import threading
+import weakref
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+import pynq
+from pynq.buffer import PynqBuffer
+from pynq.pl_server import hwh_parser
+
+from ..backends import csim
+from ..kernel import axi_dma as A
+from ..kernel import design
+from ..kernel.protocol import READ_REGISTERS, REGISTERS, WORD_BYTES, WRITE_REGISTERS, ApCtrl
+from .hwh import write_overlay_files
+
+DDR_BASE = 0x1000_0000  #: first physical address handed out by allocate
+PAGE = 4096
+STALE_BYTE = 0xA5  #: what a CPU view holds before the first invalidate
+FIFO_WORDS = 64  #: stream words the kernel's input FIFO holds before ap_start
+RESET_READS = 3  #: DMACR reads a DMA reset takes
+FAULTS = ("decode_error", "no_tlast", "bad_magic", "stall", "reset_in_progress", "stuck_reset")
+_CALL_OVERREAD = 1  # nbq_host_call.h: the kernel wanted more input than was sent
+_CALL_OUT_OVERFLOW = 3
+
+
+class SimBuffer(PynqBuffer):
+    """pynq's buffer; ``device`` is made a plain attribute again: numpy >= 2.x gives
+    ``ndarray`` a read-only ``device`` property, which pynq 3.0.1's ``PynqBuffer``
+    (written for numpy 1.x) cannot assign."""
+
+    device = None
+
+
+_KERNEL_NAMES = {off: name for name, off in REGISTERS.items()}
+_DMA_NAMES = {
+    base + off: f"{prefix}_{reg}"
+    for base, prefix in ((A.MM2S, "MM2S"), (A.S2MM, "S2MM"))
+    for off, reg in (
+        (A.DMACR, "DMACR"),
+        (A.DMASR, "DMASR"),
+        (A.ADDR, "SA" if base == A.MM2S else "DA"),
+        (A.ADDR_MSB, "SA_MSB" if base == A.MM2S else "DA_MSB"),
+        (A.LENGTH, "LENGTH"),
+    )
+}
+
+
+class SimZcu102(pynq.Device):
+    """A simulated ZCU102 (see the module docstring).
+
+    Args:
+        board: a board of ``design.BOARD_TARGETS`` (only names the ``.hwh``).
+        defines: ``NBQ_*`` overrides of the csim kernel build (e.g. small buffers).
+        overrides: read-only kernel registers to report instead of the build's.
+    """
+
+    def __init__(
+        self,
+        board: str = "zcu102",
+        defines: Mapping[str, int] | None = None,
+        overrides: Mapping[str, int] | None = None,
+    ):
+        super().__init__(f"sim-{board}")
+        self.name = board
+        self.capabilities = {"REGISTER_RW": True}
+        self.defines = dict(defines or {})
+        self.overrides = dict(overrides or {})
+        self.faults: dict[str, int] = {}
+        self.allocations = 0  #: buffers allocated so far
+        self.kernel_runs = 0  #: kernel calls run so far
+        self._log: list | None = None
+        self._lock = threading.RLock()
+        self._ddr: dict[int, bytearray] = {}
+        self._next_addr = DDR_BASE
+        self._dir = Path(tempfile.mkdtemp(prefix="nbq_sim_overlays_"))
+        self._kinds: dict[str, csim.CsimKernel] = {}
+        self._kind: str | None = None
+        (self._dma_base, _), (self._kernel_base, _) = (
+            design.ADDRESS_MAP[design.DMA_CELL],
+            design.ADDRESS_MAP[design.KERNEL_CELL],
+        )
+        self._power_on()
+
+    # --- the board as pynq sees it ----------------------------------------------------------
+    def get_bitfile_metadata(self, bitfile_name: str):
+        # the parser a Zynq UltraScale+ board uses (pynq picks it by the CPU; here: x86)
+        parser = getattr(hwh_parser, "_HWHUltrascale", hwh_parser.HWH)
+        hwh = parser(hwh_name=hwh_parser.get_hwh_name(bitfile_name))
+        hwh.systemgraph = None  # what pynq's own bitstream handler leaves without a graph
+        return hwh
+
+    def set_bitfile_name(self, bitfile_name: str) -> None:
+        """What ``Overlay`` calls: parse the ``.hwh`` and 'configure' the fabric with it."""
+        super().set_bitfile_name(bitfile_name)
+        vlnv = self.ip_dict.get(design.KERNEL_CELL, {}).get("type", "")
+        kinds = {design.kernel_vlnv(k): k for k in design.PE_KINDS}
+        with self._lock:
+            self._kind = kinds.get(vlnv)
+            self._power_on()
+
+    def overlay_path(self, kind: str) -> Path:
+        """The ``nbq_<kind>.bit`` of this board (written on first use, ``.hwh`` beside)."""
+        bit = self._dir / f"{design.bitstream_name(kind)}.bit"
+        if not bit.exists():
+            write_overlay_files(self._dir, kind, self.name)
+        return bit
+
+    def load(self, kind: str):
+        """``driver.load_overlay`` on this board: ``pynq.Overlay(download=False)``."""
+        from ..kernel.driver import load_overlay
+
+        return load_overlay(kind, self.overlay_path(kind), download=False, device=self)
+
+    # --- memory: DDR behind a CPU cache --------------------------------------------------------
+    def allocate(self, shape, dtype, **kwargs) -> PynqBuffer:
+        buf = SimBuffer(shape, dtype, device=self, coherent=False)
+        nbytes = int(buf.nbytes)
+        with self._lock:
+            addr = self._next_addr
+            self._next_addr += -(-max(nbytes, 1) // PAGE) * PAGE
+            self._ddr[addr] = bytearray(nbytes)
+            self.allocations += 1
+        buf.device_address = addr
+        buf.bo = addr
+        buf.view(np.uint8).reshape(-1)[:] = STALE_BYTE
+        weakref.finalize(buf, self._ddr.pop, addr, None)
+        return buf
+
+    def flush(self, bo, offset, ptr, size) -> None:
+        """CPU cache -> DDR."""
+        self._ddr[bo][offset : offset + size] = ctypes.string_at(ptr, size)
+
+    def invalidate(self, bo, offset, ptr, size) -> None:
+        """DDR -> CPU view."""
+        ctypes.memmove(ptr, bytes(self._ddr[bo][offset : offset + size]), size)
+
+    def _ddr_span(self, addr: int, nbytes: int) -> tuple[bytearray, int] | None:
+        for base, mem in self._ddr.items():
+            if base <= addr and addr + nbytes <= base + len(mem):
+                return mem, addr - base
+        return None
+
+    # --- register access (what MMIO calls) ------------------------------------------------------
+    def read_registers(self, address: int, length: int) -> bytes:
+        with self._lock:
+            cell, off = self._decode(address)
+            value = self._dma_read(off) if cell == design.DMA_CELL else self._kernel_read(off)
+            self._record("R", cell, off, value)
+            return int(value & 0xFFFF_FFFF).to_bytes(length, "little")
+
+    def write_registers(self, address: int, data: bytes) -> None:
+        with self._lock:
+            cell, off = self._decode(address)
+            value = int.from_bytes(data, "little")
+            self._record("W", cell, off, value)
+            if cell == design.DMA_CELL:
+                self._dma_write(off, value)
+            else:
+                self._kernel_write(off, value)
+
+    def _decode(self, address: int) -> tuple[str, int]:
+        for cell, (base, size) in design.ADDRESS_MAP.items():
+            if base <= address < base + size:
+                return cell, address - base
+        raise RuntimeError(f"simulated board: no AXI slave at 0x{address:x} (a bus error)")
+
+    def _record(self, op: str, cell: str, off: int, value: int) -> None:
+        if self._log is not None:
+            names = _DMA_NAMES if cell == design.DMA_CELL else _KERNEL_NAMES
+            self._log.append((op, cell, names.get(off, f"0x{off:x}"), value))
+
+    @contextlib.contextmanager
+    def record(self) -> Iterator[list]:
+        """Collect every register access inside the ``with`` block, in order."""
+        log: list = []
+        self._log = log
+        try:
+            yield log
+        finally:
+            self._log = None
+
+    # --- faults ----------------------------------------------------------------------------------
+    def inject(self, fault: str, count: int = 1) -> None:
+        """Arm ``fault`` (one of :data:`FAULTS`) for the next ``count`` occasions."""
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; expected one of {FAULTS}")
+        with self._lock:
+            self.faults[fault] = self.faults.get(fault, 0) + count
+            if fault in ("reset_in_progress", "stuck_reset"):
+                self._begin_reset()
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self.faults.clear()
+
+    def _take(self, fault: str) -> bool:
+        if self.faults.get(fault, 0) > 0:
+            self.faults[fault] -= 1
+            return True
+        return False
+
+    # --- the DMA (PG021, simple mode) --------------------------------------------------------
+    def _power_on(self) -> None:
+        self._cr = {A.MM2S: 0, A.S2MM: 0}
+        self._sr = {A.MM2S: int(A.Status.HALTED), A.S2MM: int(A.Status.HALTED)}
+        self._addr = {A.MM2S: 0, A.S2MM: 0}
+        self._length = {A.MM2S: 0, A.S2MM: 0}
+        self._reset_left = 0
+        self._pending: list[bytes] = []  # sends waiting for room in the kernel's FIFO
+        self._fifo: list[bytes] = []  # packets in the kernel's input stream
+        self._armed = False  # an S2MM transfer is programmed and not complete
+        self._stalled = False
+        self._regs = dict.fromkeys(WRITE_REGISTERS, 0)
+        self._ro = dict.fromkeys(READ_REGISTERS, 0)
+        self._running = False
+        self._done = False
+
+    def _begin_reset(self) -> None:
+        self._reset_left = RESET_READS
+        for ch in (A.MM2S, A.S2MM):
+            self._cr[ch] = int(A.Control.RESET)
+            self._sr[ch] = int(A.Status.HALTED)
+        self._pending.clear()
+        self._fifo.clear()
+        self._armed = self._stalled = False
+
+    def _dma_read(self, off: int) -> int:
+        ch = A.S2MM if off >= A.S2MM else A.MM2S
+        reg = off - ch
+        if reg == A.DMACR:
+            if self._reset_left:
+                if not self.faults.get("stuck_reset"):
+                    self._reset_left -= 1
+                if self._reset_left == 0:
+                    self._cr = {A.MM2S: 0, A.S2MM: 0}
+                    self.faults.pop("reset_in_progress", None)
+            return self._cr[ch]
+        if reg == A.DMASR:
+            if ch == A.S2MM:
+                self._advance()
+            return self._sr[ch]
+        if reg == A.ADDR:
+            return self._addr[ch] & 0xFFFF_FFFF
+        if reg == A.ADDR_MSB:
+            return self._addr[ch] >> 32
+        if reg == A.LENGTH:
+            return self._length[ch]
+        return 0
+
+    def _dma_write(self, off: int, value: int) -> None:
+        ch = A.S2MM if off >= A.S2MM else A.MM2S
+        reg = off - ch
+        if reg == A.DMACR:
+            if value & A.Control.RESET:
+                self._begin_reset()
+            elif self._reset_left:
+                return  # ignored while the reset runs
+            elif value & A.Control.RUN:
+                self._cr[ch] = value
+                self._sr[ch] &= ~int(A.Status.HALTED)
+            else:
+                self._cr[ch] = value
+                self._sr[ch] |= int(A.Status.HALTED)
+        elif reg == A.DMASR:
+            self._sr[ch] &= ~(value & int(A.Status.IOC_IRQ | A.Status.ERR_IRQ))  # W1C
+        elif reg == A.ADDR:
+            self._addr[ch] = (self._addr[ch] & ~0xFFFF_FFFF) | value
+        elif reg == A.ADDR_MSB:
+            self._addr[ch] = (self._addr[ch] & 0xFFFF_FFFF) | (value << 32)
+        elif reg == A.LENGTH:
+            self._start_transfer(ch, value)
+
+    def _fail(self, ch: int, bit: A.Status) -> None:
+        self._sr[ch] |= int(bit | A.Status.HALTED)
+        self._sr[ch] &= ~int(A.Status.IDLE)
+
+    def _start_transfer(self, ch: int, nbytes: int) -> None:
+        if self._sr[ch] & A.Status.HALTED or self._reset_left:
+            return  # a halted channel ignores LENGTH
+        self._length[ch] = nbytes
+        self._sr[ch] &= ~int(A.Status.IDLE)
+        if nbytes == 0:
+            self._fail(ch, A.Status.INTERNAL_ERROR)
+            return
+        if ch == A.S2MM:
+            self._armed = True
+            self._stalled = self._take("stall")
+            return
+        span = self._ddr_span(self._addr[ch], nbytes)
+        if span is None:
+            self._fail(ch, A.Status.DECODE_ERROR)
+            return
+        mem, at = span
+        self._pending.append(bytes(mem[at : at + nbytes]))
+        self._feed()
+
+    def _feed(self) -> None:
+        """Move sends into the kernel's input stream: all once it runs, else what fits."""
+        while self._pending:
+            words = sum(len(p) for p in self._fifo) // WORD_BYTES
+            if not self._running and words + len(self._pending[0]) // WORD_BYTES > FIFO_WORDS:
+                break
+            self._fifo.append(self._pending.pop(0))
+        if not self._pending:
+            self._sr[A.MM2S] |= int(A.Status.IDLE)
+
+    # --- the kernel ---------------------------------------------------------------------------
+    def _kernel_read(self, off: int) -> int:
+        if off == REGISTERS["AP_CTRL"]:
+            self._advance()
+            if self._running:
+                return int(ApCtrl.START)
+            bits = int(ApCtrl.IDLE)
+            if self._done:
+                bits |= int(ApCtrl.DONE)  # clear on read
+                self._done = False
+            return bits
+        name = _KERNEL_NAMES.get(off)
+        if name in self._ro:
+            return self._ro[name]
+        return self._regs.get(name, 0)
+
+    def _kernel_write(self, off: int, value: int) -> None:
+        name = _KERNEL_NAMES.get(off)
+        if name == "AP_CTRL":
+            if value & ApCtrl.START and not self._running:
+                if self._kind is None:
+                    raise RuntimeError("simulated board: no overlay loaded")
+                self._running = True
+                self._done = False
+                self._feed()
+        elif name in self._regs:
+            self._regs[name] = value
+
+    def _kernel(self) -> csim.CsimKernel:
+        kind = self._kind
+        if kind not in self._kinds:
+            self._kinds[kind] = csim.CsimKernel(kind, self.defines, private=True)
+        return self._kinds[kind]
+
+    def _advance(self) -> None:
+        """Run the started kernel once the receive is armed and its input has arrived."""
+        if not (self._running and self._armed) or self._reset_left:
+            return
+        words, last, ro, rc = self._kernel().raw_call(
+            self._regs, [np.frombuffer(p, np.uint8) for p in self._fifo], self._length[A.S2MM]
+        )
+        if rc == _CALL_OVERREAD:
+            return  # the kernel still waits for input words
+        self.kernel_runs += 1
+        self._fifo.clear()  # model limit: words it left unread are dropped
+        self._running, self._done = False, True
+        self._ro = {**ro, **self.overrides}
+        self._deliver(words, last, overflow=rc == _CALL_OUT_OVERFLOW)
+
+    def _deliver(self, words: np.ndarray, last: np.ndarray, overflow: bool) -> None:
+        """The kernel's output packet into the armed S2MM buffer."""
+        if self._take("no_tlast"):
+            last = np.zeros_like(last)
+        if self._take("bad_magic") and len(words):
+            words = words.copy()
+            words[-4:] = 0  # a kernel of another protocol: no "NBQS" in the last word
+        if self._take("decode_error"):
+            self._armed = False
+            self._fail(A.S2MM, A.Status.DECODE_ERROR)
+            return
+        if self._stalled:
+            return  # the receive never completes
+        length = self._length[A.S2MM]
+        ends = np.flatnonzero(last)
+        n = (int(ends[0]) + 1) * WORD_BYTES if len(ends) else len(words)
+        if n > length or (not len(ends) and (overflow or len(words) >= length)):
+            self._armed = False
+            self._fail(A.S2MM, A.Status.INTERNAL_ERROR)  # packet longer than the buffer
+            return
+        if not len(ends):
+            return  # no TLAST: the receive waits forever
+        span = self._ddr_span(self._addr[A.S2MM], n)
+        if span is None:
+            self._armed = False
+            self._fail(A.S2MM, A.Status.DECODE_ERROR)
+            return
+        mem, at = span
+        mem[at : at + n] = words[:n].tobytes()
+        self._length[A.S2MM] = n  # S2MM LENGTH reads the bytes received
+        self._armed = False
+        self._sr[A.S2MM] |= int(A.Status.IDLE)
+
+
+_BOARDS: dict[str, SimZcu102] = {}
+_BOARDS_LOCK = threading.Lock()
+
+
+def shared_board(board: str = "zcu102") -> SimZcu102:
+    """The process-wide simulated board of that name (created on first use)."""
+    with _BOARDS_LOCK:
+        if board not in _BOARDS:
+            if board not in design.BOARD_TARGETS:
+                raise ValueError(
+                    f"unknown board {board!r}; expected one of {sorted(design.BOARD_TARGETS)}"
+                )
+            _BOARDS[board] = SimZcu102(board)
+        return _BOARDS[board]

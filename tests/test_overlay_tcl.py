@@ -1,0 +1,262 @@
+"""The overlay build scripts, run under tclsh with stub Vivado / Vitis HLS commands.
+
+No Vivado here: ``tests/vivado_stub.tcl`` records every call ``overlay/build_overlay.tcl``
+makes, and these tests check the recorded block design against
+``pynq_nbq/kernel/design.py`` (the description the fpga driver binds to and the simulated
+board's ``.hwh`` comes from), so the Tcl cannot drift from the driver.  ``hls/run_hls.tcl``
+is checked the same way for the part, clock and the exported IP's VLNV.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pynq_nbq.kernel import design
+
+ROOT = Path(__file__).resolve().parent.parent
+STUB = ROOT / "tests" / "vivado_stub.tcl"
+UTIL_RPT = ROOT / "tests" / "fixtures" / "utilization_2022.rpt"
+TCLSH = shutil.which("tclsh")
+
+pytestmark = pytest.mark.skipif(TCLSH is None, reason="tclsh not installed (Debian: tcl)")
+
+# Sources the stub, runs SCRIPT with ARGS as if Vivado did, writes the call log, exits 1 on
+# a Tcl error.  `exit` is caught so run_hls.tcl's final `exit` does not skip the log.
+RUNNER = """
+set script [lindex $argv 0]
+set argv [lrange $argv 1 end]
+set argc [llength $argv]
+source {stub}
+rename exit stub_real_exit
+proc exit {{args}} {{}}
+set code [catch {{source $script}} err]
+stub_write_log [expr {{$code ? $err : ""}}]
+stub_real_exit $code
+"""
+
+
+def run_tcl(tmp_path: Path, script: Path, args: list[str], env: dict | None = None) -> dict:
+    """Run ``script`` under tclsh with the stubs; returns {"rc", "error", "calls"}."""
+    runner = tmp_path / "runner.tcl"
+    runner.write_text(RUNNER.format(stub=STUB))
+    stub_dir = tmp_path / "stub"
+    stub_dir.mkdir(exist_ok=True)
+    log = tmp_path / "calls.json"
+    full_env = {
+        **os.environ,
+        "STUB_DIR": str(stub_dir),
+        "STUB_LOG": str(log),
+        "STUB_UTIL_RPT": str(UTIL_RPT),
+        **(env or {}),
+    }
+    proc = subprocess.run(
+        [TCLSH, str(runner), str(script), *args],
+        cwd=tmp_path,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert log.is_file(), f"no call log; tclsh said: {proc.stdout}{proc.stderr}"
+    result = json.loads(log.read_text())
+    result["rc"] = proc.returncode
+    return result
+
+
+def fake_ip_repo(path: Path, vlnv: str) -> Path:
+    """A directory with the component.xml an HLS export of ``vlnv`` would hold."""
+    path.mkdir(parents=True)
+    vendor, library, name, version = vlnv.split(":")
+    (path / "component.xml").write_text(
+        f"<spirit:component><spirit:vendor>{vendor}</spirit:vendor>"
+        f"<spirit:library>{library}</spirit:library><spirit:name>{name}</spirit:name>"
+        f"<spirit:version>{version}</spirit:version></spirit:component>\n"
+    )
+    return path
+
+
+def build_overlay(tmp_path: Path, kind: str, board: str, env: dict | None = None, repo=None):
+    design_tcl = tmp_path / "design.tcl"
+    design.write_tcl(design_tcl, kind, board)
+    if repo is None:
+        repo = fake_ip_repo(tmp_path / "ip", design.kernel_vlnv(kind))
+    out = tmp_path / "out"
+    script = ROOT / "overlay" / "build_overlay.tcl"
+    result = run_tcl(tmp_path, script, [str(design_tcl), str(repo), str(out), "2"], env)
+    return result, out
+
+
+def calls_of(result: dict, name: str) -> list[list[str]]:
+    return [c[1:] for c in result["calls"] if c[0] == name]
+
+
+def config_of(result: dict, cell: str) -> dict[str, str]:
+    """CONFIG.* properties set on ``cell``, prefix stripped."""
+    return {
+        k.removeprefix("CONFIG."): v
+        for k, v, obj in calls_of(result, "set_property")
+        if k.startswith("CONFIG.") and obj == f"/{cell}"
+    }
+
+
+@pytest.mark.parametrize("board", sorted(design.BOARD_TARGETS))
+@pytest.mark.parametrize("kind", design.PE_KINDS)
+def test_block_design_matches_design_py(tmp_path, kind, board):
+    result, out = build_overlay(tmp_path, kind, board)
+    assert result["rc"] == 0 and result["error"] == "", result["error"]
+    d = design.describe(kind, board)
+    cells = d["cells"]
+
+    # project: the board's part and board part, the HLS export as IP repository
+    (project,) = calls_of(result, "create_project")
+    assert project[project.index("-part") + 1] == design.BOARD_TARGETS[board].part
+    props = {(k, obj): v for k, v, obj in calls_of(result, "set_property")}
+    assert props[("board_part", "project")] == design.BOARD_TARGETS[board].board_part
+    assert props[("ip_repo_paths", "project")] == str(tmp_path / "ip")
+
+    # cells and their IP
+    created = dict((name, vlnv) for vlnv, name in calls_of(result, "create_bd_cell"))
+    assert created == {
+        cells["ps"]: design.PS_VLNV,
+        cells["kernel"]: design.kernel_vlnv(kind),
+        cells["dma"]: design.DMA_VLNV,
+        cells["reset"]: design.RESET_VLNV,
+        cells["ctrl_interconnect"]: design.INTERCONNECT_VLNV,
+        cells["data_interconnect"]: design.INTERCONNECT_VLNV,
+    }
+
+    # the PS: board preset first, then our ports and the 200 MHz fabric clock
+    (automation,) = calls_of(result, "apply_bd_automation")
+    assert "apply_board_preset" in " ".join(automation) and automation[-1] == f"/{cells['ps']}"
+    ps_config = config_of(result, cells["ps"])
+    assert ps_config == {k: str(v) for k, v in design.PS_PARAMETERS.items()}
+    assert ps_config["PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ"] == str(design.PL_CLOCK_MHZ) == "200"
+
+    # the DMA: simple mode, 26-bit length register, 64-bit streams and addresses
+    dma_config = config_of(result, cells["dma"])
+    assert dma_config == {k: str(v) for k, v in design.DMA_PARAMETERS.items()}
+    assert dma_config["c_include_sg"] == "0" and dma_config["c_sg_length_width"] == "26"
+    assert config_of(result, cells["ctrl_interconnect"]) == {"NUM_SI": "1", "NUM_MI": "2"}
+    assert config_of(result, cells["data_interconnect"]) == {"NUM_SI": "2", "NUM_MI": "1"}
+
+    # interfaces: AXI-Lite from HPM0, the stream loop, DMA data to HP0
+    ps, k, dma = cells["ps"], cells["kernel"], cells["dma"]
+    ctrl, data = cells["ctrl_interconnect"], cells["data_interconnect"]
+    kp = d["kernel"]
+    assert {tuple(c) for c in calls_of(result, "connect_bd_intf_net")} == {
+        (f"/{ps}/M_AXI_HPM0_FPD", f"/{ctrl}/S00_AXI"),
+        (f"/{ctrl}/M00_AXI", f"/{dma}/S_AXI_LITE"),
+        (f"/{ctrl}/M01_AXI", f"/{k}/{kp['ctrl_port']}"),
+        (f"/{dma}/M_AXIS_MM2S", f"/{k}/{kp['in_port']}"),
+        (f"/{k}/{kp['out_port']}", f"/{dma}/S_AXIS_S2MM"),
+        (f"/{dma}/M_AXI_MM2S", f"/{data}/S00_AXI"),
+        (f"/{dma}/M_AXI_S2MM", f"/{data}/S01_AXI"),
+        (f"/{data}/M00_AXI", f"/{ps}/S_AXI_HP0_FPD"),
+    }
+
+    # one clock: pl_clk0 drives every cell; the reset block drives every reset
+    nets = {c[0]: c[1:] for c in calls_of(result, "connect_bd_net")}
+    assert set(nets) == {
+        f"/{ps}/pl_clk0",
+        f"/{ps}/pl_resetn0",
+        f"/{cells['reset']}/interconnect_aresetn",
+        f"/{cells['reset']}/peripheral_aresetn",
+    }
+    clocked = {p.split("/")[1] for p in nets[f"/{ps}/pl_clk0"]}
+    assert clocked == set(cells.values())
+    assert f"/{k}/ap_clk" in nets[f"/{ps}/pl_clk0"]
+    reset_sinks = nets[f"/{cells['reset']}/peripheral_aresetn"]
+    assert f"/{k}/ap_rst_n" in reset_sinks and f"/{dma}/axi_resetn" in reset_sinks
+
+    # address map as design.py says, then automatic assignment of the rest
+    addresses = calls_of(result, "assign_bd_address")
+    explicit = {
+        seg.split("/")[1]: (space, int(off, 16), int(rng, 16))
+        for space, seg, off, rng in (a for a in addresses if a)
+    }
+    assert explicit == {
+        cell: (f"/{ps}/Data", base, span) for cell, (base, span) in design.ADDRESS_MAP.items()
+    }
+    assert [] in addresses
+
+    # order: validate, save, then runs through write_bitstream
+    names = [c[0] for c in result["calls"]]
+    assert names.index("validate_bd_design") < names.index("save_bd_design")
+    assert names.index("save_bd_design") < names.index("launch_runs")
+    runs = calls_of(result, "launch_runs")
+    assert runs[0][0] == "synth_1" and runs[1][:3] == ["impl_1", "-to_step", "write_bitstream"]
+
+    # outputs: <name>.bit and .hwh with the same base name, the JSON report
+    name = design.bitstream_name(kind)
+    assert (out / f"{name}.bit").is_file() and (out / f"{name}.hwh").is_file()
+    report = json.loads((out / f"{name}_report.json").read_text())
+    assert report["part"] == design.BOARD_TARGETS[board].part
+    assert report["pl_clock_mhz"] == design.PL_CLOCK_MHZ
+    assert report["timing_ns"]["wns"] == pytest.approx(0.1)
+    assert report["utilization"]["CLB LUTs"] == {"used": 12345, "available": 274080}
+    assert report["utilization"]["DSPs"] == {"used": 7, "available": 2520}
+    assert report["utilization"]["Block RAM Tile"] == {"used": 100, "available": 912}
+
+
+@pytest.mark.parametrize("slack", [{"STUB_WNS": "-0.052"}, {"STUB_WHS": "-0.003"}])
+def test_negative_slack_fails_the_build(tmp_path, slack):
+    result, out = build_overlay(tmp_path, "svpe", "zcu102", env=slack)
+    assert result["rc"] == 1
+    assert "timing not met at 200 MHz" in result["error"]
+    assert not (out / "nbq_svpe.bit").exists() and not (out / "nbq_svpe.hwh").exists()
+    assert (out / "nbq_svpe_report.json").is_file()  # the reports are there to read
+
+
+def test_missing_kernel_ip_names_the_vlnv(tmp_path):
+    wrong = fake_ip_repo(tmp_path / "ip", design.kernel_vlnv("vpe"))  # svpe build, vpe IP
+    result, _ = build_overlay(tmp_path, "svpe", "zcu102", repo=wrong)
+    assert result["rc"] == 1
+    assert design.kernel_vlnv("svpe") in result["error"] and "IP_REPO" in result["error"]
+    assert not calls_of(result, "create_bd_cell")
+
+
+def test_design_tcl_refuses_unsafe_words():
+    with pytest.raises(ValueError, match="plain word"):
+        design._tcl_word("a b; exec rm")
+
+
+@pytest.mark.parametrize("board", sorted(design.BOARD_TARGETS))
+@pytest.mark.parametrize("kind", design.PE_KINDS)
+def test_hls_export_matches_design_py(tmp_path, kind, board):
+    """hls/run_hls.tcl exports the VLNV the block design instantiates, for the board's part."""
+    env = {"NBQ_PART": design.BOARD_TARGETS[board].part} if board != "zcu102" else {}
+    result = run_tcl(tmp_path, ROOT / "hls" / "run_hls.tcl", [kind, "csynth export"], env)
+    assert result["rc"] == 0 and result["error"] == "", result["error"]
+    assert calls_of(result, "set_part") == [[design.BOARD_TARGETS[board].part]]
+    (clock,) = calls_of(result, "create_clock")
+    assert float(clock[clock.index("-period") + 1]) == pytest.approx(1000 / design.PL_CLOCK_MHZ)
+    (export,) = calls_of(result, "export_design")
+    opt = {export[i]: export[i + 1] for i in range(len(export) - 1) if export[i].startswith("-")}
+    vlnv = ":".join((opt["-vendor"], opt["-library"], opt["-ipname"], opt["-version"]))
+    assert vlnv == design.kernel_vlnv(kind)
+    assert calls_of(result, "csynth_design") == [[]] and not calls_of(result, "csim_design")
+
+
+def test_makefile_runs_hls_then_vivado_for_the_board(tmp_path):
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make not installed")
+    proc = subprocess.run(
+        [make, "-n", "-C", str(ROOT / "overlay"), "BOARD=zcu104", "KINDS=vpe"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    text = proc.stdout
+    hls_at, vivado_at = text.index("vitis_hls"), text.index("vivado -mode batch")
+    assert hls_at < vivado_at
+    assert f"NBQ_PART={design.BOARD_TARGETS['zcu104'].part}" in text
+    assert "-tclargs vpe" in text and "design tcl vpe zcu104" in text
+    assert "build_overlay.tcl" in text
