@@ -114,10 +114,19 @@ def wrap(model: nn.Module, d: Dist) -> nn.Module:
         return model
     from torch.nn.parallel import DistributedDataParallel as DDP
 
+    model = sync_batch_norms(model, d)
     if d.backend == "nccl":
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         return DDP(model, device_ids=[d.local_rank])
     return DDP(model, broadcast_buffers=False)
+
+
+def sync_batch_norms(model: nn.Module, d: Dist) -> nn.Module:
+    """``model`` with ``SyncBatchNorm`` in place of its batch norms under NCCL (global
+    batch statistics); unchanged under gloo (CPU), where :func:`average_bn_stats` keeps
+    the ranks' running statistics equal instead."""
+    if d.active and d.backend == "nccl":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model
 
 
 def unwrap(net: nn.Module) -> nn.Module:

@@ -196,3 +196,11 @@ def test_single_process_hooks_do_nothing():
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
     assert distributed.all_sum([1.0, 2.0], d) == [1.0, 2.0]
     assert distributed.shard(5, d) == slice(0, 5)
+
+
+def test_batch_norms_become_sync_batch_norms_under_nccl_only():
+    nccl = distributed.Dist(rank=0, world=2, backend="nccl")
+    synced = distributed.sync_batch_norms(_bn_model(), nccl)
+    assert isinstance(synced[1], nn.SyncBatchNorm)
+    for d in (distributed.Dist(world=2, backend="gloo"), distributed.Dist()):
+        assert type(distributed.sync_batch_norms(_bn_model(), d)[1]) is nn.BatchNorm2d
