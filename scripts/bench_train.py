@@ -271,15 +271,14 @@ def _bits_rows(rows: dict, best_q) -> dict:
 
 
 def add_agreement(out: Path, summary: dict, images: int) -> None:
-    """Export every finished 3-bit-setting and bits row to an svpe bundle
+    """Export every finished power-of-two row to an svpe bundle
     (``OUT/NAME/bundle-svpe``) and measure engine-vs-torch agreement on the first
     ``images`` test images; cached in ``OUT/NAME/agreement.json``."""
     from host_train.agreement import agreement
     from host_train.export import export
 
-    best_q3 = summary["gate"].get("q3", {}).get("setting")
     for name, r in summary["rows"].items():
-        if r["bits"] is None or (r["stage"] == "choice" and name != best_q3):
+        if r["bits"] is None:  # float rows have no svpe form
             continue
         cache = out / name / "agreement.json"
         if cache.exists() and json.loads(cache.read_text()).get("images") == images:
@@ -305,6 +304,15 @@ def report(summary: dict) -> str:
             f"| {name} | {r['label']} | {n} | {r['val_acc']:.2f} | {r['test_acc']:.2f} "
             f"| {r['train_loss']:.3f} | {r['epoch_seconds_median']:.0f} |"
         )
+    agreed = [(n, r["agreement"]) for n, r in rows.items() if "agreement" in r]
+    if agreed:
+        lines += ["", "| run | svpe bundle: engine = torch top-1 | torch acc % | engine acc % |"]
+        lines.append("|---|---:|---:|---:|")
+        for n, a in agreed:
+            lines.append(
+                f"| {n} | {100 * a['top1_agreement']:.2f} % of {a['images']} "
+                f"| {100 * a['torch_accuracy']:.2f} | {100 * a['engine_accuracy']:.2f} |"
+            )
     lines.append("")
     if "q3" in gate and "float" in gate:
         q, f = gate["q3"], gate["float"]
