@@ -102,8 +102,10 @@ setup(
             "models/*/*/*",
             "samples/*",
             "boards/*",
+            "perfmodel/*.json",
             "server/static/*",
             "server/*.conf",
+            "native/*.c",
         ]
     },
     install_requires=BASE,

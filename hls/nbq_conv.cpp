@@ -1,36 +1,45 @@
-// nbq_conv.cpp - one conv engine reused layer by layer (the paper's Fig. 6-7).
+// nbq_conv.cpp - one streaming conv engine reused layer by layer (the paper's Fig. 6-7).
 //
-// Dataflow of one call (one tile, docs/datapath.md section 5):
-//   1. FLAGS.LOAD: the weight packet fills the weight buffer, the requant packet
-//      the per-channel (mult, bias, shift) buffers.  Both stay on chip for the
-//      following calls (the host runs every spatial tile of an output-channel
-//      group with one load).
-//   2. The feature map arrives row by row (pixels in raster order, channels
-//      innermost) and fills K line buffers (K = 3 or 1).  Zero padding is not
-//      sent: the PAD_* flags make the window read zeros outside the tile.
-//   3. Once K rows are held, each output pixel is computed by the PE arrays:
-//      Pn arrays (output channels) x Pm arrays (input channels) of K x K PEs,
-//      each a SHIFT + ADD (svpe) or a MUL + ADD (vpe), summed into an int48
-//      accumulator per output channel over ceil(C_in / Pm) cycles.
-//   4. Requantisation (acc * mult + bias + half) >> shift, ReLU, int16
-//      saturation, then (FLAGS.POOL) 2x2 max-pool through a half-width row buffer.
-//   5. Outputs leave in raster order, channels innermost, 4 per stream word.
-//   6. Every call ends with one status word (STATUS | NBQ_STATUS_MAGIC << 32)
-//      carrying TLAST - probe and refused calls too, so a host's armed receive
-//      always completes (protocol 2.x).
+// One call runs one tile of one conv layer (docs/datapath.md section 5).  The weight
+// load (FLAGS.LOAD) is a plain loop before the feature-map path; the feature-map path
+// is a DATAFLOW region of six stages joined by hls::stream FIFOs (depths below), in
+// the pattern of hls4ml's streaming conv and FINN's sliding window + MVAU:
 //
-// Synthesis notes: every array has a static size, every loop with a run-time
-// bound has a LOOP_TRIPCOUNT, no heap, no recursion, no STL
-// (tests/test_hls_synth_guards.py checks this).  Throughput pragmas (DATAFLOW
-// between the row reader and the array) are left for a run with Vitis HLS.
+//   s_in -> read_fm -> px -> window -> wins -> compute -> accs -> requant -> outs
+//        -> pool -> pooled -> pack -> s_out            (+ read_fm -> st -> pack)
+//
+//   read_fm  one 64-bit word (4 int16) per cycle into Pm-channel vectors, one per
+//            (pixel, channel group); checks TLAST; its STATUS bits go to pack.
+//   window   line buffers (K-1 rows of (column, group) vectors, wide words) and a
+//            per-group column history: one 3x3 x Pm window per (padded pixel, group)
+//            from static bank indices; zero padding generated here, never sent.
+//   compute  the loop flattened over (pixel, output group, input group) at II=1:
+//            Pn x Pm arrays of 3x3 PEs, sums sized per level (9 taps, then Pm
+//            arrays), an int48 accumulator per output lane; the window of a pixel is
+//            kept (one entry per input group) for the other output groups, as FINN's
+//            MVAU keeps its input buffer.  Weights: Pn x 9 banks of Pm-code words.
+//   requant  (acc * mult + bias + half) >> shift, ReLU, saturate: unrolled over Pn.
+//   pool     2x2 max-pool, stride 2, floor mode, through a half-width row buffer.
+//   pack     4 int16 per word, one word per cycle, padding lanes dropped; then the
+//            status word (STATUS | "NBQS" << 32) with TLAST (protocol 2.x).
+//
+// Nothing returns early inside the region; bad configurations are refused before it.
+// Every call ends with one status word carrying TLAST - probe and refused calls too
+// (they write it alone), so a host's armed receive always completes.
+// Synthesis notes: every array has a static size, every loop with a run-time bound a
+// LOOP_TRIPCOUNT, no heap, no recursion, no STL (tests/test_hls_synth_guards.py).
+// Whether Vitis reaches II=1 and 200 MHz is unverified here (no Vitis).
 #include "nbq_conv.h"
 
 static_assert(NBQ_MAX_W >= 4, "NBQ_MAX_W: a pooled 3x3 tile needs at least 4 columns");
 static_assert(NBQ_MAX_H >= 4, "NBQ_MAX_H: a pooled 3x3 tile needs at least 4 rows");
 static_assert(NBQ_MAX_CIN >= 1 && NBQ_MAX_COUT >= 1 && NBQ_PM >= 1 && NBQ_PN >= 1, "sizes");
 static_assert(NBQ_PE_KIND == NBQ_PE_SVPE || NBQ_PE_KIND == NBQ_PE_VPE, "NBQ_PE_KIND");
+static_assert(NBQ_CODE_BITS >= 2 && NBQ_CODE_BITS <= 1 + NBQ_CODE_MAG_BITS, "NBQ_CODE_BITS");
 
-namespace {
+// Constants and the stage-to-stage word types live in a named namespace: a stream of
+// a type with internal linkage could not be declared in another translation unit.
+namespace nbq_kernel {
 
 typedef pe<NBQ_PE_KIND> pe_t;
 typedef pe_t::weight_t wgt_t;
@@ -38,101 +47,58 @@ typedef pe_t::weight_t wgt_t;
 const int PM = NBQ_PM;  // input channels per cycle
 const int PN = NBQ_PN;  // output channels per cycle
 const int TAPS = 9;     // PEs per array (3 x 3; a 1 x 1 layer uses tap 0)
-const int MAX_W = NBQ_MAX_W;
+const int MAX_VW = NBQ_MAX_W + 2;             // input columns plus two padding columns
 const int MAX_VH = NBQ_MAX_H + 2;             // input rows plus two padding rows
 const int MG = (NBQ_MAX_CIN + PM - 1) / PM;   // input-channel groups
 const int CG = (NBQ_MAX_COUT + PN - 1) / PN;  // output-channel groups
-const int MAX_CO = CG * PN;                   // output channels incl. padding lanes
-const int MAX_CI = MG * PM;                   // input channels incl. padding lanes
-const int W_BITS = pe_t::LANE_BITS;
+const int W_BITS = pe_t::LANE_BITS;           // weight bits per packet lane
 const int ACT_LANES = NBQ_WORD_BITS / NBQ_ACT_BITS;
+const int PM_WORDS = (PM + ACT_LANES - 1) / ACT_LANES;  // stream words per full group
+const int QUADS = (PN + ACT_LANES - 1) / ACT_LANES;     // output words per output group
+const int MAX_PIX = NBQ_MAX_H * NBQ_MAX_W;              // trip-count bounds below
+const int MAX_VPIX = MAX_VH * MAX_VW;
+// Sums sized per level from the worst case: 9 products of one array, then Pm arrays.
+const int PROD_BITS = pe_t::product_t::width;
+const int LOG2_PM = PM <= 1 ? 0 : PM <= 2 ? 1 : PM <= 4 ? 2 : PM <= 8 ? 3 : PM <= 16 ? 4
+                    : PM <= 32 ? 5 : PM <= 64 ? 6 : PM <= 128 ? 7 : 8;
+typedef ap_int<PROD_BITS + 4> array_sum_t;         // 9 products: + ceil(log2 9) bits
+typedef ap_int<PROD_BITS + 4 + LOG2_PM> lane_sum_t;  // Pm arrays: + ceil(log2 Pm) bits
+static_assert(PM <= 256, "NBQ_PM: at most 256");
+static_assert(PROD_BITS + 4 + 8 <= NBQ_ACC_BITS, "lane sums fit the accumulator");
 
-// ---- packet reader / writer ------------------------------------------------------
-// A packet is a run of items (int16 activations, weight lanes, 64-bit words)
-// packed little-endian into 64-bit words, the last word zero-padded, TLAST on
-// the last word only.  Reading checks TLAST; writing sets it.
-struct unpacker {
-  nbq_data_t word;
-  int lane;   // next lane of `word`
-  int index;  // words read so far
-  int count;  // words in the packet
+// ---- the words that travel between stages ------------------------------------------
+struct vec_t {  // Pm activations of one pixel and channel group (one wide word)
+  act_t a[PM];
+};
+struct win_t {  // a 3x3 window of Pm channels: tap t = 3 * ky + kx
+  vec_t tap[TAPS];
+};
+struct wvec_t {  // Pm weights of one (output lane, tap, output group, input group)
+  wgt_t w[PM];
+};
+struct accs_t {  // the accumulators of one output group of one pixel
+  acc_t v[PN];
+};
+struct outs_t {  // Pn int16 outputs
+  act_t v[PN];
 };
 
-void unpack_begin(unpacker& u, int items, int lanes) {
-#pragma HLS INLINE
-  u.word = 0;
-  u.lane = 0;
-  u.index = 0;
-  u.count = (items + lanes - 1) / lanes;
-}
+}  // namespace nbq_kernel
+using namespace nbq_kernel;
 
-template <int BITS>
-ap_uint<BITS> unpack_next(hls::stream<nbq_word_t>& s, unpacker& u, ap_uint<32>& st) {
-#pragma HLS INLINE
-  const int LANES = NBQ_WORD_BITS / BITS;
-  if (u.lane == 0) {
-    nbq_word_t beat = s.read();
-    bool final_word = (u.index == u.count - 1);
-    if (beat.last && !final_word) st |= NBQ_STATUS_TLAST_EARLY;
-    if (!beat.last && final_word) st |= NBQ_STATUS_TLAST_MISSING;
-    u.word = beat.data;
-    u.index++;
-  }
-  ap_uint<BITS> item = u.word(BITS - 1, 0);
-  if (LANES > 1) u.word >>= BITS;
-  if (u.lane == LANES - 1) {
-    u.lane = 0;
-  } else {
-    u.lane++;
-  }
-  return item;
-}
+namespace {
 
-struct packer {
-  nbq_data_t word;
-  int lane;
-  int item;   // items written so far
-  int items;  // items in the packet
+// Geometry of one call, derived once from the registers (all within the limits).
+struct geom_t {
+  int h, w, ci, co;       // input tile, channels
+  int k;                  // 3 or 1
+  int pt, pb, pl, pr;     // zero rows / columns around the tile
+  int vh, vw;             // padded input rows / columns
+  int rows, cols;         // conv outputs computed (floor-mode pool drops the odd last)
+  int oh, ow;             // output (pooled) rows / columns
+  int mg, cg;             // input / output channel groups
+  bool relu, pool;
 };
-
-void pack_begin(packer& p, int items) {
-#pragma HLS INLINE
-  p.word = 0;
-  p.lane = 0;
-  p.item = 0;
-  p.items = items;
-}
-
-void pack_next(hls::stream<nbq_word_t>& s, packer& p, act_t v) {
-#pragma HLS INLINE
-  nbq_data_t lane_bits = ap_uint<NBQ_ACT_BITS>(v);
-  p.word |= lane_bits << (NBQ_ACT_BITS * p.lane);
-  bool final_item = (p.item == p.items - 1);
-  if (p.lane == ACT_LANES - 1 || final_item) {
-    nbq_word_t beat;
-    beat.data = p.word;
-    beat.keep = -1;
-    beat.strb = -1;
-    beat.last = 0;  // TLAST goes on the status word that follows
-    s.write(beat);
-    p.word = 0;
-    p.lane = 0;
-  } else {
-    p.lane++;
-  }
-  p.item++;
-}
-
-// The last word of every call: STATUS in bits 31..0, "NBQS" in bits 63..32, TLAST.
-void write_status_word(hls::stream<nbq_word_t>& s, ap_uint<32> st) {
-#pragma HLS INLINE
-  nbq_word_t beat;
-  beat.data = (nbq_data_t(NBQ_STATUS_MAGIC) << 32) | nbq_data_t(st);
-  beat.keep = -1;
-  beat.strb = -1;
-  beat.last = 1;
-  s.write(beat);
-}
 
 // ---- requantisation: datapath.requantize for one value ---------------------------
 act_t requantize(acc_t acc, mult_t mult, req_t bias, shift_t shift, bool relu) {
@@ -147,6 +113,421 @@ act_t requantize(acc_t acc, mult_t mult, req_t bias, shift_t shift, bool relu) {
   if (y > req_t(32767)) return act_t(32767);
   if (y < req_t(-32768)) return act_t(-32768);
   return act_t(y);
+}
+
+// ---- packet reading (weights, requant) and writing -----------------------------------
+// A packet is a run of items packed little-endian into 64-bit words, the last word
+// zero-padded, TLAST on the last word only.
+ap_uint<32> tlast_status(bool last, bool final_word) {
+#pragma HLS INLINE
+  ap_uint<32> st = 0;
+  if (last && !final_word) st |= NBQ_STATUS_TLAST_EARLY;
+  if (!last && final_word) st |= NBQ_STATUS_TLAST_MISSING;
+  return st;
+}
+
+// The last word of every call: STATUS in bits 31..0, "NBQS" in bits 63..32, TLAST.
+void write_status_word(hls::stream<nbq_word_t>& s, ap_uint<32> st) {
+#pragma HLS INLINE
+  nbq_word_t beat;
+  beat.data = (nbq_data_t(NBQ_STATUS_MAGIC) << 32) | nbq_data_t(st);
+  beat.keep = -1;
+  beat.strb = -1;
+  beat.last = 1;
+  s.write(beat);
+}
+
+// ---- weight load (FLAGS.LOAD; before the dataflow region, one code per cycle) ----------
+// wbuf[n][t][cg * MG + mg].w[m] = weight of output channel cg*PN+n, input channel
+// mg*PM+m, tap t.  Only the layer's own weights are written: lanes past C_in meet
+// zero activations (read_fm zero-fills them, window zeroes taps 1..8 of a 1x1 layer)
+// and lanes past C_out are dropped by pack, so what they hold never matters.
+void load_weights(hls::stream<nbq_word_t>& s_in, wvec_t wbuf[PN][TAPS][CG * MG],
+                  mult_t rq_mult[PN][CG], req_t rq_bias[PN][CG], shift_t rq_shift[PN][CG],
+                  const geom_t g, ap_uint<32>& st) {
+  const int lanes = NBQ_WORD_BITS / W_BITS;
+  const int taps = g.k * g.k;
+  const int words = (g.co * g.ci * taps + lanes - 1) / lanes;
+  nbq_data_t word = 0;
+  int lane = 0, index = 0;
+load_co:
+  for (int co = 0; co < g.co; co++) {
+#pragma HLS LOOP_TRIPCOUNT min=1 max=NBQ_MAX_COUT
+  load_ci:
+    for (int ci = 0; ci < g.ci; ci++) {
+#pragma HLS LOOP_TRIPCOUNT min=1 max=NBQ_MAX_CIN
+    load_tap:
+      for (int t = 0; t < taps; t++) {
+#pragma HLS LOOP_TRIPCOUNT min=1 max=TAPS
+#pragma HLS PIPELINE II=1
+        if (lane == 0) {
+          nbq_word_t beat = s_in.read();
+          st |= tlast_status(beat.last, index == words - 1);
+          word = beat.data;
+          index++;
+        }
+        const wgt_t wt = pe_t::decode(ap_uint<W_BITS>(word(W_BITS - 1, 0)));
+        if (lanes > 1) word >>= W_BITS;
+        lane = (lane == lanes - 1) ? 0 : lane + 1;
+        wbuf[co % PN][t][(co / PN) * MG + ci / PM].w[ci % PM] = wt;
+      }
+    }
+  }
+load_rq:
+  for (int co = 0; co < g.co; co++) {
+#pragma HLS LOOP_TRIPCOUNT min=1 max=NBQ_MAX_COUT
+#pragma HLS PIPELINE II=2
+    const nbq_word_t b0 = s_in.read();  // bias, int64
+    const nbq_word_t b1 = s_in.read();  // mult | shift << 16
+    st |= tlast_status(b0.last, false) | tlast_status(b1.last, co == g.co - 1);
+    rq_bias[co % PN][co / PN] = req_t(b0.data);
+    rq_mult[co % PN][co / PN] = mult_t(b1.data(15, 0));
+    rq_shift[co % PN][co / PN] = shift_t(b1.data(21, 16));
+  }
+}
+
+// ---- stage 1: feature-map words -> Pm-channel vectors --------------------------------
+// Items arrive pixel by pixel, channels innermost, 4 per word, across pixel
+// boundaries.  Each iteration takes up to 4 items of the current group from a small
+// buffer (refilled with one word when it runs short) and writes them to lanes
+// 4kk..4kk+3 of the vector; a group of gc channels takes ceil(gc / 4) iterations.
+void read_fm(hls::stream<nbq_word_t>& s_in, hls::stream<vec_t>& px,
+             hls::stream<ap_uint<32> >& st_out, const geom_t g) {
+  const int last_gc = g.ci - (g.mg - 1) * PM;  // channels of the last group
+  const int per_pixel = (g.mg - 1) * PM_WORDS + (last_gc + ACT_LANES - 1) / ACT_LANES;
+  const int iters = g.h * g.w * per_pixel;
+  const int words = (g.h * g.w * g.ci + ACT_LANES - 1) / ACT_LANES;
+  ap_uint<2 * NBQ_WORD_BITS> buf = 0;  // up to 7 items not yet taken
+  int nbuf = 0, word_i = 0, grp = 0, kk = 0;
+  act_t v[PM_WORDS * ACT_LANES];  // the group being assembled, 4 items per iteration
+#pragma HLS ARRAY_PARTITION variable=v complete
+  for (int i = 0; i < PM_WORDS * ACT_LANES; i++) {
+#pragma HLS UNROLL
+    v[i] = 0;
+  }
+  ap_uint<32> st = NBQ_STATUS_OK;
+read_fm_loop:
+  for (int it = 0; it < iters; it++) {
+#pragma HLS LOOP_TRIPCOUNT min=1 max=MAX_PIX*MG*PM_WORDS
+#pragma HLS PIPELINE II=1
+    const int gc = (grp == g.mg - 1) ? last_gc : PM;
+    const int nk = (gc + ACT_LANES - 1) / ACT_LANES;
+    const int rest = gc - ACT_LANES * kk;
+    const int take = rest < ACT_LANES ? rest : ACT_LANES;
+    if (nbuf < take) {
+      nbq_word_t beat = s_in.read();
+      st |= tlast_status(beat.last, word_i == words - 1);
+      buf |= ap_uint<2 * NBQ_WORD_BITS>(beat.data) << (NBQ_ACT_BITS * nbuf);
+      nbuf += ACT_LANES;
+      word_i++;
+    }
+    for (int i = 0; i < ACT_LANES; i++) {  // items 4kk..4kk+3 of the group (a write demux)
+#pragma HLS UNROLL
+      const act_t item = act_t(buf(NBQ_ACT_BITS * i + NBQ_ACT_BITS - 1, NBQ_ACT_BITS * i));
+      v[ACT_LANES * kk + i] = (i < take) ? item : act_t(0);
+    }
+    buf >>= NBQ_ACT_BITS * take;
+    nbuf -= take;
+    kk++;
+    if (kk == nk) {  // the group is complete
+      vec_t out;
+      for (int m = 0; m < PM; m++) {
+#pragma HLS UNROLL
+        out.a[m] = (m < gc) ? v[m] : act_t(0);  // static reads; stale lanes masked
+      }
+      px.write(out);
+      kk = 0;
+      grp = (grp == g.mg - 1) ? 0 : grp + 1;
+    }
+  }
+  st_out.write(st);
+}
+
+// ---- stage 2: line buffers and the sliding window ----------------------------------
+// One iteration per (padded row vr, padded column vx, group): the new vector (or a
+// padding zero) enters; the column (rows vr-2, vr-1, vr) is read from two line
+// buffers and the new vector; the window's two older columns come from the group's
+// column history.  Every array is indexed by static bank and run-time address.
+void window(hls::stream<vec_t>& px, hls::stream<win_t>& wins, const geom_t g) {
+  static vec_t lb0[MAX_VW * MG];  // row vr-2 at (vx, group)
+  static vec_t lb1[MAX_VW * MG];  // row vr-1 at (vx, group)
+#pragma HLS AGGREGATE variable=lb0
+#pragma HLS AGGREGATE variable=lb1
+#pragma HLS DEPENDENCE variable=lb0 inter false
+#pragma HLS DEPENDENCE variable=lb1 inter false
+  static vec_t hist[2][3][MG];  // [column x-2, x-1][row][group]
+#pragma HLS ARRAY_PARTITION variable=hist complete dim=1
+#pragma HLS ARRAY_PARTITION variable=hist complete dim=2
+#pragma HLS AGGREGATE variable=hist
+#pragma HLS BIND_STORAGE variable=hist type=ram_2p impl=lutram
+  const int iters = g.vh * g.vw * g.mg;
+  int vr = 0, vx = 0, grp = 0;
+window_loop:
+  for (int it = 0; it < iters; it++) {
+#pragma HLS LOOP_TRIPCOUNT min=1 max=MAX_VPIX*MG
+#pragma HLS PIPELINE II=1
+    const bool real = vr >= g.pt && vr < g.pt + g.h && vx >= g.pl && vx < g.pl + g.w;
+    vec_t zero;
+    for (int m = 0; m < PM; m++) {
+#pragma HLS UNROLL
+      zero.a[m] = 0;
+    }
+    const vec_t nw = real ? px.read() : zero;
+    const int addr = vx * MG + grp;
+    vec_t col[3];
+    col[0] = lb0[addr];
+    col[1] = lb1[addr];
+    col[2] = nw;
+    lb0[addr] = col[1];
+    lb1[addr] = nw;
+    win_t win;
+    bool emit;
+    if (g.k == 3) {
+      emit = vr >= 2 && vx >= 2 && vr - 2 < g.rows && vx - 2 < g.cols;
+      for (int ky = 0; ky < 3; ky++) {
+#pragma HLS UNROLL
+        win.tap[3 * ky + 0] = hist[0][ky][grp];
+        win.tap[3 * ky + 1] = hist[1][ky][grp];
+        win.tap[3 * ky + 2] = col[ky];
+        hist[0][ky][grp] = hist[1][ky][grp];
+        hist[1][ky][grp] = col[ky];
+      }
+    } else {  // 1x1: tap 0 is the pixel
+      emit = vr < g.rows && vx < g.cols;
+      for (int t = 0; t < TAPS; t++) {
+#pragma HLS UNROLL
+        win.tap[t] = (t == 0) ? nw : zero;
+      }
+    }
+    if (emit) wins.write(win);
+    grp++;
+    if (grp == g.mg) {
+      grp = 0;
+      vx++;
+      if (vx == g.vw) {
+        vx = 0;
+        vr++;
+      }
+    }
+  }
+}
+
+// ---- stage 3: the PE arrays ------------------------------------------------------------
+// One iteration per (conv pixel, output group cg, input group mg), II=1: Pn lanes of
+// Pm 3x3 arrays.  The pixel's windows come from the stream on the first output group
+// and from inbuf on the others.  All array indices in the loop body are static except
+// the run-time addresses of wbuf's banks and inbuf.
+void compute(hls::stream<win_t>& wins, hls::stream<accs_t>& accs,
+             const wvec_t wbuf[PN][TAPS][CG * MG], const geom_t g) {
+  static win_t inbuf[MG];
+#pragma HLS AGGREGATE variable=inbuf
+#pragma HLS BIND_STORAGE variable=inbuf type=ram_2p impl=lutram
+  acc_t acc[PN];
+#pragma HLS ARRAY_PARTITION variable=acc complete
+  const int iters = g.rows * g.cols * g.cg * g.mg;
+  int cgi = 0, mgi = 0, cg_base = 0;  // cg_base = cgi * MG, kept by addition
+compute_loop:
+  for (int it = 0; it < iters; it++) {
+#pragma HLS LOOP_TRIPCOUNT min=1 max=MAX_PIX*CG*MG
+#pragma HLS PIPELINE II=1
+    win_t win;
+    if (cgi == 0) {
+      win = wins.read();
+      inbuf[mgi] = win;
+    } else {
+      win = inbuf[mgi];
+    }
+    const int addr = cg_base + mgi;  // weight word of (output group, input group)
+    accs_t out;
+    for (int n = 0; n < PN; n++) {
+#pragma HLS UNROLL
+      lane_sum_t lane_sum = 0;
+      for (int m = 0; m < PM; m++) {
+#pragma HLS UNROLL
+        array_sum_t array_sum = 0;
+        for (int t = 0; t < TAPS; t++) {
+#pragma HLS UNROLL
+          array_sum += pe_t::product(win.tap[t].a[m], wbuf[n][t][addr].w[m]);
+        }
+        lane_sum += array_sum;
+      }
+      acc[n] = (mgi == 0) ? acc_t(lane_sum) : acc_t(acc[n] + lane_sum);
+      out.v[n] = acc[n];
+    }
+    if (mgi == g.mg - 1) accs.write(out);
+    mgi++;
+    if (mgi == g.mg) {
+      mgi = 0;
+      const bool wrap = (cgi == g.cg - 1);
+      cgi = wrap ? 0 : cgi + 1;
+      cg_base = wrap ? 0 : cg_base + MG;
+    }
+  }
+}
+
+// ---- stage 4: requantisation, unrolled over Pn ----------------------------------------
+void requant(hls::stream<accs_t>& accs, hls::stream<outs_t>& outs,
+             const mult_t rq_mult[PN][CG], const req_t rq_bias[PN][CG],
+             const shift_t rq_shift[PN][CG], const geom_t g) {
+  const int iters = g.rows * g.cols * g.cg;
+  int cgi = 0;
+requant_loop:
+  for (int it = 0; it < iters; it++) {
+#pragma HLS LOOP_TRIPCOUNT min=1 max=MAX_PIX*CG
+#pragma HLS PIPELINE II=1
+    const accs_t a = accs.read();
+    outs_t o;
+    for (int n = 0; n < PN; n++) {
+#pragma HLS UNROLL
+      o.v[n] = requantize(a.v[n], rq_mult[n][cgi], rq_bias[n][cgi], rq_shift[n][cgi], g.relu);
+    }
+    outs.write(o);
+    cgi = (cgi == g.cg - 1) ? 0 : cgi + 1;
+  }
+}
+
+// ---- stage 5: 2x2 max-pool (or pass through) ------------------------------------------
+void pool(hls::stream<outs_t>& outs, hls::stream<outs_t>& pooled, const geom_t g) {
+  static outs_t prow[(NBQ_MAX_W / 2) * CG];  // max so far of each 2x2 window of the row pair
+#pragma HLS AGGREGATE variable=prow
+#pragma HLS BIND_STORAGE variable=prow type=ram_2p impl=lutram
+  const int iters = g.rows * g.cols * g.cg;
+  int cr = 0, cx = 0, cgi = 0;
+pool_loop:
+  for (int it = 0; it < iters; it++) {
+#pragma HLS LOOP_TRIPCOUNT min=1 max=MAX_PIX*CG
+#pragma HLS PIPELINE II=1
+    const outs_t o = outs.read();
+    if (!g.pool) {
+      pooled.write(o);
+    } else {
+      const int addr = (cx / 2) * CG + cgi;
+      const outs_t held = prow[addr];
+      const bool first = (cr % 2 == 0) && (cx % 2 == 0);
+      outs_t m;
+      for (int n = 0; n < PN; n++) {
+#pragma HLS UNROLL
+        m.v[n] = (first || o.v[n] > held.v[n]) ? o.v[n] : held.v[n];
+      }
+      if (cr % 2 == 1 && cx % 2 == 1) {
+        pooled.write(m);  // the 2 x 2 window is complete
+      } else {
+        prow[addr] = m;
+      }
+    }
+    cgi++;
+    if (cgi == g.cg) {
+      cgi = 0;
+      cx++;
+      if (cx == g.cols) {
+        cx = 0;
+        cr++;
+      }
+    }
+  }
+}
+
+// ---- stage 6: pack int16 outputs into words ----------------------------------------------
+// Four lanes per cycle (ceil(Pn / 4) cycles per output group): the valid lanes of each
+// quad (padding lanes of the last group dropped) join a buffer of up to 7 items, and a
+// full word leaves whenever 4 are held - one word per cycle, the stream's rate.  The
+// last, possibly partial, word is flushed after the loop; then the status word (the
+// load's STATUS bits, the reader's, TLAST) closes the packet.
+void pack(hls::stream<outs_t>& pooled, hls::stream<ap_uint<32> >& st_in,
+          hls::stream<nbq_word_t>& s_out, const ap_uint<32> load_status, ap_uint<32>& status,
+          const geom_t g) {
+    const int iters = g.oh * g.ow * g.cg * QUADS;
+  act_t o[QUADS * ACT_LANES];  // the current output group, shifted down 4 lanes a cycle
+#pragma HLS ARRAY_PARTITION variable=o complete
+  for (int i = 0; i < QUADS * ACT_LANES; i++) {
+#pragma HLS UNROLL
+    o[i] = 0;
+  }
+  ap_uint<2 * NBQ_WORD_BITS> buf = 0;  // items not yet written, lowest first
+  int nbuf = 0, q = 0, cgi = 0, lane0 = 0;  // lane0 = cgi * PN + 4 q
+pack_loop:
+  for (int it = 0; it < iters; it++) {
+#pragma HLS LOOP_TRIPCOUNT min=1 max=MAX_PIX*CG*((PN+3)/4)
+#pragma HLS PIPELINE II=1
+    if (q == 0) {
+      const outs_t v = pooled.read();
+      for (int i = 0; i < QUADS * ACT_LANES; i++) {
+#pragma HLS UNROLL
+        o[i] = (i < PN) ? v.v[i < PN ? i : 0] : act_t(0);
+      }
+    }
+    const int left = g.co - lane0;                 // output channels from here on
+    const int in_group = PN - ACT_LANES * q;       // lanes of this group from here on
+    const int lanes = in_group < ACT_LANES ? in_group : ACT_LANES;
+    const int valid = left <= 0 ? 0 : left < lanes ? left : lanes;  // a prefix of the quad
+    nbq_data_t quad = 0;
+    for (int i = 0; i < ACT_LANES; i++) {
+#pragma HLS UNROLL
+      if (i < valid) quad |= nbq_data_t(ap_uint<NBQ_ACT_BITS>(o[i])) << (NBQ_ACT_BITS * i);
+    }
+    for (int i = 0; i < QUADS * ACT_LANES - ACT_LANES; i++) {
+#pragma HLS UNROLL
+      o[i] = o[i + ACT_LANES];
+    }
+    buf |= ap_uint<2 * NBQ_WORD_BITS>(quad) << (NBQ_ACT_BITS * nbuf);
+    nbuf += valid;
+    if (nbuf >= ACT_LANES) {
+      nbq_word_t beat;
+      beat.data = buf(NBQ_WORD_BITS - 1, 0);
+      beat.keep = -1;
+      beat.strb = -1;
+      beat.last = 0;  // TLAST goes on the status word
+      s_out.write(beat);
+      buf >>= NBQ_WORD_BITS;
+      nbuf -= ACT_LANES;
+    }
+    q++;
+    lane0 += ACT_LANES;
+    if (q == QUADS) {
+      q = 0;
+      const bool wrap = (cgi == g.cg - 1);
+      cgi = wrap ? 0 : cgi + 1;
+      lane0 = wrap ? 0 : lane0 - QUADS * ACT_LANES + PN;
+    }
+  }
+  if (nbuf > 0) {  // the last feature-map word, zero-padded
+    nbq_word_t beat;
+    beat.data = buf(NBQ_WORD_BITS - 1, 0);
+    beat.keep = -1;
+    beat.strb = -1;
+    beat.last = 0;
+    s_out.write(beat);
+  }
+  status = load_status | st_in.read();
+  write_status_word(s_out, status);
+}
+
+// ---- the dataflow region ------------------------------------------------------------------
+void conv_tile(hls::stream<nbq_word_t>& s_in, hls::stream<nbq_word_t>& s_out,
+               const wvec_t wbuf[PN][TAPS][CG * MG], const mult_t rq_mult[PN][CG],
+               const req_t rq_bias[PN][CG], const shift_t rq_shift[PN][CG], const geom_t g,
+               const ap_uint<32> load_status, ap_uint<32>& status) {
+#pragma HLS DATAFLOW
+  // FIFO depths: px holds two groups' worth so the reader runs ahead while the window
+  // stage emits; the others are ping-pong (2); st carries one word.
+  hls::stream<vec_t> px("px");
+#pragma HLS STREAM variable=px depth=4
+  hls::stream<win_t> wins("wins");
+#pragma HLS STREAM variable=wins depth=2
+  hls::stream<accs_t> accs("accs");
+#pragma HLS STREAM variable=accs depth=2
+  hls::stream<outs_t> outs("outs");
+#pragma HLS STREAM variable=outs depth=2
+  hls::stream<outs_t> pooled("pooled");
+#pragma HLS STREAM variable=pooled depth=2
+  hls::stream<ap_uint<32> > st("st");
+#pragma HLS STREAM variable=st depth=2
+  read_fm(s_in, px, st, g);
+  window(px, wins, g);
+  compute(wins, accs, wbuf, g);
+  requant(accs, outs, rq_mult, rq_bias, rq_shift, g);
+  pool(outs, pooled, g);
+  pack(pooled, st, s_out, load_status, status, g);
 }
 
 }  // namespace
@@ -181,22 +562,16 @@ void nbq_conv(hls::stream<nbq_word_t>& s_in, hls::stream<nbq_word_t>& s_out,
 #pragma HLS INTERFACE mode=ap_ctrl_hs port=return
 
   // On-chip state.  Weights and requant values persist between calls.
-  static wgt_t wbuf[CG][MG][PN][PM][TAPS];  // [out group][in group][pn][pm][tap]
-#pragma HLS ARRAY_PARTITION variable=wbuf complete dim=3
-#pragma HLS ARRAY_PARTITION variable=wbuf complete dim=4
-#pragma HLS ARRAY_PARTITION variable=wbuf complete dim=5
-  static mult_t rq_mult[CG][PN];
-  static req_t rq_bias[CG][PN];
-  static shift_t rq_shift[CG][PN];
-#pragma HLS ARRAY_PARTITION variable=rq_mult complete dim=2
-#pragma HLS ARRAY_PARTITION variable=rq_bias complete dim=2
-#pragma HLS ARRAY_PARTITION variable=rq_shift complete dim=2
-  static act_t line[3][MAX_W][MG][PM];  // K line buffers, one input row each
-#pragma HLS ARRAY_PARTITION variable=line complete dim=1
-#pragma HLS ARRAY_PARTITION variable=line cyclic factor=3 dim=2
-#pragma HLS ARRAY_PARTITION variable=line complete dim=4
-  static act_t pool_row[MAX_W / 2][CG][PN];  // max of the even conv row, per pair
-#pragma HLS ARRAY_PARTITION variable=pool_row complete dim=3
+  static wvec_t wbuf[PN][TAPS][CG * MG];  // [lane][tap][out group * MG + in group]
+#pragma HLS ARRAY_PARTITION variable=wbuf complete dim=1
+#pragma HLS ARRAY_PARTITION variable=wbuf complete dim=2
+#pragma HLS AGGREGATE variable=wbuf
+  static mult_t rq_mult[PN][CG];
+  static req_t rq_bias[PN][CG];
+  static shift_t rq_shift[PN][CG];
+#pragma HLS ARRAY_PARTITION variable=rq_mult complete dim=1
+#pragma HLS ARRAY_PARTITION variable=rq_bias complete dim=1
+#pragma HLS ARRAY_PARTITION variable=rq_shift complete dim=1
   static bool held_valid = false;  // what the held weights were loaded for
   static ap_uint<32> held_cin = 0, held_cout = 0;
   static bool held_k3 = false;
@@ -246,161 +621,38 @@ void nbq_conv(hls::stream<nbq_word_t>& s_in, hls::stream<nbq_word_t>& s_out,
   }
 
   // ---- geometry of the tile (all within the limits now) --------------------------------
-  const int h = in_h, w = in_w, ci_n = c_in, co_n = c_out;
-  const int vh = h + pt + pb;  // padded ("virtual") input rows / columns
-  const int vw = w + pl + pr;
-  const int ch = vh - K + 1;  // conv output rows / columns of the tile
-  const int cw = vw - K + 1;
-  const int oh = pool ? ch / 2 : ch;  // output (pooled) rows / columns
-  const int ow = pool ? cw / 2 : cw;
-  const int rows_n = pool ? 2 * oh : ch;  // conv rows / columns computed (floor-mode pool)
-  const int cols_n = pool ? 2 * ow : cw;
-  const int mg_n = (ci_n + PM - 1) / PM;  // input-channel groups
-  const int cg_n = (co_n + PN - 1) / PN;  // output-channel groups
-  const int taps = K * K;
-  ap_uint<32> st = NBQ_STATUS_OK;
+  geom_t g;
+  g.h = in_h;
+  g.w = in_w;
+  g.ci = c_in;
+  g.co = c_out;
+  g.k = K;
+  g.pt = pt;
+  g.pb = pb;
+  g.pl = pl;
+  g.pr = pr;
+  g.vh = g.h + pt + pb;
+  g.vw = g.w + pl + pr;
+  const int ch = g.vh - K + 1;  // conv output rows / columns of the tile
+  const int cw = g.vw - K + 1;
+  g.oh = pool ? ch / 2 : ch;
+  g.ow = pool ? cw / 2 : cw;
+  g.rows = pool ? 2 * g.oh : ch;
+  g.cols = pool ? 2 * g.ow : cw;
+  g.mg = (g.ci + PM - 1) / PM;
+  g.cg = (g.co + PN - 1) / PN;
+  g.relu = relu;
+  g.pool = pool;
 
-  // ---- 1. weight and requant packets ----------------------------------------------
+  ap_uint<32> st = NBQ_STATUS_OK;
   if (load) {
-    unpacker u;
-    unpack_begin(u, co_n * ci_n * taps, NBQ_WORD_BITS / W_BITS);
-  load_co:
-    for (int co = 0; co < cg_n * PN; co++) {
-#pragma HLS LOOP_TRIPCOUNT min=1 max=MAX_CO
-    load_ci:
-      for (int ci = 0; ci < mg_n * PM; ci++) {
-#pragma HLS LOOP_TRIPCOUNT min=1 max=MAX_CI
-      load_tap:
-        for (int t = 0; t < taps; t++) {
-#pragma HLS LOOP_TRIPCOUNT min=1 max=TAPS
-#pragma HLS PIPELINE II=1
-          wgt_t wt = 0;  // padding lanes (co >= C_out, ci >= C_in) hold zero weights
-          if (co < co_n && ci < ci_n) wt = pe_t::decode(unpack_next<W_BITS>(s_in, u, st));
-          wbuf[co / PN][ci / PM][co % PN][ci % PM][t] = wt;
-        }
-      }
-    }
-    unpacker q;
-    unpack_begin(q, 2 * co_n, 1);
-  load_rq:
-    for (int co = 0; co < co_n; co++) {
-#pragma HLS LOOP_TRIPCOUNT min=1 max=NBQ_MAX_COUT
-#pragma HLS PIPELINE II=2
-      const nbq_data_t w0 = unpack_next<NBQ_WORD_BITS>(s_in, q, st);  // bias, int64
-      const nbq_data_t w1 = unpack_next<NBQ_WORD_BITS>(s_in, q, st);  // mult | shift << 16
-      rq_bias[co / PN][co % PN] = req_t(w0);
-      rq_mult[co / PN][co % PN] = mult_t(w1(15, 0));
-      rq_shift[co / PN][co % PN] = shift_t(w1(21, 16));
-    }
+    load_weights(s_in, wbuf, rq_mult, rq_bias, rq_shift, g, st);
     held_valid = true;
     held_cin = c_in;
     held_cout = c_out;
     held_k3 = k3;
   }
-
-  // ---- 2.-5. feature map in, conv rows out -------------------------------------------
-  unpacker fm;
-  unpack_begin(fm, h * w * ci_n, ACT_LANES);
-  packer out;
-  pack_begin(out, oh * ow * co_n);
-  bool pad_row[3] = {false, false, false};  // line slot holds a zero-padding row
-#pragma HLS ARRAY_PARTITION variable=pad_row complete
-  int next_slot = 0;  // line buffers rotate: row vr lives in slot vr mod K
-
-rows:
-  for (int vr = 0; vr < vh; vr++) {
-#pragma HLS LOOP_TRIPCOUNT min=1 max=MAX_VH
-    const int slot = next_slot;
-    next_slot = (k3 && next_slot < 2) ? next_slot + 1 : 0;
-    const bool real_row = vr >= pt && vr < pt + h;
-    pad_row[slot] = !real_row;
-    if (real_row) {
-    read_x:
-      for (int x = 0; x < w; x++) {
-#pragma HLS LOOP_TRIPCOUNT min=1 max=NBQ_MAX_W
-      read_c:
-        for (int c = 0; c < ci_n; c++) {
-#pragma HLS LOOP_TRIPCOUNT min=1 max=NBQ_MAX_CIN
-#pragma HLS PIPELINE II=1
-          line[slot][x][c / PM][c % PM] = act_t(unpack_next<NBQ_ACT_BITS>(s_in, fm, st));
-        }
-      }
-    }
-    if (vr < K - 1) continue;       // the window is not full yet
-    const int cr = vr - (K - 1);    // conv output row
-    if (cr >= rows_n) continue;     // floor-mode pool: the odd last row is dropped
-    int row_slot[3];  // line slot of window row ky: the oldest row first
-#pragma HLS ARRAY_PARTITION variable=row_slot complete
-    for (int ky = 0; ky < 3; ky++) {
-#pragma HLS UNROLL
-      row_slot[ky] = k3 ? (slot + 1 + ky) % 3 : 0;
-    }
-
-  cols:
-    for (int cx = 0; cx < cols_n; cx++) {
-#pragma HLS LOOP_TRIPCOUNT min=1 max=NBQ_MAX_W
-    out_groups:
-      for (int cg = 0; cg < cg_n; cg++) {
-#pragma HLS LOOP_TRIPCOUNT min=1 max=CG
-        acc_t acc[PN];
-#pragma HLS ARRAY_PARTITION variable=acc complete
-        for (int n = 0; n < PN; n++) {
-#pragma HLS UNROLL
-          acc[n] = 0;
-        }
-      in_groups:
-        for (int mg = 0; mg < mg_n; mg++) {
-#pragma HLS LOOP_TRIPCOUNT min=1 max=MG
-#pragma HLS PIPELINE II=1
-          // the K x K window of Pm input channels, zero outside the tile
-          act_t win[TAPS][PM];
-#pragma HLS ARRAY_PARTITION variable=win complete dim=0
-          for (int t = 0; t < TAPS; t++) {
-#pragma HLS UNROLL
-            const int ky = t / 3, kx = t % 3;
-            const int x = cx + kx - pl;  // input column of this tap
-            const bool inside = t < taps && !pad_row[row_slot[ky]] && x >= 0 && x < w;
-            for (int m = 0; m < PM; m++) {
-#pragma HLS UNROLL
-              win[t][m] = inside ? line[row_slot[ky]][inside ? x : 0][mg][m] : act_t(0);
-            }
-          }
-          // Pn x Pm arrays of K x K PEs, then the adder tree into the accumulators
-          for (int n = 0; n < PN; n++) {
-#pragma HLS UNROLL
-            acc_t sum = 0;
-            for (int m = 0; m < PM; m++) {
-#pragma HLS UNROLL
-              for (int t = 0; t < TAPS; t++) {
-#pragma HLS UNROLL
-                sum += pe_t::product(win[t][m], wbuf[cg][mg][n][m][t]);
-              }
-            }
-            acc[n] += sum;
-          }
-        }
-      requant:
-        for (int n = 0; n < PN; n++) {
-#pragma HLS PIPELINE II=1
-          if (cg * PN + n >= co_n) continue;  // padding lanes of the last group
-          const act_t y =
-              requantize(acc[n], rq_mult[cg][n], rq_bias[cg][n], rq_shift[cg][n], relu);
-          if (!pool) {
-            pack_next(s_out, out, y);
-          } else {
-            const act_t held = pool_row[cx / 2][cg][n];
-            const bool first = (cr % 2 == 0) && (cx % 2 == 0);
-            const act_t m = (first || y > held) ? y : held;
-            if (cr % 2 == 1 && cx % 2 == 1) {
-              pack_next(s_out, out, m);  // the 2 x 2 window is complete
-            } else {
-              pool_row[cx / 2][cg][n] = m;
-            }
-          }
-        }
-      }
-    }
-  }
-  *status = st;
-  write_status_word(s_out, st);
+  ap_uint<32> call_status = NBQ_STATUS_OK;
+  conv_tile(s_in, s_out, wbuf, rq_mult, rq_bias, rq_shift, g, st, call_status);
+  *status = call_status;
 }

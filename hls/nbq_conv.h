@@ -33,27 +33,37 @@ struct pe;
 // 0..14 left shift and a conditional negate, or a 16 x 16 multiply), and about
 // 5x faster in C simulation, where ap_int's range/shift operators are costly.
 
-// SVPE: a weight is a sign and a 4-bit magnitude m (the n-bit code, n <= 5);
-// m = 0 is zero, m >= 1 means +-2^(m-1): a LEFT shift by m-1, then +-.
+// SVPE: a weight is a sign and an (NBQ_CODE_BITS-1)-bit magnitude m (the n-bit code,
+// n <= NBQ_CODE_BITS: a 3-bit build runs n <= 3 bundles, a 5-bit build n <= 5);
+// m = 0 is zero, m >= 1 means +-2^(m-1): +-x, then a LEFT shift by m-1.  No multiply.
+// The packet byte is (sign << 4) | m whatever the build's width (nbq_params.h).
 template <>
 struct pe<NBQ_PE_SVPE> {
-  typedef ap_uint<1 + NBQ_CODE_MAG_BITS> weight_t;  // bit 4 sign, bits 3..0 m
-  typedef ap_int<NBQ_ACT_BITS + 15> product_t;      // |x << 14| <= 2^29, plus sign
+  static const int WEIGHT_BITS = NBQ_CODE_BITS;              // bits of one stored weight
+  static const int MAG_BITS = NBQ_CODE_BITS - 1;             // magnitude bits
+  static const int MAX_SHIFT = (1 << MAG_BITS) - 2;          // 2 (3-bit), 14 (5-bit)
+  typedef ap_uint<WEIGHT_BITS> weight_t;                     // top bit sign, then m
+  typedef ap_int<NBQ_ACT_BITS + 1 + MAX_SHIFT> product_t;    // |+-x << MAX_SHIFT| + sign
   static const int LANE_BITS = 8;
-  static weight_t decode(ap_uint<LANE_BITS> lane) { return lane(NBQ_CODE_MAG_BITS, 0); }
+  static weight_t decode(ap_uint<LANE_BITS> lane) {
+    const unsigned m = lane.to_uint() & ((1u << MAG_BITS) - 1);
+    const unsigned sign = (lane.to_uint() >> NBQ_CODE_MAG_BITS) & 1u;
+    return weight_t((sign << MAG_BITS) | m);
+  }
   static product_t product(act_t x, weight_t w) {
 #pragma HLS INLINE
     const unsigned code = w.to_uint();
-    const unsigned m = code & ((1u << NBQ_CODE_MAG_BITS) - 1);
-    if (m == 0) return 0;                                // the zero weight: no operation
-    const int y = int(unsigned(x.to_int()) << (m - 1));  // SHIFT (two's complement)
-    return product_t((code >> NBQ_CODE_MAG_BITS) ? -y : y);
+    const unsigned m = code & ((1u << MAG_BITS) - 1);
+    if (m == 0) return 0;                                 // the zero weight: no operation
+    const int xn = (code >> MAG_BITS) ? -x.to_int() : x.to_int();  // +-x, 17 bits
+    return product_t(int(unsigned(xn) << (m - 1)));       // SHIFT (two's complement)
   }
 };
 
 // VPE: a weight is int16; the PE is a 16 x 16-bit multiply (a DSP48E2).
 template <>
 struct pe<NBQ_PE_VPE> {
+  static const int WEIGHT_BITS = 16;
   typedef ap_int<16> weight_t;
   typedef ap_int<32> product_t;
   static const int LANE_BITS = 16;

@@ -30,12 +30,26 @@
 #endif
 
 // ---- array parallelism (the paper's Pm x Pn arrays of k x k PEs) -------------
-// Defaults follow the paper's equal-DSP comparison (768 DSPs): SVPE (32, 8),
-// VPE (16, 4).
-#define NBQ_SVPE_PM 32
-#define NBQ_SVPE_PN 8
+// Defaults chosen by the cost model on the RTL twin's yosys report
+// (pynq_nbq/perfmodel/kernel.py, choose_build): the most arrays whose design fits 70 %
+// of the xczu9eg's LUTs, the vpe build also within the paper's 768 DSPs.
+// tests/test_perf_kernel.py fails if these and the model's choice differ.
 #define NBQ_VPE_PM 16
 #define NBQ_VPE_PN 4
+#define NBQ_SVPE3_PM 32  // 3-bit svpe build (NBQ_CODE_BITS 3)
+#define NBQ_SVPE3_PN 8
+#define NBQ_SVPE5_PM 32  // 5-bit svpe build (NBQ_CODE_BITS 5, the default)
+#define NBQ_SVPE5_PN 4
+#ifndef NBQ_CODE_BITS
+#define NBQ_CODE_BITS 5
+#endif
+#if NBQ_CODE_BITS > 3
+#define NBQ_SVPE_PM NBQ_SVPE5_PM
+#define NBQ_SVPE_PN NBQ_SVPE5_PN
+#else
+#define NBQ_SVPE_PM NBQ_SVPE3_PM
+#define NBQ_SVPE_PN NBQ_SVPE3_PN
+#endif
 #ifndef NBQ_PM
 #if NBQ_PE_KIND == NBQ_PE_SVPE
 #define NBQ_PM NBQ_SVPE_PM
@@ -79,6 +93,11 @@
 #define NBQ_SVPE_LANES 8     // svpe codes per stream word (one byte each)
 #define NBQ_VPE_LANES 4      // vpe int16 weights per stream word
 #define NBQ_CODE_MAG_BITS 4  // svpe code byte: bit 4 sign, bits 3..0 magnitude m
+
+// ---- svpe build width: NBQ_CODE_BITS (default 5, set above with the parallelism) ----
+// A build runs every svpe bundle with n <= NBQ_CODE_BITS; the PE shifts by at most
+// 2^(NBQ_CODE_BITS-1) - 2 bits (3: 2, 5: 14), so a 3-bit build's PEs and adders are
+// narrower (pynq_nbq/perfmodel/yosys_report.json).  5 runs every bundle.
 
 // ---- AXI-Lite register map (bundle "ctrl", byte offsets) -----------------------
 // 0x00..0x0C are Vitis's ap_ctrl_hs block: 0x00 AP_CTRL (bit0 ap_start,

@@ -1,7 +1,7 @@
 """The Python API: load a bundle, classify images or predict on numpy batches.
 
 from pynq_nbq import api
-model = api.load_model()                      # the embedded default (svpe)
+model = api.load_model()                      # the embedded default (svpe), fastest engine
 pred = model.classify(["shoe.png"])
 pred.labels, pred.probabilities, pred.timings_ms
 """
@@ -72,7 +72,8 @@ class Prediction:
     indices: (N,) class ids; labels: N class names; probabilities: (N, K) float64;
     logits_q: (N, K) int16 with ``logits_frac`` fractional bits;
     timings_ms: milliseconds per stage for the whole batch, keys from :data:`TIMING_KEYS`
-    (``decode`` and ``preprocess`` only from :meth:`Model.classify`; no ``queue``).
+    (``decode`` and ``preprocess`` only from :meth:`Model.classify`; no ``queue``);
+    backend: the backend that computed it (``numpy``, ``native``, ``csim``, ``fpga``).
     """
 
     indices: np.ndarray
@@ -87,12 +88,18 @@ class Prediction:
         return [(self.classes[j], float(self.probabilities[i, j])) for j in order]
 
     classes: list[str] = field(default_factory=list)
+    backend: str = ""
 
 
 class Model:
-    """A bundle on an engine and backend, ready to classify."""
+    """A bundle on an engine and backend, ready to classify.
 
-    def __init__(self, bundle: Bundle, backend: str | Backend = "numpy", threads: int = 1) -> None:
+    ``backend="auto"`` (the default) runs the native C kernel where it builds and
+    loads and the numpy reference otherwise (:func:`pynq_nbq.backends.get_backend`);
+    both give identical integers.
+    """
+
+    def __init__(self, bundle: Bundle, backend: str | Backend = "auto", threads: int = 1) -> None:
         self.bundle = bundle
         self.engine = Engine(bundle, backend, threads)
 
@@ -114,6 +121,11 @@ class Model:
     @property
     def backend_name(self) -> str:
         return self.engine.backend.name
+
+    @property
+    def backend_description(self) -> str:
+        """One line on what runs the layers (and why, if ``auto`` fell back to numpy)."""
+        return getattr(self.engine.backend, "description", self.backend_name)
 
     def preprocess(self, image) -> np.ndarray:
         """bytes, a path or a PIL image -> uint8 pixels (C, H, W); decoded no larger
@@ -148,6 +160,7 @@ class Model:
             self.engine.output_frac,
             timings,
             self.classes,
+            self.backend_name,
         )
 
     def classify(self, images: list) -> Prediction:
@@ -166,7 +179,7 @@ class Model:
 
 def load_model(
     name_or_path: str | os.PathLike | None = None,
-    backend: str | Backend = "numpy",
+    backend: str | Backend = "auto",
     threads: int = 1,
 ) -> Model:
     """Load and validate a bundle (embedded name, path, or None for the default).

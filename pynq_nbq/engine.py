@@ -62,6 +62,8 @@ class Engine:
         self.threads = threads
         self._pool: ThreadPoolExecutor | None = None
         self.backend: Backend = get_backend(backend) if isinstance(backend, str) else backend
+        # ARM-side conv/linear layers: the backend's fast kernel if it has one, else numpy
+        self._arm_conv = getattr(self.backend, "arm_conv", ops.conv_layer)
         check = getattr(self.backend, "check_bundle", None)
         if check is not None:
             check(bundle.manifest)
@@ -176,10 +178,10 @@ class Engine:
         if op == "conv":
             if step.placement == CONV_ENGINE:
                 return self.backend.run_conv(ins[0], step.spec)
-            return ops.conv_layer(ins[0], step.spec)
+            return self._arm_conv(ins[0], step.spec)
         if op == "linear":
             n = ins[0].shape[0]
-            y = ops.conv_layer(ins[0].reshape(n, 1, 1, -1), step.spec)
+            y = self._arm_conv(ins[0].reshape(n, 1, 1, -1), step.spec)
             return y.reshape(n, -1)
         if op == "maxpool":
             return ops.maxpool(ins[0], layer.kernel, layer.stride)

@@ -16,6 +16,7 @@ class                                         raised when
 ``pynq_nbq.kernel.protocol.KernelError``      the conv kernel refuses or breaks a call
 ``pynq_nbq.kernel.protocol.DeviceError``      the board's DMA or kernel failed a call
 ``pynq_nbq.backends.csim.CsimError``          the csim library cannot be built or loaded
+``pynq_nbq.native.NativeError``               the native kernel cannot be built or loaded
 ``pynq_nbq.preprocess.ImageError``            the input is not a usable image
 ``host_train.export.ExportError``             a model has no datapath form
 ============================================  ==========================================

@@ -11,6 +11,7 @@ the conv-engine layers alone) and numpy images/s.
     python scripts/bench_csim.py                          # 1,000 images per bundle
     python scripts/bench_csim.py --images 10000 --json csim.json
     python scripts/bench_csim.py --models path/to/bundle --images 200
+    python scripts/bench_csim.py --models fmnist-svpe --define NBQ_CODE_BITS=3  # 3-bit build
 
 Fashion-MNIST comes from ``/usr/share/datasets/fashion-mnist`` (Debian package
 ``dataset-fashion-mnist``) or ``--data-dir``.  The first run compiles the kernels
@@ -62,9 +63,11 @@ def fashion_batch(input_spec: dict, n: int, start: int = 0, data_dir: Path = FAS
     return batch, labels
 
 
-def bench(model: str, images: int, batch: int, data_dir: Path) -> dict:
+def bench(
+    model: str, images: int, batch: int, data_dir: Path, defines: dict[str, int] | None = None
+) -> dict:
     m_np = api.load_model(model, "numpy")
-    m_cs = api.load_model(model, CsimBackend())
+    m_cs = api.load_model(model, CsimBackend(defines=defines or None))
     x, labels = fashion_batch(m_np.input_spec, images, 0, data_dir)
     xq = m_np.engine.quantize_input(x)
     m_cs.engine.run(xq[:1])  # build/load the kernel outside the timing
@@ -85,6 +88,7 @@ def bench(model: str, images: int, batch: int, data_dir: Path) -> dict:
     n = len(xq)
     return {
         "model": model,
+        "defines": defines or {},
         "datapath": m_np.bundle.datapath,
         "images": n,
         "mismatched_images": mismatches,
@@ -107,17 +111,32 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=50)
     ap.add_argument("--data-dir", type=Path, default=FASHION_DIR)
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument(
+        "--define",
+        action="append",
+        default=[],
+        metavar="NBQ_NAME=VALUE",
+        help="build the kernel with this -D override (e.g. NBQ_CODE_BITS=3); repeatable",
+    )
     a = ap.parse_args()
+    defines = {}
+    for d in a.define:
+        name, sep, value = d.partition("=")
+        if not sep or not name.startswith("NBQ_") or not value.lstrip("-").isdigit():
+            print(f"--define {d!r}: expected NBQ_NAME=INTEGER")
+            return 2
+        defines[name] = int(value)
     results = []
     for model in a.models:
         if not api.model_path(model).is_dir():
             print(f"bundle {model!r} not found (embedded: {api.embedded_models()})")
             return 2
-        r = bench(model, a.images, a.batch, a.data_dir)
+        r = bench(model, a.images, a.batch, a.data_dir, defines)
         results.append(r)
         conv = r["csim_conv_engine_images_per_s"]
         print(
-            f"{r['model']:>14} ({r['datapath']}): {r['images']} images, "
+            f"{r['model']:>14} ({r['datapath']}{', ' if defines else ''}"
+            f"{' '.join(f'{k}={v}' for k, v in defines.items())}): {r['images']} images, "
             f"{r['mismatched_images']} differ from numpy, accuracy {r['accuracy_percent']:.2f}%, "
             f"csim {r['csim_images_per_s']:.1f} images/s "
             f"(conv engine alone {conv:.1f}), numpy {r['numpy_images_per_s']:.0f} images/s"

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Set up a fresh machine and run the whole test suite (what CI runs via .ci/run).
-#  - Debian packages: the Fashion-MNIST dataset, g++ (HLS C-simulation), Chromium + driver
-#    (browser test), lm-sensors, tcl + make (the overlay build scripts run with stub Vivado
-#    commands); installed only when missing, only where apt-get runs as root, and without
+#  - Debian packages: the Fashion-MNIST dataset, g++ (HLS C-simulation; its gcc builds the
+#    native engine), Chromium + driver (browser test), lm-sensors, tcl + make (the overlay
+#    build scripts run with stub Vivado commands), an aarch64 cross gcc and qemu-user (the
+#    native engine's NEON build, checked under emulation), iverilog + yosys (the RTL twin,
+#    hls/rtl/); installed only when missing, only where apt-get runs as root, and without
 #    "recommended" extras (--no-install-recommends).
 #  - PyTorch's CPU wheel first (a plain 'torch' requirement would pull a multi-GB CUDA build),
 #    then this package with its [test] extra.
@@ -17,6 +19,11 @@ command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 command -v sensors >/dev/null || need_apt+=(lm-sensors)
 command -v tclsh >/dev/null || need_apt+=(tcl)
 command -v make >/dev/null || need_apt+=(make)
+# the native kernel's aarch64 (board) build: cross-compiled and run under qemu-user in tests
+command -v aarch64-linux-gnu-gcc >/dev/null || need_apt+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+command -v qemu-aarch64 >/dev/null || need_apt+=(qemu-user)
+command -v iverilog >/dev/null || need_apt+=(iverilog)  # RTL twin simulation (hls/rtl/)
+command -v yosys >/dev/null || need_apt+=(yosys)        # RTL twin synthesis report check
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq

@@ -8,8 +8,8 @@ from pynq_nbq import cli
 from pynq_nbq.backends.csim import CsimError
 from pynq_nbq.bundle import BundleError
 from pynq_nbq.errors import NbqError
+from pynq_nbq.kernel.protocol import KernelError
 from pynq_nbq.preprocess import ImageError, ImageTooLarge
-from pynq_nbq.streams import KernelError
 
 
 @pytest.mark.parametrize("cls", [BundleError, KernelError, CsimError, ImageError, ImageTooLarge])

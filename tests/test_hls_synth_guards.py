@@ -37,6 +37,8 @@ STREAM_STUB = """
 namespace hls {
 template <typename T> class stream {  // declarations only: nothing of csim's queue
  public:
+  stream();
+  explicit stream(const char* name);
   T read();
   void write(const T& v);
   bool empty();
@@ -182,7 +184,7 @@ def test_no_recursion():
             depth += {"{": 1, "}": -1}.get(code[i], 0)
             i += 1
         assert not re.search(rf"\b{name}\s*\(", code[start:i]), f"{name} calls itself"
-    assert {"nbq_conv", "requantize", "pack_next", "product"} <= set(defined)
+    assert {"nbq_conv", "requantize", "pack", "product"} <= set(defined)
 
 
 def test_every_port_has_an_interface_pragma():
@@ -211,3 +213,105 @@ def test_run_hls_tcl_targets_the_zcu102_for_both_kinds():
 def test_stand_in_header_is_refused_under_vitis():
     text = _source("csim_include/ap_axi_sdata.h")
     assert "#ifdef __SYNTHESIS__\n#error" in text
+
+
+# --- the streaming structure (issue 11) ----------------------------------------------------
+def _body(code: str, start: int) -> str:
+    """The brace-balanced block that opens at or after ``start``."""
+    i = code.index("{", start)
+    depth, j = 1, i + 1
+    while depth:
+        depth += {"{": 1, "}": -1}.get(code[j], 0)
+        j += 1
+    return code[i + 1 : j - 1]
+
+
+def _function(code: str, name: str) -> tuple[str, str]:
+    """(parameter list, body) of the function ``name`` defined in ``code``."""
+    m = re.search(rf"\n[\w:<> ]*\b{name}\s*\(([^{{;]*)\)\s*\{{", code)
+    assert m, f"function {name} not found"
+    return m.group(1), _body(code, m.end() - 1)
+
+
+def _pipelined_loops(code: str):
+    """(label, body) of every loop whose first pragma line is PIPELINE."""
+    for m in re.finditer(r"(\w+):\s*\n\s*for\s*\([^)]*\)\s*\{", code):
+        body = _body(code, m.end() - 1)
+        head = [ln.strip() for ln in body.splitlines() if ln.strip()][:3]
+        if any(ln.startswith("#pragma HLS PIPELINE") for ln in head):
+            yield m.group(1), body
+
+
+def _partitioned(code: str) -> dict[str, set[int]]:
+    """Array name -> partitioned dimensions (0 = all) from ARRAY_PARTITION pragmas."""
+    out: dict[str, set[int]] = {}
+    for m in re.finditer(r"ARRAY_PARTITION variable=(\w+) complete(?: dim=(\d+))?", code):
+        out.setdefault(m.group(1), set()).add(int(m.group(2) or 0))
+    return out
+
+
+def _unrolled_vars(body: str) -> set[str]:
+    found = set()
+    for m in re.finditer(r"for\s*\(\s*int\s+(\w+)[^)]*\)\s*\{\s*#pragma HLS UNROLL", body):
+        found.add(m.group(1))
+    return found
+
+
+def test_no_run_time_indexed_reads_of_partitioned_arrays_in_pipelined_loops():
+    """A read of a partitioned array must name its bank statically (literal, constant or
+    unrolled loop variable); run-time indices become wide multiplexers."""
+    code = _code(_source("nbq_conv.cpp"))
+    parts = _partitioned(code)
+    assert {"wbuf", "acc"} <= set(parts)
+    loops = dict(_pipelined_loops(code))
+    assert {"read_fm_loop", "window_loop", "compute_loop", "requant_loop", "pack_loop"} <= set(
+        loops
+    )
+    for label, body in loops.items():
+        static = _unrolled_vars(body)
+        chain = r"\b(\w+)((?:\s*\[[^\]]+\])+)((?:\.\w+(?:\[[^\]]+\])*)*)(\s*[=!<>]?=?)"
+        for m in re.finditer(chain, body):
+            name, subs, after = m.group(1), m.group(2), m.group(4).strip()
+            if name not in parts or after == "=":  # not partitioned, or a write
+                continue
+            idx = re.findall(r"\[([^\]]+)\]", subs)
+            for dim, expr in enumerate(idx, start=1):
+                if 0 not in parts[name] and dim not in parts[name]:
+                    continue
+                names = set(re.findall(r"[A-Za-z_]\w*", expr))
+                ok = all(n in static or re.fullmatch(r"[A-Z][A-Z0-9_]*", n) for n in names)
+                assert ok, f"{label}: {name}{subs} reads a partitioned dim with {expr!r}"
+
+
+def test_no_multiply_on_data_in_the_svpe_pe_path():
+    """The SVPE product and the compute loop hold no '*': shifts and adds only."""
+    header = _code(_source("nbq_conv.h"))
+    svpe = _body(header, header.index("struct pe<NBQ_PE_SVPE>"))
+    _, product = _function(svpe, "product")
+    assert "<<" in product and "*" not in product, product
+    code = _code(_source("nbq_conv.cpp"))
+    compute = re.sub(r"#pragma[^\n]*", "", dict(_pipelined_loops(code))["compute_loop"])
+    assert "pe_t::product(" in compute and "*" not in compute, compute
+
+
+def test_every_dataflow_stage_is_a_function_with_stream_arguments():
+    code = _code(_source("nbq_conv.cpp"))
+    regions = [m.start() for m in re.finditer(r"#pragma HLS DATAFLOW", code)]
+    assert len(regions) == 1
+    start = code.rfind("\nvoid ", 0, regions[0])
+    name = re.match(r"\nvoid\s+(\w+)", code[start:]).group(1)
+    _, region = _function(code, name)
+    statements = [s.strip() for s in re.sub(r"#pragma[^\n]*", "", region).split(";")]
+    statements = [s for s in statements if s]
+    calls = [s for s in statements if not s.startswith("hls::stream<")]
+    assert all(re.fullmatch(r"\w+\([\w\s,]*\)", s) for s in calls), calls
+    stages = [re.match(r"\w+", s).group(0) for s in calls]
+    assert stages == ["read_fm", "window", "compute", "requant", "pool", "pack"]
+    for stage in [name, *stages]:
+        params, body = _function(code, stage)
+        if stage != name:
+            assert "hls::stream<" in params, f"stage {stage} takes no stream"
+        assert not re.search(r"\breturn\b", body), f"{stage} returns early"
+    depths = dict(re.findall(r"#pragma HLS STREAM variable=(\w+) depth=(\d+)", region))
+    declared = re.findall(r"hls::stream<[^;]*>\s+(\w+)\(", region)
+    assert declared and set(declared) == set(depths), (declared, depths)

@@ -128,9 +128,10 @@ def classify(installed, backend: str, images: list[str]) -> dict:
     return json.loads(run(cmd, installed["cwd"], installed["env"]))
 
 
-@pytest.mark.parametrize("backend", ["numpy", "csim"])
+@pytest.mark.parametrize("backend", ["numpy", "csim", "native"])
 def test_nbq_classify_from_the_wheel(installed, backend):
-    """Both backends, from the wheel, give the checkout's labels and confidences."""
+    """Each backend, from the wheel, gives the checkout's labels and confidences (native:
+    built from the wheel's pynq_nbq/native/nbq_native.c)."""
     from pynq_nbq import api
 
     images = samples(installed)

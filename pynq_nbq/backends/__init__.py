@@ -4,10 +4,14 @@ A backend has ``name`` and ``run_conv(x, spec) -> y`` with int16 NHWC ``x`` and
 ``y`` exactly equal to :func:`pynq_nbq.ops.conv_layer` (x, spec); optionally
 ``check_bundle(manifest)`` raising ``ValueError`` when it cannot run a bundle, and
 ``thread_safe = True`` when ``run_conv`` may be called from several threads at once
-(the engine then splits batches over its ``threads``).
+(the engine then splits batches over its ``threads``); ``arm_conv(x, spec)`` to run
+the engine's ARM-side conv and linear layers too (default: the numpy reference);
+``description``, one line saying what runs the layers.
 The engine (:mod:`pynq_nbq.engine`) decides what runs where and calls them.
 
-* ``numpy`` - the reference (default on hosts);
+* ``auto``  - ``native`` where its kernel builds and loads, else ``numpy`` (the default);
+* ``numpy`` - the reference;
+* ``native`` - the same integers in a C kernel built at first use (fast; x86, Arm);
 * ``csim``  - the HLS C++ kernel compiled with g++, fed the DMA byte streams;
 * ``fpga``  - the overlay on a ZCU102 through pynq (board only).
 """
@@ -20,7 +24,7 @@ import numpy as np
 
 from ..ops import ConvSpec
 
-BACKENDS = ("numpy", "csim", "fpga")
+BACKENDS = ("auto", "numpy", "native", "csim", "fpga")
 
 
 class Backend(Protocol):
@@ -31,6 +35,14 @@ class Backend(Protocol):
 
 def get_backend(name: str) -> Backend:
     """A backend by name; raises ValueError naming the choices or what is missing."""
+    if name == "auto":
+        from .native import auto_backend
+
+        return auto_backend()
+    if name == "native":
+        from .native import NativeBackend
+
+        return NativeBackend()
     if name == "numpy":
         from .numpy_backend import NumpyBackend
 

@@ -28,7 +28,6 @@ one bitstream, and refuses bundles and layers of the other kind.
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import hashlib
 import importlib.util
 import os
@@ -41,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import buildcache
 from ..errors import NbqError
 from ..kernel import protocol
 from ..kernel.checks import check_manifest
@@ -137,15 +137,8 @@ def compiler() -> str:
 
 
 def cache_dir() -> Path:
-    """Where built libraries live (created on demand)."""
-    env = os.environ.get("NBQ_CACHE_DIR")
-    if env:
-        d = Path(env)
-    else:
-        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-        d = Path(base) / "pynq_nbq" / "csim"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+    """Where built csim libraries live (see :func:`pynq_nbq.buildcache.cache_dir`)."""
+    return buildcache.cache_dir("csim")
 
 
 # --- building -------------------------------------------------------------------------
@@ -213,26 +206,12 @@ def build(
     probe = compile_command(Path("OUT"), pe, defines, target, sanitize)
     key = _cache_key(probe)
     name = f"nbq_{target}_{pe}{'_san' if sanitize else ''}_{key}{suffix}"
-    out = cache_dir() / name
-    if out.exists():
-        return out
-    with open(cache_dir() / f"{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time; the others then find it
-        if out.exists():
-            return out
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=cache_dir())
-        os.close(fd)
-        cmd = compile_command(Path(tmp), pe, defines, target, sanitize)
-        res = subprocess.run(cmd, capture_output=True, text=True)
-        if res.returncode != 0:
-            Path(tmp).unlink(missing_ok=True)
-            raise CsimError(
-                f"csim backend: building the {pe} kernel failed ({' '.join(cmd)}):\n"
-                + res.stderr[-4000:]
-            )
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, out)  # atomic: readers see no file or the whole file
-    return out
+    return buildcache.build_once(
+        cache_dir() / name,
+        lambda tmp: compile_command(tmp, pe, defines, target, sanitize),
+        f"the csim {pe} kernel",
+        CsimError,
+    )
 
 
 # --- the kernel behind ctypes ---------------------------------------------------------

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import native
 from ..kernel import design
 from ..kernel.checks import check_manifest
 from ..kernel.scheduler import CompiledLayers
@@ -74,6 +75,7 @@ class FpgaBackend:
         self._device = None
         self._layers: CompiledLayers | None = None
         self._lock = threading.Lock()
+        self.arm_conv = native.fastest_conv()  # the engine's ARM-side conv/linear layers
 
     def device(self, pe: str):
         """The :class:`~pynq_nbq.kernel.driver.FpgaConvDevice` of the ``pe`` overlay

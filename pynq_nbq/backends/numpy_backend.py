@@ -13,6 +13,15 @@ class NumpyBackend:
     name = "numpy"
     #: the engine may split a batch over threads: ops keeps its scratch arrays per thread
     thread_safe = True
+    #: why ``auto`` chose this backend instead of the native kernel (None: asked for)
+    fallback_reason: str | None = None
+
+    @property
+    def description(self) -> str:
+        text = "numpy reference (float64 matrix products, exact)"
+        if self.fallback_reason:
+            text += f" (native kernel unavailable: {self.fallback_reason})"
+        return text
 
     def run_conv(self, x: np.ndarray, spec: ConvSpec) -> np.ndarray:
         return conv_layer(x, spec)

@@ -12,7 +12,12 @@ def register(sub) -> None:
     p = sub.add_parser("classify", help="classify image files with a model bundle")
     p.add_argument("images", nargs="*", help="image files (default: the bundled samples)")
     p.add_argument("--model", default=None, help="bundle directory or embedded model name")
-    p.add_argument("--backend", default="numpy", help="numpy, csim or fpga")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        help="auto (default: native if its C kernel builds, else numpy), numpy, native, "
+        "csim or fpga",
+    )
     p.add_argument("--top", type=int, default=1, help="show the top-k classes")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument(
@@ -52,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
                 "confidence": float(pred.probabilities[0, pred.indices[0]]),
                 "top": pred.top_k(0, args.top),
                 "timings_ms": {k: round(v, 3) for k, v in pred.timings_ms.items()},
+                "backend": pred.backend,
             }
         )
     if args.json:
@@ -60,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
                 {
                     "model": str(model.bundle.path),
                     "backend": model.backend_name,
+                    "engine": model.backend_description,
                     "datapath": model.bundle.datapath,
                     "results": results,
                 },
@@ -69,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(
         f"model {model.bundle.manifest['name']} ({model.bundle.datapath}, "
-        f"backend {model.backend_name})"
+        f"backend {model.backend_name}: {model.backend_description})"
     )
     for r in results:
         print(

@@ -11,7 +11,12 @@ from ..cli import CommandError
 def register(sub) -> None:
     p = sub.add_parser("info", help="describe a model bundle, backend and datapath")
     p.add_argument("--model", default=None, help="bundle directory or embedded model name")
-    p.add_argument("--backend", default="numpy", help="numpy, csim or fpga")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        help="auto (default: native if its C kernel builds, else numpy), numpy, native, "
+        "csim or fpga",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
 
@@ -37,6 +42,7 @@ def describe(model) -> dict:
         "datapath": m["datapath"],
         "weight_bits": m["weight_bits"],
         "backend": model.backend_name,
+        "engine": model.backend_description,
         "classes": m["classes"],
         "input": m["input"],
         "arrays_sha256": m["arrays_sha256"],
@@ -60,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     inp = d["input"]
     print(f"model     {d['name']}  ({d['path']})")
     print(f"datapath  {d['datapath']}, {d['weight_bits']}-bit weights; backend {d['backend']}")
+    print(f"engine    {d['engine']}")
     print(
         f"input     {inp['channels']}x{inp['height']}x{inp['width']} {inp['mode']}; "
         f"{len(d['classes'])} classes: {', '.join(d['classes'])}"

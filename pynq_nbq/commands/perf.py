@@ -25,7 +25,9 @@ from pynq_nbq.perfmodel import (
     model_network,
 )
 from pynq_nbq.perfmodel.constants import PAPER_DSP_BUDGET
+from pynq_nbq.perfmodel.costs import COST_NOTE
 from pynq_nbq.perfmodel.equations import M_FORMS
+from pynq_nbq.perfmodel.kernel import LUT_FRACTION, builds_table, model_kernel
 from pynq_nbq.perfmodel.model import BANDWIDTH_MODES, KERNEL_MODES
 from pynq_nbq.perfmodel.resources import SPLITS
 
@@ -84,6 +86,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--clock-mhz", type=float, help="array clock (default: the board's)")
     p.add_argument("--arm-gops", type=float, help="ARM conv/linear throughput in GOP/s")
     p.add_argument("--call-overhead-us", type=float, default=0.0, help="per engine call, us")
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        help="images per weight load in this kernel's model (default 1: every image loads)",
+    )
     p.add_argument(
         "--paper",
         action="store_true",
@@ -149,6 +157,8 @@ def model_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.batch < 1:
+        raise CommandError(f"--batch must be >= 1, got {args.batch}")
     try:
         name, layers, bundle_bits = load_source(args)
         board = load_board(args.board)
@@ -158,12 +168,32 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CommandError(str(exc)) from exc
     report = build_report(name, results)
+    try:  # this kernel's builds have fixed buffers: on a small board they may not fit
+        kernel = {
+            pe: model_kernel(
+                layers,
+                board,
+                pe,
+                n_bits,
+                args.clock_mhz,
+                args.call_overhead_us or 0.0,
+                batch=args.batch,
+            )
+            for pe in PES
+        }
+        report["kernel_model"] = kernel_report(results, kernel, builds_table(board), board)
+    except ValueError as exc:
+        report["kernel_model"] = {"modelled": True, "error": str(exc)}
     if args.json:
         print(json.dumps(_rounded(report), indent=2))
     elif args.markdown:
         print(markdown_table(report))
+        print()
+        print(kernel_markdown(report["kernel_model"]))
     else:
         print(text_report(report))
+        print()
+        print(kernel_text(report["kernel_model"]))
     return 0
 
 
@@ -316,4 +346,145 @@ def markdown_table(report: dict[str, Any]) -> str:
         f"| {_num(ts['gops'], '.1f')} | | "
         f"| {_num(_ratio(tv['latency_ms'], ts['latency_ms']), '.2f')} |"
     )
+    return "\n".join(lines)
+
+
+# --- this kernel (hls/nbq_conv.cpp) beside the paper's model ---------------------------------
+def kernel_report(
+    results: dict[str, dict], kernel: dict[str, dict], builds: list[dict], board: Any
+) -> dict[str, Any]:
+    """The streaming kernel's model beside the paper's, per engine layer and in total."""
+    rows = []
+    for rv, rs in zip(kernel["vpe"]["layers"], kernel["svpe"]["layers"], strict=True):
+        paper = {
+            pe: next(r for r in results[pe]["layers"] if r["name"] == rv["name"]) for pe in PES
+        }
+        rows.append(
+            {
+                "name": rv["name"],
+                "paper_vpe_us": paper["vpe"]["time_us"],
+                "paper_svpe_us": paper["svpe"]["time_us"],
+                "vpe": rv,
+                "svpe": rs,
+                "svpe_over_vpe": _ratio(rv["time_us"], rs["time_us"]),
+            }
+        )
+    return {
+        "modelled": True,
+        "note": (
+            "model of hls/nbq_conv.cpp's loop structure (DATAFLOW stages, cycles per stage, "
+            f"weight loads, tiles); resources: {COST_NOTE} for the PE arrays and requantisers, "
+            "assumed figures for the rest; unverified without Vitis and a board"
+        ),
+        "device": {
+            "part": board.part,
+            "lut": board.lut,
+            "ff": board.ff,
+            "dsp": board.dsp,
+            "bram18": board.bram18,
+        },
+        "lut_fraction": LUT_FRACTION,
+        "batch": kernel["svpe"]["batch"],
+        "builds": builds,
+        "vpe_build": kernel["vpe"]["build"],
+        "svpe_build": kernel["svpe"]["build"],
+        "layers": rows,
+        "fpga_time_us": {pe: kernel[pe]["fpga_time_us"] for pe in PES},
+        "eq36_time_us": {pe: kernel[pe]["eq36_time_us"] for pe in PES},
+    }
+
+
+def _build_lines(k: dict[str, Any]) -> list[str]:
+    dev = k["device"]
+    lines = [
+        f"{'build':6s} {'(Pm, Pn)':>9s} {'LUT':>8s} {'%':>5s} {'FF':>8s} {'%':>5s} "
+        f"{'DSP':>5s} {'%':>5s} {'BRAM18':>6s} {'%':>5s}  (of {dev['part']}: {dev['lut']} LUT, "
+        f"{dev['ff']} FF, {dev['dsp']} DSP, {dev['bram18']} BRAM18)"
+    ]
+    for b in k["builds"]:
+        f = b["of_device"]
+        lines.append(
+            f"{b['build']:6s} {'(' + str(b['pm']) + ', ' + str(b['pn']) + ')':>9s} "
+            f"{b['lut']:8d} {100 * f['lut']:5.1f} {b['ff']:8d} {100 * f['ff']:5.1f} "
+            f"{b['dsp']:5d} {100 * f['dsp']:5.1f} {b['bram18']:6d} {100 * f['bram18']:5.1f}"
+        )
+    return lines
+
+
+def kernel_text(k: dict[str, Any]) -> str:
+    """The kernel section of the text report."""
+    if "error" in k:
+        return f"THIS KERNEL (hls/nbq_conv.cpp): {k['error']}"
+    lines = [
+        "THIS KERNEL (hls/nbq_conv.cpp, streaming) - MODELLED: " + k["note"],
+        f"builds at their default (Pm, Pn): the most arrays within {k['lut_fraction']:.0%} "
+        "of the LUTs (vpe also within the paper's 768 DSPs)",
+        *(f"  {ln}" for ln in _build_lines(k)),
+        "",
+    ]
+    if not k["layers"]:
+        return "\n".join(
+            [*lines, "no layer runs on this kernel (3x3 pad 1 / 1x1, stride 1, groups 1)"]
+        )
+    vb, sb = k["vpe_build"], k["svpe_build"]
+    head = (
+        f"{'layer':10s} | {'paper VPE':>9s} {'Eq36 ' + vb:>11s} {'kernel':>9s} {'bound':8s} | "
+        f"{'paper SVPE':>10s} {'Eq36 ' + sb:>11s} {'kernel':>9s} {'bound':8s} | {'SVPE/VPE':>8s}"
+    )
+    lines += [
+        "per engine layer, us per image (paper = the paper's model above; Eq36 = Eq. 36 at "
+        "the build's (Pm, Pn); kernel = this kernel's cycle model, weights loaded once per "
+        f"{k['batch']} image(s)):",
+        head,
+        "-" * len(head),
+    ]
+    for r in k["layers"]:
+        v, s = r["vpe"], r["svpe"]
+        lines.append(
+            f"{r['name'][:10]:10s} | {r['paper_vpe_us']:9.2f} {v['eq36_us']:11.2f} "
+            f"{v['time_us']:9.2f} {v['bound']:8s} | {r['paper_svpe_us']:10.2f} "
+            f"{s['eq36_us']:11.2f} {s['time_us']:9.2f} {s['bound']:8s} | "
+            f"{_num(r['svpe_over_vpe'], '7.2f')}x"
+        )
+    fv, fs = k["fpga_time_us"]["vpe"], k["fpga_time_us"]["svpe"]
+    ev, es = k["eq36_time_us"]["vpe"], k["eq36_time_us"]["svpe"]
+    lines += [
+        "-" * len(head),
+        f"{'total':10s} | {'':9s} {ev:11.2f} {fv:9.2f} {'':8s} | {'':10s} {es:11.2f} "
+        f"{fs:9.2f} {'':8s} | {_num(_ratio(fv, fs), '7.2f')}x",
+    ]
+    return "\n".join(lines)
+
+
+def kernel_markdown(k: dict[str, Any]) -> str:
+    """The kernel section as Markdown tables (for docs/results.md); all modelled."""
+    if "error" in k:
+        return f"This kernel (hls/nbq_conv.cpp): {k['error']}"
+    dev = k["device"]
+    lines = [
+        f"| build | (Pm, Pn) | LUT (of {dev['lut']}) | FF | DSP (of {dev['dsp']}) "
+        f"| BRAM18 (of {dev['bram18']}) |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for b in k["builds"]:
+        f = b["of_device"]
+        lines.append(
+            f"| {b['build']} | ({b['pm']}, {b['pn']}) | {b['lut']} ({100 * f['lut']:.1f} %) "
+            f"| {b['ff']} | {b['dsp']} ({100 * f['dsp']:.1f} %) "
+            f"| {b['bram18']} ({100 * f['bram18']:.1f} %) |"
+        )
+    vb, sb = k["vpe_build"], k["svpe_build"]
+    lines += [
+        "",
+        f"| layer | paper VPE µs | Eq. 36 {vb} µs | kernel {vb} µs | bound "
+        f"| paper SVPE µs | Eq. 36 {sb} µs | kernel {sb} µs | bound | SVPE/VPE |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---|---:|",
+    ]
+    for r in k["layers"]:
+        v, s = r["vpe"], r["svpe"]
+        lines.append(
+            f"| {r['name']} | {r['paper_vpe_us']:.2f} | {v['eq36_us']:.2f} | {v['time_us']:.2f} "
+            f"| {v['bound']} | {r['paper_svpe_us']:.2f} | {s['eq36_us']:.2f} "
+            f"| {s['time_us']:.2f} | {s['bound']} | {_num(r['svpe_over_vpe'], '.2f')} |"
+        )
     return "\n".join(lines)

@@ -18,7 +18,7 @@ class ServerConfig:
     """Settings of one server.  Times in seconds, sizes in bytes or pixels."""
 
     model: str | None = None  #: embedded model name or bundle path (None: the default)
-    backend: str | Backend = "numpy"
+    backend: str | Backend = "auto"  #: native where its kernel builds, else numpy
     models_dir: Path = api.MODELS_DIR  #: POST /v1/model loads only from here
     host: str = "127.0.0.1"  #: where the server listens (a token is mandatory off loopback)
     token: str | None = None  #: needed by POST /v1/model; without one, switching is off

@@ -1,0 +1,112 @@
+"""Measured cost constants of the kernel's arithmetic: the yosys report of the RTL twin.
+
+``hls/rtl/`` holds a Verilog twin of the kernel's arithmetic (PE, 3x3 array, one output
+lane of Pm arrays with its adder tree and int48 accumulator, the requantisation),
+simulated bit-exact against :mod:`pynq_nbq.datapath`.  ``scripts/rtl_synth.py``
+synthesises the designs listed in :data:`DESIGNS` with
+``yosys synth_xilinx -family xcup`` and writes :data:`REPORT_PATH`; this module reads
+it.  Every number from it is an **open-synthesis estimate (yosys, not Vivado)**:
+ABC's LUT mapping usually comes out above Vivado's, and yosys 0.23 packs no adder
+into a DSP48E2 for UltraScale+.
+
+Lane cost at any Pm: the report measures lanes at Pm = 4, 8, 16, 32; between the
+points the cost is interpolated linearly, beyond them extrapolated from the last two.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+REPORT_PATH = Path(__file__).resolve().parent / "yosys_report.json"
+COST_NOTE = "open-synthesis estimate, yosys, not Vivado"
+LANE_PMS = (4, 8, 16, 32)  #: Pm values at which one output lane is synthesised
+#: svpe build code widths: a 3-bit build runs bundles with n <= 3, a 5-bit build n <= 5.
+SVPE_BUILD_BITS = (3, 5)
+SVPE, VPE = 1, 2  #: the Verilog KIND parameter
+
+
+def _designs() -> dict[str, dict[str, Any]]:
+    d: dict[str, dict[str, Any]] = {}
+    for nb in (2, 3, 4, 5):
+        d[f"svpe_pe_nb{nb}"] = {
+            "top": "nbq_svpe_pe",
+            "params": {"NB": nb},
+            "what": f"one shift PE, {nb}-bit code (shift 0..{(1 << (nb - 1)) - 2}), int16 x",
+        }
+    d["vpe_pe"] = {"top": "nbq_vpe_pe", "params": {}, "what": "one 16 x 16 multiply PE"}
+    for nb in SVPE_BUILD_BITS:
+        d[f"svpe_array_nb{nb}"] = {
+            "top": "nbq_array3x3",
+            "params": {"KIND": SVPE, "NB": nb},
+            "what": f"3x3 array: 9 shift PEs ({nb}-bit), registered products, adder tree",
+        }
+    d["vpe_array"] = {
+        "top": "nbq_array3x3",
+        "params": {"KIND": VPE, "NB": 3},
+        "what": "3x3 array: 9 multiply PEs, registered products, adder tree",
+    }
+    for pm in LANE_PMS:
+        for nb in SVPE_BUILD_BITS:
+            d[f"svpe_lane_nb{nb}_pm{pm}"] = {
+                "top": "nbq_lane",
+                "params": {"KIND": SVPE, "NB": nb, "PM": pm},
+                "what": f"one output lane: {pm} shift arrays ({nb}-bit), tree, int48 accumulator",
+            }
+        d[f"vpe_lane_pm{pm}"] = {
+            "top": "nbq_lane",
+            "params": {"KIND": VPE, "NB": 3, "PM": pm},
+            "what": f"one output lane: {pm} multiply arrays, tree, int48 accumulator",
+        }
+    d["requant"] = {
+        "top": "nbq_requant",
+        "params": {},
+        "what": "requantisation of one value: 48x16 multiply, + bias + half, shift, saturate",
+    }
+    return d
+
+
+#: name -> {"top", "params", "what"}: every design of the report.
+DESIGNS = _designs()
+#: The small designs a CI run re-synthesises (a few seconds each).
+CI_DESIGNS = ("svpe_pe_nb3", "svpe_pe_nb5", "vpe_pe", "svpe_array_nb3", "vpe_array", "requant")
+
+
+@lru_cache(maxsize=1)
+def load_report() -> dict[str, Any]:
+    """The committed report (``yosys_report.json``); ValueError if missing or stale."""
+    if not REPORT_PATH.is_file():
+        raise ValueError(f"{REPORT_PATH} missing: run `python3 scripts/rtl_synth.py`")
+    report = json.loads(REPORT_PATH.read_text())
+    missing = sorted(set(DESIGNS) - set(report.get("designs", {})))
+    if missing:
+        raise ValueError(f"{REPORT_PATH} lacks {missing}: rerun `python3 scripts/rtl_synth.py`")
+    return report
+
+
+def cells(name: str) -> dict[str, int]:
+    """Cell counts of one design of the report (lut, ff, carry, dsp, bram18_equiv, ...)."""
+    return dict(load_report()["designs"][name]["cells"])
+
+
+def lane_name(pe: str, nb: int, pm: int) -> str:
+    return f"svpe_lane_nb{nb}_pm{pm}" if pe == "svpe" else f"vpe_lane_pm{pm}"
+
+
+def lane_cost(pe: str, nb: int, pm: int) -> dict[str, float]:
+    """LUT/FF/CARRY/DSP of one output lane of Pm arrays (interpolated over Pm)."""
+    if pm < 1:
+        raise ValueError(f"Pm must be >= 1, got {pm}")
+    if pe == "svpe" and nb not in SVPE_BUILD_BITS:
+        raise ValueError(f"svpe builds have code width {SVPE_BUILD_BITS}, got {nb}")
+    pts = [(p, cells(lane_name(pe, nb, p))) for p in LANE_PMS]
+    lo, hi = pts[0], pts[1]
+    for a, b in zip(pts, pts[1:]):
+        lo, hi = a, b
+        if pm <= b[0]:
+            break
+    t = (pm - lo[0]) / (hi[0] - lo[0])
+    keys = ("lut", "ff", "carry", "dsp", "lutram")
+    return {k: max(0.0, lo[1][k] + t * (hi[1][k] - lo[1][k])) for k in keys}

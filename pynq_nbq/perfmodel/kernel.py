@@ -1,0 +1,321 @@
+"""Model of THIS project's streaming conv kernel (``hls/nbq_conv.cpp``) on measured constants.
+
+Beside the paper's model (:mod:`.equations`, Eq. 35-44) this module describes the
+kernel as written: its builds, their fabric cost and their cycle count.
+
+Resources of a build (Pm input x Pn output channels per cycle, code width nb):
+
+* arithmetic: Pn output lanes of Pm 3x3 arrays each (PEs, adder tree sized per level,
+  int48 accumulator) and Pn requantisation units, from the yosys report of the RTL
+  twin (:mod:`.costs`) - an **open-synthesis estimate, yosys, not Vivado**;
+* everything else (AXI DMA, interconnect, reset, the kernel's reader, window, pool
+  and packer stages, AXI-Lite control): :data:`INFRA_LUT` / :data:`INFRA_FF`, an
+  **assumption** (not synthesised here);
+* BRAM18 from the buffers the source declares (line buffers, weights, window
+  history, pool row), each mapped onto 18 Kb blocks in its best aspect ratio.
+
+Cycles of one call (one tile; DATAFLOW: the stages run concurrently, so a call takes
+its slowest stage plus the skew before the first window and the pipeline depth):
+
+* reader    ``H W sum_g ceil(g/4)``: one 64-bit word (4 activations) per cycle, per
+  channel group g of the pixel (Pm channels, the last one C_in mod Pm);
+* window    ``VH VW ceil(C_in/Pm)``: one Pm-channel group of one padded pixel per cycle;
+* compute   ``OHc OWc ceil(C_in/Pm) ceil(C_out/Pn)``: one 3x3 x Pm x Pn window per cycle
+  (Eq. 36's term, with ceilings and the conv output of the tile);
+* packer    ``OH OW ceil(C_out/Pn) ceil(Pn/4)``: four output lanes (one word) per cycle;
+* skew ``(K-1) VW ceil(C_in/Pm)`` (the window waits for K-1 rows), depth :data:`DEPTH`;
+* a LOAD call first reads its weights one code per cycle (``C_out C_in K^2``: the
+  loader is not optimised) and C_out requant word pairs in 2 cycles each; the
+  host loads each output-channel group once per batch, so a batch of B images pays
+  it once (``batch``).
+Call overhead on the host (register writes, DMA start) is a parameter.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from . import costs
+from .boards import Board
+from .constants import PAPER_DSP_BUDGET
+from .layers import Layer
+
+#: Fraction of the device's LUTs a build may use (the rest: routing slack, timing).
+LUT_FRACTION = 0.70
+#: LUTs / FFs outside the PE arrays and requantisers (AXI DMA, interconnect, reset,
+#: reader/window/pool/packer stages, control).  ASSUMPTION, not synthesised here:
+#: Xilinx's AXI DMA alone is ~2-3k LUT in simple mode (PG021 resource tables).
+INFRA_LUT = 15000
+INFRA_FF = 20000
+#: BRAM18s outside the kernel's own buffers (DMA FIFOs): an assumption.
+INFRA_BRAM18 = 16
+#: Cycles of pipeline depth through one call: reader 3, window 3, products 1, adder
+#: tree ceil(log2 9Pm), accumulator 1, requant 3, pool 2, packer 2, plus FIFO hops.
+BASE_DEPTH = 24
+ACT_LANES = 4  #: int16 activations per 64-bit stream word
+#: Kernel buffer limits of a build (hls/nbq_params.h defaults).
+DEFAULT_LIMITS = {"max_w": 64, "max_cin": 512, "max_cout": 64}
+#: name -> (PE kind, code width) of every build: a 3-bit svpe build runs bundles with
+#: n <= 3, a 5-bit one n <= 5; vpe takes int16 weights.
+BUILDS = {"vpe": ("vpe", 16), "svpe3": ("svpe", 3), "svpe5": ("svpe", 5)}
+PM_CHOICES = (1, 2, 4, 8, 16, 32, 64)
+PN_CHOICES = (1, 2, 4, 8, 16, 32, 64)
+
+
+def build_for(pe: str, n_bits: int) -> str:
+    """The narrowest build that runs a bundle of this datapath and weight width."""
+    if pe == "vpe":
+        return "vpe"
+    for nb in costs.SVPE_BUILD_BITS:
+        if n_bits <= nb:
+            return f"svpe{nb}"
+    raise ValueError(f"no svpe build runs n = {n_bits} (widths {costs.SVPE_BUILD_BITS})")
+
+
+def bram18_for(depth: int, width: int) -> int:
+    """BRAM18s for a depth x width memory, in the 18 Kb block's best aspect ratio."""
+    if depth <= 0 or width <= 0:
+        return 0
+    shapes = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
+    return min(math.ceil(depth / d) * math.ceil(width / w) for d, w in shapes)
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def weight_bits(build: str) -> int:
+    pe, nb = BUILDS[build]
+    return 16 if pe == "vpe" else nb
+
+
+def buffers_bram18(build: str, pm: int, pn: int, limits: dict | None = None) -> dict[str, int]:
+    """BRAM18 of the kernel's buffers (sizes from the source's declarations)."""
+    lim = {**DEFAULT_LIMITS, **(limits or {})}
+    mg, cg = _ceil(lim["max_cin"], pm), _ceil(lim["max_cout"], pn)
+    vw = lim["max_w"] + 2
+    out = {
+        # 2 line buffers (K-1 rows), one Pm-channel word per (column, group)
+        "line_buffers": 2 * bram18_for(vw * mg, pm * 16),
+        # Pn x 9 weight banks, one Pm-code word per (output group, input group)
+        "weights": pn * 9 * bram18_for(cg * mg, pm * weight_bits(build)),
+        # window history (2 columns x 3 rows) and the compute stage's window store (9)
+        "windows": bram18_for(mg, 6 * pm * 16) + bram18_for(mg, 9 * pm * 16),
+        "pool_row": bram18_for((lim["max_w"] // 2) * cg, pn * 16),
+        "infra": INFRA_BRAM18,
+    }
+    out["total"] = sum(out.values())
+    return out
+
+
+def build_resources(build: str, pm: int, pn: int, limits: dict | None = None) -> dict[str, Any]:
+    """LUT/FF/DSP/BRAM18 of one build (estimate: yosys for the arithmetic, see module doc)."""
+    pe, nb = BUILDS[build]
+    lane = costs.lane_cost(pe, nb, pm)
+    rq = costs.cells("requant")
+    lut = pn * (lane["lut"] + lane["lutram"] + rq["lut"] + rq["lutram"])
+    ff = pn * (lane["ff"] + rq["ff"])
+    dsp = pn * (lane["dsp"] + rq["dsp"])
+    bram = buffers_bram18(build, pm, pn, limits)
+    return {
+        "build": build,
+        "pe": pe,
+        "code_bits": nb if pe == "svpe" else None,
+        "pm": pm,
+        "pn": pn,
+        "arith_lut": round(lut),
+        "arith_ff": round(ff),
+        "lut": round(lut) + INFRA_LUT,
+        "ff": round(ff) + INFRA_FF,
+        "dsp": round(dsp),
+        "requant_dsp": pn * rq["dsp"],
+        "bram18": bram["total"],
+        "bram18_parts": bram,
+        "source": f"{costs.COST_NOTE}; infrastructure {INFRA_LUT} LUT / {INFRA_FF} FF assumed",
+    }
+
+
+def fits(res: dict[str, Any], board: Board, dsp_budget: int | None) -> bool:
+    return (
+        res["lut"] <= LUT_FRACTION * board.lut
+        and res["ff"] <= board.ff
+        and res["dsp"] <= (dsp_budget if dsp_budget is not None else board.dsp)
+        and res["bram18"] <= board.bram18
+    )
+
+
+def choose_build(build: str, board: Board, limits: dict | None = None) -> tuple[int, int]:
+    """Default (Pm, Pn) of a build: the most arrays that fit (<= 70 % LUTs; the vpe build
+    also <= the paper's 768 DSPs), ties broken towards Pm = 4 Pn (the paper's ratio),
+    then the larger Pm.  Pn <= MAX_COUT, Pm <= MAX_CIN."""
+    lim = {**DEFAULT_LIMITS, **(limits or {})}
+    budget = PAPER_DSP_BUDGET if BUILDS[build][0] == "vpe" else None
+    best = None
+    for pm in PM_CHOICES:
+        for pn in PN_CHOICES:
+            if pm > lim["max_cin"] or pn > lim["max_cout"]:
+                continue
+            if not fits(build_resources(build, pm, pn, lim), board, budget):
+                continue
+            key = (pm * pn, -abs(math.log2(pm / pn) - 2), pm)
+            if best is None or key > best[0]:
+                best = (key, (pm, pn))
+    if best is None:
+        small = build_resources(build, 1, 1, lim)
+        raise ValueError(
+            f"no (Pm, Pn) of build {build} fits {board.name}: even (1, 1) needs "
+            f"{small['lut']} LUT (of {LUT_FRACTION:.0%} x {board.lut}) and {small['bram18']} "
+            f"BRAM18 (of {board.bram18}) with buffers for {lim['max_w']} columns, "
+            f"{lim['max_cin']} input and {lim['max_cout']} output channels"
+        )
+    return best[1]
+
+
+@dataclass(frozen=True)
+class Call:
+    """One kernel call: an input tile and its flags."""
+
+    h: int
+    w: int
+    c_in: int
+    c_out: int
+    k: int
+    pool: bool
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, bottom, left, right
+    load: bool = False
+
+
+def call_cycles(call: Call, pm: int, pn: int) -> dict[str, int]:
+    """Cycles of one call per stage and in total (modelled; see the module doc)."""
+    pt, pb, pl, pr = call.pads
+    vh, vw = call.h + pt + pb, call.w + pl + pr
+    ch, cw = vh - call.k + 1, vw - call.k + 1
+    oh, ow = (ch // 2, cw // 2) if call.pool else (ch, cw)
+    rows, cols = (2 * oh, 2 * ow) if call.pool else (ch, cw)
+    mg, cg = _ceil(call.c_in, pm), _ceil(call.c_out, pn)
+    words_per_pixel = sum(_ceil(min(pm, call.c_in - g * pm), ACT_LANES) for g in range(mg))
+    stages = {
+        "reader": call.h * call.w * words_per_pixel,
+        "window": vh * vw * mg,
+        "compute": rows * cols * mg * cg,
+        "packer": oh * ow * cg * _ceil(pn, ACT_LANES) + 1,
+    }
+    skew = (call.k - 1) * vw * mg
+    depth = BASE_DEPTH + math.ceil(math.log2(9 * pm))
+    body = max(stages["reader"], stages["window"], skew + stages["compute"], stages["packer"])
+    load = 0
+    if call.load:
+        load = call.c_out * call.c_in * call.k * call.k + 2 * 2 * call.c_out
+    return {**stages, "skew": skew, "depth": depth, "load": load, "total": load + body + depth}
+
+
+def plan_calls(layer: Layer, pm: int, pn: int, limits: dict | None = None) -> list[Call]:
+    """The calls of one engine layer: output-channel groups of <= MAX_COUT (first call of
+    each LOADs), column tiles of <= MAX_W input columns (halo included); rows whole."""
+    lim = {**DEFAULT_LIMITS, **(limits or {})}
+    k = layer.kernel
+    pad = 1 if k == 3 else 0
+    group = (lim["max_cout"] // pn) * pn
+    cols_out = lim["max_w"] - 2 * pad
+    if layer.pool:
+        cols_out -= cols_out % 2
+    h, w = layer.in_height, layer.in_width
+    calls = []
+    for g0 in range(0, layer.out_channels, group):
+        c_out = min(group, layer.out_channels - g0)
+        first = True
+        for x0 in range(0, w, cols_out):
+            x1 = min(w, x0 + cols_out)
+            left, right = x0 == 0, x1 == w
+            w_in = (x1 - x0) + (0 if left else pad) + (0 if right else pad)
+            pads = (pad, pad, pad if left else 0, pad if right else 0)
+            calls.append(Call(h, w_in, layer.in_channels, c_out, k, layer.pool, pads, first))
+            first = False
+    return calls
+
+
+def layer_cycles(
+    layer: Layer, pm: int, pn: int, limits: dict | None = None, batch: int = 1
+) -> dict[str, Any]:
+    """Cycles per image of one engine layer (every call; weight loads shared by ``batch``
+    images), the slowest stage, and Eq. 36's count at the same (Pm, Pn)."""
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    calls = plan_calls(layer, pm, pn, limits)
+    per = [call_cycles(c, pm, pn) for c in calls]
+    for p in per:
+        p["total"] -= p["load"] - p["load"] / batch
+        p["load"] /= batch
+    totals = {s: sum(p[s] for p in per) for s in ("reader", "window", "compute", "packer")}
+    eq36 = (
+        (layer.out_height * (2 if layer.pool else 1) * layer.out_width * (2 if layer.pool else 1))
+        * _ceil(layer.in_channels, pm)
+        * _ceil(layer.out_channels, pn)
+    )
+    return {
+        "calls": len(calls),
+        "cycles": sum(p["total"] for p in per),
+        "load_cycles": sum(p["load"] for p in per),
+        "stage_cycles": totals,
+        "bound": "load"
+        if sum(p["load"] for p in per) > max(totals.values())
+        else max(totals, key=totals.get),
+        "eq36_cycles": eq36,
+    }
+
+
+def model_kernel(
+    layers: list[Layer],
+    board: Board,
+    pe: str,
+    n_bits: int,
+    clock_mhz: float | None = None,
+    call_overhead_us: float = 0.0,
+    limits: dict | None = None,
+    batch: int = 1,
+) -> dict[str, Any]:
+    """This kernel on ``board``: the build that runs (pe, n_bits), its default (Pm, Pn)
+    and resources, and per engine layer its modelled cycles beside Eq. 36's."""
+    from .model import fuse_pools, placement  # model imports nothing from here
+
+    build = build_for(pe, n_bits)
+    pm, pn = choose_build(build, board, limits)
+    clock = (clock_mhz or board.pl_clock_mhz) * 1e6
+    places = [placement(lay, "engine") for lay in layers]
+    work, fused = fuse_pools(list(layers), places)
+    rows = []
+    for lay, (where, _reason, _), was_fused in zip(work, places, fused, strict=True):
+        if where != "fpga" or was_fused:
+            continue
+        c = layer_cycles(lay, pm, pn, limits, batch)
+        t = c["cycles"] / clock + c["calls"] * call_overhead_us * 1e-6
+        rows.append(
+            {"name": lay.name, **c, "time_us": t * 1e6, "eq36_us": c["eq36_cycles"] / clock * 1e6}
+        )
+    return {
+        "modelled": True,
+        "batch": batch,
+        "build": build,
+        "resources": build_resources(build, pm, pn, limits),
+        "layers": rows,
+        "fpga_time_us": sum(r["time_us"] for r in rows),
+        "eq36_time_us": sum(r["eq36_us"] for r in rows),
+    }
+
+
+def builds_table(board: Board, limits: dict | None = None) -> list[dict[str, Any]]:
+    """Every build at its default (Pm, Pn) with its resources against the board's totals."""
+    out = []
+    for build in BUILDS:
+        pm, pn = choose_build(build, board, limits)
+        res = build_resources(build, pm, pn, limits)
+        res["of_device"] = {
+            "lut": res["lut"] / board.lut,
+            "ff": res["ff"] / board.ff,
+            "dsp": res["dsp"] / board.dsp,
+            "bram18": res["bram18"] / board.bram18,
+        }
+        out.append(res)
+    return out

@@ -1,0 +1,319 @@
+"""The native C kernel is exact: equal to the integer loops and to the numpy engine.
+
+Every code path of the kernel that this CPU can run is built and checked: the build
+tuned for this CPU (AVX-512 VNNI here), AVX2 without AVX-512, and plain C (the path
+of a CPU without a SIMD version); aarch64 NEON is checked for compilation only
+(`tests/test_native.py::test_neon_source_compiles_for_aarch64`, when a cross compiler
+is installed).
+"""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_engine_exact import CASES, _random_layer
+from test_engine_exact import _check as check_against_loops
+
+from pynq_nbq import api, native, ops
+from pynq_nbq import datapath as dp
+from pynq_nbq.backends import get_backend
+from pynq_nbq.backends.native import NativeBackend
+from pynq_nbq.engine import Engine
+from pynq_nbq.errors import NbqError
+from pynq_nbq.testing import random_bundle, random_graph_bundle
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def _targets() -> list[tuple[str, tuple[str, ...] | None]]:
+    """(id, build flags) of every kernel version this machine can run."""
+    out = [("tuned", None), ("plain-c", ())]
+    if "avx2" in _cpu_flags():
+        out.append(("avx2", ("-mavx2", "-mno-avx512f")))
+    return out
+
+
+_LIBS: dict = {}
+
+
+@pytest.fixture(params=_targets(), ids=lambda t: t[0], scope="module")
+def lib(request):
+    _, flags = request.param
+    if flags not in _LIBS:
+        _LIBS[flags] = native.library() if flags is None else native.Library(native.build(flags))
+    return _LIBS[flags]
+
+
+def test_each_build_says_what_it_is(lib):
+    assert lib.isa and lib.k_unit in (1, 2)
+
+
+def _check(spec, x, lib):
+    got = native.conv_layer(x, spec, lib)
+    np.testing.assert_array_equal(got, ops.conv_layer(x, spec))
+    check_against_loops(spec, x, got)
+
+
+@pytest.mark.parametrize("n_bits", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("case", CASES)
+def test_svpe_layers_match_integer_loops(lib, n_bits, case):
+    rng = np.random.default_rng(hash((n_bits, case)) % 2**32)
+    spec, x = _random_layer(rng, n_bits, "svpe", *case)
+    _check(spec, x, lib)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_vpe_layers_match_integer_loops(lib, case):
+    rng = np.random.default_rng(hash(case) % 2**32)
+    spec, x = _random_layer(rng, 16, "vpe", *case)
+    _check(spec, x, lib)
+
+
+@pytest.mark.parametrize("datapath,n_bits", [("svpe", 1), ("svpe", 3), ("svpe", 5), ("vpe", 16)])
+@pytest.mark.parametrize("weights", ["zero", "largest"])
+@pytest.mark.parametrize("inputs", ["random", "saturating"])
+def test_edge_values(lib, datapath, n_bits, weights, inputs):
+    rng = np.random.default_rng(7)
+    spec, x = _random_layer(rng, n_bits, datapath, 3, 4, 3, 1, 1, 1, True, 2, weights, inputs)
+    _check(spec, x, lib)
+
+
+def test_odd_sizes_and_one_by_one_maps(lib):
+    rng = np.random.default_rng(3)
+    for h, w in [(1, 1), (3, 1), (5, 9), (2, 2), (1, 7)]:
+        for pool in (0, 2):
+            spec, x = _random_layer(rng, 3, "svpe", 3, 2, 3, 1, 1, 1, True, pool, h=h, w=w)
+            _check(spec, x, lib)
+
+
+# wider layers (many panels, several pixel chunks, a fan-in over one int32 block):
+# checked against the numpy reference, itself proven against the loops above
+WIDE = [
+    # datapath, n_bits, cin, cout, k, stride, padding, pool, h, w
+    ("svpe", 3, 32, 40, 3, 1, 1, 2, 13, 11),
+    ("svpe", 5, 70, 33, 3, 1, 1, 0, 9, 10),  # 5-bit, fan-in 630: split
+    ("vpe", 16, 64, 17, 3, 1, 1, 2, 10, 9),  # fan-in 576 > one int32 block of 510
+    ("vpe", 16, 600, 10, 1, 1, 0, 0, 1, 1),  # a linear layer (1x1 conv on a 1x1 map)
+    ("svpe", 4, 300, 10, 1, 1, 0, 0, 1, 1),
+    ("svpe", 2, 16, 24, 5, 2, 2, 0, 12, 12),  # an ARM-side conv: 5x5, stride 2, pad 2
+]
+
+
+@pytest.mark.parametrize("case", WIDE, ids=lambda c: f"{c[0]}{c[1]}-{c[2]}x{c[3]}-k{c[4]}")
+@pytest.mark.parametrize("inputs", ["random", "saturating"])
+def test_wide_layers_match_numpy(lib, case, inputs):
+    datapath, n_bits, cin, cout, k, stride, pad, pool, h, w = case
+    rng = np.random.default_rng(cin * cout)
+    for weights in ("random", "largest"):
+        spec, x = _random_layer(
+            rng, n_bits, datapath, cin, cout, k, stride, pad, 1, False, pool, weights, inputs, h, w
+        )
+        np.testing.assert_array_equal(native.conv_layer(x, spec, lib), ops.conv_layer(x, spec))
+
+
+def _edge_spec(fan_in: int, w: int, mult: int = 1, shift: int = 16):
+    return ops.ConvSpec(
+        "edge",
+        np.full((2, fan_in, 1, 1), w, np.int64),
+        np.array([mult, -mult]),
+        np.zeros(2, np.int64),
+        np.full(2, shift),
+        relu=False,
+    )
+
+
+@pytest.mark.parametrize("fan_in,mode", [(16384, "split"), (16383, "int32")])
+def test_int32_only_when_every_partial_sum_fits(lib, fan_in, mode):
+    # V = fan_in * 2^15 * 4: 2^31 does not fit int32 as +V (split), 2^31 - 2^17 does
+    spec = _edge_spec(fan_in, -4, shift=20)
+    assert lib.plan(spec).mode == mode
+    x = np.full((1, 1, 1, fan_in), -32768, np.int16)  # acc = +V, every partial sum > 0
+    got = native.conv_layer(x, spec, lib)
+    np.testing.assert_array_equal(got, ops.conv_layer(x, spec))
+    v = fan_in * 2**15 * 4
+    assert got.ravel().tolist() == [(v + 2**19) >> 20, (-v + 2**19) >> 20]
+
+
+def test_split_weights_at_the_int16_extremes(lib):
+    for w in (-32768, 32767, -129, 128, 255, -256, 16384):
+        spec = _edge_spec(700, w, mult=3, shift=30)
+        assert lib.plan(spec).mode == "split"  # 700 * 2^15 * 128 > 2^30
+        for xv in (-32768, 32767):
+            x = np.full((1, 1, 1, 700), xv, np.int16)
+            np.testing.assert_array_equal(native.conv_layer(x, spec, lib), ops.conv_layer(x, spec))
+
+
+def test_grouped_conv_runs_in_the_numpy_reference(lib):
+    rng = np.random.default_rng(4)
+    spec, x = _random_layer(rng, 3, "svpe", 4, 4, 3, 1, 1, 2, False, 0)
+    assert lib.plan(spec) is None
+    np.testing.assert_array_equal(native.conv_layer(x, spec, lib), ops.conv_layer(x, spec))
+
+
+def test_bad_input_shape_is_refused(lib):
+    spec, x = _random_layer(np.random.default_rng(1), 3, "svpe", 3, 4, 3, 1, 1, 1, True, 0)
+    with pytest.raises(ValueError, match="3 channels"):
+        native.conv_layer(x[..., :2], spec, lib)
+
+
+# --- the engine ---------------------------------------------------------------------
+def _batch(engine, n, seed=0):
+    shape = engine.tensors[engine.input_name]["shape"]
+    x = np.random.default_rng(seed).standard_normal((n, *shape)).astype(np.float32)
+    return engine.quantize_input(3 * x)  # some inputs saturate
+
+
+@pytest.mark.parametrize("datapath,n_bits", [("svpe", 1), ("svpe", 3), ("svpe", 5), ("vpe", 16)])
+@pytest.mark.parametrize("threads,n", [(1, 5), (2, 7), (3, 64)])
+def test_engine_on_native_equals_numpy_engine(tmp_path, datapath, n_bits, threads, n):
+    bundle = random_bundle(tmp_path / "b", datapath, n_bits, seed=n, size=12, width=6)
+    x = _batch(Engine(bundle), n)
+    want = Engine(bundle, "numpy").run(x)
+    np.testing.assert_array_equal(Engine(bundle, "native", threads=threads).run(x), want)
+
+
+@pytest.mark.parametrize("n_bits", [1, 2, 3, 4, 5, 16])
+@pytest.mark.parametrize("edge", [False, True])
+def test_every_op_graph_native_equals_numpy(tmp_path, n_bits, edge):
+    """ARM-side layers too (strided, grouped, depthwise conv; linear; add, concat)."""
+    datapath = "vpe" if n_bits == 16 else "svpe"
+    bundle = random_graph_bundle(tmp_path / "g", datapath, n_bits, seed=n_bits, edge=edge)
+    fast = Engine(bundle, "native", threads=2)
+    assert {layer["op"] for layer in bundle.layers} >= {"conv", "linear"}
+    x = _batch(fast, 9, seed=n_bits)
+    np.testing.assert_array_equal(fast.run(x), Engine(bundle, "numpy").run(x))
+
+
+@pytest.mark.parametrize("name", ["fmnist-svpe", "fmnist-vpe"])
+def test_embedded_models_native_equals_numpy(name):
+    fast, ref_model = api.load_model(name, "native", threads=2), api.load_model(name, "numpy")
+    x = _batch(fast.engine, 48, seed=2)
+    np.testing.assert_array_equal(fast.engine.run(x), ref_model.engine.run(x))
+    modes = {fast.engine.backend.library.plan(s.spec).mode for s in fast.engine.steps if s.spec}
+    assert modes == ({"int32"} if name == "fmnist-svpe" else {"split"})
+
+
+def test_fastest_conv_is_native_here_and_numpy_without_a_kernel(monkeypatch):
+    assert native.fastest_conv() is native.conv_layer
+    monkeypatch.setenv("NBQ_NATIVE", "0")
+    native.reset()
+    try:
+        assert native.fastest_conv() is ops.conv_layer
+    finally:
+        monkeypatch.delenv("NBQ_NATIVE")
+        native.reset()
+
+
+def test_auto_is_native_here_and_reports_it():
+    model = api.load_model(backend="auto")
+    assert model.backend_name == "native"
+    assert "native C kernel" in model.engine.backend.description
+
+
+@pytest.fixture
+def no_native(monkeypatch, tmp_path):
+    """The native kernel made unavailable: no C compiler, an empty build cache."""
+    monkeypatch.setenv("NBQ_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CC", "no-such-compiler-nbq")
+    native.reset()
+    yield
+    native.reset()
+
+
+def test_without_a_compiler_auto_falls_back_to_numpy(no_native):
+    backend = get_backend("auto")
+    assert backend.name == "numpy"
+    assert "no-such-compiler-nbq" in backend.fallback_reason
+    assert "native kernel unavailable" in backend.description
+    with pytest.raises(NbqError, match="no C compiler"):
+        NativeBackend()
+
+
+def test_turned_off_by_environment(monkeypatch):
+    monkeypatch.setenv("NBQ_NATIVE", "0")
+    native.reset()
+    try:
+        assert get_backend("auto").fallback_reason == "native engine: turned off (NBQ_NATIVE=0)"
+    finally:
+        monkeypatch.delenv("NBQ_NATIVE")
+        native.reset()
+
+
+def test_a_failed_build_is_reported(monkeypatch, tmp_path):
+    monkeypatch.setenv("NBQ_CACHE_DIR", str(tmp_path))
+    with pytest.raises(native.NativeError, match="building the native kernel failed"):
+        native.build(("-mno-such-flag-nbq",))
+    assert not list(tmp_path.glob("*.so"))  # nothing half-built left in the cache
+
+
+AARCH64_GCC = "aarch64-linux-gnu-gcc"
+HARNESS = Path(__file__).resolve().parent / "native_harness.c"
+
+
+@pytest.mark.skipif(shutil.which(AARCH64_GCC) is None, reason="no aarch64 cross compiler")
+def test_neon_source_compiles_for_aarch64(tmp_path):
+    """The NEON path (the board's Cortex-A53) compiles cleanly and uses smlal."""
+    asm = tmp_path / "k.s"
+    cmd = [AARCH64_GCC, "-O3", "-mcpu=cortex-a53", "-std=c11", "-Wall", "-Wextra", "-Werror"]
+    subprocess.run([*cmd, "-S", str(native.SOURCE), "-o", str(asm)], check=True)
+    text = asm.read_text()
+    assert "smlal" in text and "aarch64 NEON" in text
+
+
+def _harness_input(specs_and_inputs) -> bytes:
+    """The harness's input file (see tests/native_harness.c)."""
+    parts = []
+    for spec, x in specs_and_inputs:
+        mode, rows, kblock = native.layer_rows(spec)
+        n, h, w, cin = x.shape
+        head = [n, h, w, cin, spec.out_channels, spec.kernel, spec.stride, spec.padding]
+        head += [int(spec.relu), spec.pool, int(mode == "split"), kblock]
+        parts += [np.array(head, np.int64), x.astype(np.int16), rows.astype(np.int16)]
+        offset = spec.bias + dp.half(spec.shift)
+        parts += [spec.mult.astype(np.int64), offset.astype(np.int64)]
+        parts.append(spec.shift.astype(np.int64))
+    return b"".join(np.ascontiguousarray(p).tobytes() for p in parts)
+
+
+@pytest.mark.skipif(
+    shutil.which(AARCH64_GCC) is None or shutil.which("qemu-aarch64") is None,
+    reason="no aarch64 cross compiler or qemu-user",
+)
+def test_neon_kernel_is_exact_under_qemu(tmp_path):
+    """The aarch64 NEON build, run under qemu-user, equals the numpy reference."""
+    exe = tmp_path / "harness"
+    cmd = [AARCH64_GCC, "-O3", "-mcpu=cortex-a53", "-std=c11", "-static"]
+    subprocess.run([*cmd, str(HARNESS), str(native.SOURCE), "-o", str(exe)], check=True)
+    rng = np.random.default_rng(11)
+    cases = []
+    for datapath, n_bits in [("svpe", 1), ("svpe", 3), ("svpe", 5), ("vpe", 16)]:
+        for case in [*CASES[:4], (70, 20, 3, 1, 1, 1, True, 2), (600, 10, 1, 1, 0, 1, False, 0)]:
+            for inputs in ("random", "saturating"):
+                cases.append(_random_layer(rng, n_bits, datapath, *case, inputs=inputs))
+    cases.append((_edge_spec(16384, -4), np.full((1, 1, 1, 16384), -32768, np.int16)))
+    assert {native.layer_rows(s)[0] for s, _ in cases} == {"int32", "split"}
+    (tmp_path / "in").write_bytes(_harness_input(cases))
+    res = subprocess.run(
+        ["qemu-aarch64", str(exe), str(tmp_path / "in"), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "aarch64 NEON" in res.stdout
+    got = np.frombuffer((tmp_path / "out").read_bytes(), np.int16)
+    want = [ops.conv_layer(x, s) for s, x in cases]
+    assert got.size == sum(w.size for w in want)
+    offset = 0
+    for w in want:
+        np.testing.assert_array_equal(got[offset : offset + w.size].reshape(w.shape), w)
+        offset += w.size

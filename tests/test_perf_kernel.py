@@ -1,0 +1,133 @@
+"""The model of this project's streaming kernel (pynq_nbq/perfmodel/kernel.py, costs.py).
+
+Resources come from the committed yosys report of the RTL twin; the (Pm, Pn) each build
+ships with (hls/nbq_params.h) must be the one the model chooses for the ZCU102; the cycle
+model must reduce to hand-counted figures on small calls.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from pynq_nbq import cli
+from pynq_nbq.perfmodel import costs, kernel, load_board
+from pynq_nbq.perfmodel.constants import PAPER_DSP_BUDGET
+from pynq_nbq.perfmodel.layers import Layer
+from pynq_nbq.streams import parse_params_header
+
+ZCU102 = load_board("zcu102")
+
+
+def test_report_covers_every_design_and_says_what_it_is():
+    rep = costs.load_report()
+    assert rep["note"] == costs.COST_NOTE == "open-synthesis estimate, yosys, not Vivado"
+    assert "synth_xilinx -family xcup" in rep["command"]
+    for name, spec in costs.DESIGNS.items():
+        cells = rep["designs"][name]["cells"]
+        assert rep["designs"][name]["params"] == spec["params"]
+        assert cells["lut"] > 0 or cells["dsp"] > 0, name
+    # the shapes the model relies on: svpe has no DSP in its lanes, vpe 9 per array,
+    # the 3-bit lanes are cheaper than the 5-bit ones, costs grow with Pm
+    for pm in costs.LANE_PMS:
+        assert costs.cells(f"svpe_lane_nb3_pm{pm}")["dsp"] == 0
+        assert costs.cells(f"vpe_lane_pm{pm}")["dsp"] == 9 * pm
+        assert (
+            costs.cells(f"svpe_lane_nb3_pm{pm}")["lut"]
+            < costs.cells(f"svpe_lane_nb5_pm{pm}")["lut"]
+        )
+    luts = [costs.cells(f"svpe_lane_nb5_pm{pm}")["lut"] for pm in costs.LANE_PMS]
+    assert luts == sorted(luts)
+
+
+def test_lane_cost_hits_the_measured_points_and_interpolates():
+    for pm in costs.LANE_PMS:
+        assert costs.lane_cost("svpe", 5, pm)["lut"] == costs.cells(f"svpe_lane_nb5_pm{pm}")["lut"]
+    a, b = costs.lane_cost("vpe", 16, 8)["lut"], costs.lane_cost("vpe", 16, 16)["lut"]
+    assert costs.lane_cost("vpe", 16, 12)["lut"] == pytest.approx((a + b) / 2)
+    with pytest.raises(ValueError, match="code width"):
+        costs.lane_cost("svpe", 4, 8)
+
+
+@pytest.mark.parametrize("build", list(kernel.BUILDS))
+def test_default_parallelism_fits_and_is_the_largest_that_does(build):
+    pm, pn = kernel.choose_build(build, ZCU102)
+    res = kernel.build_resources(build, pm, pn)
+    assert res["lut"] <= kernel.LUT_FRACTION * ZCU102.lut
+    if build == "vpe":
+        assert res["dsp"] <= PAPER_DSP_BUDGET
+    budget = PAPER_DSP_BUDGET if build == "vpe" else None
+    for pm2 in kernel.PM_CHOICES:
+        for pn2 in kernel.PN_CHOICES:
+            if pm2 * pn2 > pm * pn and pn2 <= kernel.DEFAULT_LIMITS["max_cout"]:
+                bigger = kernel.build_resources(build, pm2, pn2)
+                assert not kernel.fits(bigger, ZCU102, budget), (build, pm2, pn2)
+
+
+def test_nbq_params_defaults_are_the_models_choice():
+    header = parse_params_header()
+    assert (header["NBQ_VPE_PM"], header["NBQ_VPE_PN"]) == kernel.choose_build("vpe", ZCU102)
+    for nb in costs.SVPE_BUILD_BITS:
+        got = (header[f"NBQ_SVPE{nb}_PM"], header[f"NBQ_SVPE{nb}_PN"])
+        assert got == kernel.choose_build(f"svpe{nb}", ZCU102), nb
+    assert header["NBQ_CODE_BITS"] == 5  # the default build runs every bundle
+    assert (header["NBQ_SVPE_PM"], header["NBQ_SVPE_PN"]) == (
+        header["NBQ_SVPE5_PM"],
+        header["NBQ_SVPE5_PN"],
+    )
+
+
+def test_call_cycles_by_hand():
+    # 3x3, pad all sides, 6x5 input, 8 -> 8 channels, Pm = 4, Pn = 2, no pool
+    call = kernel.Call(6, 5, 8, 8, 3, False, (1, 1, 1, 1), load=True)
+    c = kernel.call_cycles(call, 4, 2)
+    assert c["reader"] == 6 * 5 * 2  # 2 groups of 4 channels: one word each
+    assert c["window"] == 8 * 7 * 2  # padded pixels x groups
+    assert c["compute"] == 6 * 5 * 2 * 4  # conv pixels x input groups x output groups
+    assert c["packer"] == 6 * 5 * 4 * 1 + 1  # pixels x output groups x ceil(Pn / 4), + flush
+    assert c["skew"] == 2 * 7 * 2
+    assert c["load"] == 8 * 8 * 9 + 4 * 8  # one code a cycle, 2 cycles per requant word pair
+    assert c["total"] == c["load"] + c["skew"] + c["compute"] + c["depth"]
+    assert c["depth"] == kernel.BASE_DEPTH + math.ceil(math.log2(36))
+    # 1x1, pooled: 4x4 -> 2x2 outputs; 5 channels in (groups of 4 and 1)
+    p = kernel.call_cycles(kernel.Call(4, 4, 5, 3, 1, True), 4, 4)
+    assert p["reader"] == 16 * (1 + 1) and p["compute"] == 16 * 2 and p["packer"] == 4 + 1
+
+
+def test_layer_cycles_tiles_and_batches():
+    lay = Layer("c", "conv", 64, 28, 100, 128, 28, 100, kernel=3, padding=1)
+    calls = kernel.plan_calls(lay, 32, 8)
+    assert len(calls) == 2 * 2  # 128 / MAX_COUT groups x ceil(100 / 62) column tiles
+    assert sum(c.load for c in calls) == 2
+    assert sum(c.w for c in calls) == 2 * (100 + 2)  # each inner edge carries a halo column
+    one, many = kernel.layer_cycles(lay, 32, 8), kernel.layer_cycles(lay, 32, 8, batch=64)
+    assert many["cycles"] == pytest.approx(one["cycles"] - one["load_cycles"] * 63 / 64)
+    assert many["cycles"] >= many["eq36_cycles"]  # never faster than Eq. 36
+    with pytest.raises(ValueError, match="batch"):
+        kernel.layer_cycles(lay, 32, 8, batch=0)
+
+
+def test_bram_sizing():
+    assert kernel.bram18_for(1024, 18) == 1
+    assert kernel.bram18_for(1025, 18) == 2
+    assert kernel.bram18_for(64, 512) == math.ceil(512 / 36)
+    parts = kernel.buffers_bram18("svpe5", 32, 4)
+    assert parts["total"] == sum(v for k, v in parts.items() if k != "total")
+
+
+def test_cli_shows_both_models_side_by_side(capsys):
+    assert cli.main(["perf", "--network", "nbq-fmnist"]) == 0
+    out = capsys.readouterr().out
+    assert "THIS KERNEL" in out and "open-synthesis estimate, yosys, not Vivado" in out
+    for build in kernel.BUILDS:
+        assert f"  {build} " in out
+    assert "paper VPE" in out and "Eq36" in out
+    assert cli.main(["perf", "--network", "alexnet", "--json", "--batch", "8"]) == 0
+    rep = json.loads(capsys.readouterr().out)["kernel_model"]
+    assert rep["modelled"] is True and rep["batch"] == 8
+    assert {b["build"] for b in rep["builds"]} == set(kernel.BUILDS)
+    assert [r["name"] for r in rep["layers"]] == ["conv3"]  # the engine takes 3x3 s1 g1 only
+    assert cli.main(["perf", "--network", "nbq-fmnist", "--markdown"]) == 0
+    assert "| build | (Pm, Pn) |" in capsys.readouterr().out
