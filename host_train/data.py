@@ -34,6 +34,9 @@ FASHION_CLASSES = [
     "Ankle boot",
 ]
 DATASETS = ("fashion-mnist", "digits", "cifar10")
+#: Whether a mirror image keeps its class (clothes, CIFAR-10's objects: yes; digits: no);
+#: sets the trainer's default for random horizontal flips.
+MIRROR_SYMMETRIC = {"fashion-mnist": True, "digits": False, "cifar10": True}
 CIFAR10_CLASSES = [
     "airplane",
     "automobile",
@@ -55,7 +58,10 @@ class DatasetMissing(FileNotFoundError):
 @dataclass
 class Dataset:
     """A split dataset: uint8 images (N, C, H, W), int64 labels, class names,
-    and the per-channel mean/std (of pixels scaled to 0..1) of the training split."""
+    the per-channel mean/std (of pixels scaled to 0..1) of the training split, and
+    whether a horizontal mirror image is still an image of the same class
+    (``mirror_symmetric``: clothes and CIFAR-10's objects yes, digits no), which sets
+    the trainer's default for random horizontal flips."""
 
     name: str
     train_x: np.ndarray
@@ -65,6 +71,7 @@ class Dataset:
     classes: list[str]
     mean: list[float]
     std: list[float]
+    mirror_symmetric: bool = False
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -117,7 +124,17 @@ def load_fashion_mnist(data_dir: str | None = None) -> Dataset:
     vx = _idx(d, "t10k-images-idx3-ubyte")[:, None]
     vy = _idx(d, "t10k-labels-idx1-ubyte").astype(np.int64)
     mean, std = _stats(tx)
-    return Dataset("fashion-mnist", tx, ty, vx, vy, list(FASHION_CLASSES), mean, std)
+    return Dataset(
+        "fashion-mnist",
+        tx,
+        ty,
+        vx,
+        vy,
+        list(FASHION_CLASSES),
+        mean,
+        std,
+        MIRROR_SYMMETRIC["fashion-mnist"],
+    )
 
 
 def load_digits() -> Dataset:
@@ -130,7 +147,9 @@ def load_digits() -> Dataset:
     x, y = x[perm], y[perm]
     tx, ty, vx, vy = x[:1347], y[:1347], x[1347:], y[1347:]
     mean, std = _stats(tx)
-    return Dataset("digits", tx, ty, vx, vy, [str(i) for i in range(10)], mean, std)
+    return Dataset(
+        "digits", tx, ty, vx, vy, [str(i) for i in range(10)], mean, std, MIRROR_SYMMETRIC["digits"]
+    )
 
 
 def read_cifar_binary(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
@@ -158,7 +177,9 @@ def load_cifar10(data_dir: str | None) -> Dataset:
     tx, ty = read_cifar_binary(train)
     vx, vy = read_cifar_binary([test])
     mean, std = _stats(tx)
-    return Dataset("cifar10", tx, ty, vx, vy, list(CIFAR10_CLASSES), mean, std)
+    return Dataset(
+        "cifar10", tx, ty, vx, vy, list(CIFAR10_CLASSES), mean, std, MIRROR_SYMMETRIC["cifar10"]
+    )
 
 
 def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
@@ -170,3 +191,24 @@ def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
     if name == "cifar10":
         return load_cifar10(data_dir)
     raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
+
+
+#: Seed of the permutation that picks the held-out validation images (the same for every
+#: run and every training seed, so that every row of a benchmark is chosen on one set).
+HOLDOUT_SEED = 20261130
+
+
+def hold_out(
+    x: np.ndarray, y: np.ndarray, n_val: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Split ``n_val`` images off a training split for choices (never tune on test).
+
+    Returns (train_x, train_y, val_x, val_y); the validation images are a fixed random
+    subset (:data:`HOLDOUT_SEED`), both parts keep the original order.  ``n_val = 0``
+    returns the split unchanged and empty validation arrays.
+    """
+    if not 0 <= n_val < len(y):
+        raise ValueError(f"--val-split must be 0 .. {len(y) - 1} images, got {n_val}")
+    is_val = np.zeros(len(y), dtype=bool)
+    is_val[np.random.RandomState(HOLDOUT_SEED).permutation(len(y))[:n_val]] = True
+    return x[~is_val], y[~is_val], x[is_val], y[is_val]

@@ -27,11 +27,11 @@ def weight_level_histograms(model: torch.nn.Module) -> dict[str, dict]:
     for name, m in L.pow2_layers(model):
         q, e = m.staircase()
         levels = quant.level_set(m.n_bits)
-        scaled = (q / 2.0**e).flatten()
+        scaled = (q / quant.scale_of(e, q.ndim)).flatten()
         counts = {str(lv): int((scaled == lv).sum()) for lv in levels}
         out[name] = {
             "n_bits": m.n_bits,
-            "exp": e,
+            "exp": e if isinstance(e, int) else e.tolist(),
             "counts": counts,
             "zero_fraction": float((scaled == 0).float().mean()),
         }

@@ -241,9 +241,19 @@ def _record(gm: torch.fx.GraphModule, x: torch.Tensor) -> dict[str, torch.Tensor
     return vals
 
 
-def _weights_for(layer: _Layer, datapath: dp.PEKind) -> tuple[np.ndarray, int, int]:
-    """(integer weight array, weight_exp e_w, weight_bits) of a conv/linear layer."""
+def _weights_for(layer: _Layer, datapath: dp.PEKind) -> tuple[np.ndarray, int, int, np.ndarray]:
+    """(integer weight array, weight_exp e_w, weight_bits, channel factor) of a
+    conv/linear layer.
+
+    Channel c's real weights are ``ints[c] * 2**e_w * factor[c]``.  The factor is 1
+    except for svpe layers trained with per-channel scales: there ``e_w`` belongs to the
+    channel with the largest exponent and ``factor[c] = 2**(e_c - max e) <= 1``, which
+    :func:`export` multiplies into batch norm's per-channel scale, so that it lands in
+    the requantisation multiplier/shift (exactly: a power of two only moves the shift).
+    The codes stay n-bit, so the accumulator bound is the per-layer one.
+    """
     m = layer.module
+    ones = np.ones(m.weight.shape[0])
     if datapath is dp.PEKind.SVPE:
         if m.method == "float":
             raise ExportError(
@@ -252,13 +262,18 @@ def _weights_for(layer: _Layer, datapath: dp.PEKind) -> tuple[np.ndarray, int, i
             )
         codes, e = m.codes()  # integers from the quantizer, never re-derived from floats
         n = m.n_bits
-        return codes.numpy().astype(np.int8), dp.layer_exponent(e, n), n
+        codes = codes.numpy().astype(np.int8)
+        if isinstance(e, int):
+            return codes, dp.layer_exponent(e, n), n, ones
+        e_top = int(e.max())
+        factor = np.ldexp(1.0, (e - e_top).numpy().astype(np.int64))
+        return codes, dp.layer_exponent(e_top, n), n, factor
     w = m.effective_weight() if m.method != "float" else m.weight
     w = w.detach().double().numpy()
     mx = float(np.abs(w).max())
     e_w = 0 if mx == 0 else math.ceil(math.log2(mx / dp.VPE_WEIGHT_MAX))
     ints = np.clip(dp.round_half_up(w * 2.0**-e_w), dp.VPE_WEIGHT_MIN, dp.VPE_WEIGHT_MAX)
-    return ints.astype(np.int16), int(e_w), dp.VPE_WEIGHT_BITS
+    return ints.astype(np.int16), int(e_w), dp.VPE_WEIGHT_BITS, ones
 
 
 def _bn_affine(bn: nn.Module) -> tuple[np.ndarray, np.ndarray]:
@@ -338,12 +353,13 @@ def export(
             **lay.attrs,
         }
         if lay.op in ("conv", "linear"):
-            ints, e_w, bits = _weights_for(lay, datapath)
+            ints, e_w, bits, factor = _weights_for(lay, datapath)
             fields = weighted_fields(datapath, bits, ints.shape)
             overflow = dp.accumulator_problem(fields["fan_in"], dp.max_abs_weight(datapath, bits))
             if overflow:
                 raise ExportError(f"{lay.name}: {overflow}; refusing to export")
             scale, offset = _bn_affine(lay.bn)
+            scale = scale * factor  # per-channel power-of-two weight scales (else 1)
             f_in = tensors[ins[0]]["frac"]
             mult, bias, shift = dp.fold_requant(
                 scale, offset, e_w - f_in, tensors[tname]["frac"], fields["acc_bound"]

@@ -14,6 +14,10 @@ depending on ``self.method`` (set per layer, usually by the trainer):
 Each method is a strategy object in :mod:`host_train.methods`.
 
 No conv bias: a batch norm follows every layer in the project's models.
+
+``per_channel=True`` gives every output channel its own power-of-two scale
+(:func:`quant.level_indices_per_channel`); ``staircase()`` and ``codes()`` then return
+the exponents as an int64 tensor (C,) instead of an int.
 """
 
 from __future__ import annotations
@@ -27,35 +31,55 @@ from . import methods, quant
 METHODS = tuple(methods.METHODS)
 
 
+def per_channel_problem(method: str, rule: str) -> str | None:
+    """Why per-channel scales cannot go with ``method``/``rule``, or None if they can."""
+    if method == "inq" or rule == "authors":
+        return (
+            "per-channel scales (--per-channel) work with the rules nearest, log and moments "
+            "and every method but inq (the authors' rule and INQ's frozen scale are per layer)"
+        )
+    return None
+
+
 class PowerOfTwoMixin:
     """Shared weight logic of :class:`PowConv2d` and :class:`PowLinear`."""
 
     weight: nn.Parameter
     training: bool
 
-    def _init_quant(self, n_bits: int, rule: str, method: str) -> None:
+    def _init_quant(self, n_bits: int, rule: str, method: str, per_channel: bool = False) -> None:
         quant.num_magnitudes(n_bits)
         methods.get(method)  # validates the name
+        problem = per_channel_problem(method, rule) if per_channel else None
+        if problem:
+            raise ValueError(problem)
         self.n_bits = n_bits
         self.rule = rule
         self.method = method
+        self.per_channel = per_channel
         self.alpha = 0.5
         # INQ: 1 where a weight is frozen at its staircase value; scale fixed at freeze
         self.register_buffer("inq_mask", torch.zeros_like(self.weight), persistent=True)
         self.register_buffer("inq_exp", torch.tensor(0, dtype=torch.int64), persistent=True)
 
-    def staircase(self) -> tuple[torch.Tensor, int]:
-        """staircase(W) and the layer exponent e (see :func:`quant.quantize`)."""
+    def staircase(self) -> tuple[torch.Tensor, int | torch.Tensor]:
+        """staircase(W) and the layer exponent e (see :func:`quant.quantize`), or the
+        per-channel exponents (int64 (C,)) when ``per_channel``."""
         if self.method == "inq" and bool(self.inq_mask.any()):
             e = int(self.inq_exp)
             return quant_fixed_scale(self.weight, self.n_bits, self.rule, e), e
+        if self.per_channel:
+            return quant.quantize_per_channel(self.weight, self.n_bits, self.rule)
         return quant.quantize(self.weight, self.n_bits, self.rule)
 
-    def codes(self) -> tuple[torch.Tensor, int]:
+    def codes(self) -> tuple[torch.Tensor, int | torch.Tensor]:
         """The datapath's integers for the weights :meth:`staircase` gives: (int8 codes,
-        scale exponent e), straight from the quantizer (:func:`quant.quantize_to_codes`)."""
+        scale exponent e or per-channel exponents), straight from the quantizer
+        (:func:`quant.quantize_to_codes`)."""
         if self.method == "inq" and bool(self.inq_mask.any()):
             return quant.quantize_to_codes(self.weight, self.n_bits, self.rule, int(self.inq_exp))
+        if self.per_channel:
+            return quant.quantize_to_codes_per_channel(self.weight, self.n_bits, self.rule)
         return quant.quantize_to_codes(self.weight, self.n_bits, self.rule)
 
     def effective_weight(self) -> torch.Tensor:
@@ -85,7 +109,8 @@ class PowerOfTwoMixin:
         self.inq_mask.copy_(mask)
 
     def quant_extra_repr(self) -> str:
-        return f"n_bits={self.n_bits}, rule={self.rule}, method={self.method}"
+        pc = ", per_channel=True" if self.per_channel else ""
+        return f"n_bits={self.n_bits}, rule={self.rule}, method={self.method}{pc}"
 
 
 def quant_fixed_scale(w: torch.Tensor, n_bits: int, rule: str, e: int) -> torch.Tensor:
@@ -109,11 +134,12 @@ class PowConv2d(PowerOfTwoMixin, nn.Conv2d):
         n_bits: int = 3,
         rule: str = "nearest",
         method: str = "rg",
+        per_channel: bool = False,
     ) -> None:
         super().__init__(
             in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=False
         )
-        self._init_quant(n_bits, rule, method)
+        self._init_quant(n_bits, rule, method, per_channel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.effective_weight(), None, self.stride, self.padding, 1, self.groups)
@@ -132,9 +158,10 @@ class PowLinear(PowerOfTwoMixin, nn.Linear):
         n_bits: int = 3,
         rule: str = "nearest",
         method: str = "rg",
+        per_channel: bool = False,
     ) -> None:
         super().__init__(in_features, out_features, bias=False)
-        self._init_quant(n_bits, rule, method)
+        self._init_quant(n_bits, rule, method, per_channel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.effective_weight())
@@ -167,13 +194,15 @@ def convert(
     n_bits: int | dict[str, int] = 3,
     rule: str = "nearest",
     method: str = "rg",
+    per_channel: bool = False,
 ) -> nn.Module:
     """Replace every float Conv2d/Linear of ``model`` (in place) by its power-of-two twin.
 
     Weights are copied; biases are refused (the datapath has none: a batch norm
     must follow). ``n_bits`` may map layer names (as in ``named_modules``) to bit
     widths for mixed precision; names not in the map get ``n_bits["default"]``
-    (3 if absent). Returns the model.
+    (3 if absent). ``per_channel`` gives every output channel its own power-of-two
+    scale. Returns the model.
     """
     for parent_name, parent in list(model.named_modules()):
         for child_name, child in list(parent.named_children()):
@@ -196,12 +225,18 @@ def convert(
                     n_bits=bits,
                     rule=rule,
                     method=method,
+                    per_channel=per_channel,
                 )
             elif isinstance(child, nn.Linear):
                 if child.bias is not None:
                     raise ValueError(f"{full}: linear bias is not supported (use batch norm)")
                 new = PowLinear(
-                    child.in_features, child.out_features, n_bits=bits, rule=rule, method=method
+                    child.in_features,
+                    child.out_features,
+                    n_bits=bits,
+                    rule=rule,
+                    method=method,
+                    per_channel=per_channel,
                 )
             else:
                 continue

@@ -22,6 +22,12 @@ moments     nearest level in the linear domain   e minimising the mismatch of me
 
 The scale search tries every integer e from floor(log2 max|W|) - r - 1 to
 floor(log2 max|W|) + 1 (it is cheap: a handful of candidates per layer per step).
+
+:func:`level_indices_per_channel` runs the same search for every output channel (row
+of W's first axis) separately: one exponent per channel.  The datapath carries it for
+free: batch norm's per-channel requantisation multiplier/shift absorbs the factor
+2**(e_c - max e), so the bundle format and the integer kernel are unchanged
+(``host_train.export``).
 """
 
 from __future__ import annotations
@@ -173,6 +179,76 @@ def quantize_to_codes(
     a fixed scale exponent (INQ), else the rule's choice.
     """
     idx, e = level_indices(w, n_bits, rule, e)
+    return _codes(w.detach(), idx, n_bits), e
+
+
+def scale_of(e: int | torch.Tensor, ndim: int) -> float | torch.Tensor:
+    """2**e for a layer exponent (an int) or per-channel exponents (int tensor (C,)),
+    shaped to broadcast against a weight tensor with ``ndim`` axes (channels first)."""
+    if isinstance(e, int):
+        return 2.0**e
+    ones = torch.ones(e.shape, dtype=torch.float32, device=e.device)
+    return torch.ldexp(ones, e.to(torch.int32)).view(-1, *([1] * (ndim - 1)))
+
+
+def level_indices_per_channel(
+    w: torch.Tensor, n_bits: int, rule: str = "nearest"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`level_indices` with one exponent per output channel (W's first axis).
+
+    Returns (index per weight, e int64 (C,)).  The search of :func:`level_indices` runs
+    for all channels at once (the same candidates relative to each channel's max|W|,
+    the same losses; ties go to the smaller exponent, as there).  An all-zero channel
+    gets e = 0.  The authors' rule has one scale per layer by definition: refused.
+    """
+    if rule not in RULES:
+        raise ValueError(f"unknown quantizer rule {rule!r}; choose one of {RULES}")
+    if rule == "authors":
+        raise ValueError("the authors' rule has one scale per layer: use another rule per channel")
+    r = num_magnitudes(n_bits)
+    mode = "log" if rule == "log" else "nearest"
+    with torch.no_grad():
+        flat = w.detach().reshape(w.shape[0], -1)
+        m = flat.abs().amax(1)
+        zero = m == 0
+        top = torch.floor(torch.log2(torch.where(zero, torch.ones_like(m), m)))
+        steps = torch.arange(-r - 1, 2, dtype=flat.dtype, device=flat.device)
+        cand = top[None, :] + steps[:, None]  # (K, C) candidate exponents
+        scales = torch.pow(2.0, cand)[..., None]  # (K, C, 1)
+        big = flat.unsqueeze(0).expand(len(cand), -1, -1)
+        idx = _magnitude_index(big.abs(), scales, n_bits, mode)  # (K, C, F)
+        q = _levels(big, idx, scales)
+        if rule == "moments":
+            var_w = flat.var(1, unbiased=False).clamp_min(1e-30)
+            dv = q.var(-1, unbiased=False) - var_w
+            dm = q.mean(-1) - flat.mean(1)
+            loss = (dv / var_w) ** 2 + dm * dm / var_w
+        else:
+            loss = ((flat.unsqueeze(0) - q) ** 2).sum(-1)
+        k = loss.argmin(0)  # the first minimum: the smallest exponent on ties
+        chans = torch.arange(flat.shape[0], device=flat.device)
+        e = torch.where(zero, 0, cand[k, chans].to(torch.int64))
+        best = idx[k, chans]
+        best = torch.where(zero[:, None], 0 if n_bits == 1 else -1, best)
+        return best.reshape(w.shape), e
+
+
+def quantize_per_channel(
+    w: torch.Tensor, n_bits: int, rule: str = "nearest"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """staircase(W) with one power-of-two scale per output channel: (q, e int64 (C,));
+    row c of q lies in ``level_set(n_bits) * 2**e[c]``."""
+    idx, e = level_indices_per_channel(w, n_bits, rule)
+    with torch.no_grad():
+        return _levels(w.detach(), idx, scale_of(e, w.ndim)), e
+
+
+def quantize_to_codes_per_channel(
+    w: torch.Tensor, n_bits: int, rule: str = "nearest"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer codes of the per-channel staircase: (int8 codes, e int64 (C,)); channel
+    c's integer weights are ``decode(code) * 2**layer_exponent(e[c], n)``."""
+    idx, e = level_indices_per_channel(w, n_bits, rule)
     return _codes(w.detach(), idx, n_bits), e
 
 

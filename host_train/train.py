@@ -9,6 +9,10 @@ A run directory holds:
   are drawn from a generator seeded by (seed, epoch), not from global state);
 * ``metrics.json`` - one record per epoch (loss, accuracies, a, lr, seconds);
 * ``curves.png`` - loss and accuracy curves.
+
+Several processes (``torchrun``, ``nbq train --nproc N``) train one model together
+through the hooks of :mod:`host_train.distributed` (data split, DDP, batch-norm
+statistics, rank-0-only side effects); with one process those hooks do nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import distributed, methods, quant
 from . import layers as L
-from . import methods, quant
-from .data import Dataset, load_dataset
+from .data import Dataset, hold_out, load_dataset
 from .models import build_model
 
 TRAIN_METHODS = tuple(methods.METHODS)  #: the strategies of host_train.methods
@@ -57,7 +62,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     lr_schedule: str = "cosine"
     augment: bool = True
-    flip: bool = True
+    flip: bool | None = None  # None: the dataset's default (mirror-symmetric sets only)
     seed: int = 0
     act_bits: int = 0
     init: str | None = None
@@ -65,6 +70,11 @@ class TrainConfig:
     train_limit: int | None = None
     inq_fractions: list[float] = field(default_factory=lambda: [0.5, 0.75, 0.875, 1.0])
     rg_compensate: bool = False
+    per_channel: bool = False
+    teacher: str | None = None
+    distill_weight: float = 0.5
+    distill_temperature: float = 4.0
+    val_split: int = 0
 
     def validate(self) -> None:
         trains = methods.get(self.method).trains
@@ -79,6 +89,15 @@ class TrainConfig:
             raise ValueError("lr schedule must be cosine, step or constant")
         if self.epochs < 1 and trains:
             raise ValueError("epochs must be >= 1")
+        problem = L.per_channel_problem(self.method, self.rule) if self.per_channel else None
+        if problem:
+            raise ValueError(problem)
+        if not 0.0 <= self.distill_weight <= 1.0:
+            raise ValueError("the distillation weight must lie in [0, 1]")
+        if self.distill_temperature <= 0:
+            raise ValueError("the distillation temperature must be > 0")
+        if self.val_split < 0:
+            raise ValueError("--val-split must be >= 0 images")
 
 
 # --- data on tensors -----------------------------------------------------------------
@@ -89,20 +108,42 @@ def normalise(x_u8: torch.Tensor, mean: list[float], std: list[float]) -> torch.
     return (x_u8.float() / 255.0 - m) / s
 
 
-def augment(x: torch.Tensor, gen: torch.Generator, pad: int = 2, flip: bool = True) -> torch.Tensor:
-    """Random crop (zero pad ``pad``) and optional horizontal flip of a normalised batch."""
-    n, _, h, w = x.shape
-    xp = F.pad(x, (pad, pad, pad, pad))
+def augment_params(
+    n: int, gen: torch.Generator, pad: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random (dy, dx, flip) of a batch of ``n`` images: crop offsets 0..2*pad (int64)
+    and a bool flip draw for every image (drawn even when flips are off, so that the
+    generator's stream does not depend on the flag)."""
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    flips = torch.rand(n, generator=gen) < 0.5
+    return dy, dx, flips
+
+
+def apply_augment(
+    x: torch.Tensor,
+    dy: torch.Tensor,
+    dx: torch.Tensor,
+    flips: torch.Tensor,
+    pad: int,
+    flip: bool = True,
+) -> torch.Tensor:
+    """Crop (zero pad ``pad``, offsets dy/dx) and, if ``flip``, mirror the images whose
+    ``flips`` is set; x is a normalised batch (N, C, H, W)."""
+    n, _, h, w = x.shape
+    xp = F.pad(x, (pad, pad, pad, pad))
     rows = (dy.view(n, 1) + torch.arange(h).view(1, h)).view(n, 1, h, 1)
     cols = (dx.view(n, 1) + torch.arange(w).view(1, w)).view(n, 1, 1, w)
     idx_n = torch.arange(n).view(n, 1, 1, 1)
     out = xp[idx_n, torch.arange(x.shape[1]).view(1, -1, 1, 1), rows, cols]
-    flips = torch.rand(n, generator=gen) < 0.5
     if flip:
         out[flips] = out[flips].flip(-1)
     return out
+
+
+def augment_pad(input_shape: tuple[int, int, int]) -> int:
+    """Crop padding for an input size: 2 pixels at 28x28 (1 at 8x8)."""
+    return max(1, input_shape[-1] // 14)
 
 
 class ActQuant(nn.Module):
@@ -132,7 +173,7 @@ def make_model(cfg: TrainConfig, ds_shape: tuple[int, int, int], num_classes: in
     bits: int | dict[str, int] = cfg.bits
     if cfg.bits_per_layer:
         bits = {"default": cfg.bits, **cfg.bits_per_layer}
-    return L.convert(model, bits, cfg.rule, cfg.method)
+    return L.convert(model, bits, cfg.rule, cfg.method, per_channel=cfg.per_channel)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
@@ -190,10 +231,11 @@ def predict(model: nn.Module, x_u8: np.ndarray, mean, std, batch: int = 500) -> 
     """Logits (N, classes) as float32 numpy, model in eval mode."""
     was = model.training
     model.eval()
+    dev = next(model.parameters()).device
     outs = []
     for i in range(0, len(x_u8), batch):
         xb = normalise(torch.from_numpy(np.array(x_u8[i : i + batch])), mean, std)
-        outs.append(model(xb).numpy())
+        outs.append(model(xb.to(dev)).cpu().numpy())
     model.train(was)
     return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
 
@@ -261,6 +303,42 @@ def _save_atomic(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def load_teacher(cfg: TrainConfig, ds: Dataset) -> nn.Module | None:
+    """The frozen distillation teacher of ``cfg`` (evaluation mode), or None."""
+    if not cfg.teacher:
+        return None
+    ck = load_checkpoint(cfg.teacher)
+    if list(ck["classes"]) != list(ds.classes) or tuple(ck["input_shape"]) != ds.input_shape:
+        raise ValueError(f"--teacher {cfg.teacher}: trained on other classes or input shape")
+    teacher, _ = model_from_checkpoint(ck)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher.eval()
+
+
+def batch_loss(
+    cfg: TrainConfig,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    teacher_logits: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean training loss of a batch: cross-entropy, or with a teacher
+    ``(1 - w)·CE + w·T²·KL(teacher_T || student_T)`` (Hinton et al.'s distillation,
+    softmaxes at temperature T, w = ``cfg.distill_weight``)."""
+    ce = F.cross_entropy(logits, labels)
+    if teacher_logits is None:
+        return ce
+    t = cfg.distill_temperature
+    kl = F.kl_div(
+        F.log_softmax(logits / t, dim=1),
+        F.log_softmax(teacher_logits / t, dim=1),
+        reduction="batchmean",
+        log_target=True,
+    )
+    w = cfg.distill_weight
+    return (1.0 - w) * ce + w * t * t * kl
+
+
 def train(
     cfg: TrainConfig,
     out_dir: str | os.PathLike,
@@ -268,14 +346,29 @@ def train(
     progress: bool = True,
     dataset: Dataset | None = None,
     log=print,
+    stop_after: int | None = None,
+    on_step: Callable[[nn.Module, int], None] | None = None,
 ) -> dict:
     """Train (or, for ``rtn``, quantize) per ``cfg`` into ``out_dir``; returns the final
-    checkpoint dict. With ``resume`` the run continues from ``out_dir/checkpoint.pt``."""
+    checkpoint dict. With ``resume`` the run continues from ``out_dir/checkpoint.pt``.
+
+    ``stop_after`` ends this call after that many epochs (the run stays resumable: a
+    way to train in slices on a shared machine); ``on_step(model, step)`` is called
+    after every optimizer step (tests).  Under torchrun every process calls this; see
+    :mod:`host_train.distributed` for what each rank does.
+    """
     cfg.validate()
+    d = distributed.from_env()
+    strategy = methods.get(cfg.method)
+    if d.active and not strategy.trains:
+        raise ValueError("method 'rtn' is one pass over 1,000 images: run it in one process")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if d.is_main:
+        out.mkdir(parents=True, exist_ok=True)
     ds = dataset or load_dataset(cfg.dataset, cfg.data_dir)
-    train_x, train_y = ds.train_x, ds.train_y
+    if cfg.flip is None:
+        cfg = dataclasses.replace(cfg, flip=ds.mirror_symmetric)
+    train_x, train_y, val_x, val_y = hold_out(ds.train_x, ds.train_y, cfg.val_split)
     if cfg.train_limit:
         train_x, train_y = train_x[: cfg.train_limit], train_y[: cfg.train_limit]
     torch.manual_seed(cfg.seed)
@@ -294,10 +387,13 @@ def train(
         "std": list(ds.std),
         "dataset": ds.name,
     }
-    strategy = methods.get(cfg.method)
     if not strategy.trains:
         return _post_training_quantize(cfg, model, ds, train_x, out, base, log)
 
+    model.to(d.device)
+    teacher = load_teacher(cfg, ds)
+    if teacher is not None:
+        teacher.to(d.device)
     opt = _optimizer(cfg, model)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: _lr_factor(cfg, e))
     metrics: list[dict] = []
@@ -314,11 +410,16 @@ def train(
         sched.load_state_dict(ck["scheduler"])
         metrics = list(ck["metrics"])
         start = int(ck["epoch"])
-        log(f"resuming at epoch {start + 1}/{cfg.epochs}")
+        if d.is_main:
+            log(f"resuming at epoch {start + 1}/{cfg.epochs}")
 
+    net = distributed.wrap(model, d)
+    pad = augment_pad(ds.input_shape)
     n = len(train_y)
+    step = start * math.ceil(n / cfg.batch_size)
+    end = cfg.epochs if stop_after is None else min(cfg.epochs, start + stop_after)
     ck: dict = {}
-    for epoch in range(start, cfg.epochs):
+    for epoch in range(start, end):
         t0 = time.perf_counter()
         alpha = quant.alpha_at(cfg.a_schedule, epoch, cfg.epochs, cfg.a0)
         L.set_alpha(model, alpha)
@@ -326,40 +427,46 @@ def train(
         strategy.start_epoch(pow2, _inq_fraction(cfg, epoch))
         gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
         perm = torch.randperm(n, generator=gen)
-        model.train()
+        net.train()
         tot_loss, tot_ok, seen = 0.0, 0, 0
         steps = range(0, n, cfg.batch_size)
-        bar = _progress(steps, progress, f"epoch {epoch + 1}/{cfg.epochs}")
+        bar = _progress(steps, progress and d.is_main, f"epoch {epoch + 1}/{cfg.epochs}")
         for i in bar:
             idx = perm[i : i + cfg.batch_size]
-            xb = normalise(torch.from_numpy(train_x[idx.numpy()]), ds.mean, ds.std)
             if cfg.augment:
-                xb = augment(xb, gen, pad=max(1, xb.shape[-1] // 14), flip=cfg.flip)
-            yb = torch.from_numpy(train_y[idx.numpy()])
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
+                aug = augment_params(len(idx), gen, pad)
+            step += 1
+            if len(idx) < d.world:  # a last batch too small to give every rank an image
+                continue
+            part = distributed.shard(len(idx), d)
+            local = idx[part].numpy()
+            xb = normalise(torch.from_numpy(train_x[local]), ds.mean, ds.std)
+            if cfg.augment:
+                xb = apply_augment(xb, *(a[part] for a in aug), pad, bool(cfg.flip))
+            yb = torch.from_numpy(train_y[local])
+            xb, yb = xb.to(d.device), yb.to(d.device)
+            logits = net(xb)
+            t_logits = None
+            if teacher is not None:
+                with torch.no_grad():
+                    t_logits = teacher(xb)
+            loss = batch_loss(cfg, logits, yb, t_logits)
+            weight = distributed.loss_weight(len(local), len(idx), d)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * weight if weight != 1.0 else loss).backward()
             strategy.adjust_gradients(pow2, alpha, cfg.rg_compensate)
             opt.step()
-            tot_loss += float(loss.detach()) * len(idx)
+            distributed.average_bn_stats(model, d)
+            if on_step is not None:
+                on_step(model, step)
+            tot_loss += float(loss.detach()) * len(local)
             tot_ok += int((logits.argmax(1) == yb).sum())
-            seen += len(idx)
+            seen += len(local)
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{tot_loss / seen:.4f}", a=f"{alpha:.3f}")
         sched.step()
+        tot_loss, tot_ok, seen = distributed.all_sum([tot_loss, tot_ok, seen], d)
         train_s = time.perf_counter() - t0
-        test_acc = accuracy(model, ds.test_x, ds.test_y, ds.mean, ds.std)
-        rec = {
-            "epoch": epoch + 1,
-            "alpha": alpha,
-            "lr": opt.param_groups[0]["lr"],
-            "train_loss": tot_loss / seen,
-            "train_acc": tot_ok / seen,
-            "test_acc": test_acc,
-            "epoch_seconds": train_s,
-        }
-        metrics.append(rec)
         ck = {
             **base,
             "epoch": epoch + 1,
@@ -368,9 +475,25 @@ def train(
             "scheduler": sched.state_dict(),
             "metrics": metrics,
         }
+        if not d.is_main:
+            continue
+        rec = {
+            "epoch": epoch + 1,
+            "alpha": alpha,
+            "lr": opt.param_groups[0]["lr"],
+            "train_loss": tot_loss / seen,
+            "train_acc": tot_ok / seen,
+            "test_acc": accuracy(model, ds.test_x, ds.test_y, ds.mean, ds.std),
+            "epoch_seconds": train_s,
+            "processes": d.world,
+        }
+        if len(val_y):
+            rec["val_acc"] = accuracy(model, val_x, val_y, ds.mean, ds.std)
+        metrics.append(rec)
         _save_atomic(ck, ck_path)
         _write_metrics(out, metrics)
         log(json.dumps(rec))
+    distributed.barrier(d)
     if not ck:
         ck = load_checkpoint(ck_path)
     return ck

@@ -27,9 +27,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.bench_train import COMMON, RG_DEFAULTS  # noqa: E402
+from scripts.bench_methods import COMMON, RG_DEFAULTS  # noqa: E402
 
-METHODS = ("float", "rg", "ste", "inq")
+#: timed variants: name -> TrainConfig overrides on the benchmark recipe
+VARIANTS = {
+    "float": dict(method="float"),
+    "rg": dict(method="rg", **RG_DEFAULTS),
+    "ste": dict(method="ste"),
+    "inq": dict(method="inq"),
+    "rg-pc": dict(method="rg", per_channel=True, **RG_DEFAULTS),  # per-channel scales
+}
+METHODS = tuple(VARIANTS)
 
 
 def step_times(threads: int, rounds: int, steps: int, batch: int) -> dict:
@@ -46,12 +54,11 @@ def step_times(threads: int, rounds: int, steps: int, batch: int) -> dict:
     y = torch.randint(0, 10, (batch,))
     setups = {}
     for method in METHODS:
-        kw = {**COMMON, **(RG_DEFAULTS if method == "rg" else {}), "method": method}
-        cfg = TrainConfig(**kw)
+        cfg = TrainConfig(**{**COMMON, **VARIANTS[method]})
         model = make_model(cfg, (1, 28, 28), 10).train()
-        if method == "rg":
+        if cfg.method == "rg":
             L.set_alpha(model, 0.3)
-        if method == "inq":
+        if cfg.method == "inq":
             for _, m in L.pow2_layers(model):
                 m.inq_freeze(0.5)
         setups[method] = (model, _optimizer(cfg, model))

@@ -1,8 +1,19 @@
-"""``nbq train``: train a power-of-two (or float) network on a workstation (needs torch)."""
+"""``nbq train``: train a power-of-two (or float) network on a workstation (needs torch).
+
+``--nproc N`` trains with N processes: it writes the run's configuration to
+``OUT/launch-config.json`` and starts ``torchrun --standalone --nproc_per_node N -m
+host_train --config OUT/launch-config.json --out OUT`` (``host_train.distributed``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 from ..cli import CommandError
 from ._torch import require_torch
@@ -41,12 +52,45 @@ def register(sub) -> None:
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--lr-schedule", default="cosine", help="cosine, step, constant")
     p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
+    p.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random horizontal flips (default: on for mirror-symmetric datasets only: "
+        "fashion-mnist and cifar10 yes, digits no)",
+    )
+    p.add_argument(
+        "--per-channel",
+        action="store_true",
+        help="one power-of-two weight scale per output channel (folds into requantisation)",
+    )
+    p.add_argument("--teacher", default=None, help="distil from this (float) checkpoint")
+    p.add_argument("--distill-weight", type=float, default=0.5, help="weight of the KD term")
+    p.add_argument("--distill-temperature", type=float, default=4.0, help="softmax temperature")
+    p.add_argument(
+        "--val-split",
+        type=int,
+        default=0,
+        help="hold out this many training images (fixed subset) and report val_acc",
+    )
     p.add_argument("--act-bits", type=int, default=0, help="optional activation bits (0: off)")
     p.add_argument("--init", default=None, help="start from this checkpoint (fine-tune / rtn)")
     p.add_argument("--train-limit", type=int, default=None, help="use the first N images")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="train with N processes (torchrun; gloo on CPU, NCCL on GPUs)",
+    )
+    p.add_argument(
+        "--config",
+        default=None,
+        help="read every training setting from this JSON (a checkpoint's 'config'); "
+        "the setting flags are then ignored",
+    )
     p.set_defaults(func=run)
 
 
@@ -60,12 +104,15 @@ def _bits_map(text: str) -> dict[str, int]:
     return out
 
 
-def run(args: argparse.Namespace) -> int:
-    require_torch()
-    from host_train.data import DatasetMissing
-    from host_train.train import TrainConfig, train
+def _config(args: argparse.Namespace):
+    from host_train.train import TrainConfig
 
-    cfg = TrainConfig(
+    if args.config:
+        try:
+            return TrainConfig(**json.loads(Path(args.config).read_text()))
+        except (OSError, ValueError, TypeError) as exc:
+            raise CommandError(f"--config {args.config}: {exc}") from exc
+    return TrainConfig(
         model=args.model,
         dataset=args.dataset,
         data_dir=args.data_dir,
@@ -83,16 +130,68 @@ def run(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay,
         lr_schedule=args.lr_schedule,
         augment=not args.no_augment,
+        flip=args.flip,
         seed=args.seed,
         act_bits=args.act_bits,
         init=args.init,
         train_limit=args.train_limit,
         rg_compensate=args.rg_compensate,
+        per_channel=args.per_channel,
+        teacher=args.teacher,
+        distill_weight=args.distill_weight,
+        distill_temperature=args.distill_temperature,
+        val_split=args.val_split,
     )
+
+
+def launch_torchrun(cfg, args: argparse.Namespace) -> int:
+    """Run this training under ``torchrun`` with ``args.nproc`` processes; returns its
+    exit status."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_path = out / "launch-config.json"
+    cfg_path.write_text(json.dumps(dataclasses.asdict(cfg), indent=1) + "\n")
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={args.nproc}",
+        "-m",
+        "host_train",
+        "--config",
+        str(cfg_path),
+        "--out",
+        str(out),
+    ]
+    cmd += ["--resume"] * args.resume + ["--quiet"] * args.quiet
+    print("launching:", " ".join(cmd), flush=True)
+    return subprocess.call(cmd, env=dict(os.environ))
+
+
+def run(args: argparse.Namespace) -> int:
+    require_torch()
+    from host_train.data import DatasetMissing
+    from host_train.train import train
+
+    cfg = _config(args)
+    try:
+        cfg.validate()
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+    if args.nproc < 1:
+        raise CommandError("--nproc must be >= 1")
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        rc = launch_torchrun(cfg, args)
+        if rc:
+            raise CommandError(f"torchrun exited with status {rc}")
+        return 0
     try:
         ck = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
     except (ValueError, FileNotFoundError, DatasetMissing) as exc:
         raise CommandError(str(exc)) from exc
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
     last = ck["metrics"][-1] if ck.get("metrics") else {}
     print(f"done: test accuracy {100 * last.get('test_acc', float('nan')):.2f}% -> {args.out}")
     return 0
