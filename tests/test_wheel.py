@@ -54,7 +54,7 @@ def installed(tmp_path_factory):
     # the PyPI path: an sdist (MANIFEST.in), then the wheel built from that sdist
     sdist_cmd = [sys.executable, "-m", "build", "--sdist", "--no-isolation", "-x", "--outdir"]
     run([*sdist_cmd, str(dist), str(src)], cwd=tmp, env=env)
-    (sdist,) = dist.glob("pynq_nbq-*.tar.gz")
+    (sdist,) = dist.glob("pynq[-_]nbq-*.tar.gz")  # setuptools < 69 keeps the dash
     wheel_cmd = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
     run([*wheel_cmd, "-w", str(dist), str(sdist)], cwd=tmp, env=env)
     (wheel,) = dist.glob("pynq_nbq-*.whl")
