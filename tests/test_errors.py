@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pynq_nbq import cli
@@ -32,3 +34,26 @@ def test_cli_reports_a_bad_bundle_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 2
     assert err.count("\n") == 0 and "bad JSON" in err
+
+
+def _bad_images(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    png = Path(cli.__file__).parent / "samples" / "1-trouser.png"
+    truncated = tmp_path / "cut.png"
+    truncated.write_bytes(png.read_bytes()[:100])
+    return {
+        str(tmp_path / "missing.png"): "no such image file",
+        str(text): "not an image",
+        str(truncated): "truncated",
+    }
+
+
+def test_cli_classify_reports_bad_images_in_one_line_naming_the_path_once(tmp_path, capsys):
+    for path, why in _bad_images(tmp_path).items():
+        rc = cli.main(["classify", "--backend", "numpy", path])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2, err
+        assert err.count("\n") == 0 and why in err, err
+        assert err.count(path) == 1, err
+        assert "Traceback" not in err

@@ -262,6 +262,10 @@ def test_cli_classify_on_the_simulated_board(monkeypatch, capsys):
         return [(r["label"], r["confidence"]) for r in json.loads(text)["results"]]
 
     assert labels(fpga) == labels(numpy_out) and len(labels(fpga)) == 10
+    import json
+
+    engine = json.loads(fpga)["engine"]  # says the board is simulated, never bare "fpga"
+    assert "simulated zcu102" in engine and "unmeasured on hardware" in engine
 
 
 def test_server_answers_503_504_on_faults_then_serves_correctly(fpga_svpe):

@@ -307,7 +307,8 @@ def test_cli_classify_with_csim(kernels, tmp_path, capsys):
     img = tmp_path / "x.png"
     Image.fromarray(np.arange(256, dtype=np.uint8).reshape(16, 16)).save(img)
     assert main(["classify", "--backend", "csim", "--model", str(tmp_path / "b"), str(img)]) == 0
-    assert "backend csim" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "backend csim: HLS kernel" in out and "C-simulation" in out and "emulated" in out
 
 
 FASHION = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"

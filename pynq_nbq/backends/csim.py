@@ -398,6 +398,12 @@ class CsimBackend:
             )
         return get_kernel(pe, self.defines)
 
+    @property
+    def description(self) -> str:
+        """What runs the layers: the HLS kernel as a g++ C-simulation (emulated timings)."""
+        kinds = "svpe/vpe" if self.pe is None else str(self.pe)
+        return f"HLS kernel hls/nbq_conv.cpp as a g++ C-simulation ({kinds}; emulated timings)"
+
     def check_bundle(self, manifest: Manifest) -> None:
         """ValueError with every reason if the kernel cannot run this bundle
         (``manifest`` is the validated ``bundle.spec``)."""

@@ -67,15 +67,25 @@ class FpgaBackend:
         self.source = source
         self.timeout_s = driver.DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
         self.board = None
+        self.board_name = (source.partition(":")[2] or "zcu102") if self.sim else None
         if self.sim:
             from ..sim.board import shared_board  # the simulated ZCU102, by explicit request
 
-            board_name = source.partition(":")[2] or "zcu102"
-            self.board = shared_board(board_name)
+            self.board = shared_board(self.board_name)
         self._device = None
         self._layers: CompiledLayers | None = None
         self._lock = threading.Lock()
         self.arm_conv = native.fastest_conv()  # the engine's ARM-side conv/linear layers
+
+    @property
+    def description(self) -> str:
+        """What runs the layers: the overlay through pynq, on the simulated board or not."""
+        if self.board is not None:
+            return (
+                f"overlay through pynq on a simulated {self.board_name}"
+                " (NBQ_OVERLAY=sim; emulated timings, unmeasured on hardware)"
+            )
+        return f"overlay through pynq ({self.source})"
 
     def device(self, pe: str):
         """The :class:`~pynq_nbq.kernel.driver.FpgaConvDevice` of the ``pe`` overlay

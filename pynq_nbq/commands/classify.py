@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             pred = model.classify([path])
         except NbqError as exc:
-            raise CommandError(f"{path}: {exc}") from exc
+            msg = str(exc)  # some errors already start with the path: name it once
+            raise CommandError(msg if msg.startswith(f"{path}:") else f"{path}: {msg}") from exc
         results.append(
             {
                 "image": path,
