@@ -10,7 +10,7 @@ The engine quantises those pixels exactly (``datapath.pixel_table``:
 ``floor((p/255 - mean)/std * 2**f + 1/2)`` in rational arithmetic), so the int16
 input does not depend on float precision.  :func:`normalise` gives the float view
 (``(p/255 - mean)/std``) for plotting or a torch model.  ``docs/datapath.md``
-section 4 ("Input") specifies every step.
+section 2 ("Input") specifies every step.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from pynq_nbq import datapath as dp
 from pynq_nbq import streams as S
+from pynq_nbq.kernel import protocol
 from pynq_nbq.ops import ConvSpec, conv_layer
 from pynq_nbq.testing import conv_manifest, random_bundle
 
@@ -37,6 +38,21 @@ def test_register_offsets_match_header():
         assert HEADER[f"NBQ_REG_{name}"] == off, name
     header_regs = {k[len("NBQ_REG_") :] for k in HEADER if k.startswith("NBQ_REG_")}
     assert header_regs == set(S.REGISTERS)
+
+
+def test_register_table_in_docs_matches_the_protocol():
+    """docs/datapath.md's register table names every register at its offset, no others,
+    and states the protocol version the package speaks."""
+    doc = (S.HLS_DIR.parent / "docs" / "datapath.md").read_text()
+    table = doc.split("### Registers", 1)[1].split("\n\n", 2)[2].split("\n\n", 1)[0]
+    documented = {}
+    for row in table.splitlines()[2:]:
+        offsets, names = (cell.strip() for cell in row.split("|")[1:3])
+        for off, name in zip(offsets.split(", "), names.split(", "), strict=True):
+            documented[name] = int(off, 16)
+    assert documented == S.REGISTERS
+    version = f"now {protocol.VERSION_MAJOR}.{protocol.VERSION_MINOR}"
+    assert version in table, version
 
 
 def test_register_map_is_well_formed():
