@@ -57,3 +57,8 @@ def test_cli_classify_reports_bad_images_in_one_line_naming_the_path_once(tmp_pa
         assert err.count("\n") == 0 and why in err, err
         assert err.count(path) == 1, err
         assert "Traceback" not in err
+
+
+def test_cli_classify_refuses_a_top_below_one(capsys):
+    assert cli.main(["classify", "--backend", "numpy", "--top", "0"]) == 2
+    assert "--top must be >= 1, got 0" in capsys.readouterr().err

@@ -701,3 +701,10 @@ def test_cli_serve_errors(models_dir, capsys, monkeypatch):
     assert "cannot load model" in capsys.readouterr().err
     assert cli.main(["serve", "--model", model, "--max-queue", "0"]) == 2
     assert "max_queue" in capsys.readouterr().err
+    for port in ("99999", "-1"):  # waitress would bind 99999 % 65536 = 34463
+        assert cli.main(["serve", "--model", model, "--port", port]) == 2
+        assert f"--port must be 0..65535 (0 picks a free port), got {port}" in (
+            capsys.readouterr().err
+        )
+    assert cli.main(["serve", "--model", model, "--max-body-mb", "-1"]) == 2
+    assert "--max-body-mb must be > 0, got -1.0" in capsys.readouterr().err

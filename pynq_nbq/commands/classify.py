@@ -35,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
     from ..blas import limit_blas_threads
     from ..errors import NbqError
 
+    if args.top < 1:
+        raise CommandError(f"--top must be >= 1, got {args.top}")
     limit_blas_threads(args.blas_threads)
     paths = args.images or [str(p) for p in api.sample_images()]
     if not paths:

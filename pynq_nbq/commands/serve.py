@@ -117,6 +117,10 @@ def run(args: argparse.Namespace) -> int:
     for opt in ("threads", "connection_limit", "read_timeout_s", "idle_timeout_s"):
         if getattr(args, opt) < 1:
             raise CommandError(f"--{opt.replace('_', '-')} must be >= 1, got {getattr(args, opt)}")
+    if not 0 <= args.port <= 65535:  # waitress would bind port % 65536 without a word
+        raise CommandError(f"--port must be 0..65535 (0 picks a free port), got {args.port}")
+    if not args.max_body_mb > 0:
+        raise CommandError(f"--max-body-mb must be > 0, got {args.max_body_mb}")
     max_body = int(args.max_body_mb * 1024 * 1024)
     config = ServerConfig(
         model=args.model,
