@@ -88,6 +88,8 @@ def open_image(
             fp: io.BytesIO | Path = io.BytesIO(bytes(source))
         else:
             fp = Path(source)
+            if fp.is_dir():
+                raise ImageError(f"{fp}: a directory, not an image file")
             if not fp.is_file():
                 raise ImageError(f"{fp}: no such image file")
         try:

@@ -46,6 +46,7 @@ def _bad_images(tmp_path):
         str(tmp_path / "missing.png"): "no such image file",
         str(text): "not an image",
         str(truncated): "truncated",
+        str(tmp_path): "a directory, not an image file",
     }
 
 
