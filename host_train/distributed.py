@@ -166,3 +166,15 @@ def barrier(d: Dist) -> None:
     """Wait for every rank (no-op in one process)."""
     if d.active:
         dist.barrier()
+
+
+def shutdown() -> None:
+    """Leave the process group cleanly: wait for every rank, then destroy the group.
+
+    A rank that destroys its gloo group (or exits) while a peer is still working can
+    make the peer's gloo threads abort ("terminate called without an active
+    exception"); the barrier first makes every rank reach this point.  No-op when no
+    group is initialised (one process, or already left)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -101,7 +101,7 @@ def _worker(rank: int, tmp: str) -> None:
     saved = {"bn_free": bn_free, "bn": with_bn, "steps": per_step, "logs": logs}
     saved.update(full=full["model"], resumed=resumed["model"])
     torch.save(saved, f"{tmp}/rank-{rank}.pt")
-    dist.destroy_process_group()
+    distributed.shutdown()
 
 
 @pytest.fixture(scope="module")

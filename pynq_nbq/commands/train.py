@@ -190,6 +190,9 @@ def run(args: argparse.Namespace) -> int:
         ck = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
     except (ValueError, FileNotFoundError, DatasetMissing) as exc:
         raise CommandError(str(exc)) from exc
+    from host_train import distributed
+
+    distributed.shutdown()  # a torchrun rank leaves its group together with the others
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     last = ck["metrics"][-1] if ck.get("metrics") else {}
