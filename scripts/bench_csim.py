@@ -21,9 +21,7 @@ Fashion-MNIST comes from ``/usr/share/datasets/fashion-mnist`` (Debian package
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
-import struct
 import sys
 import time
 from pathlib import Path
@@ -37,28 +35,14 @@ from PIL import Image  # noqa: E402
 
 from pynq_nbq import api  # noqa: E402
 from pynq_nbq.backends.csim import CsimBackend  # noqa: E402
+from pynq_nbq.bench.data import FASHION_DIR, fashion_idx  # noqa: E402
 from pynq_nbq.preprocess import preprocess  # noqa: E402
-
-FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """A gzip (or plain) unsigned-byte idx file as a uint8 array."""
-    raw = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
-    ndim = raw[3]
-    dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
-def _idx(data_dir: Path, stem: str) -> np.ndarray:
-    p = data_dir / f"{stem}.gz"
-    return read_idx(p if p.exists() else data_dir / stem)
 
 
 def fashion_batch(input_spec: dict, n: int, start: int = 0, data_dir: Path = FASHION_DIR):
     """Test images ``start .. start+n`` preprocessed for a bundle: (uint8 pixels NCHW, labels)."""
-    images = _idx(data_dir, "t10k-images-idx3-ubyte")[start : start + n]
-    labels = _idx(data_dir, "t10k-labels-idx1-ubyte")[start : start + n].astype(np.int64)
+    images = fashion_idx(data_dir, "t10k-images-idx3-ubyte")[start : start + n]
+    labels = fashion_idx(data_dir, "t10k-labels-idx1-ubyte")[start : start + n].astype(np.int64)
     batch = np.stack([preprocess(Image.fromarray(im, "L"), input_spec) for im in images])
     return batch, labels
 

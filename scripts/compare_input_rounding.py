@@ -24,8 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 from pynq_nbq import api  # noqa: E402
 from pynq_nbq import datapath as dp  # noqa: E402
+from pynq_nbq.bench.data import FASHION_DIR, fashion_idx  # noqa: E402
 from pynq_nbq.preprocess import normalise  # noqa: E402
-from scripts.bench_csim import FASHION_DIR, _idx  # noqa: E402
 
 
 def compare(name: str, pixels: np.ndarray, batch: int = 500) -> dict:
@@ -56,7 +56,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--limit", type=int, default=None, help="first N test images (default all)")
     args = ap.parse_args()
-    pixels = _idx(FASHION_DIR, "t10k-images-idx3-ubyte")[: args.limit][:, None].copy()
+    pixels = fashion_idx(FASHION_DIR, "t10k-images-idx3-ubyte")[: args.limit][:, None].copy()
     out = {name: compare(name, pixels) for name in ("fmnist-svpe", "fmnist-vpe")}
     print(json.dumps(out, indent=1))
     return 0

@@ -51,7 +51,8 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
-def _idx(data_dir: Path, stem: str) -> np.ndarray:
+def fashion_idx(data_dir: Path, stem: str) -> np.ndarray:
+    """The idx file ``stem`` (``.gz`` or plain) of a Fashion-MNIST folder as uint8."""
     for p in (data_dir / f"{stem}.gz", data_dir / stem):
         if p.exists():
             return read_idx(p)
@@ -63,8 +64,8 @@ def _idx(data_dir: Path, stem: str) -> np.ndarray:
 
 def fashion_mnist(n: int, data_dir: Path = FASHION_DIR, start: int = 0) -> LabelledSet:
     """Test images ``start .. start + n`` of Fashion-MNIST (28x28 grey) with labels."""
-    images = _idx(Path(data_dir), "t10k-images-idx3-ubyte")[start : start + n]
-    labels = _idx(Path(data_dir), "t10k-labels-idx1-ubyte")[start : start + n]
+    images = fashion_idx(Path(data_dir), "t10k-images-idx3-ubyte")[start : start + n]
+    labels = fashion_idx(Path(data_dir), "t10k-labels-idx1-ubyte")[start : start + n]
     if len(images) == 0:
         raise ValueError(f"no Fashion-MNIST test images in range {start}..{start + n}")
     return LabelledSet(
