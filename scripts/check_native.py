@@ -1,14 +1,17 @@
 #!/usr/bin/env python
 """The native engine against the numpy reference on the whole Fashion-MNIST test set.
 
-For each embedded bundle, every one of the 10,000 test images goes through both
-engines as 8-bit pixels (``Model.predict`` quantises them exactly); the script reports
-how many images' int16 logits differ in any element (must be 0), the accuracy, and
-each engine's images/s in this run (one after the other, 2 engine threads each).
+For each bundle (default: the embedded ``fmnist-svpe`` and ``fmnist-vpe``; any
+Fashion-MNIST bundle name or path with ``--models``), every one of the 10,000 test
+images goes through both engines as 8-bit pixels (``Model.predict`` quantises them
+exactly); the script reports how many images' int16 logits differ in any element
+(must be 0), the accuracy, and each engine's images/s in this run (one after the
+other, 2 engine threads each).
 Exits 1 if any logit differs.
 
     python scripts/check_native.py               # all 10,000 images, svpe and vpe
     python scripts/check_native.py --limit 1000
+    python scripts/check_native.py --models bench_runs/fmnist-gap/bits5-s0/bundle-svpe
 """
 
 from __future__ import annotations
@@ -39,21 +42,26 @@ def logits(model, x_u8: np.ndarray, batch: int) -> tuple[np.ndarray, float]:
 def main() -> int:
     from threadpoolctl import threadpool_limits
 
-    from host_train.data import load_dataset
-    from host_train.train import load_checkpoint
     from pynq_nbq import api
-    from scripts.make_embedded import CKPTS, EMBEDDED
+    from pynq_nbq.bench.data import FASHION_DIR, fashion_idx
+    from scripts.make_embedded import EMBEDDED
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--limit", type=int, default=None, help="first N test images (default all)")
     ap.add_argument("--batch", type=int, default=250)
+    ap.add_argument(
+        "--models",
+        nargs="+",
+        default=[name for name, *_ in EMBEDDED],
+        help="Fashion-MNIST bundles: embedded names or paths",
+    )
+    ap.add_argument("--data-dir", type=Path, default=FASHION_DIR)
     args = ap.parse_args()
     threadpool_limits(1, user_api="blas")
+    x = fashion_idx(args.data_dir, "t10k-images-idx3-ubyte")[: args.limit, None]
+    y = fashion_idx(args.data_dir, "t10k-labels-idx1-ubyte")[: args.limit].astype(np.int64)
     report, bad = {}, 0
-    for name, _, stem in EMBEDDED:
-        ck = load_checkpoint(CKPTS / f"{stem}.npz")
-        ds = load_dataset(ck["dataset"])
-        x, y = ds.test_x[: args.limit], ds.test_y[: args.limit]
+    for name in args.models:
         fast = api.load_model(name, "native", threads=2)
         ref = api.load_model(name, "numpy", threads=2)
         lf, rate_f = logits(fast, x, args.batch)
