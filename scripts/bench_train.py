@@ -259,13 +259,19 @@ def summarise(out: Path) -> dict:
     return {"rows": rows, "gate": groups, "bits_rows": _bits_rows(rows, best_q)}
 
 
+def _in_bits_curve(name: str, best_q_name: str) -> bool:
+    """Whether run ``name`` is one of the best setting's runs (the accuracy-vs-bits
+    curve): the n rows, the 3-bit choice itself and its gate seeds."""
+    return name.startswith("bits") or name == best_q_name or name.startswith("gate-q3-")
+
+
 def _bits_rows(rows: dict, best_q) -> dict:
     """n -> test accuracies of the best setting's runs at n bits."""
     out: dict[int, list[float]] = {}
     if best_q is None:
         return out
     for name, r in rows.items():
-        if name.startswith("bits") or name == best_q[0] or name.startswith("gate-q3-"):
+        if _in_bits_curve(name, best_q[0]):
             out.setdefault(r["bits"], []).append(r["test_acc"])
     return dict(sorted(out.items()))
 
@@ -335,8 +341,9 @@ def report(summary: dict) -> str:
             "|---|---|---:|---|",
         ]
         agree = {}
-        for r in rows.values():
-            if "agreement" in r:
+        best_q_name = gate["q3"]["setting"] if "q3" in gate else ""
+        for name, r in rows.items():
+            if "agreement" in r and _in_bits_curve(name, best_q_name):
                 a = r["agreement"]
                 agree.setdefault(r["bits"], []).append(
                     f"{100 * a['top1_agreement']:.2f} % of {a['images']}"

@@ -70,6 +70,16 @@ def test_gate_report(tmp_path, q_shift, verdict):
     assert sorted(s["bits_rows"]) == [1, 2, 3, 4, 5] and len(s["bits_rows"][3]) == 3
     assert s["bits_rows"][1] == [81.0]
     assert bt.plot_bits(s, tmp_path / "bits.png") and (tmp_path / "bits.png").stat().st_size
+    # the n table's agreement column names the curve's runs only, not other 3-bit choices
+    for name, pct in (("rg-s0", 1.0), ("gate-q3-s1", 0.9999), ("rg-pc-s0", 0.5)):
+        s["rows"][name]["agreement"] = {
+            "top1_agreement": pct,
+            "images": 10,
+            "torch_accuracy": 0.9,
+            "engine_accuracy": 0.9,
+        }
+    n3 = next(line for line in bt.report(s).splitlines() if line.startswith("| 3 |"))
+    assert "100.00 % of 10" in n3 and "99.99 % of 10" in n3 and "50.00" not in n3
 
 
 def test_copy_finished_copies_only_finished_runs(tmp_path):
