@@ -370,6 +370,7 @@ def plot_bits(summary: dict, path: Path) -> bool:
 
     ns = list(bits)
     ms = [_mean_se(bits[n]) for n in ns]
+    q_setting = summary["gate"].get("q3", {}).get("setting", "rg")
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.errorbar(
         ns,
@@ -377,16 +378,17 @@ def plot_bits(summary: dict, path: Path) -> bool:
         yerr=[s for _, s in ms],
         marker="o",
         capsize=3,
-        label="power-of-two weights (rg)",
+        label=f"power-of-two weights ({q_setting} settings)",
     )
     if "float" in summary["gate"]:
         m, se = _mean_se(summary["gate"]["float"]["acc"])
-        ax.axhline(m, color="k", ls="--", lw=1, label="float")
+        label = f"float ({summary['gate']['float']['setting']} settings, mean ± s.e.)"
+        ax.axhline(m, color="k", ls="--", lw=1, label=label)
         ax.axhspan(m - se, m + se, color="k", alpha=0.1)
     ax.set_xlabel("weight bits n")
     ax.set_ylabel("Fashion-MNIST test accuracy %")
     ax.set_xticks([1, 2, 3, 4, 5])
-    ax.legend()
+    ax.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
