@@ -25,6 +25,7 @@ import torch.fx
 from torch import nn
 
 from pynq_nbq import datapath as dp
+from pynq_nbq import opset
 from pynq_nbq.bundle import ROLES, Bundle, load_bundle, save_bundle, weighted_fields
 from pynq_nbq.engine import Engine
 from pynq_nbq.errors import NbqError
@@ -70,159 +71,198 @@ def _single_user(node, pred) -> torch.fx.Node | None:
     return us[0] if len(us) == 1 and pred(us[0]) else None
 
 
-def fuse_graph(gm: torch.fx.GraphModule) -> tuple[list[_Layer], str, str]:
-    """Datapath layers of a traced model: (layers, input node name, output node name)."""
-    mods = dict(gm.named_modules())
+def _first(v):
+    """A PyTorch size argument's first element (an int or a tuple)."""
+    return v if isinstance(v, int) else v[0]
 
-    def is_mod(n, cls):
-        return n.op == "call_module" and isinstance(mods[n.target], cls)
 
-    def is_relu(n):
-        return is_mod(n, nn.ReLU) or (
+class _FuseContext:
+    """The state of :func:`fuse_graph`: the traced modules, the layers built so far, the
+    nodes already folded into a layer, and fx names that alias another tensor.
+
+    A graph handler (``handler(ctx, node) -> bool``; the built-in ones below, or an op's
+    ``opset.OpSpec.export`` hook) appends to ``layers``, marks folded nodes ``consumed``
+    and returns True when it took the node."""
+
+    def __init__(self, gm: torch.fx.GraphModule) -> None:
+        self.mods = dict(gm.named_modules())
+        self.alias: dict[str, str] = {}
+        self.consumed: set[str] = set()
+        self.layers: list[_Layer] = []
+
+    def is_mod(self, n: torch.fx.Node, cls) -> bool:
+        return n.op == "call_module" and isinstance(self.mods[n.target], cls)
+
+    def is_relu(self, n: torch.fx.Node) -> bool:
+        return self.is_mod(n, nn.ReLU) or (
             n.op == "call_function" and n.target in (torch.relu, torch.nn.functional.relu)
         )
 
-    def is_pool2(n):
-        if not is_mod(n, nn.MaxPool2d):
+    def is_pool2(self, n: torch.fx.Node) -> bool:
+        """A 2x2, stride 2, unpadded floor-mode max-pool (the conv's fused pool)."""
+        if not self.is_mod(n, nn.MaxPool2d):
             return False
-        p = mods[n.target]
-        k = p.kernel_size if isinstance(p.kernel_size, int) else p.kernel_size[0]
-        s = p.stride if isinstance(p.stride, int) else p.stride[0]
-        pad = p.padding if isinstance(p.padding, int) else p.padding[0]
-        return k == 2 and s == 2 and pad == 0 and not p.ceil_mode
+        p = self.mods[n.target]
+        return (_first(p.kernel_size), _first(p.stride), _first(p.padding)) == (2, 2, 0) and (
+            not p.ceil_mode
+        )
 
-    alias: dict[str, str] = {}  # fx node -> tensor that holds its value
-    consumed: set[str] = set()
-    layers: list[_Layer] = []
+    def is_flatten(self, n: torch.fx.Node) -> bool:
+        return self.is_mod(n, nn.Flatten) or (n.op == "call_function" and n.target is torch.flatten)
+
+    def src(self, n: torch.fx.Node) -> str:
+        """The tensor that holds node ``n``'s value."""
+        return self.alias.get(n.name, n.name)
+
+    def fold_relu(self, node: torch.fx.Node) -> torch.fx.Node | None:
+        """The ReLU that is ``node``'s only user (marked consumed), or None."""
+        relu = _single_user(node, self.is_relu)
+        if relu is not None:
+            self.consumed.add(relu.name)
+        return relu
+
+
+def _power_of_two_layer(ctx: _FuseContext, node: torch.fx.Node) -> bool:
+    """conv/linear + its batch norm (+ ReLU) (+ a fused 2x2/2 max-pool)."""
+    if node.op != "call_module" or not isinstance(ctx.mods[node.target], L.PowerOfTwoMixin):
+        return False
+    m = ctx.mods[node.target]
+    is_conv = isinstance(m, nn.Conv2d)
+    bn_cls = nn.BatchNorm2d if is_conv else nn.BatchNorm1d
+    bn = _single_user(node, lambda u: ctx.is_mod(u, bn_cls))
+    if bn is None:
+        raise ExportError(
+            f"{node.target}: a batch norm must follow every "
+            "power-of-two layer (and be its only user)"
+        )
+    ctx.consumed.add(bn.name)
+    relu = ctx.fold_relu(bn)
+    last = relu or bn
+    attrs: dict = {"relu": relu is not None}
+    if is_conv:
+        pool = _single_user(last, ctx.is_pool2)
+        if pool is not None:
+            ctx.consumed.add(pool.name)
+            last = pool
+        attrs.update(
+            kernel=m.kernel_size[0],
+            stride=m.stride[0],
+            padding=m.padding[0],
+            groups=m.groups,
+            pool=2 if pool is not None else 0,
+        )
+    op = "conv" if is_conv else "linear"
+    src = [ctx.src(node.args[0])]
+    ctx.layers.append(_Layer(node.target, op, src, last.name, attrs, m, ctx.mods[bn.target]))
+    return True
+
+
+def _add(ctx: _FuseContext, node: torch.fx.Node) -> bool:
+    if node.op != "call_function" or node.target not in (operator.add, torch.add):
+        return False
+    args = [a for a in node.args if isinstance(a, torch.fx.Node)]
+    if len(args) != 2 or len(node.args) != 2:
+        raise ExportError(f"{node.name}: only tensor + tensor additions are supported")
+    relu = ctx.fold_relu(node)
+    out = (relu or node).name
+    ins = [ctx.src(a) for a in args]
+    ctx.layers.append(_Layer(node.name, "add", ins, out, {"relu": relu is not None}))
+    return True
+
+
+def _concat(ctx: _FuseContext, node: torch.fx.Node) -> bool:
+    if node.op != "call_function" or node.target is not torch.cat:
+        return False
+    dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
+    if dim != 1:
+        raise ExportError(f"{node.name}: only channel concatenation (dim=1) is supported")
+    ins = [ctx.src(a) for a in node.args[0]]
+    ctx.layers.append(_Layer(node.name, "concat", ins, node.name, {}))
+    return True
+
+
+def _maxpool(ctx: _FuseContext, node: torch.fx.Node) -> bool:
+    if not ctx.is_mod(node, nn.MaxPool2d):
+        return False
+    p = ctx.mods[node.target]
+    if _first(p.padding) or p.ceil_mode or p.dilation not in (1, (1, 1)):
+        raise ExportError(f"{node.target}: max-pool padding/ceil/dilation unsupported")
+    attrs = {"kernel": _first(p.kernel_size), "stride": _first(p.stride)}
+    ctx.layers.append(_Layer(node.target, "maxpool", [ctx.src(node.args[0])], node.name, attrs))
+    return True
+
+
+def _gap(ctx: _FuseContext, node: torch.fx.Node) -> bool:
+    """Global average pooling; a flatten right after it is an alias (gap yields [C])."""
+    if not ctx.is_mod(node, nn.AdaptiveAvgPool2d):
+        return False
+    if ctx.mods[node.target].output_size not in (1, (1, 1)):
+        raise ExportError(f"{node.target}: only global average pooling is supported")
+    ctx.layers.append(_Layer(node.target, "gap", [ctx.src(node.args[0])], node.name, {}))
+    flat = _single_user(node, ctx.is_flatten)
+    if flat is not None:
+        ctx.consumed.add(flat.name)
+        ctx.alias[flat.name] = node.name
+    return True
+
+
+def _flatten(ctx: _FuseContext, node: torch.fx.Node) -> bool:
+    if not ctx.is_flatten(node):
+        return False
+    ctx.layers.append(_Layer(node.name, "flatten", [ctx.src(node.args[0])], node.name, {}))
+    return True
+
+
+def _identity(ctx: _FuseContext, node: torch.fx.Node) -> bool:
+    """Dropout and Identity vanish: their output aliases their input."""
+    if not (ctx.is_mod(node, nn.Dropout) or ctx.is_mod(node, nn.Identity)):
+        return False
+    ctx.alias[node.name] = ctx.src(node.args[0])
+    return True
+
+
+#: the built-in graph handlers, tried in order after the ops' own ``export`` hooks
+HANDLERS = (_power_of_two_layer, _add, _concat, _maxpool, _gap, _flatten, _identity)
+
+
+def _handlers() -> list:
+    """The registered ops' export hooks (``opset.OpSpec.export``), then :data:`HANDLERS`."""
+    hooks = [opset.get(name).export for name in opset.names()]
+    return [h for h in hooks if h is not None] + list(HANDLERS)
+
+
+def _no_handler(ctx: _FuseContext, node: torch.fx.Node) -> ExportError:
+    if ctx.is_relu(node):
+        return ExportError(f"{node.name}: a ReLU must directly follow a batch norm or an add")
+    what = node.target if node.op == "call_module" else getattr(node.target, "__name__", node)
+    return ExportError(f"{node.name}: operation {what!r} ({node.op}) has no datapath form")
+
+
+def fuse_graph(gm: torch.fx.GraphModule) -> tuple[list[_Layer], str, str]:
+    """Datapath layers of a traced model: (layers, input node name, output node name).
+
+    Each node goes to the first graph handler that takes it (:func:`_handlers`); a node
+    no handler takes is refused, naming it."""
+    ctx = _FuseContext(gm)
+    handlers = _handlers()
     inp = out = None
-
-    def src(n) -> str:
-        return alias.get(n.name, n.name)
-
     for node in gm.graph.nodes:
-        if node.name in consumed:
+        if node.name in ctx.consumed:
             continue
         if node.op == "placeholder":
             if inp is not None:
                 raise ExportError("the model must take exactly one input")
             inp = node.name
-            continue
-        if node.op == "output":
-            out = src(node.args[0])
-            continue
-        if node.op == "call_module" and isinstance(mods[node.target], L.PowerOfTwoMixin):
-            m = mods[node.target]
-            is_conv = isinstance(m, nn.Conv2d)
-            bn_cls = nn.BatchNorm2d if is_conv else nn.BatchNorm1d
-            bn = _single_user(node, lambda u, cls=bn_cls: is_mod(u, cls))
-            if bn is None:
-                raise ExportError(
-                    f"{node.target}: a batch norm must follow every "
-                    "power-of-two layer (and be its only user)"
-                )
-            last = bn
-            consumed.add(bn.name)
-            relu = _single_user(last, is_relu)
-            if relu is not None:
-                consumed.add(relu.name)
-                last = relu
-            attrs: dict = {"relu": relu is not None}
-            if is_conv:
-                pool = _single_user(last, is_pool2)
-                if pool is not None:
-                    consumed.add(pool.name)
-                    last = pool
-                attrs.update(
-                    kernel=m.kernel_size[0],
-                    stride=m.stride[0],
-                    padding=m.padding[0],
-                    groups=m.groups,
-                    pool=2 if pool is not None else 0,
-                )
-            layers.append(
-                _Layer(
-                    node.target,
-                    "conv" if is_conv else "linear",
-                    [src(node.args[0])],
-                    last.name,
-                    attrs,
-                    m,
-                    mods[bn.target],
-                )
-            )
-            continue
-        if node.op == "call_function" and node.target in (operator.add, torch.add):
-            args = [a for a in node.args if isinstance(a, torch.fx.Node)]
-            if len(args) != 2 or len(node.args) != 2:
-                raise ExportError(f"{node.name}: only tensor + tensor additions are supported")
-            relu = _single_user(node, is_relu)
-            last = node
-            if relu is not None:
-                consumed.add(relu.name)
-                last = relu
-            layers.append(
-                _Layer(
-                    node.name, "add", [src(a) for a in args], last.name, {"relu": relu is not None}
-                )
-            )
-            continue
-        if node.op == "call_function" and node.target is torch.cat:
-            tensors = node.args[0]
-            dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
-            if dim != 1:
-                raise ExportError(f"{node.name}: only channel concatenation (dim=1) is supported")
-            layers.append(_Layer(node.name, "concat", [src(a) for a in tensors], node.name, {}))
-            continue
-        if is_mod(node, nn.MaxPool2d):
-            p = mods[node.target]
-            k = p.kernel_size if isinstance(p.kernel_size, int) else p.kernel_size[0]
-            s = p.stride if isinstance(p.stride, int) else p.stride[0]
-            pad = p.padding if isinstance(p.padding, int) else p.padding[0]
-            if pad or p.ceil_mode or p.dilation not in (1, (1, 1)):
-                raise ExportError(f"{node.target}: max-pool padding/ceil/dilation unsupported")
-            layers.append(
-                _Layer(
-                    node.target,
-                    "maxpool",
-                    [src(node.args[0])],
-                    node.name,
-                    {"kernel": k, "stride": s},
-                )
-            )
-            continue
-        if is_mod(node, nn.AdaptiveAvgPool2d):
-            if mods[node.target].output_size not in (1, (1, 1)):
-                raise ExportError(f"{node.target}: only global average pooling is supported")
-            layers.append(_Layer(node.target, "gap", [src(node.args[0])], node.name, {}))
-            flat = _single_user(
-                node,
-                lambda u: (
-                    is_mod(u, nn.Flatten) or (u.op == "call_function" and u.target is torch.flatten)
-                ),
-            )
-            if flat is not None:  # gap already yields [C]
-                consumed.add(flat.name)
-                alias[flat.name] = node.name
-            continue
-        if is_mod(node, nn.Flatten) or (
-            node.op == "call_function" and node.target is torch.flatten
-        ):
-            layers.append(_Layer(node.name, "flatten", [src(node.args[0])], node.name, {}))
-            continue
-        if is_mod(node, nn.Dropout) or is_mod(node, nn.Identity):
-            alias[node.name] = src(node.args[0])
-            continue
-        what = (
-            node.target
-            if node.op == "call_module"
-            else getattr(node.target, "__name__", node.target)
-        )
-        if is_relu(node):
-            raise ExportError(f"{node.name}: a ReLU must directly follow a batch norm or an add")
-        raise ExportError(f"{node.name}: operation {what!r} ({node.op}) has no datapath form")
+        elif node.op == "output":
+            out = ctx.src(node.args[0])
+        elif not any(handler(ctx, node) for handler in handlers):
+            raise _no_handler(ctx, node)
     if inp is None or out is None:
         raise ExportError("the traced model has no input or output")
-    return layers, inp, out
+    unknown = sorted({lay.op for lay in ctx.layers} - set(opset.names()))
+    if unknown:
+        raise ExportError(f"graph handlers produced ops the datapath has not registered: {unknown}")
+    return ctx.layers, inp, out
 
 
 def _record(gm: torch.fx.GraphModule, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -332,7 +372,7 @@ def export(
         tname = lay.name.replace(".", "_")
         rename[lay.output] = tname
         shape = _shape(t)[:1] if lay.op == "gap" else _shape(t)
-        if lay.op in ("maxpool", "flatten"):  # cannot rescale: keep the input's format
+        if opset.get(lay.op).keeps_format:  # cannot rescale: keep the input's format
             frac = tensors[rename[lay.inputs[0]]]["frac"]
         else:
             frac = dp.choose_frac(float(t.abs().max()), HEADROOM)
@@ -352,7 +392,7 @@ def export(
             "out_shape": tensors[tname]["shape"],
             **lay.attrs,
         }
-        if lay.op in ("conv", "linear"):
+        if opset.get(lay.op).weighted:
             ints, e_w, bits, factor = _weights_for(lay, datapath)
             fields = weighted_fields(datapath, bits, ints.shape)
             overflow = dp.accumulator_problem(fields["fan_in"], dp.max_abs_weight(datapath, bits))

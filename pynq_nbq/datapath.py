@@ -35,6 +35,7 @@ saturation to int16 (ReLU and saturation commute), then the fused 2x2 max-pool.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from enum import Enum
 from fractions import Fraction
 from functools import lru_cache
@@ -89,6 +90,9 @@ REQUANT_MULT_BITS = 16  #: signed multiplier width of the folded batch norm
 REQUANT_MULT_MIN, REQUANT_MULT_MAX = -(1 << 15), (1 << 15) - 1
 MAX_REQUANT_SHIFT = 62
 REQUANT_BITS = 64  #: acc*mult + bias + half must fit this many signed bits
+#: largest |bias| of the requantisation, 2**61: what the exporter clips to, so that a
+#: bias never by itself takes more than a quarter of the 64-bit sum (``requant_problems``)
+REQUANT_BIAS_MAX = 1 << (REQUANT_BITS - 3)
 
 #: float64 products are exact while every partial sum stays below this magnitude.
 FLOAT64_EXACT = 1 << 53
@@ -319,6 +323,16 @@ def requant_problems(
     return problems
 
 
+def bias_problem(bias: np.ndarray) -> str | None:
+    """The bundle's bias rule: ``|bias| <= REQUANT_BIAS_MAX`` (2**61, what the exporter
+    clips to); None when it holds.  (The stream protocol carries any int64 bias; this
+    is a rule of the bundle, ``docs/datapath.md`` section 4.)"""
+    b = np.asarray(bias)
+    if b.size and (int(b.min()) < -REQUANT_BIAS_MAX or int(b.max()) > REQUANT_BIAS_MAX):
+        return f"requantisation |bias| over 2**{REQUANT_BITS - 3} ({REQUANT_BIAS_MAX})"
+    return None
+
+
 def requantize(
     acc: np.ndarray, mult: np.ndarray, bias: np.ndarray, shift: np.ndarray, relu: bool
 ) -> np.ndarray:
@@ -347,6 +361,30 @@ def align(q: np.ndarray, frac_from: int, frac_to: int) -> np.ndarray:
 
 
 # --- the input ---------------------------------------------------------------------------
+#: smallest ``std`` of the input block, 2**-32.  Below it, at every allowed frac (down to
+#: FRAC_MIN = -8), one pixel step (1/255) moves the input by more than the whole int16
+#: range, so every pixel but one per channel saturates: the input would carry a sign only.
+#: It also keeps ``(p/255 - mean)/std * 2**frac`` finite in float64 for |mean| <= 2**16.
+INPUT_STD_MIN = 2.0**-32
+#: largest |mean| of the input block (pixels are 0..1; a larger mean saturates every pixel)
+INPUT_MEAN_MAX_ABS = 2.0**16
+
+
+def input_norm_problem(mean: Sequence[float], std: Sequence[float]) -> str | None:
+    """Why per-channel ``mean``/``std`` cannot normalise 8-bit pixels, or None when they
+    can: finite, ``|mean| <= INPUT_MEAN_MAX_ABS``, ``std >= INPUT_STD_MIN``."""
+    for m, s in zip(mean, std):
+        if not (math.isfinite(m) and math.isfinite(s)):
+            return f"mean and std must be finite, got {m}, {s}"
+        if s <= 0:
+            return f"std must be positive, got {s}"
+        if s < INPUT_STD_MIN:
+            return f"std {s} is below the smallest allowed, 2**-32 ({INPUT_STD_MIN})"
+        if abs(m) > INPUT_MEAN_MAX_ABS:
+            return f"|mean| {abs(m)} is over the largest allowed, 2**16"
+    return None
+
+
 @lru_cache(maxsize=64)
 def _pixel_table(mean: float, std: float, frac: int) -> bytes:
     scale, m, sd = Fraction(2) ** frac, Fraction(mean), Fraction(std)
@@ -365,8 +403,9 @@ def pixel_table(mean: float, std: float, frac: int) -> np.ndarray:
     of the manifest's numbers.  Precision-independent: any implementation that
     computes this rational expression exactly gets the same table.
     """
-    if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
-        raise ValueError(f"need a finite mean and a positive std, got {mean}, {std}")
+    problem = input_norm_problem([mean], [std])
+    if problem:
+        raise ValueError(problem)
     return np.frombuffer(_pixel_table(float(mean), float(std), int(frac)), dtype=ACT_DTYPE)
 
 
@@ -440,7 +479,7 @@ def fold_requant(
         m = int(np.clip(round_half_up(rm * 2.0**s), REQUANT_MULT_MIN, REQUANT_MULT_MAX))
         mult[c], shift[c] = m, s
     bias = round_half_up(offset * 2.0 ** (frac_out + shift.astype(np.float64)))
-    bias_limit = float(1 << (REQUANT_BITS - 3))
+    bias_limit = float(REQUANT_BIAS_MAX)
     bias = np.clip(bias, -bias_limit, bias_limit).astype(np.int64)
     problems = requant_problems(mult, bias, shift, acc_max)
     if problems:  # only a scale too large for shift 0 gets here

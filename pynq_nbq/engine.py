@@ -20,11 +20,12 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
 from . import datapath as dp
-from . import ops
+from . import ops, opset
 from .backends import Backend, get_backend
 from .bundle import Bundle, LayerSpec
 
@@ -34,12 +35,15 @@ ARM = "arm"
 
 @dataclass
 class Step:
-    """One compiled layer: its parsed description, where it runs, and for conv/linear
-    the integer weights and requantisation (:class:`ops.ConvSpec`)."""
+    """One compiled layer: its parsed description, where it runs, its op's entry in
+    :mod:`pynq_nbq.opset`, and for conv/linear the integer weights and requantisation
+    (:class:`ops.ConvSpec`) and the call that runs them on the layer's placement."""
 
     layer: LayerSpec
     placement: str
+    op: opset.OpSpec
     spec: ops.ConvSpec | None = None
+    conv: opset.ConvCall | None = None
 
 
 class Engine:
@@ -87,8 +91,9 @@ class Engine:
 
     def _compile(self, layer: LayerSpec) -> Step:
         placement = CONV_ENGINE if layer.on_conv_engine else ARM
-        if not layer.weighted:
-            return Step(layer, placement)
+        op = opset.get(layer.op)
+        if not op.weighted:
+            return Step(layer, placement, op)
         arrs = self.bundle.layer_arrays(layer)
         w = arrs["weights"]
         if self.parsed.pe is dp.PEKind.SVPE:
@@ -113,7 +118,8 @@ class Engine:
             n_bits=layer.weight_bits,
             codes=codes,
         )
-        return Step(layer, placement, conv)
+        run = self.backend.run_conv if placement == CONV_ENGINE else self._arm_conv
+        return Step(layer, placement, op, conv, partial(_call_conv, run, conv))
 
     @property
     def placements(self) -> list[tuple[str, str, str]]:
@@ -182,34 +188,20 @@ class Engine:
                 del env[name]
 
     def _run_step(self, step: Step, ins: list[np.ndarray]) -> np.ndarray:
-        layer = step.layer
-        op = layer.op
-        if op == "conv":
-            if step.placement == CONV_ENGINE:
-                return self.backend.run_conv(ins[0], step.spec)
-            return self._arm_conv(ins[0], step.spec)
-        if op == "linear":
-            n = ins[0].shape[0]
-            y = self._arm_conv(ins[0].reshape(n, 1, 1, -1), step.spec)
-            return y.reshape(n, -1)
-        if op == "maxpool":
-            return ops.maxpool(ins[0], layer.kernel, layer.stride)
-        if op == "gap":
-            return ops.global_avg_pool(ins[0], layer.in_fracs[0], layer.out_frac)
-        if op == "flatten":
-            x = ins[0]
-            return x.transpose(0, 3, 1, 2).reshape(x.shape[0], -1) if x.ndim == 4 else x
-        pairs = list(zip(ins, layer.in_fracs))
-        if op == "add":
-            return ops.add(pairs, layer.out_frac, layer.relu)
-        if op == "concat":
-            return ops.concat(pairs, layer.out_frac)
-        raise ValueError(f"{layer.name}: unknown op {op!r}")
+        """One layer: its op's engine step (``opset.OpSpec.step``)."""
+        return step.op.step(step.layer, ins, step.conv)
 
     def dequantize(self, name: str, q: np.ndarray) -> np.ndarray:
         """A tensor from :meth:`run` (keep=True) as float64 NCHW / (N, C) real values."""
         real = q.astype(np.float64) * 2.0 ** -self.parsed.tensors[name].frac
         return real.transpose(0, 3, 1, 2) if real.ndim == 4 else real
+
+
+def _call_conv(
+    run: Callable[[np.ndarray, ops.ConvSpec], np.ndarray], spec: ops.ConvSpec, x: np.ndarray
+) -> np.ndarray:
+    """``run(x, spec)``: a weighted layer's compiled call (bound with ``partial``)."""
+    return run(x, spec)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

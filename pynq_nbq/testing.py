@@ -9,10 +9,12 @@ trained model.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 
 from . import datapath as dp
+from . import opset
 from .bundle import (
     ROLES,
     Bundle,
@@ -64,6 +66,19 @@ def _input_block(height: int, width: int, mean: list[float], std: list[float]) -
     }
 
 
+def layer_entry(
+    op: str, name: str, inputs: list[str], tensors: dict[str, dict], **attrs: Any
+) -> dict[str, Any]:
+    """A manifest layer of ``op`` writing tensor ``name``: ``in_shape``/``out_shape`` from
+    ``tensors``, the op's attribute defaults (``opset``) filled in, ``attrs`` on top."""
+    spec = opset.get(op)
+    entry: dict[str, Any] = {"name": name, "op": op, "inputs": inputs, "output": name}
+    entry["in_shape"], entry["out_shape"] = tensors[inputs[0]]["shape"], tensors[name]["shape"]
+    entry.update({a.name: a.default for a in spec.attrs if a.default is not None})
+    entry.update(attrs)
+    return entry
+
+
 def random_bundle(
     path: str | os.PathLike,
     datapath: dp.PEKind | str = dp.PEKind.SVPE,
@@ -75,6 +90,21 @@ def random_bundle(
     classes: list[str] | None = None,
 ) -> Bundle:
     """Write a random bundle at ``path`` and return it (validated)."""
+    manifest, arrays = random_bundle_parts(datapath, n_bits, seed, channels, size, width, classes)
+    return save_bundle(manifest, arrays, path)
+
+
+def random_bundle_parts(
+    datapath: dp.PEKind | str = dp.PEKind.SVPE,
+    n_bits: int = 3,
+    seed: int = 0,
+    channels: int = 1,
+    size: int = 28,
+    width: int = 8,
+    classes: list[str] | None = None,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The manifest (without its ``arrays`` checksums, which ``save_bundle`` adds) and the
+    arrays of :func:`random_bundle`, for tests that edit them before saving."""
     rng = np.random.default_rng(seed)
     classes = classes or [f"class{i}" for i in range(10)]
     k = len(classes)
@@ -102,35 +132,24 @@ def random_bundle(
         for role, a in rq.items():
             arrays[f"{name}.{role}"] = a
         layers.append(
-            {
-                "name": name,
-                "op": "conv",
-                "inputs": [src],
-                "output": name,
-                "in_shape": tensors[src]["shape"],
-                "out_shape": tensors[name]["shape"],
-                "kernel": ker,
-                "stride": 1,
-                "padding": pad,
-                "groups": 1,
-                "relu": relu,
-                "pool": pool,
-                "weight_bits": bits,
-                "weight_exp": -8,
-                "acc_bits": fields["acc_bits"],
-                "arrays": {r: f"{name}.{r}" for r in ROLES},
-            }
+            layer_entry(
+                "conv",
+                name,
+                [src],
+                tensors,
+                kernel=ker,
+                stride=1,
+                padding=pad,
+                groups=1,
+                relu=relu,
+                pool=pool,
+                weight_bits=bits,
+                weight_exp=-8,
+                acc_bits=fields["acc_bits"],
+                arrays={r: f"{name}.{r}" for r in ROLES},
+            )  # fmt: skip
         )
-    layers.append(
-        {
-            "name": "gap",
-            "op": "gap",
-            "inputs": ["c3"],
-            "output": "gap",
-            "in_shape": tensors["c3"]["shape"],
-            "out_shape": [k],
-        }
-    )
+    layers.append(layer_entry("gap", "gap", ["c3"], tensors))
     manifest = {
         "name": f"random-{datapath}",
         "datapath": datapath,
@@ -142,7 +161,7 @@ def random_bundle(
         "output": "gap",
         "provenance": {"tool": "pynq_nbq.testing.random_bundle", "seed": seed},
     }
-    return save_bundle(manifest, arrays, path)
+    return manifest, arrays
 
 
 def _requant_arrays(rng: np.random.Generator, c_out: int, acc_scale: float, edge: bool) -> dict:
@@ -185,9 +204,8 @@ def random_graph_bundle(
 
     def add_layer(name: str, op: str, inputs: list[str], shape: list[int], frac=None, **attrs):
         tensors[name] = {"shape": shape, "frac": fr() if frac is None else frac}
-        layer = {"name": name, "op": op, "inputs": inputs, "output": name, **attrs}
-        layer["in_shape"], layer["out_shape"] = tensors[inputs[0]]["shape"], shape
-        if op in ("conv", "linear"):
+        layer = layer_entry(op, name, inputs, tensors, **attrs)
+        if opset.get(op).weighted:
             cin = tensors[inputs[0]]["shape"][0]
             k, g = attrs.get("kernel", 1), attrs.get("groups", 1)
             wshape = (shape[0], cin // g, k, k) if op == "conv" else (shape[0], cin)
