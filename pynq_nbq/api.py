@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .backends import Backend
-from .bundle import Bundle, load_bundle
+from .bundle import Bundle, Manifest, load_bundle
 from .engine import Engine, softmax
 from .preprocess import open_image, preprocess
 
@@ -104,19 +104,25 @@ class Model:
         self.engine = Engine(bundle, backend, threads)
 
     @property
+    def spec(self) -> Manifest:
+        """The bundle's typed manifest (the one view of it; ``bundle.Manifest``)."""
+        return self.engine.parsed
+
+    @property
     def classes(self) -> list[str]:
-        return self.bundle.classes
+        return list(self.spec.classes)
 
     @property
     def input_spec(self) -> dict:
+        """The raw ``input`` block, for :func:`preprocess.preprocess` (which takes a dict;
+        the typed block is ``spec.input``)."""
         return self.bundle.manifest["input"]
 
     @property
     def input_fit(self) -> tuple[int, int]:
         """The input's (width, height) in pixels: images are decoded no larger than
         this needs (``preprocess.open_image(fit=...)``)."""
-        spec = self.input_spec
-        return int(spec["width"]), int(spec["height"])
+        return self.spec.input.width, self.spec.input.height
 
     @property
     def backend_name(self) -> str:
@@ -125,7 +131,7 @@ class Model:
     @property
     def backend_description(self) -> str:
         """One line on what runs the layers (and why, if ``auto`` fell back to numpy)."""
-        return getattr(self.engine.backend, "description", self.backend_name)
+        return self.engine.backend.description
 
     def preprocess(self, image) -> np.ndarray:
         """bytes, a path or a PIL image -> uint8 pixels (C, H, W); decoded no larger

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from .errors import NbqError
@@ -29,6 +30,22 @@ COMMANDS: tuple[str, ...] = (
 
 class CommandError(Exception):
     """An error a subcommand reports to the user as one line, exit status 2."""
+
+
+def add_backend_option(
+    p: argparse.ArgumentParser, default: str = "auto", help_prefix: str = ""
+) -> None:
+    """``--backend`` with the backend registry's names as its choices
+    (:data:`pynq_nbq.backends.BACKENDS`), the same help everywhere."""
+    from .backends import BACKENDS, backend_entry
+
+    listed = "; ".join(f"{n}: {backend_entry(n).summary}" for n in BACKENDS)
+    p.add_argument(
+        "--backend",
+        default=default,
+        choices=BACKENDS,
+        help=f"{help_prefix}default {default} ({listed})",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     except (CommandError, NbqError) as exc:
         print(f"nbq {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `nbq info | head -3`: the reader left; no traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's flush at exit must not fail again
+        return 0
 
 
 if __name__ == "__main__":

@@ -21,12 +21,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
+from typing import cast
 
 import numpy as np
 
 from . import datapath as dp
 from . import ops, opset
-from .backends import Backend, get_backend
+from .backends import ArmBackend, Backend, CheckingBackend, capabilities_of, get_backend
 from .bundle import Bundle, LayerSpec
 
 CONV_ENGINE = "conv-engine"
@@ -56,7 +57,7 @@ class Engine:
     which ran at the same time).
 
     ``threads``: worker threads a batch is split over (1 = run in the caller's
-    thread).  Only backends that declare ``thread_safe = True`` are split; ``run``
+    thread).  Only backends that declare ``Capabilities.thread_safe`` are split; ``run``
     with ``keep=True`` always runs unsplit.
 
     ``on_layer``: None, or ``callable(name, placement, seconds)`` called after every
@@ -71,14 +72,16 @@ class Engine:
         self.threads = threads
         self._pool: ThreadPoolExecutor | None = None
         self.backend: Backend = get_backend(backend) if isinstance(backend, str) else backend
-        # ARM-side conv/linear layers: the backend's fast kernel if it has one, else numpy
-        self._arm_conv = getattr(self.backend, "arm_conv", ops.conv_layer)
+        self.capabilities = capabilities_of(self.backend)  #: what the backend declares
+        # ARM-side conv/linear layers: the backend's fast kernel if it declares one, else numpy
+        self._arm_conv = (
+            cast(ArmBackend, self.backend).arm_conv if self.capabilities.arm_ops else ops.conv_layer
+        )
         spec = bundle.spec
         if spec is None:
             raise ValueError("the bundle has not been validated (use bundle.load_bundle)")
-        check = getattr(self.backend, "check_bundle", None)
-        if check is not None:
-            check(spec)
+        if self.capabilities.checks_bundle:
+            cast(CheckingBackend, self.backend).check_bundle(spec)
         self.parsed = spec  #: the manifest parsed into frozen descriptions (bundle.Manifest)
         self.tensors = bundle.manifest["tensors"]
         self.input_name = spec.input.tensor
@@ -150,7 +153,7 @@ class Engine:
     def run(self, x_q: np.ndarray, keep: bool = False):
         """int16 (N, C, H, W) -> int16 logits (N, classes) [, all tensors by name]."""
         shards = min(self.threads, len(x_q))
-        if keep or shards < 2 or not getattr(self.backend, "thread_safe", False):
+        if keep or shards < 2 or not self.capabilities.thread_safe:
             out, env, times = self._run_one(x_q, keep)
             self.timings = times
             return (out, env) if keep else out

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from pynq_nbq import api
+from pynq_nbq.backends import Capabilities
 from pynq_nbq.engine import ARM, CONV_ENGINE, Engine
 from pynq_nbq.ops import conv_layer
 from pynq_nbq.testing import random_bundle
@@ -41,6 +42,8 @@ class _RecordingBackend:
     """A numpy backend that is not thread safe and records the threads it ran on."""
 
     name = "recording"
+    description = "numpy, recording its threads"
+    capabilities = Capabilities()  # declares nothing: not thread safe
 
     def __init__(self) -> None:
         self.threads: set[int] = set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ops import ConvSpec, conv_layer
+from . import CPU_EXACT, Capabilities
 
 
 class NumpyBackend:
@@ -12,7 +13,7 @@ class NumpyBackend:
 
     name = "numpy"
     #: the engine may split a batch over threads: ops keeps its scratch arrays per thread
-    thread_safe = True
+    capabilities: Capabilities = CPU_EXACT
     #: why ``auto`` chose this backend instead of the native kernel (None: asked for)
     fallback_reason: str | None = None
 

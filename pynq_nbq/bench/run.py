@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 
 from .. import api
-from ..backends import get_backend
+from ..backends import backend_names, get_backend
 from ..engine import CONV_ENGINE
-from ..perfmodel import layers_from_manifest, load_board, model_network
+from ..manifest import Manifest
+from ..perfmodel import layers_from_specs, load_board, model_network
 from ..perfmodel.kernel import model_kernel
 from ..perfmodel.model import MODEL_NOTE, arm_layer_time
 from ..server.power import RailSource, modelled_energy, open_power_source
@@ -40,8 +41,6 @@ SCHEMA = "pynq-nbq/bench"
 SCHEMA_VERSION = 1
 COLUMNS = ("vpe", "svpe", "cpu")
 TITLES = {"vpe": "VPE", "svpe": "SVPE", "cpu": "CPU only"}
-#: backends the CPU-only column may use (every layer on the CPU)
-CPU_BACKENDS = ("numpy", "native", "auto")
 DEFAULT_BUNDLES = {"svpe": "fmnist-svpe", "vpe": "fmnist-vpe"}
 
 
@@ -65,6 +64,10 @@ class BenchConfig:
     overlay: str | None = None  #: fpga: bitstream directory or "sim" (default $NBQ_OVERLAY)
     quick: bool = False
 
+    def backend_options(self) -> dict[str, Any]:
+        """Options of ``backends.get_backend`` for ``backend`` (fpga: the overlay)."""
+        return {"overlay": self.overlay} if self.backend == "fpga" and self.overlay else {}
+
 
 def _ratio(measured: float | None, predicted: float | None) -> float | None:
     return measured / predicted if measured is not None and predicted else None
@@ -82,23 +85,11 @@ def compare(measured: float | None, predicted: float | None, unit: str) -> dict[
 def _load(cfg: BenchConfig, kind: str, backend: str | Any, threads: int = 1) -> api.Model:
     name = getattr(cfg, kind) or DEFAULT_BUNDLES[kind]
     model = api.load_model(name, backend, threads)
-    if model.bundle.datapath != kind:
+    if model.spec.pe.value != kind:
         raise ValueError(
-            f"--{kind} {name}: bundle datapath is {model.bundle.datapath!r}, not {kind!r}"
+            f"--{kind} {name}: bundle datapath is {model.spec.pe.value!r}, not {kind!r}"
         )
     return model
-
-
-def make_backend(name: str, overlay: str | None = None) -> Any:
-    """The conv-engine backend; ``overlay`` (a bitstream directory or ``sim``) goes to
-    the fpga backend.  ValueError naming what is missing."""
-    if name != "fpga" or overlay is None:
-        return get_backend(name)
-    try:
-        from ..backends.fpga import FpgaBackend
-    except ModuleNotFoundError as exc:
-        raise ValueError(f"backend 'fpga' is not available: {exc}") from exc
-    return FpgaBackend(overlay)
 
 
 def load_data(cfg: BenchConfig, classes: list[str]) -> LabelledSet:
@@ -108,27 +99,25 @@ def load_data(cfg: BenchConfig, classes: list[str]) -> LabelledSet:
     return fashion_mnist(cfg.images, cfg.data_dir)
 
 
-def predictions(manifest: dict[str, Any], board: str) -> dict[str, Any]:
-    """The performance model for a bundle on ``board`` (a ``model_network`` result)."""
-    pe = manifest["datapath"]
-    bits = int(manifest.get("weight_bits", 3)) if pe == "svpe" else 3
-    return model_network(manifest, board, pe, bits)
+def predictions(spec: Manifest, board: str) -> dict[str, Any]:
+    """The performance model for a bundle (its typed manifest) on ``board`` (a
+    ``model_network`` result); weight width: the bundle's (``Manifest.weight_bits``)."""
+    return model_network(layers_from_specs(spec.layers), board, spec.pe.value, spec.weight_bits)
 
 
-def kernel_prediction(manifest: dict[str, Any], board: str) -> dict[str, Any]:
+def kernel_prediction(spec: Manifest, board: str) -> dict[str, Any]:
     """The cycle model of this project's streaming kernel (:mod:`pynq_nbq.perfmodel.kernel`)
     for a bundle on ``board``: per engine layer ``time_us``, ``fpga_time_us``, the build's
     resources (an open-synthesis estimate), all modelled."""
-    pe = manifest["datapath"]
-    bits = int(manifest.get("weight_bits", 3)) if pe == "svpe" else 16
-    return model_kernel(layers_from_manifest(manifest), load_board(board), pe, bits)
+    layers = layers_from_specs(spec.layers)
+    return model_kernel(layers, load_board(board), spec.pe.value, spec.weight_bits)
 
 
-def cpu_prediction(manifest: dict[str, Any], board: str) -> dict[str, Any]:
+def cpu_prediction(spec: Manifest, board: str) -> dict[str, Any]:
     """The model's ARM time for every layer of a bundle (the CPU-only column)."""
     brd = load_board(board)
     rows = []
-    for lay in layers_from_manifest(manifest):
+    for lay in layers_from_specs(spec.layers):
         s = arm_layer_time(lay, brd, brd.arm.gops)
         rows.append({"name": lay.name, "ops": lay.ops, "where": "arm", "time_us": s * 1e6})
     total_ms = sum(r["time_us"] for r in rows) / 1e3
@@ -215,8 +204,8 @@ def _column(
     col = {
         "title": f"{TITLES[key]} ({model.backend_name})" if key == "cpu" else TITLES[key],
         "bundle": str(model.bundle.path) if model.bundle.path else None,
-        "bundle_name": model.bundle.manifest.get("name"),
-        "datapath": model.bundle.datapath,
+        "bundle_name": model.spec.name,
+        "datapath": model.spec.pe.value,
         "backend": model.backend_name,
         "engine_threads_count": model.engine.threads,
         "timing_label": label,
@@ -296,11 +285,13 @@ def run_bench(
     an object with ``update(n)`` (e.g. a tqdm bar), or None for no progress.
     """
     started = time.time()
-    engine_backend = make_backend(cfg.backend, cfg.overlay)
+    engine_backend = get_backend(cfg.backend, **cfg.backend_options())
     # one backend object for both bundles: a board has one fabric, and the fpga backend
     # swaps overlays when the other kind is asked for
-    if cfg.cpu_backend not in CPU_BACKENDS:
-        raise ValueError(f"CPU-only backend must be one of {CPU_BACKENDS}, got {cfg.cpu_backend!r}")
+    if cfg.cpu_backend not in backend_names("cpu"):
+        raise ValueError(
+            f"CPU-only backend must be one of {backend_names('cpu')}, got {cfg.cpu_backend!r}"
+        )
     cpu_backend = get_backend(cfg.cpu_backend)
     backends = {"vpe": engine_backend, "svpe": engine_backend, "cpu": cpu_backend}
     models = {
@@ -315,10 +306,10 @@ def run_bench(
         )
     data = load_data(cfg, models["svpe"].classes)
     labels = {k: context.timing_label(b) for k, b in backends.items()}
-    preds = {k: predictions(models[k].bundle.manifest, cfg.board) for k in ("vpe", "svpe")}
+    preds = {k: predictions(models[k].spec, cfg.board) for k in ("vpe", "svpe")}
     for k in ("vpe", "svpe"):  # the streaming kernel's own cycle model, beside the paper's
-        preds[k]["kernel_model"] = kernel_prediction(models[k].bundle.manifest, cfg.board)
-    preds["cpu"] = cpu_prediction(models["svpe"].bundle.manifest, cfg.board)
+        preds[k]["kernel_model"] = kernel_prediction(models[k].spec, cfg.board)
+    preds["cpu"] = cpu_prediction(models["svpe"].spec, cfg.board)
 
     bar = progress(len(COLUMNS) * cfg.plan.steps(len(data))) if progress else None
     tick = bar.update if bar is not None else (lambda n: None)

@@ -16,9 +16,8 @@ import argparse
 import os
 from pathlib import Path
 
-from pynq_nbq.backends import BACKENDS
 from pynq_nbq.blas import limit_blas_threads
-from pynq_nbq.cli import CommandError
+from pynq_nbq.cli import CommandError, add_backend_option
 
 #: (batch sizes, single-image runs, images per batch size, labelled images) of --quick
 QUICK = ((1, 8), 16, 16, 32)
@@ -39,7 +38,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Off the board all timings are emulated and labelled so (docs/bench.md)."
         ),
     )
-    p.add_argument("--backend", default="numpy", choices=BACKENDS, help="conv-engine backend")
+    add_backend_option(
+        p,
+        "numpy",
+        "conv-engine backend of the vpe/svpe columns (numpy: the reference, unlike "
+        "classify/serve's auto); ",
+    )
     p.add_argument("--svpe", metavar="BUNDLE", help="svpe bundle (default: fmnist-svpe)")
     p.add_argument("--vpe", metavar="BUNDLE", help="vpe bundle (default: fmnist-vpe)")
     p.add_argument(

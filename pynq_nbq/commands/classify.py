@@ -5,19 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..cli import CommandError
+from ..cli import CommandError, add_backend_option
 
 
 def register(sub) -> None:
     p = sub.add_parser("classify", help="classify image files with a model bundle")
     p.add_argument("images", nargs="*", help="image files (default: the bundled samples)")
     p.add_argument("--model", default=None, help="bundle directory or embedded model name")
-    p.add_argument(
-        "--backend",
-        default="auto",
-        help="auto (default: native if its C kernel builds, else numpy), numpy, native, "
-        "csim or fpga",
-    )
+    add_backend_option(p)
     p.add_argument("--top", type=int, default=1, help="show the top-k classes")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument(
@@ -70,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
                     "model": str(model.bundle.path),
                     "backend": model.backend_name,
                     "engine": model.backend_description,
-                    "datapath": model.bundle.datapath,
+                    "datapath": model.spec.pe.value,
                     "results": results,
                 },
                 indent=1,
@@ -78,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return 0
     print(
-        f"model {model.bundle.manifest['name']} ({model.bundle.datapath}, "
+        f"model {model.spec.name} ({model.spec.pe.value}, "
         f"backend {model.backend_name}: {model.backend_description})"
     )
     for r in results:

@@ -4,49 +4,50 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 
-from ..cli import CommandError
+from .. import opset
+from ..cli import CommandError, add_backend_option
 
 
 def register(sub) -> None:
     p = sub.add_parser("info", help="describe a model bundle, backend and datapath")
     p.add_argument("--model", default=None, help="bundle directory or embedded model name")
-    p.add_argument(
-        "--backend",
-        default="auto",
-        help="auto (default: native if its C kernel builds, else numpy), numpy, native, "
-        "csim or fpga",
-    )
+    add_backend_option(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
 
 
 def describe(model) -> dict:
-    m = model.bundle.manifest
+    """The model's bundle (its typed manifest), placements and backend, JSON-ready."""
+    spec = model.spec
     layers = []
-    for (name, op, where), layer in zip(model.engine.placements, m["layers"]):
+    for (name, op, where), layer in zip(model.engine.placements, spec.layers):
         row = {
             "name": name,
             "op": op,
             "placement": where,
-            "out_shape": m["tensors"][layer["output"]]["shape"],
-            "frac": m["tensors"][layer["output"]]["frac"],
+            "out_shape": list(layer.out_shape),
+            "frac": layer.out_frac,
         }
-        for k in ("kernel", "stride", "padding", "relu", "pool", "weight_bits", "acc_bits"):
-            if k in layer:
-                row[k] = layer[k]
+        attrs = [a.name for a in opset.get(op).attrs]
+        for k in ("kernel", "stride", "padding", "relu", "pool"):
+            if k in attrs:
+                row[k] = getattr(layer, k)
+        if layer.weighted:
+            row["weight_bits"], row["acc_bits"] = layer.weight_bits, layer.acc_bits
         layers.append(row)
     return {
-        "name": m["name"],
+        "name": spec.name,
         "path": str(model.bundle.path),
-        "datapath": m["datapath"],
-        "weight_bits": m["weight_bits"],
+        "datapath": spec.pe.value,
+        "weight_bits": spec.weight_bits,
         "backend": model.backend_name,
         "engine": model.backend_description,
-        "classes": m["classes"],
-        "input": m["input"],
-        "arrays_sha256": m["arrays_sha256"],
-        "provenance": m.get("provenance", {}),
+        "classes": list(spec.classes),
+        "input": {**asdict(spec.input), "mean": list(spec.input.mean), "std": list(spec.input.std)},
+        "arrays_sha256": model.bundle.sha256,
+        "provenance": model.bundle.manifest.get("provenance", {}),
         "layers": layers,
     }
 

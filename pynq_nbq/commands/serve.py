@@ -6,8 +6,7 @@ import argparse
 import os
 import sys
 
-from ..backends import BACKENDS
-from ..cli import CommandError
+from ..cli import CommandError, add_backend_option
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,12 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help=f"embedded model name or bundle path (default {DEFAULT_MODEL})",
     )
-    p.add_argument(
-        "--backend",
-        default="auto",
-        choices=BACKENDS,
-        help="default: auto (native if its C kernel builds, else numpy)",
-    )
+    add_backend_option(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="default 8000; 0 picks a free port")
     p.add_argument(
