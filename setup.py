@@ -77,6 +77,7 @@ TEST = [
     "pytest>=7",
     "hypothesis>=6",
     "ruff>=0.5",
+    "mypy>=1.10",  # CI: mypy on pynq_nbq (config in pyproject.toml)
     "selenium>=4.10",
     "packaging>=21",  # scripts/check_board_wheels.py
     "build>=1",  # tests/test_wheel.py builds the sdist

@@ -221,7 +221,7 @@ def weight_bits_problem(pe: PEKind | str, n_bits: object) -> str | None:
     return None
 
 
-def max_abs_weight(pe: PEKind | str, n_bits: int | None) -> int:
+def max_abs_weight(pe: PEKind | str, n_bits: int) -> int:
     """Largest |integer weight| a layer of this datapath can hold (2**14 for 5-bit svpe,
     2**15 for vpe: the weight -32768)."""
     if PEKind.parse(pe) is PEKind.SVPE:
@@ -410,7 +410,7 @@ def pixel_table(mean: float, std: float, frac: int) -> np.ndarray:
 
 
 def quantize_pixels(
-    pixels: np.ndarray, mean: list[float], std: list[float], frac: int
+    pixels: np.ndarray, mean: Sequence[float], std: Sequence[float], frac: int
 ) -> np.ndarray:
     """uint8 pixels (N, C, H, W) -> int16 input with ``frac`` fractional bits, per channel
     through :func:`pixel_table` (the contract's input rule)."""

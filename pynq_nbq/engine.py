@@ -98,12 +98,14 @@ class Engine:
         if not op.weighted:
             return Step(layer, placement, op)
         arrs = self.bundle.layer_arrays(layer)
-        w = arrs["weights"]
+        w, bits = arrs["weights"], layer.weight_bits
+        if bits is None:
+            raise ValueError(f"{layer.name}: a weighted layer without weight_bits")
         if self.parsed.pe is dp.PEKind.SVPE:
-            ints, codes = dp.decode_svpe(w, layer.weight_bits), w
+            ints, codes = dp.decode_svpe(w, bits), w
         else:
             ints, codes = w.astype(np.int64), None
-        if layer.op == "linear":
+        if w.ndim == 2:  # linear (C_out, C_in): a 1x1 conv on a 1x1 map
             ints = ints[:, :, None, None]
             codes = None if codes is None else codes[:, :, None, None]
         conv = ops.ConvSpec(
@@ -118,7 +120,7 @@ class Engine:
             relu=layer.relu,
             pool=layer.pool,
             datapath=self.parsed.pe,
-            n_bits=layer.weight_bits,
+            n_bits=bits,
             codes=codes,
         )
         run = self.backend.run_conv if placement == CONV_ENGINE else self._arm_conv

@@ -265,7 +265,10 @@ def global_avg_pool(x: np.ndarray, frac_in: int = 0, frac_out: int = 0) -> np.nd
 
 def add(inputs: list[tuple[np.ndarray, int]], frac_out: int, relu: bool = False) -> np.ndarray:
     """Residual add of int16 tensors given as (array, frac) pairs, aligned to frac_out."""
-    total = sum(dp.align(q, f, frac_out) for q, f in inputs)
+    aligned = [dp.align(q, f, frac_out) for q, f in inputs]
+    total = aligned[0]
+    for a in aligned[1:]:
+        total = total + a
     if relu:
         total = np.maximum(total, 0)
     return dp.saturate(total)

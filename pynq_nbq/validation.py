@@ -338,9 +338,8 @@ def _validate_weighted(
     overflow = dp.accumulator_problem(derived["fan_in"], dp.max_abs_weight(pe, lbits))
     if overflow:
         raise _fail(where, overflow)
-    problems = dp.requant_problems(
-        *(scope.arrays[arrs[r]] for r in ("mult", "bias", "shift")), derived["acc_bound"]
-    )
+    mult, bias, shift = (scope.arrays[arrs[r]] for r in ("mult", "bias", "shift"))
+    problems = dp.requant_problems(mult, bias, shift, derived["acc_bound"])
     problems += filter(None, [dp.bias_problem(scope.arrays[arrs["bias"]])])
     if problems:
         raise _fail(where, "; ".join(problems))

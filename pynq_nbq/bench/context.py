@@ -21,11 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..backends import backend_names
 from ..kernel.design import PE_KINDS, PL_CLOCK_MHZ, bitstream_name
 from ..server.power import board_compatible
-
-#: backends that run every layer on the CPU (their timings on a board are the ARM's)
-CPU_BACKENDS = ("numpy", "native")
 
 #: keys of a resources report (counts), in report order
 RESOURCE_KEYS = ("dsp", "lut", "ff", "bram18")
@@ -101,7 +99,8 @@ def timing_label(backend: Any, host: str | None = None, compatible: list[str] | 
     name = getattr(backend, "name", str(backend))
     if is_hardware(backend):
         return f"measured on hardware (backend {name})"
-    if name in CPU_BACKENDS and on_zynq_board(compatible):
+    # backends that run every layer on the CPU: their timings on a board are the ARM's
+    if name in backend_names("cpu") and on_zynq_board(compatible):
         return f"measured on hardware ({name} on the board's ARM cores, {host})"
     if name == "fpga":
         name = "fpga on the simulated board"

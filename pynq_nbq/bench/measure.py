@@ -205,7 +205,8 @@ def _latency_pass(
     engine = model.engine
     device = DeviceClock.attach(engine.backend)
     layers = LayerClock()
-    e2e, parts = [], defaultdict(float)
+    e2e: list[float] = []
+    parts: defaultdict[str, float] = defaultdict(float)
     dev_s0, dev_calls0 = (device.seconds, device.calls) if device else (0.0, 0)
     dev_parts0 = dict(device.parts) if device else {}
     engine.on_layer = layers

@@ -329,15 +329,12 @@ def write_outputs(report: dict[str, Any], out_dir: Path) -> dict[str, Path | str
     the paths (the chart's entry is the reason in words if it could not be drawn)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths: dict[str, Path | str] = {
-        "json": out_dir / "bench.json",
-        "markdown": out_dir / "bench.md",
-        "chart": out_dir / "bench.png",
-    }
-    paths["json"].write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
-    paths["markdown"].write_text(markdown(report), encoding="utf-8")
+    json_path, md_path, chart_path = (out_dir / f"bench.{e}" for e in ("json", "md", "png"))
+    paths: dict[str, Path | str] = {"json": json_path, "markdown": md_path, "chart": chart_path}
+    json_path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+    md_path.write_text(markdown(report), encoding="utf-8")
     try:
-        write_chart(report, paths["chart"])
+        write_chart(report, chart_path)
     except ImportError as exc:
         paths["chart"] = f"not written: {exc}"
     return paths

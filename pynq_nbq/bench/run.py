@@ -19,6 +19,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -116,11 +117,12 @@ def kernel_prediction(spec: Manifest, board: str) -> dict[str, Any]:
 def cpu_prediction(spec: Manifest, board: str) -> dict[str, Any]:
     """The model's ARM time for every layer of a bundle (the CPU-only column)."""
     brd = load_board(board)
-    rows = []
+    rows: list[dict[str, Any]] = []
+    times_us: list[float] = []
     for lay in layers_from_specs(spec.layers):
-        s = arm_layer_time(lay, brd, brd.arm.gops)
-        rows.append({"name": lay.name, "ops": lay.ops, "where": "arm", "time_us": s * 1e6})
-    total_ms = sum(r["time_us"] for r in rows) / 1e3
+        times_us.append(arm_layer_time(lay, brd, brd.arm.gops) * 1e6)
+        rows.append({"name": lay.name, "ops": lay.ops, "where": "arm", "time_us": times_us[-1]})
+    total_ms = sum(times_us) / 1e3
     return {
         "modelled": True,
         "note": MODEL_NOTE + " (all layers on the ARM cores)",
@@ -236,6 +238,11 @@ def _column(
     return col, res.indices, res.logits_q
 
 
+def _classified(model: api.Model, batch: list) -> int:
+    """Classify ``batch``; the number of answers (the power measurement's workload)."""
+    return len(model.classify(batch).indices)
+
+
 def _power(
     models: dict[str, api.Model],
     data: LabelledSet,
@@ -256,7 +263,7 @@ def _power(
         try:
             got = measure_power(
                 source,
-                lambda m=model: len(m.classify(batch).indices),
+                partial(_classified, model, batch),
                 cfg.power_idle_s,
                 cfg.power_active_s,
             )

@@ -20,8 +20,8 @@ from pynq_nbq.blas import limit_blas_threads
 from pynq_nbq.cli import CommandError, add_backend_option
 
 #: (batch sizes, single-image runs, images per batch size, labelled images) of --quick
-QUICK = ((1, 8), 16, 16, 32)
-FULL = ((1, 8, 64), 200, 256, 1000)
+QUICK: tuple[tuple[int, ...], int, int, int] = ((1, 8), 16, 16, 32)
+FULL: tuple[tuple[int, ...], int, int, int] = ((1, 8, 64), 200, 256, 1000)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

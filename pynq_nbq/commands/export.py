@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from .. import datapath as dp
 from ..cli import CommandError
@@ -46,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except (NbqError, ValueError, FileNotFoundError, DatasetMissing) as exc:
         raise CommandError(str(exc)) from exc
-    (bundle.path / "export_report.json").write_text(json.dumps(report, indent=1) + "\n")
+    out = Path(args.out)  # where save_bundle wrote it (bundle.path is that directory)
+    (out / "export_report.json").write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {bundle.path} ({bundle.datapath}, arrays sha256 {bundle.sha256[:16]}...)")
     return 0
