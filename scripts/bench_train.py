@@ -399,7 +399,7 @@ def main() -> int:
     ap = bench_parser(__doc__, "bench_runs/fmnist-gap")
     ap.add_argument("--stop-after", type=int, default=None, help="epochs to train, then stop")
     ap.add_argument("--plot", default=None, help="write the accuracy-vs-bits plot here (PNG)")
-    ap.add_argument("--copy-to", default=None, help="copy finished runs here (e.g. /root/...)")
+    ap.add_argument("--copy-to", default=None, help="copy finished runs to this directory")
     ap.add_argument(
         "--agreement",
         type=int,

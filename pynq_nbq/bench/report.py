@@ -44,14 +44,14 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
     return out
 
 
-def markdown(report: dict[str, Any]) -> str:
-    """The Markdown report."""
+def _md_header(report: dict[str, Any]) -> list[str]:
+    """Title, timing label, labelled set, backend, host, model, plan."""
     cols = report["columns"]
-    env = report["environment"]
     label = report["timing_label"]
+    env = report["environment"]
     cfg = report["config"]
     acc = report["accuracy"]
-    lines = [
+    lines: list[str] = [
         "# nbq bench: VPE vs SVPE vs CPU only",
         "",
         f"**Timings: {label}.**"
@@ -80,6 +80,14 @@ def markdown(report: dict[str, Any]) -> str:
         extra = {k: v for k, v in b.items() if k not in ("name", "hardware")}
         if extra:
             lines.append(f"- {cols[key]['title']} backend: {json.dumps(extra)}")
+    return lines
+
+
+def _md_summary(report: dict[str, Any]) -> list[str]:
+    """The summary table: each figure measured beside the model."""
+    cols = report["columns"]
+    label = report["timing_label"]
+    lines: list[str] = []
     lines += ["", f"## Summary ({label})", ""]
     lines.append(
         "Each cell: measured (model's prediction, ×measured/predicted). The model is "
@@ -108,6 +116,15 @@ def markdown(report: dict[str, Any]) -> str:
         ["top-1 accuracy"] + [_f(cols[c]["accuracy_top1_fraction"], ".4f") for c in COLUMNS]
     )
     lines += _table(["figure", *(cols[c]["title"] for c in COLUMNS)], rows)
+    return lines
+
+
+def _md_accuracy_and_split(report: dict[str, Any]) -> list[str]:
+    """SVPE over VPE, accuracy and agreement, the split per image."""
+    cols = report["columns"]
+    label = report["timing_label"]
+    acc = report["accuracy"]
+    lines: list[str] = []
     cmp_ = report["svpe_over_vpe"]
     lines += [
         "",
@@ -156,6 +173,14 @@ def markdown(report: dict[str, Any]) -> str:
                 f"\n{cols[c]['title']}: the driver's own timers inside its device calls, "
                 "ms per image: " + ", ".join(f"{k[:-3]} {_f(v)}" for k, v in parts.items())
             )
+    return lines
+
+
+def _md_throughput(report: dict[str, Any]) -> list[str]:
+    """Throughput by batch size."""
+    cols = report["columns"]
+    label = report["timing_label"]
+    lines: list[str] = []
     lines += ["", f"## Throughput by batch size ({label})", ""]
     trows = []
     for i, row in enumerate(cols["svpe"]["throughput"]):
@@ -169,6 +194,14 @@ def markdown(report: dict[str, Any]) -> str:
             ]
         )
     lines += _table(["batch", *(f"{cols[c]['title']} images/s" for c in COLUMNS)], trows)
+    return lines
+
+
+def _md_layers(report: dict[str, Any]) -> list[str]:
+    """Per layer, VPE and SVPE columns."""
+    cols = report["columns"]
+    label = report["timing_label"]
+    lines: list[str] = []
     for c in ("vpe", "svpe"):
         lines += ["", f"## Per layer, {cols[c]['title']} ({label})", ""]
         lrows = [
@@ -201,6 +234,13 @@ def markdown(report: dict[str, Any]) -> str:
             ],
             lrows,
         )
+    return lines
+
+
+def _md_power(report: dict[str, Any]) -> list[str]:
+    """Power per column, measured or why not (with the model's estimate)."""
+    cols = report["columns"]
+    lines: list[str] = []
     lines += ["", "## Power", ""]
     for c in COLUMNS:
         p = report["power"][c]
@@ -222,6 +262,21 @@ def markdown(report: dict[str, Any]) -> str:
                     f"{est['energy_mj_per_image']:.3g} mJ per image on {est['board']}"
                 )
             lines.append(f"- {cols[c]['title']}: unavailable ({p['reason']}){model_txt}")
+    return lines
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The Markdown report."""
+    lines: list[str] = []
+    for section in (
+        _md_header,
+        _md_summary,
+        _md_accuracy_and_split,
+        _md_throughput,
+        _md_layers,
+        _md_power,
+    ):
+        lines += section(report)
     lines += ["", "## Resources", "", *markdown_resources(report)]
     return "\n".join(lines) + "\n"
 

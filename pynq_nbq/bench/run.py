@@ -280,6 +280,32 @@ def _power(
     return out
 
 
+def _svpe_over_vpe(columns: dict[str, Any], preds: dict[str, Any]) -> dict[str, Any]:
+    """SVPE over VPE: latency and conv-engine speedups, throughput ratio, each measured
+    beside the model's."""
+    v, s = columns["vpe"], columns["svpe"]
+    pv, ps = preds["vpe"]["total"], preds["svpe"]["total"]
+
+    def best_tput(col: dict) -> float:
+        return max(col["throughput"], key=lambda r: r["batch_images"])["throughput_images_per_s"]
+
+    return {
+        "latency_speedup_ratio": compare(
+            v["latency"]["latency_ms_mean"] / s["latency"]["latency_ms_mean"],
+            _ratio(pv["latency_ms"], ps["latency_ms"]),
+            "ratio",
+        ),
+        "conv_engine_speedup_ratio": compare(
+            _ratio(v["split_per_image"]["conv_engine_ms"], s["split_per_image"]["conv_engine_ms"]),
+            _ratio(pv["fpga_time_ms"], ps["fpga_time_ms"]),
+            "ratio",
+        ),
+        "throughput_ratio": compare(
+            best_tput(s) / best_tput(v), _ratio(ps["images_per_s"], pv["images_per_s"]), "ratio"
+        ),
+    }
+
+
 def run_bench(
     cfg: BenchConfig,
     power_source: tuple[RailSource | None, str] | None = None,
@@ -340,27 +366,7 @@ def run_bench(
         "svpe_vpe_top1_agreement_fraction": agreement(answers["svpe"][0], answers["vpe"][0]),
         "cpu_logits_equal_svpe": bool(np.array_equal(answers["cpu"][1], answers["svpe"][1])),
     }
-    v, s = columns["vpe"], columns["svpe"]
-    pv, ps = preds["vpe"]["total"], preds["svpe"]["total"]
-
-    def best_tput(col: dict) -> float:
-        return max(col["throughput"], key=lambda r: r["batch_images"])["throughput_images_per_s"]
-
-    comparison = {
-        "latency_speedup_ratio": compare(
-            v["latency"]["latency_ms_mean"] / s["latency"]["latency_ms_mean"],
-            _ratio(pv["latency_ms"], ps["latency_ms"]),
-            "ratio",
-        ),
-        "conv_engine_speedup_ratio": compare(
-            _ratio(v["split_per_image"]["conv_engine_ms"], s["split_per_image"]["conv_engine_ms"]),
-            _ratio(pv["fpga_time_ms"], ps["fpga_time_ms"]),
-            "ratio",
-        ),
-        "throughput_ratio": compare(
-            best_tput(s) / best_tput(v), _ratio(ps["images_per_s"], pv["images_per_s"]), "ratio"
-        ),
-    }
+    comparison = _svpe_over_vpe(columns, preds)
     overlay = cfg.overlay or getattr(engine_backend, "source", None)
     return {
         "schema": SCHEMA,
