@@ -144,13 +144,15 @@ def num_magnitudes(n_bits: int) -> int:
 
 
 def max_code(n_bits: int) -> int:
-    """Largest |code| of an n-bit svpe weight (= :func:`num_magnitudes`)."""
+    """Largest |code| of an n-bit svpe weight: an alias of :func:`num_magnitudes`, kept
+    only for ``hls/gen_vectors.py`` and ``tests/test_rtl_twin.py`` (TODO: they call
+    ``num_magnitudes``, then this goes)."""
     return num_magnitudes(n_bits)
 
 
 def max_shift(n_bits: int) -> int:
     """Largest left shift an n-bit svpe weight applies (bits)."""
-    return max_code(n_bits) - 1
+    return num_magnitudes(n_bits) - 1
 
 
 def layer_exponent(scale_exp: int, n_bits: int) -> int:
@@ -196,16 +198,16 @@ def encode_svpe(weights: np.ndarray, n_bits: int = SVPE_MAX_BITS) -> np.ndarray:
 
 
 def check_svpe_codes(codes: np.ndarray, n_bits: int) -> None:
-    """ValueError unless every code is in ``-M..M`` (``M = max_code(n_bits)``), no zero
+    """ValueError unless every code is in ``-M..M`` (``M = num_magnitudes(n_bits)``), no zero
     when n = 1."""
     check_bits(n_bits)
     if np.size(codes) == 0:
         return
     mag = np.abs(np.asarray(codes).astype(np.int64))
-    if mag.max() > max_code(n_bits):
+    if mag.max() > num_magnitudes(n_bits):
         raise ValueError(
             f"svpe code magnitude {int(mag.max())} out of range for n={n_bits} "
-            f"(max {max_code(n_bits)})"
+            f"(max {num_magnitudes(n_bits)})"
         )
     if n_bits == 1 and (mag == 0).any():
         raise ValueError("1-bit svpe weights have no zero code (codes must be +-1)")

@@ -32,7 +32,7 @@ def random_weights(
 ) -> np.ndarray:
     """Random legal weights: svpe int8 codes or vpe int16."""
     if dp.PEKind.parse(datapath) is dp.PEKind.SVPE:
-        mc = dp.max_code(n_bits)
+        mc = dp.num_magnitudes(n_bits)
         codes = rng.integers(-mc, mc + 1, size=shape)
         if n_bits == 1:
             codes = np.where(codes >= 0, 1, -1)
@@ -212,7 +212,7 @@ def random_graph_bundle(
             w = random_weights(rng, wshape, datapath, n_bits)
             if edge:
                 top = (
-                    dp.max_code(n_bits)
+                    dp.num_magnitudes(n_bits)
                     if dp.PEKind.parse(datapath) is dp.PEKind.SVPE
                     else dp.VPE_WEIGHT_MIN
                 )

@@ -10,7 +10,7 @@ from pynq_nbq import datapath as dp
 
 @pytest.mark.parametrize("n", dp.SVPE_BITS)
 def test_svpe_codes_round_trip_in_integers(n):
-    m = dp.max_code(n)
+    m = dp.num_magnitudes(n)
     codes = np.arange(-m, m + 1, dtype=np.int8)
     if n == 1:
         codes = codes[codes != 0]

@@ -29,7 +29,7 @@ def _random_layer(
 ):
     shape = (cout, cin // groups, k, k)
     if datapath == "svpe":
-        mc = dp.max_code(n_bits)
+        mc = dp.num_magnitudes(n_bits)
         if weights == "zero":
             codes = np.zeros(shape, np.int8) if n_bits > 1 else np.ones(shape, np.int8)
         elif weights == "largest":
