@@ -12,13 +12,12 @@ and augmentation happen on torch tensors in :mod:`host_train.train`.
 
 from __future__ import annotations
 
-import gzip
-import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from pynq_nbq.idx import read_idx
 
 FASHION_DIRS = ("/usr/share/datasets/fashion-mnist",)
 FASHION_CLASSES = [
@@ -76,21 +75,6 @@ class Dataset:
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
-
-
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read a (optionally gzip-compressed) idx file into a uint8 array."""
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise ValueError(f"{path}: not an unsigned-byte idx file")
-    ndim = data[3]
-    dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
-    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(dims)):
-        raise ValueError(f"{path}: expected {int(np.prod(dims))} bytes of data, got {body.size}")
-    return body.reshape(dims)
 
 
 def _find_fashion(data_dir: str | None) -> Path:

@@ -25,6 +25,7 @@ COMMANDS: tuple[str, ...] = (
     "perf",
     "serve",
     "bench",
+    "check",
 )
 
 

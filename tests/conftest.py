@@ -47,6 +47,7 @@ MARKERS = {
 TIERS: dict[str, tuple[str, ...]] = {
     "test_bench.py": ("needs_gxx", "needs_pynq", "slow"),
     "test_bench_train.py": ("needs_torch",),
+    "test_check.py": ("needs_gxx",),
     "test_distributed.py": ("needs_torch", "slow"),
     "test_embedded.py": ("needs_torch",),
     "test_errors.py": ("needs_torch",),

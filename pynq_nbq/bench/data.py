@@ -12,18 +12,18 @@ preprocessing step itself.  Labels are class indices into the bundle's ``classes
 
 from __future__ import annotations
 
-import gzip
 import re
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from ..idx import FASHION_DIR, fashion_idx, read_idx
 from ..preprocess import open_image
 
-FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+__all__ = ["FASHION_DIR", "LabelledSet", "fashion_idx", "fashion_mnist", "image_folder", "read_idx"]
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm")
 
 
@@ -38,28 +38,6 @@ class LabelledSet:
 
     def __len__(self) -> int:
         return len(self.images)
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """A gzip (``.gz``) or plain unsigned-byte idx file as a uint8 array."""
-    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] != 0x08:
-        raise ValueError(f"{path}: not an unsigned-byte idx file")
-    ndim = raw[3]
-    dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
-def fashion_idx(data_dir: Path, stem: str) -> np.ndarray:
-    """The idx file ``stem`` (``.gz`` or plain) of a Fashion-MNIST folder as uint8."""
-    for p in (data_dir / f"{stem}.gz", data_dir / stem):
-        if p.exists():
-            return read_idx(p)
-    raise FileNotFoundError(
-        f"Fashion-MNIST file {stem}[.gz] not found in {data_dir}; install the Debian "
-        "package dataset-fashion-mnist or pass --data-dir"
-    )
 
 
 def fashion_mnist(n: int, data_dir: Path = FASHION_DIR, start: int = 0) -> LabelledSet:
