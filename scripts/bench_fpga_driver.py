@@ -18,7 +18,7 @@ call (median of ``--repeats`` runs), the driver's own split (copy into DMA buffe
 register writes + sends; waiting, which includes the simulated kernel), and the
 access counts.
 
-    python scripts/bench_fpga_driver.py [--calls 2000] [--repeats 5] [--json out.json]
+    python -m scripts.bench_fpga_driver [--calls 2000] [--repeats 5] [--json out.json]
 """
 
 from __future__ import annotations
@@ -26,14 +26,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 from pynq_nbq.backends.csim import get_kernel  # noqa: E402
 from pynq_nbq.kernel.driver import FpgaConvDevice  # noqa: E402

@@ -9,9 +9,9 @@ finished run is skipped, a half-finished one continues from its last epoch).
 Then it prints a markdown summary (mean ± std over seeds) and writes
 ``OUT/summary.json``.
 
-    nohup python scripts/bench_methods.py --out bench_runs/fmnist > bench_methods.log 2>&1 &
+    nohup python -m scripts.bench_methods --out bench_runs/fmnist > bench_methods.log 2>&1 &
     # or two workers, one thread each, splitting the plan with --only NAME ...
-    python scripts/bench_methods.py --out bench_runs/fmnist --report   # summary only
+    python -m scripts.bench_methods --out bench_runs/fmnist --report   # summary only
 
 Not part of CI: on this 2-core VM an epoch takes about 65 s with 2 threads, or about
 135 s per run with two one-thread workers side by side (about 35 minutes per run).
@@ -26,7 +26,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 #: The recipe every method shares (the issue asks for identical epochs, optimizer, lr).
 COMMON = dict(

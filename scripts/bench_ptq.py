@@ -9,7 +9,7 @@ accuracy on the 10,000 test images (reported only: nothing is chosen here).  Min
 on one core; an early, cheap look at what per-channel scales buy before the trained
 rows of ``scripts/bench_train.py`` finish.
 
-    python scripts/bench_ptq.py --out bench_runs/ptq            # table + OUT/ptq.json
+    python -m scripts.bench_ptq --out bench_runs/ptq            # table + OUT/ptq.json
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 FLOAT = ROOT / "pynq_nbq" / "models" / "checkpoints" / "fmnist-float.npz"
 

@@ -3,10 +3,10 @@
 this process is the client.  Prints p50/p99 latency, server overhead (total - engine)
 and memory growth as Markdown, and the full result as JSON.
 
-    python scripts/bench_server.py                      # embedded default, 2,000 x 8
-    python scripts/bench_server.py --model DIR --requests 500 --json out.json
-    python scripts/bench_server.py --memory             # RSS: 16 + 6 x 36 Mpx PNG
-    python scripts/bench_server.py --overload           # goodput at concurrency 8 and 64
+    python -m scripts.bench_server                      # embedded default, 2,000 x 8
+    python -m scripts.bench_server --model DIR --requests 500 --json out.json
+    python -m scripts.bench_server --memory             # RSS: 16 + 6 x 36 Mpx PNG
+    python -m scripts.bench_server --overload           # goodput at concurrency 8 and 64
 
 --server-root DIR runs the server from another checkout (a before/after comparison).
 
@@ -20,8 +20,6 @@ import json
 import sys
 import tempfile
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pynq_nbq import api  # noqa: E402
 from pynq_nbq.testing import random_bundle  # noqa: E402

@@ -8,8 +8,8 @@ float and for each power-of-two method on the same batch, in interleaved rounds
 in one process, and reports the median milliseconds per step and the ratio to
 float:
 
-    python scripts/bench_step.py                  # 2 threads, batch 128, 3-bit
-    python scripts/bench_step.py --threads 1 --json step.json
+    python -m scripts.bench_step                  # 2 threads, batch 128, 3-bit
+    python -m scripts.bench_step --threads 1 --json step.json
 
 Synthetic input of the benchmark's shape (1x28x28, 10 classes): the step's cost
 does not depend on pixel values.
@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 from scripts.bench_methods import COMMON, RG_DEFAULTS  # noqa: E402
 

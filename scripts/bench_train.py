@@ -8,11 +8,11 @@ whose inputs are not ready yet (a teacher, or the choice it depends on) is skipp
 with a message.  ``--report`` prints the tables, the gate with standard errors, and
 writes ``OUT/summary.json`` and the accuracy-vs-bits plot (``--plot``).
 
-    nohup nice -n 19 python scripts/bench_train.py --out bench_runs/fmnist-gap \\
+    nohup nice -n 19 python -m scripts.bench_train --out bench_runs/fmnist-gap \\
         > bench_runs/gap.log 2>&1 &
     # two workers, one thread each, splitting the plan:
-    python scripts/bench_train.py --out bench_runs/fmnist-gap --threads 1 --only float-s0
-    python scripts/bench_train.py --out bench_runs/fmnist-gap --report --plot docs/bits.png \
+    python -m scripts.bench_train --out bench_runs/fmnist-gap --threads 1 --only float-s0
+    python -m scripts.bench_train --out bench_runs/fmnist-gap --report --plot docs/bits.png \
         --agreement 10000      # + export each n row to svpe, engine vs torch on the test set
 
 The plan has three stages:
@@ -42,7 +42,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 #: Training images held out for choices (the same fixed subset for every run).
 VAL_SPLIT = 5000

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Engine vs torch fake-quant on the Fashion-MNIST test set, for the embedded models.
 
-python scripts/check_agreement.py               # all 10,000 test images, svpe and vpe
-python scripts/check_agreement.py --limit 1000 --backend csim
+python -m scripts.check_agreement               # all 10,000 test images, svpe and vpe
+python -m scripts.check_agreement --limit 1000 --backend csim
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 def main() -> int:

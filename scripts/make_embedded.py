@@ -12,9 +12,9 @@ files, and saves one Fashion-MNIST test image per class as PNG in
 ``pynq_nbq/samples/``.  ``tests/test_embedded.py`` re-exports the checkpoints and
 checks the shipped bundles' checksums, so a datapath change must re-run this.
 
-    python scripts/make_embedded.py --svpe-run bench_runs/fmnist/rg-s0 \\
+    python -m scripts.make_embedded --svpe-run bench_runs/fmnist/rg-s0 \\
         --vpe-run bench_runs/fmnist/float-s0
-    python scripts/make_embedded.py --from-checkpoints      # re-export only
+    python -m scripts.make_embedded --from-checkpoints      # re-export only
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 MODELS = ROOT / "pynq_nbq" / "models"
 CKPTS = MODELS / "checkpoints"

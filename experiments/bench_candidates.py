@@ -20,7 +20,7 @@ process, interleaved (``--rounds`` rounds, each timing every candidate in turn):
 All candidates are checked equal to the reference first.  Needs ``onnxruntime``
 and ``onnx`` (``pip install onnxruntime onnx``).
 
-    python scripts/bench_candidates.py
+    python -m experiments.bench_candidates
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 from pynq_nbq import api, native, ops  # noqa: E402
 from pynq_nbq import datapath as dp  # noqa: E402

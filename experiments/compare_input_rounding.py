@@ -6,8 +6,8 @@ Before: float32 ``(p/255 - mean)/std``, then float64 ``floor(x * 2**f + 0.5)``
 (``datapath.pixel_table``).  Counts the input values that differ and, running the
 numpy engine on the images that have one, the images whose logits or class change.
 
-    python scripts/compare_input_rounding.py              # all 10,000 test images
-    python scripts/compare_input_rounding.py --limit 1000
+    python -m experiments.compare_input_rounding              # all 10,000 test images
+    python -m experiments.compare_input_rounding --limit 1000
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 from pynq_nbq import api  # noqa: E402
 from pynq_nbq import datapath as dp  # noqa: E402
