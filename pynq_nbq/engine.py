@@ -83,6 +83,8 @@ class Engine:
         if self.capabilities.checks_bundle:
             cast(CheckingBackend, self.backend).check_bundle(spec)
         self.parsed = spec  #: the manifest parsed into frozen descriptions (bundle.Manifest)
+        #: the raw manifest tensors; TODO(issue 24): only tests/test_native.py reads it
+        #: (use ``parsed.tensors``), then it goes
         self.tensors = bundle.manifest["tensors"]
         self.input_name = spec.input.tensor
         self.input_frac = spec.input_frac

@@ -7,7 +7,8 @@ reads this view, never the raw dict.  The schema is ``docs/datapath.md`` section
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -135,6 +136,8 @@ class Manifest:
     tensors: dict[str, TensorSpec]
     layers: tuple[LayerSpec, ...]
     output: str
+    #: where the bundle came from (checkpoint, training arguments, tool); free-form
+    provenance: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def input_frac(self) -> int:

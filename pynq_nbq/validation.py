@@ -119,6 +119,9 @@ def parse_manifest(m: dict[str, Any], arrays: dict[str, np.ndarray]) -> Manifest
             "manifest.output",
             f"shape {list(tensors[out].shape)} != [{len(classes)}] (one logit per class)",
         )
+    provenance = m.get("provenance", {})
+    if not isinstance(provenance, dict):
+        raise _fail("manifest.provenance", "must be an object")
     unused = sorted(set(declared) - scope.used)
     if unused:
         raise _fail("manifest.arrays", f"arrays no layer uses: {unused}")
@@ -131,6 +134,7 @@ def parse_manifest(m: dict[str, Any], arrays: dict[str, np.ndarray]) -> Manifest
         tensors=tensors,
         layers=tuple(parsed),
         output=out,
+        provenance=provenance,
     )
 
 

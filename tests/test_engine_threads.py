@@ -13,7 +13,7 @@ from pynq_nbq.testing import random_bundle
 
 
 def _batch(engine: Engine, n: int, seed: int = 0) -> np.ndarray:
-    shape = engine.tensors[engine.input_name]["shape"]
+    shape = list(engine.parsed.input_shape)
     x = np.random.default_rng(seed).standard_normal((n, *shape)).astype(np.float32)
     return engine.quantize_input(3 * x)  # some inputs saturate
 

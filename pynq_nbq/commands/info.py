@@ -47,7 +47,7 @@ def describe(model) -> dict:
         "classes": list(spec.classes),
         "input": {**asdict(spec.input), "mean": list(spec.input.mean), "std": list(spec.input.std)},
         "arrays_sha256": model.bundle.sha256,
-        "provenance": model.bundle.manifest.get("provenance", {}),
+        "provenance": dict(spec.provenance),
         "layers": layers,
     }
 

@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     blas = limit_blas_threads(args.blas_threads)
     print(f"nbq serve: listening on {url}", flush=True)
     print(
-        f"nbq serve: model {s.bundle_id} ({s.manifest['datapath']}) on the "
+        f"nbq serve: model {s.bundle_id} ({s.model.spec.pe.value}) on the "
         f"{s.model.backend_name} backend; power: "
         f"{'measured' if svc.power.available else 'unavailable - ' + svc.power.reason}; "
         f"{blas}; {allocator}",
