@@ -131,3 +131,65 @@ def _zip_add(a, b):
     if isinstance(a[0], list):
         return [_zip_add(x, y) for x, y in zip(a, b)]
     return [x + y for x, y in zip(a, b)]
+
+
+# --- the loader's layer rules (docs/datapath.md section 4, "Validation") ---------------
+COMMON = {"name", "op", "inputs", "output", "in_shape", "out_shape"}
+WEIGHTED = {"weight_bits", "weight_exp", "acc_bits", "arrays"}
+ATTRIBUTES = {  # op -> (attributes, inputs: an exact count or "2+")
+    "conv": ({"kernel", "stride", "padding", "groups", "relu", "pool"} | WEIGHTED, 1),
+    "linear": ({"relu"} | WEIGHTED, 1),
+    "maxpool": ({"kernel", "stride"}, 1),
+    "gap": (set(), 1),
+    "flatten": (set(), 1),
+    "concat": (set(), "2+"),
+    "add": ({"relu"}, "2+"),
+}
+
+
+def _out_hw(size, k, s, p):
+    return (size + 2 * p - k) // s + 1
+
+
+def layer_problems(manifest: dict) -> list[str]:
+    """What the doc's layer rules refuse in ``manifest``: unknown or missing fields, a
+    stated in_shape/out_shape that is not its tensor's, an output shape off the op's
+    rule, a bundle weight_bits that is not its widest layer's.  [] when none."""
+    shapes = {name: t["shape"] for name, t in manifest["tensors"].items()}
+    out = []
+    for layer in manifest["layers"]:
+        op, name = layer["op"], layer["name"]
+        allowed, n_in = ATTRIBUTES[op]
+        keys = set(layer)
+        if keys - COMMON - allowed:
+            out.append(f"{name}: fields {sorted(keys - COMMON - allowed)}")
+        if (COMMON | allowed) - keys:
+            out.append(f"{name}: missing {sorted((COMMON | allowed) - keys)}")
+            continue
+        ins = [shapes[t] for t in layer["inputs"]]
+        if layer["in_shape"] != ins[0] or layer["out_shape"] != shapes[layer["output"]]:
+            out.append(f"{name}: stated shape")
+        o, x = shapes[layer["output"]], ins[0]
+        if op == "conv":
+            k, s, p = layer["kernel"], layer["stride"], layer["padding"]
+            h, w = _out_hw(x[1], k, s, p), _out_hw(x[2], k, s, p)
+            if layer["pool"]:
+                h, w = h // 2, w // 2
+            want = [o[0], h, w]
+        elif op == "maxpool":
+            want = [x[0], _out_hw(x[1], layer["kernel"], layer["stride"], 0),
+                    _out_hw(x[2], layer["kernel"], layer["stride"], 0)]  # fmt: skip
+        elif op == "gap":
+            want = [x[0]]
+        elif op == "flatten":
+            want = [math.prod(x)]
+        elif op == "concat":
+            want = [sum(i[0] for i in ins), *x[1:]]
+        else:  # add: its inputs' shape; linear: C_out from its weights
+            want = list(x) if op == "add" else o
+        if o != want or (n_in == 1) != (len(ins) == 1):
+            out.append(f"{name}: output shape {o} != {want}")
+    widths = [ly["weight_bits"] for ly in manifest["layers"] if "weight_bits" in ly]
+    if widths and max(widths) != manifest["weight_bits"]:
+        out.append("weight_bits: not the widest layer's")
+    return out

@@ -15,7 +15,7 @@ from PIL import Image
 
 from pynq_nbq import api
 from pynq_nbq import datapath as dp
-from pynq_nbq.bundle import load_bundle
+from pynq_nbq.bundle import BundleError, load_bundle
 from pynq_nbq.engine import Engine
 from pynq_nbq.testing import random_graph_bundle
 
@@ -99,3 +99,47 @@ def test_pixel_table_differs_from_float32_where_float32_is_wrong():
     exact = np.array([v[0] for v in exact[0]])
     assert np.array_equal(dp.pixel_table(spec["mean"][0], spec["std"][0], frac), exact)
     assert np.abs(old.astype(int) - exact).max() <= 1  # float32 is at most one LSB off
+
+
+def _mutations(m: dict, rng) -> list[tuple[str, dict]]:
+    """Edited copies of a manifest, each breaking (or not) one layer rule of the doc."""
+    out = []
+    for i, layer in enumerate(m["layers"]):
+        for key, value in (("padding", 1), ("ceil_mode", True), ("dilation", 2), ("pool", 2),
+                           ("relu", False), ("kernel", 2)):  # fmt: skip
+            e = json.loads(json.dumps(m))
+            e["layers"][i][key] = value
+            out.append((f"{layer['name']}.{key}={value}", e))
+        for key in ("in_shape", "out_shape"):
+            e = json.loads(json.dumps(m))
+            s = e["layers"][i][key]
+            s[int(rng.integers(len(s)))] += 1
+            out.append((f"{layer['name']}.{key}+1", e))
+    e = json.loads(json.dumps(m))
+    e["weight_bits"] = min(e["weight_bits"] + 1, 5) if e["datapath"] == "svpe" else 16
+    out.append(("weight_bits+1", e))
+    return out
+
+
+def test_loader_refuses_exactly_what_the_doc_refuses(graph, tmp_path):
+    """Each mutation: the loader refuses it iff the hold-out's doc rules do (arrays and
+    checksums unchanged; the numbers rules are tested elsewhere)."""
+    bundle, (manifest, _) = graph
+    rng = np.random.default_rng(0)
+    accepted = refused = 0
+    for what, edited in _mutations(manifest, rng):
+        d = tmp_path / "b"
+        d.mkdir(exist_ok=True)
+        (d / "arrays.npz").write_bytes((bundle.path / "arrays.npz").read_bytes())
+        (d / "manifest.json").write_text(json.dumps(edited))
+        doc = ref.layer_problems(edited)
+        try:
+            load_bundle(d)
+            loaded = True
+        except BundleError:
+            loaded = False
+        verdict = "accepts" if loaded else "refuses"
+        assert loaded == (not doc), f"{what}: the loader {verdict}, the doc says {doc}"
+        accepted += loaded
+        refused += not loaded
+    assert accepted > 5 and refused > 50  # both verdicts occur
