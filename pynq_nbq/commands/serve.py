@@ -12,7 +12,10 @@ from ..cli import CommandError, add_backend_option
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``serve`` subcommand."""
     from ..api import DEFAULT_MODEL, MODELS_DIR
+    from ..server.config import ServerConfig
     from ..server.wsgi import CONNECTION_LIMIT, IDLE_TIMEOUT_S, READ_TIMEOUT_S
+
+    d = ServerConfig()  # the defaults live there once; this parser only shows them
 
     p = subparsers.add_parser(
         "serve",
@@ -46,19 +49,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--threads", type=int, default=16, help="waitress request threads (default 16)")
     p.add_argument(
-        "--max-queue", type=int, default=8, help="requests waiting for the device (default 8)"
+        "--max-queue",
+        type=int,
+        default=d.max_queue,
+        help=f"requests waiting for the device (default {d.max_queue})",
     )
     p.add_argument(
         "--admission-wait-s",
         type=float,
-        default=0.25,
-        help="how long a request waits for a place in a full queue before 503 (default 0.25 s)",
+        default=d.admission_wait_s,
+        help="how long a request waits for a place in a full queue before 503 "
+        f"(default {d.admission_wait_s} s)",
     )
     p.add_argument(
-        "--deadline-s", type=float, default=5.0, help="per-request deadline (default 5 s)"
+        "--deadline-s",
+        type=float,
+        default=d.deadline_s,
+        help=f"per-request deadline (default {d.deadline_s} s)",
     )
     p.add_argument(
-        "--max-body-mb", type=float, default=8.0, help="largest request body (default 8 MiB)"
+        "--max-body-mb",
+        type=float,
+        default=d.max_body_bytes / 2**20,
+        help=f"largest request body (default {d.max_body_bytes / 2**20:g} MiB)",
     )
     p.add_argument(
         "--connection-limit",
@@ -82,11 +95,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--power",
-        default="auto",
+        default=d.power,
         choices=("auto", "pynq", "hwmon", "off"),
-        help="rail power readings: pynq.get_rails / hwmon / off (default auto)",
+        help=f"rail power readings: pynq.get_rails / hwmon / off (default {d.power})",
     )
-    p.add_argument("--board", default="zcu102", help="board for the modelled energy estimate")
+    p.add_argument(
+        "--board", default=d.board, help=f"board for the modelled energy estimate ({d.board})"
+    )
     p.add_argument(
         "--blas-threads",
         type=int,
@@ -108,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
     from ..server.memory import configure_allocator
     from ..server.wsgi import make_server
 
+    # the socket server's settings (not ServerConfig's; config.validate() checks those)
     for opt in ("threads", "connection_limit", "read_timeout_s", "idle_timeout_s"):
         if getattr(args, opt) < 1:
             raise CommandError(f"--{opt.replace('_', '-')} must be >= 1, got {getattr(args, opt)}")
