@@ -218,7 +218,10 @@ def _handlers() -> list:
 def _no_handler(ctx: _FuseContext, node: torch.fx.Node) -> ExportError:
     if ctx.is_relu(node):
         return ExportError(f"{node.name}: a ReLU must directly follow a batch norm or an add")
-    what = node.target if node.op == "call_module" else getattr(node.target, "__name__", node)
+    if node.op == "call_module":
+        kind = type(ctx.mods[node.target]).__name__
+        return ExportError(f"{node.name}: module {node.target!r} ({kind}) has no datapath form")
+    what = getattr(node.target, "__name__", node.target)
     return ExportError(f"{node.name}: operation {what!r} ({node.op}) has no datapath form")
 
 

@@ -53,6 +53,7 @@ TIERS: dict[str, tuple[str, ...]] = {
     "test_errors.py": ("needs_torch",),
     "test_export.py": ("needs_torch", "slow"),
     "test_fpga_sim.py": ("needs_gxx", "needs_pynq", "slow"),
+    "test_fuse.py": ("needs_torch",),
     "test_hls_builds.py": ("needs_gxx", "slow"),
     "test_hls_csim.py": ("needs_gxx", "slow"),
     "test_hls_synth_guards.py": ("needs_gxx", "slow"),
