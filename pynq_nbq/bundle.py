@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 
 from . import datapath as dp
-from . import opset
 from .manifest import (
     RESIZE_MODES,
     ROLES,
@@ -55,7 +54,6 @@ __all__ = [
     "array_sha256",
     "load_bundle",
     "npz_bytes",
-    "op_names",
     "save_bundle",
     "validate",
     "weighted_fields",
@@ -63,11 +61,6 @@ __all__ = [
 
 MANIFEST = "manifest.json"
 ARRAYS = "arrays.npz"
-
-
-def op_names() -> tuple[str, ...]:
-    """The ops a manifest may use (the registry of :mod:`pynq_nbq.opset`)."""
-    return opset.names()
 
 
 @dataclass
