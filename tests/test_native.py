@@ -7,6 +7,7 @@ of a CPU without a SIMD version); aarch64 NEON is checked for compilation only
 is installed).
 """
 
+import copy
 import shutil
 import subprocess
 from pathlib import Path
@@ -20,6 +21,7 @@ from pynq_nbq import api, native, ops
 from pynq_nbq import datapath as dp
 from pynq_nbq.backends import get_backend
 from pynq_nbq.backends.native import NativeBackend
+from pynq_nbq.bundle import save_bundle
 from pynq_nbq.engine import Engine
 from pynq_nbq.errors import NbqError
 from pynq_nbq.testing import random_bundle, random_graph_bundle
@@ -317,3 +319,81 @@ def test_neon_kernel_is_exact_under_qemu(tmp_path):
     for w in want:
         np.testing.assert_array_equal(got[offset : offset + w.size].reshape(w.shape), w)
         offset += w.size
+
+
+# --- the whole network in one native call ---------------------------------------------
+def _chain_bundle(tmp_path, datapath, n_bits, seed, width, gap_frac=None, size=12):
+    """random_bundle (conv, conv, conv, gap), optionally with another gap output frac."""
+    b = random_bundle(tmp_path / "b", datapath, n_bits, seed=seed, size=size, width=width)
+    if gap_frac is None:
+        return b
+    manifest = copy.deepcopy(b.manifest)
+    manifest["tensors"]["gap"]["frac"] = gap_frac
+    return save_bundle(manifest, dict(b.arrays), tmp_path / "b2")
+
+
+def _network_engine(bundle, lib, threads):
+    """An engine whose backend is the native backend on ``lib`` (one of the builds)."""
+    backend = NativeBackend()
+    backend.library = lib
+    return Engine(bundle, backend, threads=threads)
+
+
+@pytest.mark.parametrize(
+    "datapath,n_bits,width,gap_frac",
+    [("svpe", 3, 6, None), ("svpe", 5, 40, 12), ("vpe", 16, 33, 4), ("svpe", 1, 70, None)],
+)
+def test_whole_network_equals_numpy_engine(lib, tmp_path, datapath, n_bits, width, gap_frac):
+    """Every build, 1 to 4 threads, batches below, at and above the thread count (shared
+    images split by rows, pixels and panels; whole images per thread); wide layers
+    (several panels), split accumulation (vpe), gap frac shifts up and down."""
+    bundle = _chain_bundle(tmp_path, datapath, n_bits, width, width, gap_frac)
+    ref = Engine(bundle, "numpy")
+    x = _batch(ref, 9, seed=width)
+    want = ref.run(x)
+    for threads in (1, 2, 3, 4):
+        fast = _network_engine(bundle, lib, threads)
+        assert fast._network is not None  # the chain runs whole
+        for n in (1, 2, 3, 5, 9):
+            np.testing.assert_array_equal(fast.run(x[:n]), want[:n])
+
+
+def test_whole_network_from_many_python_threads(tmp_path):
+    """Concurrent calls on one engine each get their own native network: same results."""
+    import threading
+
+    bundle = _chain_bundle(tmp_path, "svpe", 3, 1, 40)
+    fast = Engine(bundle, "native", threads=2)
+    x = _batch(fast, 16, seed=3)
+    want = Engine(bundle, "numpy").run(x)
+    bad = []
+
+    def call(i):
+        for _ in range(20):
+            if not np.array_equal(fast.run(x[i : i + 1 + i % 3]), want[i : i + 1 + i % 3]):
+                bad.append(i)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not bad
+
+
+def test_graphs_that_are_not_a_chain_run_layer_by_layer(tmp_path):
+    bundle = random_graph_bundle(tmp_path / "g", "svpe", 3, seed=1)
+    fast = Engine(bundle, "native", threads=2)
+    assert fast._network is None  # adds, concats: per layer, still exact
+    x = _batch(fast, 3)
+    np.testing.assert_array_equal(fast.run(x), Engine(bundle, "numpy").run(x))
+
+
+@pytest.mark.parametrize("name", ["fmnist-svpe", "fmnist-vpe"])
+def test_embedded_models_run_whole_and_keep_works(name):
+    fast = api.load_model(name, "native", threads=2)
+    assert fast.engine._network is not None
+    x = _batch(fast.engine, 3, seed=4)
+    out, env = fast.engine.run(x, keep=True)  # keep=True: layer by layer, every tensor
+    np.testing.assert_array_equal(fast.engine.run(x), out)
+    assert len(env) > 3

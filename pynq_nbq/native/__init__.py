@@ -51,8 +51,8 @@ from ..ops import ConvSpec
 from ..ops import conv_layer as numpy_conv_layer
 
 SOURCE = Path(__file__).resolve().parent / "nbq_native.c"
-ABI_VERSION = 1  #: nbq_native_abi_version() this module speaks
-BASE_FLAGS = ("-O3", "-std=c11", "-shared", "-fPIC", "-fvisibility=default", "-w")
+ABI_VERSION = 2  #: nbq_native_abi_version() this module speaks
+BASE_FLAGS = ("-O3", "-std=c11", "-pthread", "-shared", "-fPIC", "-fvisibility=default", "-w")
 #: int32 accumulation when the layer's accumulator needs at most this many bits
 INT32_ACC_BITS = 32
 #: |wh|, |wl| of a split weight are at most this (w = 256*wh + wl, w in int16)
@@ -163,6 +163,15 @@ class Library:
         lib.nbq_native_conv.argtypes = [_PTR, i, i, i, i, _PTR, i, i, i, i, i, i]
         lib.nbq_native_conv.argtypes += [_PTR, _PTR, _PTR, i, i, _PTR]
         lib.nbq_native_conv.restype = ctypes.c_int
+        lib.nbq_native_net_new.argtypes = [i, _PTR, _PTR, i]
+        lib.nbq_native_net_new.restype = _PTR
+        lib.nbq_native_net_run.argtypes = [_PTR, _PTR, i, _PTR]
+        lib.nbq_native_net_run.restype = ctypes.c_int
+        lib.nbq_native_net_free.argtypes = [_PTR]
+        lib.nbq_native_net_free.restype = None
+        for name in ("nbq_native_net_in_len", "nbq_native_net_out_len"):
+            getattr(lib, name).argtypes = [_PTR]
+            getattr(lib, name).restype = ctypes.c_int
         self.lib = lib
         self.isa: str = lib.nbq_native_isa().decode()
         self.k_unit: int = int(lib.nbq_native_k_unit())

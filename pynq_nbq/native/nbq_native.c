@@ -31,7 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NBQ_NATIVE_ABI 1
+#define NBQ_NATIVE_ABI 2
 
 #if defined(__AVX512BW__)
 #include <immintrin.h>
@@ -257,6 +257,129 @@ static void requant64(const int64_t *acc, int cout, const int64_t *mult, const i
     }
 }
 
+/* One conv layer's shape and arrays (see nbq_native_conv for their meaning). */
+typedef struct {
+    int h, w, cin, cout, k, stride, pad, split, kblock, relu, pool;
+    int klen, kp, cols, ldc, npan, ohc, owc, oh, ow;
+    const int16_t *packed;
+    const int64_t *mult, *off, *shift;
+} conv_t;
+
+/* Per-thread work buffers of conv_part (sizes from conv_scratch_len). */
+typedef struct {
+    int16_t *A;
+    int32_t *C;
+    int64_t *acc;
+    int16_t *conv;
+} scratch_t;
+
+static void conv_init(conv_t *L, int h, int w, int cin, const int16_t *packed, int cout, int k,
+                      int stride, int pad, int split, int kblock, const int64_t *mult,
+                      const int64_t *off, const int64_t *shift, int relu, int pool) {
+    L->h = h, L->w = w, L->cin = cin, L->cout = cout, L->k = k, L->stride = stride;
+    L->pad = pad, L->split = split, L->relu = relu, L->pool = pool;
+    L->packed = packed, L->mult = mult, L->off = off, L->shift = shift;
+    L->klen = k * k * cin, L->kp = round_up(L->klen, KU);
+    L->cols = split ? 2 * cout : cout, L->ldc = round_up(L->cols, NB), L->npan = L->ldc / NB;
+    L->ohc = (h + 2 * pad - k) / stride + 1, L->owc = (w + 2 * pad - k) / stride + 1;
+    L->oh = pool ? L->ohc / 2 : L->ohc, L->ow = pool ? L->owc / 2 : L->owc;
+    if (!split || kblock >= L->kp) {
+        kblock = L->kp;
+    } else {
+        kblock -= kblock % KU; /* block edges stay on packed units */
+        if (kblock < KU) kblock = KU;
+    }
+    L->kblock = kblock;
+}
+
+/* Elements of each scratch buffer conv_part needs for L: A, C, acc, conv. */
+static void conv_scratch_len(const conv_t *L, size_t len[4]) {
+    len[0] = (size_t)M_CHUNK * L->kp;
+    len[1] = (size_t)M_CHUNK * L->ldc;
+    len[2] = L->split ? (size_t)M_CHUNK * L->cout : 0;
+    len[3] = L->pool ? (size_t)2 * L->oh * L->owc * L->cout : 0;
+}
+
+/* Units a layer's output is split along (conv_part's r0, r1): rows after a pool, else pixels. */
+static int conv_units(const conv_t *L) { return L->pool ? L->oh : L->oh * L->ow; }
+
+/*
+ * Part of one image of conv layer L: output units [r0, r1) (rows after the pool with
+ * pool = 2, else output pixels) and output channel panels [p0, p1); xi int16 (h, w,
+ * cin), yi int16 (oh, ow, cout).  Panels are NB output channels; a split layer is
+ * always run on all its panels.
+ */
+static void conv_part(const conv_t *L, const int16_t *xi, int16_t *yi, int r0, int r1, int p0,
+                      int p1, const scratch_t *s) {
+    int cout = L->cout, kp = L->kp, ldc = L->ldc, owc = L->owc;
+    int c0 = p0 * NB, c1 = p1 * NB < cout ? p1 * NB : cout, nc = c1 - c0;
+    if (L->split) p0 = 0, p1 = L->npan, c0 = 0, c1 = cout, nc = cout;
+    /* conv pixels [first, first + pixels) */
+    int first = L->pool ? 2 * r0 * owc : r0, pixels = L->pool ? 2 * (r1 - r0) * owc : r1 - r0;
+    int16_t *dst = L->pool ? s->conv : yi + (size_t)first * cout; /* conv rows, all cout */
+    int64_t lo = L->relu ? 0 : -32768;
+    for (int m0 = 0; m0 < pixels; m0 += M_CHUNK) {
+        int mlen = pixels - m0 < M_CHUNK ? pixels - m0 : M_CHUNK;
+        int mpad = round_up(mlen, P);
+        for (int m = 0; m < mpad; m++) {
+            int pix = first + m0 + m;
+            if (m < mlen)
+                gather(xi, L->h, L->w, L->cin, L->k, L->stride, L->pad, pix / owc, pix % owc, kp,
+                       s->A + (size_t)m * kp);
+            else
+                zero16(s->A + (size_t)m * kp, kp);
+        }
+        if (L->split) memset(s->acc, 0, sizeof(int64_t) * (size_t)mlen * cout);
+        for (int k0 = 0; k0 < kp; k0 += L->kblock) {
+            int k1 = k0 + L->kblock < kp ? k0 + L->kblock : kp;
+            for (int pn = p0; pn < p1; pn++)
+                for (int m = 0; m < mpad; m += P)
+                    micro(s->A + (size_t)m * kp, kp, L->packed + (size_t)pn * NB * kp, k0, k1,
+                          s->C + (size_t)m * ldc + pn * NB, ldc);
+            if (L->split)
+                for (int m = 0; m < mlen; m++)
+                    for (int c = 0; c < cout; c++)
+                        s->acc[(size_t)m * cout + c] += 256 * (int64_t)s->C[(size_t)m * ldc + c] +
+                                                        s->C[(size_t)m * ldc + cout + c];
+        }
+        for (int m = 0; m < mlen; m++) {
+            int16_t *out = dst + (size_t)(m0 + m) * cout + c0;
+            if (L->split)
+                requant64(s->acc + (size_t)m * cout, cout, L->mult, L->off, L->shift, lo, out);
+            else
+                requant32(s->C + (size_t)m * ldc + c0, nc, L->mult + c0, L->off + c0,
+                          L->shift + c0, lo, out);
+        }
+    }
+    if (L->pool)
+        for (int py = r0; py < r1; py++)
+            for (int px = 0; px < L->ow; px++) {
+                const int16_t *q0 = s->conv + ((size_t)(2 * (py - r0)) * owc + 2 * px) * cout;
+                const int16_t *q1 = q0 + (size_t)owc * cout;
+                int16_t *out = yi + ((size_t)py * L->ow + px) * cout;
+                for (int c = c0; c < c1; c++) {
+                    int16_t v = q0[c];
+                    if (q0[cout + c] > v) v = q0[cout + c];
+                    if (q1[c] > v) v = q1[c];
+                    if (q1[cout + c] > v) v = q1[cout + c];
+                    out[c] = v;
+                }
+            }
+}
+
+static int scratch_alloc(scratch_t *s, const size_t len[4]) {
+    s->A = malloc(sizeof(int16_t) * (len[0] ? len[0] : 1));
+    s->C = malloc(sizeof(int32_t) * (len[1] ? len[1] : 1));
+    s->acc = malloc(sizeof(int64_t) * (len[2] ? len[2] : 1));
+    s->conv = malloc(sizeof(int16_t) * (len[3] ? len[3] : 1));
+    return s->A && s->C && s->acc && s->conv;
+}
+
+static void scratch_free(scratch_t *s) {
+    free(s->A), free(s->C), free(s->acc), free(s->conv);
+    s->A = NULL, s->C = NULL, s->acc = NULL, s->conv = NULL;
+}
+
 /*
  * One conv layer on a batch; see the header comment.  Returns 0, or 1 when out of
  * memory (nothing written then is meaningful).
@@ -272,77 +395,348 @@ int nbq_native_conv(const int16_t *x, int n, int h, int w, int cin, const int16_
                     int cout, int k, int stride, int pad, int split, int kblock,
                     const int64_t *mult, const int64_t *off, const int64_t *shift, int relu,
                     int pool, int16_t *y) {
-    int klen = k * k * cin, kp = round_up(klen, KU);
-    int cols = split ? 2 * cout : cout, ldc = round_up(cols, NB), npan = ldc / NB;
-    int ohc = (h + 2 * pad - k) / stride + 1, owc = (w + 2 * pad - k) / stride + 1;
-    int oh = pool ? ohc / 2 : ohc, ow = pool ? owc / 2 : owc;
-    int rows = pool ? 2 * oh : ohc; /* conv rows that reach the output */
-    int pixels = rows * owc;
-    if (!split || kblock >= kp) {
-        kblock = kp;
-    } else {
-        kblock -= kblock % KU; /* block edges stay on packed units */
-        if (kblock < KU) kblock = KU;
-    }
-    int16_t *A = malloc(sizeof(int16_t) * (size_t)M_CHUNK * kp);
-    int32_t *C = malloc(sizeof(int32_t) * (size_t)M_CHUNK * ldc);
-    int64_t *acc = split ? malloc(sizeof(int64_t) * (size_t)M_CHUNK * cout) : NULL;
-    int16_t *conv = pool ? malloc(sizeof(int16_t) * (size_t)rows * owc * cout) : NULL;
-    if (!A || !C || (split && !acc) || (pool && !conv)) {
-        free(A), free(C), free(acc), free(conv);
+    conv_t L;
+    conv_init(&L, h, w, cin, packed, cout, k, stride, pad, split, kblock, mult, off, shift, relu,
+              pool);
+    size_t len[4];
+    scratch_t s;
+    conv_scratch_len(&L, len);
+    if (!scratch_alloc(&s, len)) {
+        scratch_free(&s);
         return 1;
     }
-    int64_t lo = relu ? 0 : -32768;
-    for (int img = 0; img < n; img++) {
-        const int16_t *xi = x + (size_t)img * h * w * cin;
-        int16_t *yi = y + (size_t)img * oh * ow * cout;
-        int16_t *dst = pool ? conv : yi; /* rows x owc x cout before the pool */
-        for (int m0 = 0; m0 < pixels; m0 += M_CHUNK) {
-            int mlen = pixels - m0 < M_CHUNK ? pixels - m0 : M_CHUNK;
-            int mpad = round_up(mlen, P);
-            for (int m = 0; m < mpad; m++) {
-                if (m < mlen)
-                    gather(xi, h, w, cin, k, stride, pad, (m0 + m) / owc, (m0 + m) % owc, kp,
-                           A + (size_t)m * kp);
-                else
-                    zero16(A + (size_t)m * kp, kp);
-            }
-            if (split) memset(acc, 0, sizeof(int64_t) * (size_t)mlen * cout);
-            for (int k0 = 0; k0 < kp; k0 += kblock) {
-                int k1 = k0 + kblock < kp ? k0 + kblock : kp;
-                for (int pn = 0; pn < npan; pn++)
-                    for (int m = 0; m < mpad; m += P)
-                        micro(A + (size_t)m * kp, kp, packed + (size_t)pn * NB * kp, k0, k1,
-                              C + (size_t)m * ldc + pn * NB, ldc);
-                if (split)
-                    for (int m = 0; m < mlen; m++)
-                        for (int c = 0; c < cout; c++)
-                            acc[(size_t)m * cout + c] += 256 * (int64_t)C[(size_t)m * ldc + c] +
-                                                         C[(size_t)m * ldc + cout + c];
-            }
-            for (int m = 0; m < mlen; m++) {
-                int16_t *out = dst + (size_t)(m0 + m) * cout;
-                if (split)
-                    requant64(acc + (size_t)m * cout, cout, mult, off, shift, lo, out);
-                else
-                    requant32(C + (size_t)m * ldc, cout, mult, off, shift, lo, out);
-            }
-        }
-        if (pool)
-            for (int py = 0; py < oh; py++)
-                for (int px = 0; px < ow; px++) {
-                    const int16_t *r0 = conv + ((size_t)(2 * py) * owc + 2 * px) * cout;
-                    const int16_t *r1 = r0 + (size_t)owc * cout;
-                    int16_t *out = yi + ((size_t)py * ow + px) * cout;
-                    for (int c = 0; c < cout; c++) {
-                        int16_t v = r0[c];
-                        if (r0[cout + c] > v) v = r0[cout + c];
-                        if (r1[c] > v) v = r1[c];
-                        if (r1[cout + c] > v) v = r1[cout + c];
-                        out[c] = v;
-                    }
-                }
-    }
-    free(A), free(C), free(acc), free(conv);
+    for (int img = 0; img < n; img++)
+        conv_part(&L, x + (size_t)img * h * w * cin, y + (size_t)img * L.oh * L.ow * cout, 0,
+                  conv_units(&L), 0, L.npan, &s);
+    scratch_free(&s);
     return 0;
+}
+
+/* --- a whole network in one call ------------------------------------------------------ */
+
+/*
+ * A chain of layers (each reads the previous one's output), run with buffers
+ * allocated and threads started once (nbq_native_net_new).  Ops:
+ *   NET_CONV: a conv layer as above (a linear layer is a 1x1 conv on a 1x1 map);
+ *   NET_GAP:  global average pool, (h, w, c) -> (c): floor((2 S 2^up + D) / (2 D)),
+ *             S the sum over h, w, D = h w 2^down, saturated to int16 (ops.global_avg_pool).
+ * A call is a list of tasks the threads take in order from a shared counter: first
+ * whole images (one task each, on the taking thread's own buffers) while at least T
+ * images are left, then for each remaining image (batch 1) every layer in parts
+ * (ranges of output rows or pixels, groups of output-channel panels), a part starting
+ * once every part of the layer before is done.  No thread waits for another to
+ * arrive: a thread the OS has descheduled holds up at most the one part it took.
+ * Every output value is computed by the same integer operations either way.
+ */
+#include <pthread.h>
+#include <sched.h>
+
+#define NET_CONV 0
+#define NET_GAP 1
+#define NET_DESC 16 /* int64 per layer in the descriptor array */
+#define NET_PTRS 4  /* pointers per layer: packed, mult, off, shift */
+#define SPIN 20000  /* polls before a waiting thread yields or sleeps */
+#define OPEN ((uint64_t)1 << 31) /* state: the current call still takes helpers */
+
+#if defined(__x86_64__) || defined(__i386__)
+#define RELAX() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define RELAX() __asm__ volatile("yield")
+#else
+#define RELAX() ((void)0)
+#endif
+
+typedef struct {
+    int r0, r1, p0, p1; /* conv_part's units and panels */
+} part_t;
+
+typedef struct {
+    int op, in_len, out_len; /* int16 elements per image */
+    conv_t conv;
+    int gap_h, gap_w, gap_c, gap_up, gap_down;
+    int nparts, first; /* parts of a shared image's layer, index of the first in the image */
+    part_t *parts;
+} net_layer;
+
+typedef struct net {
+    int nl, T, max_len, started, sync, tpi; /* tpi: tasks per shared image */
+    net_layer *layers;
+    int *task_layer;    /* tpi: the layer of each task of a shared image */
+    scratch_t *scratch; /* per thread */
+    int16_t **buf;      /* per thread: two activation buffers of max_len */
+    int16_t *shared;    /* two activation buffers of max_len for shared images */
+    pthread_t *tid;
+    /* the current call */
+    const int16_t *x;
+    int16_t *y;
+    int n, whole, total;        /* images, whole-image tasks, all tasks */
+    int next, done_whole, done; /* tasks taken, whole images done, shared parts done (atomic) */
+    uint64_t state;             /* call number << 32 | OPEN | helpers inside (atomic) */
+    int quit;                   /* atomic */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+} net;
+
+static void wait_relax(int *spins) {
+    if (++*spins > SPIN) sched_yield();
+    else RELAX();
+}
+
+static void gap_run(const net_layer *l, const int16_t *x, int16_t *y) {
+    int hw = l->gap_h * l->gap_w, c = l->gap_c;
+    int64_t den = (int64_t)hw << l->gap_down;
+    for (int ch = 0; ch < c; ch++) {
+        int64_t sum = 0;
+        for (int i = 0; i < hw; i++) sum += x[(size_t)i * c + ch];
+        int64_t a = 2 * (sum * ((int64_t)1 << l->gap_up)) + den, b = 2 * den;
+        int64_t q = a / b;
+        if (a % b != 0 && a < 0) q--; /* floor */
+        y[ch] = (int16_t)(q < -32768 ? -32768 : q > 32767 ? 32767 : q);
+    }
+}
+
+/* Layer l of one image from in to out: part p, or the whole layer (p < 0). */
+static void layer_run(const net_layer *l, const int16_t *in, int16_t *out, int p,
+                      const scratch_t *s) {
+    if (l->op == NET_GAP) {
+        gap_run(l, in, out);
+    } else if (p < 0) {
+        conv_part(&l->conv, in, out, 0, conv_units(&l->conv), 0, l->conv.npan, s);
+    } else {
+        const part_t *q = &l->parts[p];
+        conv_part(&l->conv, in, out, q->r0, q->r1, q->p0, q->p1, s);
+    }
+}
+
+/* Take and run tasks of the current call until none is left (thread t). */
+static void net_tasks(net *nt, int t) {
+    int nl = nt->nl, in_len = nt->layers[0].in_len, out_len = nt->layers[nl - 1].out_len;
+    for (;;) {
+        int g = __atomic_fetch_add(&nt->next, 1, __ATOMIC_ACQ_REL);
+        if (g >= nt->total) return;
+        if (g < nt->whole) { /* a whole image on this thread's buffers */
+            const int16_t *in = nt->x + (size_t)g * in_len;
+            for (int i = 0; i < nl; i++) {
+                int16_t *out = i == nl - 1 ? nt->y + (size_t)g * out_len
+                                           : nt->buf[t] + (size_t)(i & 1) * nt->max_len;
+                layer_run(&nt->layers[i], in, out, -1, &nt->scratch[t]);
+                in = out;
+            }
+            __atomic_add_fetch(&nt->done_whole, 1, __ATOMIC_ACQ_REL);
+            continue;
+        }
+        int h = g - nt->whole, j = h / nt->tpi, r = h % nt->tpi, img = nt->whole + j;
+        int i = nt->task_layer[r];
+        const net_layer *l = &nt->layers[i];
+        int need = j * nt->tpi + l->first, spins = 0; /* every part before this layer */
+        while (__atomic_load_n(&nt->done, __ATOMIC_ACQUIRE) < need) wait_relax(&spins);
+        const int16_t *in = i == 0 ? nt->x + (size_t)img * in_len
+                                   : nt->shared + (size_t)((i - 1) & 1) * nt->max_len;
+        int16_t *out = i == nl - 1 ? nt->y + (size_t)img * out_len
+                                   : nt->shared + (size_t)(i & 1) * nt->max_len;
+        layer_run(l, in, out, r - l->first, &nt->scratch[t]);
+        __atomic_add_fetch(&nt->done, 1, __ATOMIC_ACQ_REL);
+    }
+}
+
+typedef struct {
+    net *nt;
+    int t;
+} worker_arg;
+
+static void *net_worker(void *arg) {
+    worker_arg *wa = arg;
+    net *nt = wa->nt;
+    uint64_t seen = __atomic_load_n(&nt->state, __ATOMIC_ACQUIRE) >> 32;
+    for (;;) {
+        int spins = 0;
+        uint64_t st;
+        while ((st = __atomic_load_n(&nt->state, __ATOMIC_ACQUIRE)) >> 32 == seen &&
+               !__atomic_load_n(&nt->quit, __ATOMIC_ACQUIRE) && spins++ < SPIN)
+            RELAX();
+        if (st >> 32 == seen) { /* nothing for a while: sleep until the next call */
+            pthread_mutex_lock(&nt->mu);
+            while ((st = __atomic_load_n(&nt->state, __ATOMIC_ACQUIRE)) >> 32 == seen &&
+                   !__atomic_load_n(&nt->quit, __ATOMIC_ACQUIRE))
+                pthread_cond_wait(&nt->cv, &nt->mu);
+            pthread_mutex_unlock(&nt->mu);
+        }
+        if (__atomic_load_n(&nt->quit, __ATOMIC_ACQUIRE)) break;
+        if (!(st & OPEN)) { /* that call is over already */
+            seen = st >> 32;
+            continue;
+        }
+        if (__atomic_compare_exchange_n(&nt->state, &st, st + 1, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE)) {
+            seen = st >> 32;
+            net_tasks(nt, wa->t);
+            __atomic_sub_fetch(&nt->state, 1, __ATOMIC_ACQ_REL);
+        }
+    }
+    free(wa);
+    return NULL;
+}
+
+/*
+ * The parts of a shared image's conv layer for T threads: 2T parts where the layer
+ * allows (groups of panels when the panels divide evenly, then ranges of units;
+ * pixel ranges on whole micro-tiles), one part for T = 1.  Returns the count.
+ */
+static int conv_parts(const conv_t *L, int T, part_t *out) {
+    int units = conv_units(L), target = 2 * T, pan = L->split ? 1 : L->npan;
+    int pg = T == 1 ? 1 : pan % target == 0 ? target : pan % T == 0 ? T : 1;
+    int rg = target / pg;
+    int tile = L->pool ? 1 : P, tiles = (units + tile - 1) / tile;
+    if (T == 1 || rg < 1) rg = 1;
+    if (rg > tiles) rg = tiles;
+    int n = 0;
+    for (int a = 0; a < pg; a++)
+        for (int b = 0; b < rg; b++) {
+            part_t *q = &out[n++];
+            q->p0 = pan == 1 ? 0 : (int)((long)L->npan * a / pg);
+            q->p1 = pan == 1 ? L->npan : (int)((long)L->npan * (a + 1) / pg);
+            q->r0 = (int)((long)tiles * b / rg) * tile;
+            q->r1 = b == rg - 1 ? units : (int)((long)tiles * (b + 1) / rg) * tile;
+        }
+    return n;
+}
+
+void nbq_native_net_free(net *nt);
+
+/*
+ * A network of nl layers for `threads` threads; NULL when out of memory or a thread
+ * cannot be started.  desc: nl x NET_DESC int64, per layer
+ *   op, h, w, cin, cout, k, stride, pad, split, kblock, relu, pool, gap_up, gap_down, 0, 0
+ * (NET_GAP uses h, w, cin, gap_up, gap_down); ptrs: nl x NET_PTRS (packed, mult, off,
+ * shift; NULL for NET_GAP), kept by the caller while the network lives.
+ */
+net *nbq_native_net_new(int nl, const int64_t *desc, void *const *ptrs, int threads) {
+    if (nl < 1 || threads < 1) return NULL;
+    net *nt = calloc(1, sizeof(net));
+    if (!nt) return NULL;
+    nt->nl = nl, nt->T = threads;
+    nt->layers = calloc(nl, sizeof(net_layer));
+    nt->scratch = calloc(threads, sizeof(scratch_t));
+    nt->buf = calloc(threads, sizeof(int16_t *));
+    nt->tid = calloc(threads, sizeof(pthread_t));
+    if (!nt->layers || !nt->scratch || !nt->buf || !nt->tid) goto fail;
+    size_t need[4] = {0, 0, 0, 0};
+    for (int i = 0; i < nl; i++) {
+        const int64_t *d = desc + (size_t)i * NET_DESC;
+        net_layer *l = &nt->layers[i];
+        l->op = (int)d[0];
+        int h = (int)d[1], w = (int)d[2], cin = (int)d[3];
+        l->in_len = h * w * cin;
+        l->parts = calloc(2 * (size_t)threads, sizeof(part_t));
+        if (!l->parts) goto fail;
+        l->first = nt->tpi;
+        if (l->op == NET_GAP) {
+            l->gap_h = h, l->gap_w = w, l->gap_c = cin;
+            l->gap_up = (int)d[12], l->gap_down = (int)d[13];
+            l->out_len = cin;
+            l->nparts = 1;
+        } else {
+            void *const *p = ptrs + (size_t)i * NET_PTRS;
+            conv_t *L = &l->conv;
+            conv_init(L, h, w, cin, p[0], (int)d[4], (int)d[5], (int)d[6], (int)d[7], (int)d[8],
+                      (int)d[9], p[1], p[2], p[3], (int)d[10], (int)d[11]);
+            l->out_len = L->oh * L->ow * L->cout;
+            size_t len[4];
+            conv_scratch_len(L, len);
+            for (int j = 0; j < 4; j++)
+                if (len[j] > need[j]) need[j] = len[j];
+            l->nparts = conv_parts(L, threads, l->parts);
+        }
+        nt->tpi += l->nparts;
+        if (l->out_len > nt->max_len) nt->max_len = l->out_len;
+    }
+    nt->task_layer = malloc(sizeof(int) * (size_t)nt->tpi);
+    nt->shared = malloc(sizeof(int16_t) * 2 * (size_t)(nt->max_len ? nt->max_len : 1));
+    if (!nt->task_layer || !nt->shared) goto fail;
+    for (int i = 0; i < nl; i++)
+        for (int p = 0; p < nt->layers[i].nparts; p++) nt->task_layer[nt->layers[i].first + p] = i;
+    for (int t = 0; t < threads; t++) {
+        if (!scratch_alloc(&nt->scratch[t], need)) goto fail;
+        nt->buf[t] = malloc(sizeof(int16_t) * 2 * (size_t)(nt->max_len ? nt->max_len : 1));
+        if (!nt->buf[t]) goto fail;
+    }
+    pthread_mutex_init(&nt->mu, NULL);
+    pthread_cond_init(&nt->cv, NULL);
+    nt->sync = 1;
+    for (int t = 1; t < threads; t++) {
+        worker_arg *wa = malloc(sizeof(worker_arg));
+        if (!wa) goto fail;
+        wa->nt = nt, wa->t = t;
+        if (pthread_create(&nt->tid[t], NULL, net_worker, wa)) {
+            free(wa);
+            goto fail;
+        }
+        nt->started++;
+    }
+    return nt;
+fail:
+    nbq_native_net_free(nt);
+    return NULL;
+}
+
+/* The int16 elements of one image's input and output. */
+int nbq_native_net_in_len(const net *nt) { return nt->layers[0].in_len; }
+int nbq_native_net_out_len(const net *nt) { return nt->layers[nt->nl - 1].out_len; }
+
+/*
+ * Run n images: x int16 (n, in_len) (the first layer's NHWC input), y int16 (n,
+ * out_len).  One call at a time per network (the caller serialises).  Returns 0.
+ */
+int nbq_native_net_run(net *nt, const int16_t *x, int n, int16_t *y) {
+    if (n <= 0) return 0;
+    nt->x = x, nt->y = y, nt->n = n;
+    nt->whole = n - n % nt->T;
+    nt->total = nt->whole + (n - nt->whole) * nt->tpi;
+    __atomic_store_n(&nt->next, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&nt->done_whole, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&nt->done, 0, __ATOMIC_RELAXED);
+    if (nt->started) { /* open the call to the helpers and wake the sleeping ones */
+        uint64_t call = (__atomic_load_n(&nt->state, __ATOMIC_ACQUIRE) >> 32) + 1;
+        __atomic_store_n(&nt->state, call << 32 | OPEN, __ATOMIC_RELEASE);
+        pthread_mutex_lock(&nt->mu);
+        pthread_cond_broadcast(&nt->cv);
+        pthread_mutex_unlock(&nt->mu);
+    }
+    net_tasks(nt, 0);
+    int spins = 0, shared = nt->total - nt->whole;
+    while (__atomic_load_n(&nt->done_whole, __ATOMIC_ACQUIRE) < nt->whole ||
+           __atomic_load_n(&nt->done, __ATOMIC_ACQUIRE) < shared)
+        wait_relax(&spins);
+    if (nt->started) /* close the call once no helper is inside it */
+        for (;;) {
+            uint64_t st = __atomic_load_n(&nt->state, __ATOMIC_ACQUIRE);
+            if ((st & (OPEN - 1)) == 0 &&
+                __atomic_compare_exchange_n(&nt->state, &st, st & ~OPEN, 0, __ATOMIC_ACQ_REL,
+                                            __ATOMIC_ACQUIRE))
+                break;
+            wait_relax(&spins);
+        }
+    return 0;
+}
+
+/* Stop the threads and free everything (NULL is allowed). */
+void nbq_native_net_free(net *nt) {
+    if (!nt) return;
+    if (nt->sync) {
+        pthread_mutex_lock(&nt->mu);
+        __atomic_store_n(&nt->quit, 1, __ATOMIC_RELEASE);
+        pthread_cond_broadcast(&nt->cv);
+        pthread_mutex_unlock(&nt->mu);
+        for (int t = 1; t <= nt->started; t++) pthread_join(nt->tid[t], NULL);
+        pthread_mutex_destroy(&nt->mu);
+        pthread_cond_destroy(&nt->cv);
+    }
+    if (nt->layers)
+        for (int i = 0; i < nt->nl; i++) free(nt->layers[i].parts);
+    if (nt->scratch)
+        for (int t = 0; t < nt->T; t++) scratch_free(&nt->scratch[t]);
+    if (nt->buf)
+        for (int t = 0; t < nt->T; t++) free(nt->buf[t]);
+    free(nt->layers), free(nt->scratch), free(nt->buf), free(nt->tid);
+    free(nt->task_layer), free(nt->shared), free(nt);
 }
