@@ -92,10 +92,23 @@ def test_edge_values(lib, datapath, n_bits, weights, inputs):
 
 def test_odd_sizes_and_one_by_one_maps(lib):
     rng = np.random.default_rng(3)
-    for h, w in [(1, 1), (3, 1), (5, 9), (2, 2), (1, 7)]:
+    for h, w in [(1, 1), (3, 1), (5, 9), (2, 2), (1, 7), (28, 28)]:
         for pool in (0, 2):
-            spec, x = _random_layer(rng, 3, "svpe", 3, 2, 3, 1, 1, 1, True, pool, h=h, w=w)
-            _check(spec, x, lib)
+            for cin in (3, 4):  # 4: patches read in place (x86 builds), 3: copied
+                spec, x = _random_layer(rng, 3, "svpe", cin, 2, 3, 1, 1, 1, True, pool, h=h, w=w)
+                _check(spec, x, lib)
+
+
+@pytest.mark.parametrize("datapath,n_bits", [("svpe", 1), ("svpe", 3)])
+@pytest.mark.parametrize("weights", ["zero", "largest"])
+@pytest.mark.parametrize("inputs", ["random", "saturating"])
+def test_edge_values_read_in_place(lib, datapath, n_bits, weights, inputs):
+    rng = np.random.default_rng(8)
+    spec, x = _random_layer(
+        rng, n_bits, datapath, 8, 4, 3, 1, 1, 1, True, 2, weights, inputs, h=12, w=13
+    )
+    assert lib.reads_in_place(spec, x.shape[1], x.shape[2])
+    _check(spec, x, lib)
 
 
 # wider layers (many panels, several pixel chunks, a fan-in over one int32 block):
@@ -397,3 +410,30 @@ def test_embedded_models_run_whole_and_keep_works(name):
     out, env = fast.engine.run(x, keep=True)  # keep=True: layer by layer, every tensor
     np.testing.assert_array_equal(fast.engine.run(x), out)
     assert len(env) > 3
+
+
+def test_both_patch_paths_are_tested(lib):
+    """The layers above include ones read in place and ones whose patches are copied."""
+    rng = np.random.default_rng(0)
+    seen = set()
+    for case in CASES:
+        spec, x = _random_layer(rng, 3, "svpe", *case)
+        seen.add(lib.reads_in_place(spec, x.shape[1], x.shape[2]))
+    for datapath, n_bits, cin, cout, k, stride, pad, pool, h, w in WIDE:
+        spec, x = _random_layer(
+            rng, n_bits, datapath, cin, cout, k, stride, pad, 1, False, pool, h=h, w=w
+        )
+        seen.add(lib.reads_in_place(spec, h, w))
+    assert seen == {True, False}
+
+
+@pytest.mark.parametrize("name", ["fmnist-svpe"])
+def test_embedded_svpe_reads_its_wide_layers_in_place(name):
+    model = api.load_model(name, "native")
+    lib = model.engine.backend.library
+    where = {
+        s.layer.name: lib.reads_in_place(s.spec, *s.layer.in_shape[1:])
+        for s in model.engine.steps
+        if s.spec is not None
+    }
+    assert where["features.3"] and where["features.10"] and not where["features.0"]

@@ -169,6 +169,8 @@ class Library:
         lib.nbq_native_net_run.restype = ctypes.c_int
         lib.nbq_native_net_free.argtypes = [_PTR]
         lib.nbq_native_net_free.restype = None
+        lib.nbq_native_reads_in_place.argtypes = [i] * 8
+        lib.nbq_native_reads_in_place.restype = i
         for name in ("nbq_native_net_in_len", "nbq_native_net_out_len"):
             getattr(lib, name).argtypes = [_PTR]
             getattr(lib, name).restype = ctypes.c_int
@@ -184,6 +186,17 @@ class Library:
             if spec not in self._plans:
                 self._plans[spec] = plan_layer(spec, self)
             return self._plans[spec]
+
+    def reads_in_place(self, spec: ConvSpec, h: int, w: int) -> bool:
+        """True when the kernel reads this layer's patches from a padded copy of its
+        (h, w) input instead of copying every patch (stride 1, int32 accumulation,
+        whole packed units per patch row, few wasted pixels); False also for layers
+        the kernel does not take."""
+        plan = self.plan(spec)
+        if plan is None:
+            return False
+        args = (h, w, spec.in_channels, spec.out_channels, spec.kernel, spec.stride)
+        return bool(self.lib.nbq_native_reads_in_place(*args, spec.padding, plan.mode == "split"))
 
     def pack(self, w: np.ndarray) -> np.ndarray:
         """Row-major int16 (cols, K) weights -> the kernel's packed panels."""

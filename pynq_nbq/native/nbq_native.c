@@ -96,8 +96,8 @@ void nbq_native_pack(const int16_t *w, int cols, int klen, int16_t *out) {
 }
 
 /*
- * C[p][0..NB) = sum over k in [k0, k1) of A[p * lda + k] * B[k][.] for P pixels;
- * B is one panel (NB columns), k0 and k1 multiples of KU.  The SIMD versions name
+ * C[p][0..NB) = sum over k in [k0, k1) of A[p * lda + k] * B[k][.] for P pixels, added
+ * to C's values when acc is set; B is one panel (NB columns), k0 and k1 multiples of KU.  The SIMD versions name
  * every accumulator (c<pixel><vector>) so that the compiler keeps them all in
  * registers (arrays of vectors get spilled to the stack).
  */
@@ -128,8 +128,10 @@ typedef __m256i vec;
 #define VMADD(c, a, w) _mm256_add_epi32(c, _mm256_madd_epi16(a, w))
 #endif
 static void micro(const int16_t *A, int lda, const int16_t *B, int k0, int k1, int32_t *C,
-                  int ldc) {
-#define DECL(p) vec c##p##0 = VZERO(), c##p##1 = VZERO();
+                  int ldc, int acc) {
+#define DECL(p)                                                          \
+    vec c##p##0 = acc ? VLOAD(C + (size_t)(p) * ldc) : VZERO();          \
+    vec c##p##1 = acc ? VLOAD(C + (size_t)(p) * ldc + LANES) : VZERO();
 #define STEP(p)                                                                               \
     {                                                                                         \
         int32_t pair; /* x[k], x[k+1] of pixel p as one 32-bit lane, broadcast */              \
@@ -154,9 +156,12 @@ static void micro(const int16_t *A, int lda, const int16_t *B, int k0, int k1, i
 }
 #elif defined(__aarch64__) && defined(__ARM_NEON)
 static void micro(const int16_t *A, int lda, const int16_t *B, int k0, int k1, int32_t *C,
-                  int ldc) {
-#define DECL(p) int32x4_t c##p##0 = vdupq_n_s32(0), c##p##1 = c##p##0, c##p##2 = c##p##0, \
-                          c##p##3 = c##p##0;
+                  int ldc, int acc) {
+#define DECL(p)                                                                  \
+    int32x4_t c##p##0 = acc ? vld1q_s32(C + (size_t)(p) * ldc) : vdupq_n_s32(0);   \
+    int32x4_t c##p##1 = acc ? vld1q_s32(C + (size_t)(p) * ldc + 4) : vdupq_n_s32(0); \
+    int32x4_t c##p##2 = acc ? vld1q_s32(C + (size_t)(p) * ldc + 8) : vdupq_n_s32(0); \
+    int32x4_t c##p##3 = acc ? vld1q_s32(C + (size_t)(p) * ldc + 12) : vdupq_n_s32(0);
 #define STEP(p)                                                      \
     {                                                                \
         int16_t a = A[(size_t)(p) * lda + k];                        \
@@ -183,17 +188,18 @@ static void micro(const int16_t *A, int lda, const int16_t *B, int k0, int k1, i
 }
 #else
 static void micro(const int16_t *A, int lda, const int16_t *B, int k0, int k1, int32_t *C,
-                  int ldc) {
-    int32_t acc[P][NB];
-    memset(acc, 0, sizeof acc);
+                  int ldc, int acc) {
+    int32_t sum[P][NB];
+    for (int p = 0; p < P; p++)
+        for (int j = 0; j < NB; j++) sum[p][j] = acc ? C[(size_t)p * ldc + j] : 0;
     for (int k = k0; k < k1; k++) {
         const int16_t *b = B + (size_t)k * NB;
         for (int p = 0; p < P; p++) {
             int32_t a = A[(size_t)p * lda + k];
-            for (int j = 0; j < NB; j++) acc[p][j] += a * (int32_t)b[j];
+            for (int j = 0; j < NB; j++) sum[p][j] += a * (int32_t)b[j];
         }
     }
-    for (int p = 0; p < P; p++) memcpy(C + (size_t)p * ldc, acc[p], sizeof acc[p]);
+    for (int p = 0; p < P; p++) memcpy(C + (size_t)p * ldc, sum[p], sizeof sum[p]);
 }
 #endif
 
@@ -261,6 +267,7 @@ static void requant64(const int64_t *acc, int cout, const int64_t *mult, const i
 typedef struct {
     int h, w, cin, cout, k, stride, pad, split, kblock, relu, pool;
     int klen, kp, cols, ldc, npan, ohc, owc, oh, ow;
+    int direct, wp; /* patches read in place from a padded copy wp pixels wide (conv_direct) */
     const int16_t *packed;
     const int64_t *mult, *off, *shift;
 } conv_t;
@@ -271,7 +278,9 @@ typedef struct {
     int32_t *C;
     int64_t *acc;
     int16_t *conv;
+    int16_t *xp;
 } scratch_t;
+#define SCRATCH 5 /* buffers in scratch_t */
 
 static void conv_init(conv_t *L, int h, int w, int cin, const int16_t *packed, int cout, int k,
                       int stride, int pad, int split, int kblock, const int64_t *mult,
@@ -290,18 +299,105 @@ static void conv_init(conv_t *L, int h, int w, int cin, const int16_t *packed, i
         if (kblock < KU) kblock = KU;
     }
     L->kblock = kblock;
+    /* In place (no patch copy) when the k x cin run of a patch row is whole packed
+     * units, at stride 1 with int32 accumulation, unless the wp - owc extra columns
+     * it computes cost more than the copy saves (~0.3 of a tile per panel). */
+    L->wp = w + 2 * pad;
+    long tiles_direct = ((long)L->ohc * L->wp + P - 1) / P;
+    long tiles_gather = ((long)L->ohc * L->owc + P - 1) / P;
+    L->direct = !split && stride == 1 && (k * cin) % KU == 0 &&
+                10L * L->npan * tiles_direct <= tiles_gather * (10L * L->npan + 3);
 }
 
-/* Elements of each scratch buffer conv_part needs for L: A, C, acc, conv. */
-static void conv_scratch_len(const conv_t *L, size_t len[4]) {
-    len[0] = (size_t)M_CHUNK * L->kp;
+/* Elements of each scratch buffer conv_part needs for L: A, C, acc, conv, xp. */
+static void conv_scratch_len(const conv_t *L, size_t len[SCRATCH]) {
+    len[0] = L->direct ? 0 : (size_t)M_CHUNK * L->kp;
     len[1] = (size_t)M_CHUNK * L->ldc;
     len[2] = L->split ? (size_t)M_CHUNK * L->cout : 0;
     len[3] = L->pool ? (size_t)2 * L->oh * L->owc * L->cout : 0;
+    len[4] = L->direct ? ((size_t)(L->h + 2 * L->pad) * L->wp + P + L->k) * L->cin : 0;
 }
 
-/* Units a layer's output is split along (conv_part's r0, r1): rows after a pool, else pixels. */
-static int conv_units(const conv_t *L) { return L->pool ? L->oh : L->oh * L->ow; }
+/* Units a layer's output is split along (conv_part's r0, r1): rows after a pool or when
+ * read in place, else pixels. */
+static int conv_units(const conv_t *L) {
+    return L->pool || L->direct ? L->oh : L->oh * L->ow;
+}
+
+/* Max-pool conv rows (s->conv, 2 (r1 - r0) rows of owc pixels) into output rows [r0, r1),
+ * channels [c0, c1). */
+static void pool_rows(const conv_t *L, const int16_t *conv, int16_t *yi, int r0, int r1, int c0,
+                      int c1) {
+    int cout = L->cout, owc = L->owc;
+    for (int py = r0; py < r1; py++)
+        for (int px = 0; px < L->ow; px++) {
+            const int16_t *q0 = conv + ((size_t)(2 * (py - r0)) * owc + 2 * px) * cout;
+            const int16_t *q1 = q0 + (size_t)owc * cout;
+            int16_t *out = yi + ((size_t)py * L->ow + px) * cout;
+            for (int c = c0; c < c1; c++) {
+                int16_t v = q0[c];
+                if (q0[cout + c] > v) v = q0[cout + c];
+                if (q1[c] > v) v = q1[c];
+                if (q1[cout + c] > v) v = q1[cout + c];
+                out[c] = v;
+            }
+        }
+}
+
+/*
+ * conv_part of a layer read in place (L->direct): the input rows the part needs are
+ * copied once into s->xp with their zero padding, wp = w + 2 pad pixels wide; then
+ * pixel q of that copy (row q / wp, column q % wp) has its patch row ky at
+ * xp + (q + ky wp) cin, k cin values in a row, pixels cin apart: the micro-kernel
+ * reads them in place (one call per ky, summing into C).  Columns owc..wp-1 of each
+ * row are computed and dropped.
+ */
+static void conv_direct(const conv_t *L, const int16_t *xi, int16_t *yi, int r0, int r1, int p0,
+                        int p1, const scratch_t *s) {
+    int cout = L->cout, cin = L->cin, k = L->k, ldc = L->ldc, owc = L->owc, wp = L->wp;
+    int krow = k * cin, pad = L->pad;
+    int c0 = p0 * NB, c1 = p1 * NB < cout ? p1 * NB : cout, nc = c1 - c0;
+    int cr0 = L->pool ? 2 * r0 : r0, cr1 = L->pool ? 2 * r1 : r1; /* conv rows */
+    int rows_in = cr1 - cr0 + k - 1;
+    int16_t *xp = s->xp;
+    size_t run = (size_t)wp * cin;
+    for (int lr = 0; lr < rows_in; lr++) {
+        int iy = cr0 - pad + lr;
+        int16_t *d = xp + lr * run;
+        if (iy < 0 || iy >= L->h) {
+            memset(d, 0, sizeof(int16_t) * run);
+        } else {
+            memset(d, 0, sizeof(int16_t) * pad * cin);
+            memcpy(d + (size_t)pad * cin, xi + (size_t)iy * L->w * cin,
+                   sizeof(int16_t) * L->w * cin);
+            memset(d + (size_t)(pad + L->w) * cin, 0, sizeof(int16_t) * (wp - pad - L->w) * cin);
+        }
+    }
+    memset(xp + rows_in * run, 0, sizeof(int16_t) * (size_t)(P + k) * cin); /* tile overrun */
+    int ncomp = (cr1 - cr0) * wp;
+    int64_t lo = L->relu ? 0 : -32768;
+    for (int m0 = 0; m0 < ncomp; m0 += M_CHUNK) {
+        int mlen = ncomp - m0 < M_CHUNK ? ncomp - m0 : M_CHUNK;
+        int mpad = round_up(mlen, P);
+        for (int pn = p0; pn < p1; pn++) {
+            const int16_t *panel = L->packed + (size_t)pn * NB * L->kp;
+            for (int m = 0; m < mpad; m += P)
+                for (int ky = 0; ky < k; ky++)
+                    micro(xp + ((size_t)(m0 + m) + (size_t)ky * wp) * cin, cin,
+                          panel + (size_t)ky * krow * NB, 0, krow,
+                          s->C + (size_t)m * ldc + pn * NB, ldc, ky > 0);
+        }
+        for (int m = 0; m < mlen; m++) {
+            int q = m0 + m, ly = q / wp, ox = q % wp;
+            if (ox >= owc) continue;
+            int16_t *out = L->pool ? s->conv + ((size_t)ly * owc + ox) * cout + c0
+                                   : yi + ((size_t)(cr0 + ly) * owc + ox) * cout + c0;
+            requant32(s->C + (size_t)m * ldc + c0, nc, L->mult + c0, L->off + c0, L->shift + c0,
+                      lo, out);
+        }
+    }
+    if (L->pool) pool_rows(L, s->conv, yi, r0, r1, c0, c1);
+}
 
 /*
  * Part of one image of conv layer L: output units [r0, r1) (rows after the pool with
@@ -311,6 +407,10 @@ static int conv_units(const conv_t *L) { return L->pool ? L->oh : L->oh * L->ow;
  */
 static void conv_part(const conv_t *L, const int16_t *xi, int16_t *yi, int r0, int r1, int p0,
                       int p1, const scratch_t *s) {
+    if (L->direct) {
+        conv_direct(L, xi, yi, r0, r1, p0, p1, s);
+        return;
+    }
     int cout = L->cout, kp = L->kp, ldc = L->ldc, owc = L->owc;
     int c0 = p0 * NB, c1 = p1 * NB < cout ? p1 * NB : cout, nc = c1 - c0;
     if (L->split) p0 = 0, p1 = L->npan, c0 = 0, c1 = cout, nc = cout;
@@ -335,7 +435,7 @@ static void conv_part(const conv_t *L, const int16_t *xi, int16_t *yi, int r0, i
             for (int pn = p0; pn < p1; pn++)
                 for (int m = 0; m < mpad; m += P)
                     micro(s->A + (size_t)m * kp, kp, L->packed + (size_t)pn * NB * kp, k0, k1,
-                          s->C + (size_t)m * ldc + pn * NB, ldc);
+                          s->C + (size_t)m * ldc + pn * NB, ldc, 0);
             if (L->split)
                 for (int m = 0; m < mlen; m++)
                     for (int c = 0; c < cout; c++)
@@ -351,33 +451,29 @@ static void conv_part(const conv_t *L, const int16_t *xi, int16_t *yi, int r0, i
                           L->shift + c0, lo, out);
         }
     }
-    if (L->pool)
-        for (int py = r0; py < r1; py++)
-            for (int px = 0; px < L->ow; px++) {
-                const int16_t *q0 = s->conv + ((size_t)(2 * (py - r0)) * owc + 2 * px) * cout;
-                const int16_t *q1 = q0 + (size_t)owc * cout;
-                int16_t *out = yi + ((size_t)py * L->ow + px) * cout;
-                for (int c = c0; c < c1; c++) {
-                    int16_t v = q0[c];
-                    if (q0[cout + c] > v) v = q0[cout + c];
-                    if (q1[c] > v) v = q1[c];
-                    if (q1[cout + c] > v) v = q1[cout + c];
-                    out[c] = v;
-                }
-            }
+    if (L->pool) pool_rows(L, s->conv, yi, r0, r1, c0, c1);
 }
 
-static int scratch_alloc(scratch_t *s, const size_t len[4]) {
+static int scratch_alloc(scratch_t *s, const size_t len[SCRATCH]) {
     s->A = malloc(sizeof(int16_t) * (len[0] ? len[0] : 1));
     s->C = malloc(sizeof(int32_t) * (len[1] ? len[1] : 1));
     s->acc = malloc(sizeof(int64_t) * (len[2] ? len[2] : 1));
     s->conv = malloc(sizeof(int16_t) * (len[3] ? len[3] : 1));
-    return s->A && s->C && s->acc && s->conv;
+    s->xp = malloc(sizeof(int16_t) * (len[4] ? len[4] : 1));
+    return s->A && s->C && s->acc && s->conv && s->xp;
 }
 
 static void scratch_free(scratch_t *s) {
-    free(s->A), free(s->C), free(s->acc), free(s->conv);
-    s->A = NULL, s->C = NULL, s->acc = NULL, s->conv = NULL;
+    free(s->A), free(s->C), free(s->acc), free(s->conv), free(s->xp);
+    s->A = NULL, s->C = NULL, s->acc = NULL, s->conv = NULL, s->xp = NULL;
+}
+
+/* 1 when conv_part reads this layer's patches in place (conv_direct), else 0 (for tests). */
+int nbq_native_reads_in_place(int h, int w, int cin, int cout, int k, int stride, int pad,
+                              int split) {
+    conv_t L;
+    conv_init(&L, h, w, cin, NULL, cout, k, stride, pad, split, 1 << 30, NULL, NULL, NULL, 0, 0);
+    return L.direct;
 }
 
 /*
@@ -398,7 +494,7 @@ int nbq_native_conv(const int16_t *x, int n, int h, int w, int cin, const int16_
     conv_t L;
     conv_init(&L, h, w, cin, packed, cout, k, stride, pad, split, kblock, mult, off, shift, relu,
               pool);
-    size_t len[4];
+    size_t len[SCRATCH];
     scratch_t s;
     conv_scratch_len(&L, len);
     if (!scratch_alloc(&s, len)) {
@@ -586,7 +682,7 @@ static int conv_parts(const conv_t *L, int T, part_t *out) {
     int units = conv_units(L), target = 2 * T, pan = L->split ? 1 : L->npan;
     int pg = T == 1 ? 1 : pan % target == 0 ? target : pan % T == 0 ? T : 1;
     int rg = target / pg;
-    int tile = L->pool ? 1 : P, tiles = (units + tile - 1) / tile;
+    int tile = L->pool || L->direct ? 1 : P, tiles = (units + tile - 1) / tile;
     if (T == 1 || rg < 1) rg = 1;
     if (rg > tiles) rg = tiles;
     int n = 0;
@@ -620,7 +716,7 @@ net *nbq_native_net_new(int nl, const int64_t *desc, void *const *ptrs, int thre
     nt->buf = calloc(threads, sizeof(int16_t *));
     nt->tid = calloc(threads, sizeof(pthread_t));
     if (!nt->layers || !nt->scratch || !nt->buf || !nt->tid) goto fail;
-    size_t need[4] = {0, 0, 0, 0};
+    size_t need[SCRATCH] = {0};
     for (int i = 0; i < nl; i++) {
         const int64_t *d = desc + (size_t)i * NET_DESC;
         net_layer *l = &nt->layers[i];
@@ -641,9 +737,9 @@ net *nbq_native_net_new(int nl, const int64_t *desc, void *const *ptrs, int thre
             conv_init(L, h, w, cin, p[0], (int)d[4], (int)d[5], (int)d[6], (int)d[7], (int)d[8],
                       (int)d[9], p[1], p[2], p[3], (int)d[10], (int)d[11]);
             l->out_len = L->oh * L->ow * L->cout;
-            size_t len[4];
+            size_t len[SCRATCH];
             conv_scratch_len(L, len);
-            for (int j = 0; j < 4; j++)
+            for (int j = 0; j < SCRATCH; j++)
                 if (len[j] > need[j]) need[j] = len[j];
             l->nparts = conv_parts(L, threads, l->parts);
         }
