@@ -154,6 +154,29 @@ static void micro(const int16_t *A, int lda, const int16_t *B, int k0, int k1, i
 #undef STEP
 #undef STORE
 }
+/* micro() for a panel whose real columns all lie in its first LANES (a narrow last
+ * panel, e.g. 10 output channels): one vector of columns, half the multiplies. */
+#define HAVE_NARROW 1
+static void micro_narrow(const int16_t *A, int lda, const int16_t *B, int k0, int k1,
+                         int32_t *C, int ldc, int acc) {
+#define DECL(p) vec c##p##0 = acc ? VLOAD(C + (size_t)(p) * ldc) : VZERO();
+#define STEP(p)                                                  \
+    {                                                            \
+        int32_t pair;                                            \
+        memcpy(&pair, A + (size_t)(p) * lda + k, sizeof pair);   \
+        c##p##0 = VMADD(c##p##0, VBCAST(pair), w0);              \
+    }
+#define STORE(p) VSTORE(C + (size_t)(p) * ldc, c##p##0);
+    FOR_P(DECL)
+    for (int k = k0; k < k1; k += 2) {
+        vec w0 = VLOAD(B + (size_t)k * NB);
+        FOR_P(STEP)
+    }
+    FOR_P(STORE)
+#undef DECL
+#undef STEP
+#undef STORE
+}
 #elif defined(__aarch64__) && defined(__ARM_NEON)
 static void micro(const int16_t *A, int lda, const int16_t *B, int k0, int k1, int32_t *C,
                   int ldc, int acc) {
@@ -203,8 +226,22 @@ static void micro(const int16_t *A, int lda, const int16_t *B, int k0, int k1, i
 }
 #endif
 
-/* Copy n int16: short runs (a few channels) inline, long runs with memcpy. */
-static inline void copy16(int16_t *dst, const int16_t *src, int n) {
+#ifndef HAVE_NARROW
+#define micro_narrow micro /* no narrow version: the whole panel */
+#endif
+
+/* micro() on panel pn of a layer with `cols` columns: the narrow version when the
+ * panel's real columns fit in its first LANES. */
+static inline void micro_panel(const int16_t *A, int lda, const int16_t *B, int k0, int k1,
+                               int32_t *C, int ldc, int acc, int pn, int cols) {
+    if (cols - pn * NB <= LANES)
+        micro_narrow(A, lda, B, k0, k1, C, ldc, acc);
+    else
+        micro(A, lda, B, k0, k1, C, ldc, acc);
+}
+
+/* Copy n int16: short runs (a few channels) one by one, long runs with memcpy. */
+static inline void copy16(int16_t *restrict dst, const int16_t *restrict src, int n) {
     if (n > 32) {
         memcpy(dst, src, sizeof(int16_t) * n);
     } else {
@@ -213,14 +250,24 @@ static inline void copy16(int16_t *dst, const int16_t *src, int n) {
 }
 
 static inline void zero16(int16_t *dst, int n) {
-    for (int i = 0; i < n; i++) dst[i] = 0;
+    if (n > 32) {
+        memset(dst, 0, sizeof(int16_t) * n);
+    } else {
+        for (int i = 0; i < n; i++) dst[i] = 0;
+    }
 }
 
 /* Copy the k x k x cin patch of output pixel (oy, ox) into row a (kp int16, zero padded). */
 static void gather(const int16_t *x, int h, int w, int cin, int k, int stride, int pad, int oy,
                    int ox, int kp, int16_t *a) {
     int run = k * cin;
-    int ix0 = ox * stride - pad;
+    int ix0 = ox * stride - pad, iy0 = oy * stride - pad;
+    if (ix0 >= 0 && ix0 + k <= w && iy0 >= 0 && iy0 + k <= h) { /* inside: k plain runs */
+        const int16_t *src = x + ((size_t)iy0 * w + ix0) * cin;
+        for (int ky = 0; ky < k; ky++) copy16(a + ky * run, src + (size_t)ky * w * cin, run);
+        zero16(a + k * run, kp - k * run);
+        return;
+    }
     int lo = ix0 < 0 ? -ix0 : 0;        /* first kx inside the image */
     int hi = ix0 + k > w ? w - ix0 : k; /* one past the last */
     if (hi < lo) hi = lo;
@@ -383,9 +430,9 @@ static void conv_direct(const conv_t *L, const int16_t *xi, int16_t *yi, int r0,
             const int16_t *panel = L->packed + (size_t)pn * NB * L->kp;
             for (int m = 0; m < mpad; m += P)
                 for (int ky = 0; ky < k; ky++)
-                    micro(xp + ((size_t)(m0 + m) + (size_t)ky * wp) * cin, cin,
-                          panel + (size_t)ky * krow * NB, 0, krow,
-                          s->C + (size_t)m * ldc + pn * NB, ldc, ky > 0);
+                    micro_panel(xp + ((size_t)(m0 + m) + (size_t)ky * wp) * cin, cin,
+                                panel + (size_t)ky * krow * NB, 0, krow,
+                                s->C + (size_t)m * ldc + pn * NB, ldc, ky > 0, pn, L->cols);
         }
         for (int m = 0; m < mlen; m++) {
             int q = m0 + m, ly = q / wp, ox = q % wp;
@@ -434,8 +481,8 @@ static void conv_part(const conv_t *L, const int16_t *xi, int16_t *yi, int r0, i
             int k1 = k0 + L->kblock < kp ? k0 + L->kblock : kp;
             for (int pn = p0; pn < p1; pn++)
                 for (int m = 0; m < mpad; m += P)
-                    micro(s->A + (size_t)m * kp, kp, L->packed + (size_t)pn * NB * kp, k0, k1,
-                          s->C + (size_t)m * ldc + pn * NB, ldc, 0);
+                    micro_panel(s->A + (size_t)m * kp, kp, L->packed + (size_t)pn * NB * kp,
+                                k0, k1, s->C + (size_t)m * ldc + pn * NB, ldc, 0, pn, L->cols);
             if (L->split)
                 for (int m = 0; m < mlen; m++)
                     for (int c = 0; c < cout; c++)
