@@ -437,3 +437,33 @@ def test_embedded_svpe_reads_its_wide_layers_in_place(name):
         if s.spec is not None
     }
     assert where["features.3"] and where["features.10"] and not where["features.0"]
+
+
+@pytest.mark.parametrize("mult", [-32768, 32767, -1, 0, 12345])
+@pytest.mark.parametrize("shift", [15, 16, 17, 31, 47, 48])
+@pytest.mark.parametrize("bias", [0, 1 << 45, -(1 << 45), (1 << 46) + 5, -(1 << 46) - 3])
+def test_requantisation_at_its_range_edges(lib, mult, shift, bias):
+    """Accumulators near +-2^31 (int32 mode), extreme multipliers, biases at and beyond the
+    32-bit requantisation's range, shifts on both sides of its limits (16..47): the
+    kernel picks the 32-bit or the 64-bit requantisation and both equal the numpy one."""
+    fan_in = 16383  # V = fan_in * 2^15 * 4 < 2^31: int32 accumulation
+    w = np.full((4, fan_in, 1, 1), 4, np.int64)
+    w[1], w[3] = -4, -1
+    spec = ops.ConvSpec(
+        "edge",
+        w,
+        np.array([mult, mult, -mult if mult > -32768 else 32767, 1]),
+        np.array([bias, -bias, bias // 3, bias]),
+        np.full(4, shift),
+        relu=False,
+    )
+    assert lib.plan(spec).mode == "int32"
+    rng = np.random.default_rng(shift)
+    x = np.concatenate(
+        [
+            np.full((1, 1, 1, fan_in), -32768),
+            np.full((1, 1, 1, fan_in), 32767),
+            rng.integers(-32768, 32768, (1, 1, 1, fan_in)),
+        ]
+    ).astype(np.int16)
+    np.testing.assert_array_equal(native.conv_layer(x, spec, lib), ops.conv_layer(x, spec))

@@ -301,6 +301,41 @@ static void requant32(const int32_t *acc, int cout, const int64_t *mult, const i
     }
 }
 
+/*
+ * The same requantisation of int32 accumulators in 32-bit lanes (twice the lanes of
+ * int64), exact when rq_prepare accepts the channels.  With acc = ah 2^16 + al
+ * (al in [0, 2^16)) and off = oh 2^16 + ol (ol in [0, 2^16)):
+ *   (acc mult + off) >> s = (ah mult + oh + ((al mult + ol) >> 16)) >> (s - 16)
+ * (floor division by 2^16, then by 2^(s-16)), and every term fits int32: |al mult + ol|
+ * < 2^31 for mult in [-2^15, 2^15), |ah mult| <= 2^30, |(al mult + ol) >> 16| <= 2^15,
+ * |oh| < 2^30 - 2^16 (checked).  rq holds, per channel, mult, ol, oh, s - 16.
+ */
+static void requant_i32(const int32_t *acc, int n, const int32_t *rq, int32_t lo, int16_t *out) {
+    const int32_t *m = rq, *ol = rq + n, *oh = rq + 2 * n, *sh = rq + 3 * n;
+    for (int c = 0; c < n; c++) {
+        int32_t a = acc[c], ah = a >> 16, al = a & 0xFFFF;
+        int32_t t = (al * m[c] + ol[c]) >> 16;
+        int32_t v = (ah * m[c] + oh[c] + t) >> sh[c];
+        v = v < lo ? lo : v;
+        out[c] = (int16_t)(v > 32767 ? 32767 : v);
+    }
+}
+
+/* requant_i32's per-channel table for channels [c0, c1) of L into rq (4 (c1 - c0)
+ * int32); 0 when a channel is outside its exact range (requant32 must run instead). */
+static int rq_prepare(const int64_t *mult, const int64_t *off, const int64_t *shift, int n,
+                      int32_t *rq) {
+    for (int c = 0; c < n; c++) {
+        int64_t m = mult[c], o = off[c], s = shift[c], oh = o >> 16;
+        if (m < -32768 || m > 32767 || s < 16 || s > 47 || oh <= -(1L << 30) + (1L << 16) ||
+            oh >= (1L << 30) - (1L << 16))
+            return 0;
+        rq[c] = (int32_t)m, rq[n + c] = (int32_t)(o & 0xFFFF);
+        rq[2 * n + c] = (int32_t)oh, rq[3 * n + c] = (int32_t)(s - 16);
+    }
+    return 1;
+}
+
 static void requant64(const int64_t *acc, int cout, const int64_t *mult, const int64_t *off,
                       const int64_t *shift, int64_t lo, int16_t *out) {
     for (int c = 0; c < cout; c++) {
@@ -326,8 +361,9 @@ typedef struct {
     int64_t *acc;
     int16_t *conv;
     int16_t *xp;
+    int32_t *rq; /* requant_i32's table */
 } scratch_t;
-#define SCRATCH 5 /* buffers in scratch_t */
+#define SCRATCH 6 /* buffers in scratch_t */
 
 static void conv_init(conv_t *L, int h, int w, int cin, const int16_t *packed, int cout, int k,
                       int stride, int pad, int split, int kblock, const int64_t *mult,
@@ -363,6 +399,7 @@ static void conv_scratch_len(const conv_t *L, size_t len[SCRATCH]) {
     len[2] = L->split ? (size_t)M_CHUNK * L->cout : 0;
     len[3] = L->pool ? (size_t)2 * L->oh * L->owc * L->cout : 0;
     len[4] = L->direct ? ((size_t)(L->h + 2 * L->pad) * L->wp + P + L->k) * L->cin : 0;
+    len[5] = (size_t)4 * L->cout;
 }
 
 /* Units a layer's output is split along (conv_part's r0, r1): rows after a pool or when
@@ -423,6 +460,7 @@ static void conv_direct(const conv_t *L, const int16_t *xi, int16_t *yi, int r0,
     memset(xp + rows_in * run, 0, sizeof(int16_t) * (size_t)(P + k) * cin); /* tile overrun */
     int ncomp = (cr1 - cr0) * wp;
     int64_t lo = L->relu ? 0 : -32768;
+    int in32 = rq_prepare(L->mult + c0, L->off + c0, L->shift + c0, nc, s->rq);
     for (int m0 = 0; m0 < ncomp; m0 += M_CHUNK) {
         int mlen = ncomp - m0 < M_CHUNK ? ncomp - m0 : M_CHUNK;
         int mpad = round_up(mlen, P);
@@ -439,8 +477,13 @@ static void conv_direct(const conv_t *L, const int16_t *xi, int16_t *yi, int r0,
             if (ox >= owc) continue;
             int16_t *out = L->pool ? s->conv + ((size_t)ly * owc + ox) * cout + c0
                                    : yi + ((size_t)(cr0 + ly) * owc + ox) * cout + c0;
-            requant32(s->C + (size_t)m * ldc + c0, nc, L->mult + c0, L->off + c0, L->shift + c0,
-                      lo, out);
+            if (in32)
+                requant_i32(s->C + (size_t)m * ldc + c0, nc, s->rq, (int32_t)lo, out);
+            else if (in32)
+                requant_i32(s->C + (size_t)m * ldc + c0, nc, s->rq, (int32_t)lo, out);
+            else
+                requant32(s->C + (size_t)m * ldc + c0, nc, L->mult + c0, L->off + c0,
+                          L->shift + c0, lo, out);
         }
     }
     if (L->pool) pool_rows(L, s->conv, yi, r0, r1, c0, c1);
@@ -465,6 +508,7 @@ static void conv_part(const conv_t *L, const int16_t *xi, int16_t *yi, int r0, i
     int first = L->pool ? 2 * r0 * owc : r0, pixels = L->pool ? 2 * (r1 - r0) * owc : r1 - r0;
     int16_t *dst = L->pool ? s->conv : yi + (size_t)first * cout; /* conv rows, all cout */
     int64_t lo = L->relu ? 0 : -32768;
+    int in32 = !L->split && rq_prepare(L->mult + c0, L->off + c0, L->shift + c0, nc, s->rq);
     for (int m0 = 0; m0 < pixels; m0 += M_CHUNK) {
         int mlen = pixels - m0 < M_CHUNK ? pixels - m0 : M_CHUNK;
         int mpad = round_up(mlen, P);
@@ -493,6 +537,8 @@ static void conv_part(const conv_t *L, const int16_t *xi, int16_t *yi, int r0, i
             int16_t *out = dst + (size_t)(m0 + m) * cout + c0;
             if (L->split)
                 requant64(s->acc + (size_t)m * cout, cout, L->mult, L->off, L->shift, lo, out);
+            else if (in32)
+                requant_i32(s->C + (size_t)m * ldc + c0, nc, s->rq, (int32_t)lo, out);
             else
                 requant32(s->C + (size_t)m * ldc + c0, nc, L->mult + c0, L->off + c0,
                           L->shift + c0, lo, out);
@@ -507,12 +553,13 @@ static int scratch_alloc(scratch_t *s, const size_t len[SCRATCH]) {
     s->acc = malloc(sizeof(int64_t) * (len[2] ? len[2] : 1));
     s->conv = malloc(sizeof(int16_t) * (len[3] ? len[3] : 1));
     s->xp = malloc(sizeof(int16_t) * (len[4] ? len[4] : 1));
-    return s->A && s->C && s->acc && s->conv && s->xp;
+    s->rq = malloc(sizeof(int32_t) * (len[5] ? len[5] : 1));
+    return s->A && s->C && s->acc && s->conv && s->xp && s->rq;
 }
 
 static void scratch_free(scratch_t *s) {
-    free(s->A), free(s->C), free(s->acc), free(s->conv), free(s->xp);
-    s->A = NULL, s->C = NULL, s->acc = NULL, s->conv = NULL, s->xp = NULL;
+    free(s->A), free(s->C), free(s->acc), free(s->conv), free(s->xp), free(s->rq);
+    s->A = NULL, s->C = NULL, s->acc = NULL, s->conv = NULL, s->xp = NULL, s->rq = NULL;
 }
 
 /* 1 when conv_part reads this layer's patches in place (conv_direct), else 0 (for tests). */
