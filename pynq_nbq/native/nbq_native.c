@@ -350,7 +350,9 @@ typedef struct {
     int h, w, cin, cout, k, stride, pad, split, kblock, relu, pool;
     int klen, kp, cols, ldc, npan, ohc, owc, oh, ow;
     int direct, wp; /* patches read in place from a padded copy wp pixels wide (conv_direct) */
+    int cinp;       /* channels per pixel of that copy: cin, or cin + 1 (a zero channel) */
     const int16_t *packed;
+    int16_t *own; /* packed weights repacked for cinp channels (conv_prepare), or NULL */
     const int64_t *mult, *off, *shift;
 } conv_t;
 
@@ -382,14 +384,43 @@ static void conv_init(conv_t *L, int h, int w, int cin, const int16_t *packed, i
         if (kblock < KU) kblock = KU;
     }
     L->kblock = kblock;
-    /* In place (no patch copy) when the k x cin run of a patch row is whole packed
-     * units, at stride 1 with int32 accumulation, unless the wp - owc extra columns
-     * it computes cost more than the copy saves (~0.3 of a tile per panel). */
+    /* In place (no patch copy) at stride 1 with int32 accumulation, unless the wp - owc
+     * extra columns it computes cost more than the copy saves (~0.3 of a tile per
+     * panel).  A patch row of k x cin values must be whole packed units: when k cin is
+     * odd, the copy gets a zero channel (cinp = cin + 1, weights repacked to match). */
     L->wp = w + 2 * pad;
+    L->own = NULL;
     long tiles_direct = ((long)L->ohc * L->wp + P - 1) / P;
     long tiles_gather = ((long)L->ohc * L->owc + P - 1) / P;
-    L->direct = !split && stride == 1 && (k * cin) % KU == 0 &&
+    L->direct = !split && stride == 1 &&
                 10L * L->npan * tiles_direct <= tiles_gather * (10L * L->npan + 3);
+    L->cinp = L->direct && (k * cin) % KU ? cin + 1 : cin;
+    if (L->cinp != cin) L->kp = round_up(k * k * L->cinp, KU);
+}
+
+/* Repack the weights for a zero channel (L->cinp > L->cin): 0, or 1 when out of memory. */
+static int conv_prepare(conv_t *L) {
+    if (L->cinp == L->cin) return 0;
+    int k = L->k, cin = L->cin, cinp = L->cinp, kp0 = round_up(L->klen, KU), kp = L->kp;
+    L->own = calloc((size_t)L->npan * NB * kp, sizeof(int16_t));
+    if (!L->own) return 1;
+    for (int c = 0; c < L->cols; c++) {
+        const int16_t *from = L->packed + (size_t)(c / NB) * NB * kp0;
+        int16_t *to = L->own + (size_t)(c / NB) * NB * kp;
+        for (int kk = 0; kk < k * k; kk++)
+            for (int ci = 0; ci < cin; ci++) {
+                int a = kk * cin + ci, b = kk * cinp + ci;
+                to[(size_t)(b / KU) * NB * KU + (c % NB) * KU + b % KU] =
+                    from[(size_t)(a / KU) * NB * KU + (c % NB) * KU + a % KU];
+            }
+    }
+    L->packed = L->own;
+    return 0;
+}
+
+static void conv_release(conv_t *L) {
+    free(L->own);
+    L->own = NULL;
 }
 
 /* Elements of each scratch buffer conv_part needs for L: A, C, acc, conv, xp. */
@@ -398,7 +429,7 @@ static void conv_scratch_len(const conv_t *L, size_t len[SCRATCH]) {
     len[1] = (size_t)M_CHUNK * L->ldc;
     len[2] = L->split ? (size_t)M_CHUNK * L->cout : 0;
     len[3] = L->pool ? (size_t)2 * L->oh * L->owc * L->cout : 0;
-    len[4] = L->direct ? ((size_t)(L->h + 2 * L->pad) * L->wp + P + L->k) * L->cin : 0;
+    len[4] = L->direct ? ((size_t)(L->h + 2 * L->pad) * L->wp + P + L->k) * L->cinp : 0;
     len[5] = (size_t)4 * L->cout;
 }
 
@@ -438,7 +469,7 @@ static void pool_rows(const conv_t *L, const int16_t *conv, int16_t *yi, int r0,
  */
 static void conv_direct(const conv_t *L, const int16_t *xi, int16_t *yi, int r0, int r1, int p0,
                         int p1, const scratch_t *s) {
-    int cout = L->cout, cin = L->cin, k = L->k, ldc = L->ldc, owc = L->owc, wp = L->wp;
+    int cout = L->cout, cin = L->cinp, k = L->k, ldc = L->ldc, owc = L->owc, wp = L->wp;
     int krow = k * cin, pad = L->pad;
     int c0 = p0 * NB, c1 = p1 * NB < cout ? p1 * NB : cout, nc = c1 - c0;
     int cr0 = L->pool ? 2 * r0 : r0, cr1 = L->pool ? 2 * r1 : r1; /* conv rows */
@@ -452,8 +483,17 @@ static void conv_direct(const conv_t *L, const int16_t *xi, int16_t *yi, int r0,
             memset(d, 0, sizeof(int16_t) * run);
         } else {
             memset(d, 0, sizeof(int16_t) * pad * cin);
-            memcpy(d + (size_t)pad * cin, xi + (size_t)iy * L->w * cin,
-                   sizeof(int16_t) * L->w * cin);
+            const int16_t *src = xi + (size_t)iy * L->w * L->cin;
+            if (cin == L->cin) {
+                memcpy(d + (size_t)pad * cin, src, sizeof(int16_t) * L->w * cin);
+            } else { /* the zero channel after each pixel's cin values */
+                int16_t *to = d + (size_t)pad * cin;
+                for (int x = 0; x < L->w; x++) {
+                    for (int ci = 0; ci < L->cin; ci++) to[ci] = src[ci];
+                    to[L->cin] = 0;
+                    to += cin, src += L->cin;
+                }
+            }
             memset(d + (size_t)(pad + L->w) * cin, 0, sizeof(int16_t) * (wp - pad - L->w) * cin);
         }
     }
@@ -591,14 +631,16 @@ int nbq_native_conv(const int16_t *x, int n, int h, int w, int cin, const int16_
     size_t len[SCRATCH];
     scratch_t s;
     conv_scratch_len(&L, len);
-    if (!scratch_alloc(&s, len)) {
+    if (!scratch_alloc(&s, len) || conv_prepare(&L)) {
         scratch_free(&s);
+        conv_release(&L);
         return 1;
     }
     for (int img = 0; img < n; img++)
         conv_part(&L, x + (size_t)img * h * w * cin, y + (size_t)img * L.oh * L.ow * cout, 0,
                   conv_units(&L), 0, L.npan, &s);
     scratch_free(&s);
+    conv_release(&L);
     return 0;
 }
 
@@ -830,6 +872,7 @@ net *nbq_native_net_new(int nl, const int64_t *desc, void *const *ptrs, int thre
             conv_t *L = &l->conv;
             conv_init(L, h, w, cin, p[0], (int)d[4], (int)d[5], (int)d[6], (int)d[7], (int)d[8],
                       (int)d[9], p[1], p[2], p[3], (int)d[10], (int)d[11]);
+            if (conv_prepare(L)) goto fail;
             l->out_len = L->oh * L->ow * L->cout;
             size_t len[SCRATCH];
             conv_scratch_len(L, len);
@@ -922,7 +965,10 @@ void nbq_native_net_free(net *nt) {
         pthread_cond_destroy(&nt->cv);
     }
     if (nt->layers)
-        for (int i = 0; i < nt->nl; i++) free(nt->layers[i].parts);
+        for (int i = 0; i < nt->nl; i++) {
+            free(nt->layers[i].parts);
+            if (nt->layers[i].op == NET_CONV) conv_release(&nt->layers[i].conv);
+        }
     if (nt->scratch)
         for (int t = 0; t < nt->T; t++) scratch_free(&nt->scratch[t]);
     if (nt->buf)
