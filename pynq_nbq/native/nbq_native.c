@@ -669,6 +669,7 @@ int nbq_native_conv(const int16_t *x, int n, int h, int w, int cin, const int16_
 #define NET_PTRS 4  /* pointers per layer: packed, mult, off, shift */
 #define SPIN 20000  /* polls before a waiting thread yields or sleeps */
 #define OPEN ((uint64_t)1 << 31) /* state: the current call still takes helpers */
+#define SOLO 256 /* shared-image calls run by the caller alone after a helper was late */
 
 #if defined(__x86_64__) || defined(__i386__)
 #define RELAX() __builtin_ia32_pause()
@@ -705,6 +706,7 @@ typedef struct net {
     int next, done_whole, done; /* tasks taken, whole images done, shared parts done (atomic) */
     uint64_t state;             /* call number << 32 | OPEN | helpers inside (atomic) */
     int quit;                   /* atomic */
+    int late, solo; /* the caller waited past SPIN polls this call; calls left to run alone */
     pthread_mutex_t mu;
     pthread_cond_t cv;
 } net;
@@ -712,6 +714,12 @@ typedef struct net {
 static void wait_relax(int *spins) {
     if (++*spins > SPIN) sched_yield();
     else RELAX();
+}
+
+/* wait_relax for the calling thread t, noting on the network when thread 0 waited long. */
+static void wait_relax_t(net *nt, int t, int *spins) {
+    wait_relax(spins);
+    if (t == 0 && *spins == SPIN + 1) nt->late = 1;
 }
 
 static void gap_run(const net_layer *l, const int16_t *x, int16_t *y) {
@@ -761,7 +769,7 @@ static void net_tasks(net *nt, int t) {
         int i = nt->task_layer[r];
         const net_layer *l = &nt->layers[i];
         int need = j * nt->tpi + l->first, spins = 0; /* every part before this layer */
-        while (__atomic_load_n(&nt->done, __ATOMIC_ACQUIRE) < need) wait_relax(&spins);
+        while (__atomic_load_n(&nt->done, __ATOMIC_ACQUIRE) < need) wait_relax_t(nt, t, &spins);
         const int16_t *in = i == 0 ? nt->x + (size_t)img * in_len
                                    : nt->shared + (size_t)((i - 1) & 1) * nt->max_len;
         int16_t *out = i == nl - 1 ? nt->y + (size_t)img * out_len
@@ -928,7 +936,16 @@ int nbq_native_net_run(net *nt, const int16_t *x, int n, int16_t *y) {
     __atomic_store_n(&nt->next, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&nt->done_whole, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&nt->done, 0, __ATOMIC_RELAXED);
-    if (nt->started) { /* open the call to the helpers and wake the sleeping ones */
+    /* A machine busy with other work deschedules helpers mid-part and the caller waits
+     * for them: after such a wait, the next SOLO shared-image calls run on the caller
+     * alone (whole images are handed out dynamically and need no such care). */
+    int shared_only = nt->whole == 0, helpers = nt->started > 0;
+    if (shared_only && nt->solo > 0) {
+        nt->solo--;
+        helpers = 0;
+    }
+    nt->late = 0;
+    if (helpers) { /* open the call to the helpers and wake the sleeping ones */
         uint64_t call = (__atomic_load_n(&nt->state, __ATOMIC_ACQUIRE) >> 32) + 1;
         __atomic_store_n(&nt->state, call << 32 | OPEN, __ATOMIC_RELEASE);
         pthread_mutex_lock(&nt->mu);
@@ -939,16 +956,17 @@ int nbq_native_net_run(net *nt, const int16_t *x, int n, int16_t *y) {
     int spins = 0, shared = nt->total - nt->whole;
     while (__atomic_load_n(&nt->done_whole, __ATOMIC_ACQUIRE) < nt->whole ||
            __atomic_load_n(&nt->done, __ATOMIC_ACQUIRE) < shared)
-        wait_relax(&spins);
-    if (nt->started) /* close the call once no helper is inside it */
+        wait_relax_t(nt, 0, &spins);
+    if (helpers) /* close the call once no helper is inside it */
         for (;;) {
             uint64_t st = __atomic_load_n(&nt->state, __ATOMIC_ACQUIRE);
             if ((st & (OPEN - 1)) == 0 &&
                 __atomic_compare_exchange_n(&nt->state, &st, st & ~OPEN, 0, __ATOMIC_ACQ_REL,
                                             __ATOMIC_ACQUIRE))
                 break;
-            wait_relax(&spins);
+            wait_relax_t(nt, 0, &spins);
         }
+    if (helpers && shared_only && nt->late) nt->solo = SOLO;
     return 0;
 }
 
