@@ -469,3 +469,63 @@ def test_requantisation_at_its_range_edges(lib, mult, shift, bias):
         ]
     ).astype(np.int16)
     np.testing.assert_array_equal(native.conv_layer(x, spec, lib), ops.conv_layer(x, spec))
+
+
+def _harness_networks(records) -> bytes:
+    """The harness's --net input (see tests/native_harness.c): (engine, x_q, threads)."""
+    from pynq_nbq.native.network import _describe
+
+    parts = []
+    for engine, x, threads in records:
+        chain = [(s.layer, s.spec) for s in engine.steps]
+        desc, _, plans, _ = _describe(
+            chain, engine.input_name, engine.output_name, native.library()
+        )
+        parts.append(np.array([len(desc), len(x), threads], np.int64))
+        specs = iter(s.spec for s in engine.steps if s.spec is not None)
+        plans = iter(plans)
+        for d in desc:
+            parts.append(d.astype(np.int64))
+            if d[0] == 0:  # conv: rows for the harness to pack, then the requantisation
+                spec, plan = next(specs), next(plans)
+                parts.append(native.layer_rows(spec)[1].astype(np.int16))
+                parts += [plan.mult, plan.offset, plan.shift]
+        parts.append(np.ascontiguousarray(x.transpose(0, 2, 3, 1)).astype(np.int16))
+    return b"".join(np.ascontiguousarray(p).tobytes() for p in parts)
+
+
+@pytest.mark.skipif(
+    shutil.which(AARCH64_GCC) is None or shutil.which("qemu-aarch64") is None,
+    reason="no aarch64 cross compiler or qemu-user",
+)
+def test_neon_whole_network_is_exact_under_qemu(tmp_path):
+    """The aarch64 NEON build runs whole networks (1-3 threads, shared and whole images)
+    equal to the numpy engine, under qemu-user."""
+    exe = tmp_path / "harness"
+    cmd = [AARCH64_GCC, "-O3", "-mcpu=cortex-a53", "-std=c11", "-static", "-pthread"]
+    subprocess.run([*cmd, str(HARNESS), str(native.SOURCE), "-o", str(exe)], check=True)
+    records, want = [], []
+    for i, (datapath, n_bits, width, gap_frac) in enumerate(
+        [("svpe", 3, 40, 12), ("vpe", 16, 20, 4), ("svpe", 1, 6, None)]
+    ):
+        bundle = _chain_bundle(tmp_path / str(i), datapath, n_bits, i, width, gap_frac)
+        engine = Engine(bundle, "numpy")
+        x = _batch(engine, 5, seed=i)
+        for threads in (1, 2, 3):
+            for n in (1, 2, 5):
+                records.append((engine, x[:n], threads))
+                want.append(engine.run(x[:n]))
+    (tmp_path / "in").write_bytes(_harness_networks(records))
+    res = subprocess.run(
+        ["qemu-aarch64", str(exe), "--net", str(tmp_path / "in"), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "aarch64 NEON" in res.stdout
+    got = np.frombuffer((tmp_path / "out").read_bytes(), np.int16)
+    assert got.size == sum(w.size for w in want)
+    offset = 0
+    for w in want:
+        np.testing.assert_array_equal(got[offset : offset + w.size].reshape(w.shape), w)
+        offset += w.size
