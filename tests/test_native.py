@@ -345,6 +345,67 @@ def _chain_bundle(tmp_path, datapath, n_bits, seed, width, gap_frac=None, size=1
     return save_bundle(manifest, dict(b.arrays), tmp_path / "b2")
 
 
+def _chain_with_linear(tmp_path, datapath, n_bits, seed):
+    """random_bundle's convs and gap, then a flatten and two linear layers (a chain)."""
+    from pynq_nbq.testing import ROLES, random_requant, random_weights, weighted_fields
+
+    b = random_bundle(tmp_path / "b", datapath, n_bits, seed=seed, size=12, width=20)
+    manifest, arrays = copy.deepcopy(b.manifest), dict(b.arrays)
+    rng = np.random.default_rng(seed)
+    bits = manifest["weight_bits"]
+    manifest["layers"].append(
+        {
+            "name": "fl",
+            "op": "flatten",
+            "inputs": ["gap"],
+            "output": "fl",
+            "in_shape": [10],
+            "out_shape": [10],
+        }
+    )
+    manifest["tensors"]["fl"] = dict(manifest["tensors"]["gap"])
+    src = "fl"
+    for name, cout, relu in (("fc1", 24, True), ("fc2", 10, False)):
+        cin = manifest["tensors"][src]["shape"][0]
+        w = random_weights(rng, (cout, cin), datapath, n_bits)
+        fields = weighted_fields(datapath, bits, w.shape)
+        for role, a in random_requant(rng, cout, fields["fan_in"] * 4096.0).items():
+            arrays[f"{name}.{role}"] = a
+        arrays[f"{name}.weights"] = w
+        manifest["tensors"][name] = {"shape": [cout], "frac": 9}
+        manifest["layers"].append(
+            {
+                "name": name,
+                "op": "linear",
+                "inputs": [src],
+                "output": name,
+                "in_shape": [cin],
+                "out_shape": [cout],
+                "relu": relu,
+                "weight_bits": bits,
+                "weight_exp": -6,
+                "acc_bits": fields["acc_bits"],
+                "arrays": {r: f"{name}.{r}" for r in ROLES},
+            }
+        )
+        src = name
+    manifest["output"] = "fc2"
+    return save_bundle(manifest, arrays, tmp_path / "lin")
+
+
+@pytest.mark.parametrize("datapath,n_bits", [("svpe", 3), ("vpe", 16)])
+def test_whole_network_with_linear_layers(lib, tmp_path, datapath, n_bits):
+    bundle = _chain_with_linear(tmp_path, datapath, n_bits, 5)
+    ref = Engine(bundle, "numpy")
+    x = _batch(ref, 5, seed=1)
+    want = ref.run(x)
+    for threads in (1, 2, 3):
+        fast = _network_engine(bundle, lib, threads)
+        assert fast._network is not None
+        for n in (1, 2, 5):
+            np.testing.assert_array_equal(fast.run(x[:n]), want[:n])
+
+
 def _network_engine(bundle, lib, threads):
     """An engine whose backend is the native backend on ``lib`` (one of the builds)."""
     backend = NativeBackend()

@@ -13,7 +13,8 @@ actual weights (see :class:`LayerPlan`):
   over blocks of ``kblock`` terms that cannot overflow, and combined in int64.
 
 Layers the kernel does not take (groups > 1, weights outside int16, empty outputs)
-run in the numpy reference.
+run in the numpy reference.  Whole networks that are a chain of conv, linear and
+global-average-pool layers run in one call (:mod:`pynq_nbq.native.network`).
 
 Build
 -----

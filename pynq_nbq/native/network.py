@@ -84,8 +84,8 @@ def _describe(
             return None
         rows.append(d)
         current = layer.output
-    if current != output_name or not rows:
-        return None
+    if current != output_name or not rows or len(chain[-1][0].out_shape) != 1:
+        return None  # not the whole network, or not ending in a (N, classes) vector
     return np.stack(rows), keep, plans, shape
 
 
