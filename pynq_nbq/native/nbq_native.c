@@ -96,8 +96,9 @@ void nbq_native_pack(const int16_t *w, int cols, int klen, int16_t *out) {
 }
 
 /*
- * C[p][0..NB) = sum over k in [k0, k1) of A[p * lda + k] * B[k][.] for P pixels, added
- * to C's values when acc is set; B is one panel (NB columns), k0 and k1 multiples of KU.  The SIMD versions name
+ * C[p][0..NB) = sum over ky in [0, nky) and k in [k0, k1) of
+ * A[ky * arow + p * lda + k] * B[ky * brow + k * NB][.] for P pixels (nky kernel rows
+ * read in place, or nky = 1); B is one panel (NB columns), k0 and k1 multiples of KU.  The SIMD versions name
  * every accumulator (c<pixel><vector>) so that the compiler keeps them all in
  * registers (arrays of vectors get spilled to the stack).
  */
@@ -128,14 +129,12 @@ typedef __m256i vec;
 #define VMADD(c, a, w) _mm256_add_epi32(c, _mm256_madd_epi16(a, w))
 #endif
 static void micro(const int16_t *A, int lda, const int16_t *B, int k0, int k1, int32_t *C,
-                  int ldc, int acc) {
-#define DECL(p)                                                          \
-    vec c##p##0 = acc ? VLOAD(C + (size_t)(p) * ldc) : VZERO();          \
-    vec c##p##1 = acc ? VLOAD(C + (size_t)(p) * ldc + LANES) : VZERO();
+                  int ldc, int nky, size_t arow, size_t brow) {
+#define DECL(p) vec c##p##0 = VZERO(), c##p##1 = VZERO();
 #define STEP(p)                                                                               \
     {                                                                                         \
         int32_t pair; /* x[k], x[k+1] of pixel p as one 32-bit lane, broadcast */              \
-        memcpy(&pair, A + (size_t)(p) * lda + k, sizeof pair);                                \
+        memcpy(&pair, Ay + (size_t)(p) * lda + k, sizeof pair);                                \
         vec a = VBCAST(pair);                                                                 \
         c##p##0 = VMADD(c##p##0, a, w0);                                                      \
         c##p##1 = VMADD(c##p##1, a, w1);                                                      \
@@ -144,10 +143,13 @@ static void micro(const int16_t *A, int lda, const int16_t *B, int k0, int k1, i
     VSTORE(C + (size_t)(p) * ldc, c##p##0);          \
     VSTORE(C + (size_t)(p) * ldc + LANES, c##p##1);
     FOR_P(DECL)
-    for (int k = k0; k < k1; k += 2) {
-        const int16_t *b = B + (size_t)k * NB;
-        vec w0 = VLOAD(b), w1 = VLOAD(b + 2 * LANES); /* columns 0..LANES-1, LANES..NB-1 */
-        FOR_P(STEP)
+    for (int ky = 0; ky < nky; ky++) {
+        const int16_t *Ay = A + ky * arow, *By = B + ky * brow;
+        for (int k = k0; k < k1; k += 2) {
+            const int16_t *b = By + (size_t)k * NB;
+            vec w0 = VLOAD(b), w1 = VLOAD(b + 2 * LANES); /* columns 0..LANES-1, LANES..NB-1 */
+            FOR_P(STEP)
+        }
     }
     FOR_P(STORE)
 #undef DECL
@@ -158,19 +160,22 @@ static void micro(const int16_t *A, int lda, const int16_t *B, int k0, int k1, i
  * panel, e.g. 10 output channels): one vector of columns, half the multiplies. */
 #define HAVE_NARROW 1
 static void micro_narrow(const int16_t *A, int lda, const int16_t *B, int k0, int k1,
-                         int32_t *C, int ldc, int acc) {
-#define DECL(p) vec c##p##0 = acc ? VLOAD(C + (size_t)(p) * ldc) : VZERO();
+                         int32_t *C, int ldc, int nky, size_t arow, size_t brow) {
+#define DECL(p) vec c##p##0 = VZERO();
 #define STEP(p)                                                  \
     {                                                            \
         int32_t pair;                                            \
-        memcpy(&pair, A + (size_t)(p) * lda + k, sizeof pair);   \
+        memcpy(&pair, Ay + (size_t)(p) * lda + k, sizeof pair);   \
         c##p##0 = VMADD(c##p##0, VBCAST(pair), w0);              \
     }
 #define STORE(p) VSTORE(C + (size_t)(p) * ldc, c##p##0);
     FOR_P(DECL)
-    for (int k = k0; k < k1; k += 2) {
-        vec w0 = VLOAD(B + (size_t)k * NB);
-        FOR_P(STEP)
+    for (int ky = 0; ky < nky; ky++) {
+        const int16_t *Ay = A + ky * arow, *By = B + ky * brow;
+        for (int k = k0; k < k1; k += 2) {
+            vec w0 = VLOAD(By + (size_t)k * NB);
+            FOR_P(STEP)
+        }
     }
     FOR_P(STORE)
 #undef DECL
@@ -179,15 +184,12 @@ static void micro_narrow(const int16_t *A, int lda, const int16_t *B, int k0, in
 }
 #elif defined(__aarch64__) && defined(__ARM_NEON)
 static void micro(const int16_t *A, int lda, const int16_t *B, int k0, int k1, int32_t *C,
-                  int ldc, int acc) {
-#define DECL(p)                                                                  \
-    int32x4_t c##p##0 = acc ? vld1q_s32(C + (size_t)(p) * ldc) : vdupq_n_s32(0);   \
-    int32x4_t c##p##1 = acc ? vld1q_s32(C + (size_t)(p) * ldc + 4) : vdupq_n_s32(0); \
-    int32x4_t c##p##2 = acc ? vld1q_s32(C + (size_t)(p) * ldc + 8) : vdupq_n_s32(0); \
-    int32x4_t c##p##3 = acc ? vld1q_s32(C + (size_t)(p) * ldc + 12) : vdupq_n_s32(0);
+                  int ldc, int nky, size_t arow, size_t brow) {
+#define DECL(p) int32x4_t c##p##0 = vdupq_n_s32(0), c##p##1 = c##p##0, c##p##2 = c##p##0, \
+                          c##p##3 = c##p##0;
 #define STEP(p)                                                      \
     {                                                                \
-        int16_t a = A[(size_t)(p) * lda + k];                        \
+        int16_t a = Ay[(size_t)(p) * lda + k];                        \
         c##p##0 = vmlal_n_s16(c##p##0, vget_low_s16(w0), a);         \
         c##p##1 = vmlal_high_n_s16(c##p##1, w0, a);                  \
         c##p##2 = vmlal_n_s16(c##p##2, vget_low_s16(w1), a);         \
@@ -199,10 +201,13 @@ static void micro(const int16_t *A, int lda, const int16_t *B, int k0, int k1, i
     vst1q_s32(C + (size_t)(p) * ldc + 8, c##p##2); \
     vst1q_s32(C + (size_t)(p) * ldc + 12, c##p##3);
     REPEAT6(DECL)
-    for (int k = k0; k < k1; k++) {
-        const int16_t *b = B + (size_t)k * NB;
-        int16x8_t w0 = vld1q_s16(b), w1 = vld1q_s16(b + 8);
-        REPEAT6(STEP)
+    for (int ky = 0; ky < nky; ky++) {
+        const int16_t *Ay = A + ky * arow, *By = B + ky * brow;
+        for (int k = k0; k < k1; k++) {
+            const int16_t *b = By + (size_t)k * NB;
+            int16x8_t w0 = vld1q_s16(b), w1 = vld1q_s16(b + 8);
+            REPEAT6(STEP)
+        }
     }
     REPEAT6(STORE)
 #undef DECL
@@ -211,15 +216,17 @@ static void micro(const int16_t *A, int lda, const int16_t *B, int k0, int k1, i
 }
 #else
 static void micro(const int16_t *A, int lda, const int16_t *B, int k0, int k1, int32_t *C,
-                  int ldc, int acc) {
+                  int ldc, int nky, size_t arow, size_t brow) {
     int32_t sum[P][NB];
-    for (int p = 0; p < P; p++)
-        for (int j = 0; j < NB; j++) sum[p][j] = acc ? C[(size_t)p * ldc + j] : 0;
-    for (int k = k0; k < k1; k++) {
-        const int16_t *b = B + (size_t)k * NB;
-        for (int p = 0; p < P; p++) {
-            int32_t a = A[(size_t)p * lda + k];
-            for (int j = 0; j < NB; j++) sum[p][j] += a * (int32_t)b[j];
+    memset(sum, 0, sizeof sum);
+    for (int ky = 0; ky < nky; ky++) {
+        const int16_t *Ay = A + ky * arow, *By = B + ky * brow;
+        for (int k = k0; k < k1; k++) {
+            const int16_t *b = By + (size_t)k * NB;
+            for (int p = 0; p < P; p++) {
+                int32_t a = Ay[(size_t)p * lda + k];
+                for (int j = 0; j < NB; j++) sum[p][j] += a * (int32_t)b[j];
+            }
         }
     }
     for (int p = 0; p < P; p++) memcpy(C + (size_t)p * ldc, sum[p], sizeof sum[p]);
@@ -233,11 +240,12 @@ static void micro(const int16_t *A, int lda, const int16_t *B, int k0, int k1, i
 /* micro() on panel pn of a layer with `cols` columns: the narrow version when the
  * panel's real columns fit in its first LANES. */
 static inline void micro_panel(const int16_t *A, int lda, const int16_t *B, int k0, int k1,
-                               int32_t *C, int ldc, int acc, int pn, int cols) {
+                               int32_t *C, int ldc, int nky, size_t arow, size_t brow, int pn,
+                               int cols) {
     if (cols - pn * NB <= LANES)
-        micro_narrow(A, lda, B, k0, k1, C, ldc, acc);
+        micro_narrow(A, lda, B, k0, k1, C, ldc, nky, arow, brow);
     else
-        micro(A, lda, B, k0, k1, C, ldc, acc);
+        micro(A, lda, B, k0, k1, C, ldc, nky, arow, brow);
 }
 
 /* Copy n int16: short runs (a few channels) one by one, long runs with memcpy. */
@@ -464,7 +472,7 @@ static void pool_rows(const conv_t *L, const int16_t *conv, int16_t *yi, int r0,
  * copied once into s->xp with their zero padding, wp = w + 2 pad pixels wide; then
  * pixel q of that copy (row q / wp, column q % wp) has its patch row ky at
  * xp + (q + ky wp) cin, k cin values in a row, pixels cin apart: the micro-kernel
- * reads them in place (one call per ky, summing into C).  Columns owc..wp-1 of each
+ * reads them in place (all k kernel rows in one call).  Columns owc..wp-1 of each
  * row are computed and dropped.
  */
 static void conv_direct(const conv_t *L, const int16_t *xi, int16_t *yi, int r0, int r1, int p0,
@@ -506,11 +514,10 @@ static void conv_direct(const conv_t *L, const int16_t *xi, int16_t *yi, int r0,
         int mpad = round_up(mlen, P);
         for (int pn = p0; pn < p1; pn++) {
             const int16_t *panel = L->packed + (size_t)pn * NB * L->kp;
-            for (int m = 0; m < mpad; m += P)
-                for (int ky = 0; ky < k; ky++)
-                    micro_panel(xp + ((size_t)(m0 + m) + (size_t)ky * wp) * cin, cin,
-                                panel + (size_t)ky * krow * NB, 0, krow,
-                                s->C + (size_t)m * ldc + pn * NB, ldc, ky > 0, pn, L->cols);
+            for (int m = 0; m < mpad; m += P) /* all k kernel rows in one call */
+                micro_panel(xp + (size_t)(m0 + m) * cin, cin, panel, 0, krow,
+                            s->C + (size_t)m * ldc + pn * NB, ldc, k, (size_t)wp * cin,
+                            (size_t)krow * NB, pn, L->cols);
         }
         for (int m = 0; m < mlen; m++) {
             int q = m0 + m, ly = q / wp, ox = q % wp;
@@ -566,7 +573,8 @@ static void conv_part(const conv_t *L, const int16_t *xi, int16_t *yi, int r0, i
             for (int pn = p0; pn < p1; pn++)
                 for (int m = 0; m < mpad; m += P)
                     micro_panel(s->A + (size_t)m * kp, kp, L->packed + (size_t)pn * NB * kp,
-                                k0, k1, s->C + (size_t)m * ldc + pn * NB, ldc, 0, pn, L->cols);
+                                k0, k1, s->C + (size_t)m * ldc + pn * NB, ldc, 1, 0, 0, pn,
+                                L->cols);
             if (L->split)
                 for (int m = 0; m < mlen; m++)
                     for (int c = 0; c < cout; c++)
