@@ -952,6 +952,7 @@ int nbq_native_net_run(net *nt, const int16_t *x, int n, int16_t *y) {
         nt->solo--;
         helpers = 0;
     }
+    if (!helpers) nt->whole = nt->total = n; /* alone: whole layers, no parts */
     nt->late = 0;
     if (helpers) { /* open the call to the helpers and wake the sleeping ones */
         uint64_t call = (__atomic_load_n(&nt->state, __ATOMIC_ACQUIRE) >> 32) + 1;
