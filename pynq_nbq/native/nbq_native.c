@@ -1,5 +1,5 @@
 /*
- * nbq_native.c - the exact integer conv layer of docs/datapath.md on the CPU, fast.
+ * nbq_native.c - the exact integer conv layers of docs/datapath.md on the CPU, fast.
  *
  * One layer: int16 NHWC input, int16 weights, exact integer accumulation, per-channel
  * requantisation (round half up), ReLU, saturation to int16, fused 2x2 max-pool.
@@ -7,10 +7,10 @@
  * (pynq_nbq/native/__init__.py) chooses the accumulation mode from the layer's
  * accumulator bound and packs the weights with nbq_native_pack().
  *
- * Method: implicit GEMM.  For a chunk of output pixels the input patches are copied
- * into rows A[pixel][k] (k = (ky, kx, ci), zero padding written as zeros), and a
- * register-blocked micro-kernel computes C[pixel][co] = sum_k A[pixel][k] * B[k][co]
- * in int32 lanes:
+ * Method: implicit GEMM.  A register-blocked micro-kernel computes
+ * C[pixel][co] = sum_k A[pixel][k] * B[k][co] (k = (ky, kx, ci)) in int32 lanes, A
+ * read in place from a zero-padded copy of the input rows (conv_direct: stride 1,
+ * int32 accumulation) or from patches copied into rows (gather: the other layers):
  *   x86 AVX-512BW : vpmaddwd / AVX-512 VNNI vpdpwssd, 16 int32 lanes, k in pairs
  *   x86 AVX2      : vpmaddwd, 8 int32 lanes, k in pairs
  *   aarch64 NEON  : smlal/smlal2 (int16 x int16 -> int32), 4 lanes per register
@@ -24,8 +24,12 @@
  *              sums over at most `kblock` terms (chosen so that kblock * 2^15 * 128
  *              < 2^31) are added into int64 as 256 * hi + lo after every block.
  * Requantisation is int64: (acc * mult + bias + half) >> shift, which the datapath
- * keeps within 63 bits (docs/datapath.md section 2); >> on a negative int64 is an
- * arithmetic shift on every compiler this runs on (gcc, clang: documented).
+ * keeps within 63 bits (docs/datapath.md section 2), or the same in 32-bit lanes where
+ * requant_i32 proves it exact; >> on a negative integer is an arithmetic shift on every
+ * compiler this runs on (gcc, clang: documented).
+ *
+ * Whole networks (chains of conv, linear and global average pool layers) run in one
+ * call with buffers and threads set up once: nbq_native_net_* at the end of the file.
  */
 #include <stdint.h>
 #include <stdlib.h>
