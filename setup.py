@@ -72,7 +72,10 @@ BASE = [
 ]
 TRAIN = ["torch>=2.1,<3", "tqdm>=4.60", "matplotlib>=3.5", "scikit-learn>=1.0"]
 CSIM = ["hls4ml>=1.0"]
-BENCH = ["matplotlib>=3.5", "tqdm>=4.60"]
+#: scripts/bench_engine.py's peers (ONNX Runtime fp32/int8).  Both run with numpy 1.x, which
+#: pynq needs (tested: onnxruntime 1.32.0 and onnx 1.23.2 with numpy 1.26.4); the lower
+#: bounds are the first releases whose wheels accept numpy 1.x and 2.x alike.
+BENCH = ["matplotlib>=3.5", "tqdm>=4.60", "onnxruntime>=1.19", "onnx>=1.16"]
 TEST = [
     "pytest>=7",
     "hypothesis>=6",

@@ -7,6 +7,7 @@ of a CPU without a SIMD version); aarch64 NEON is checked for compilation only
 is installed).
 """
 
+import copy
 import shutil
 import subprocess
 from pathlib import Path
@@ -20,6 +21,7 @@ from pynq_nbq import api, native, ops
 from pynq_nbq import datapath as dp
 from pynq_nbq.backends import get_backend
 from pynq_nbq.backends.native import NativeBackend
+from pynq_nbq.bundle import save_bundle
 from pynq_nbq.engine import Engine
 from pynq_nbq.errors import NbqError
 from pynq_nbq.testing import random_bundle, random_graph_bundle
@@ -90,10 +92,23 @@ def test_edge_values(lib, datapath, n_bits, weights, inputs):
 
 def test_odd_sizes_and_one_by_one_maps(lib):
     rng = np.random.default_rng(3)
-    for h, w in [(1, 1), (3, 1), (5, 9), (2, 2), (1, 7)]:
+    for h, w in [(1, 1), (3, 1), (5, 9), (2, 2), (1, 7), (28, 28)]:
         for pool in (0, 2):
-            spec, x = _random_layer(rng, 3, "svpe", 3, 2, 3, 1, 1, 1, True, pool, h=h, w=w)
-            _check(spec, x, lib)
+            for cin in (3, 4):  # 3: in place with a zero channel on x86 (odd 3 x cin)
+                spec, x = _random_layer(rng, 3, "svpe", cin, 2, 3, 1, 1, 1, True, pool, h=h, w=w)
+                _check(spec, x, lib)
+
+
+@pytest.mark.parametrize("datapath,n_bits", [("svpe", 1), ("svpe", 3)])
+@pytest.mark.parametrize("weights", ["zero", "largest"])
+@pytest.mark.parametrize("inputs", ["random", "saturating"])
+def test_edge_values_read_in_place(lib, datapath, n_bits, weights, inputs):
+    rng = np.random.default_rng(8)
+    spec, x = _random_layer(
+        rng, n_bits, datapath, 8, 4, 3, 1, 1, 1, True, 2, weights, inputs, h=12, w=13
+    )
+    assert lib.reads_in_place(spec, x.shape[1], x.shape[2])
+    _check(spec, x, lib)
 
 
 # wider layers (many panels, several pixel chunks, a fan-in over one int32 block):
@@ -312,6 +327,264 @@ def test_neon_kernel_is_exact_under_qemu(tmp_path):
     assert "aarch64 NEON" in res.stdout
     got = np.frombuffer((tmp_path / "out").read_bytes(), np.int16)
     want = [ops.conv_layer(x, s) for s, x in cases]
+    assert got.size == sum(w.size for w in want)
+    offset = 0
+    for w in want:
+        np.testing.assert_array_equal(got[offset : offset + w.size].reshape(w.shape), w)
+        offset += w.size
+
+
+# --- the whole network in one native call ---------------------------------------------
+def _chain_bundle(tmp_path, datapath, n_bits, seed, width, gap_frac=None, size=12):
+    """random_bundle (conv, conv, conv, gap), optionally with another gap output frac."""
+    b = random_bundle(tmp_path / "b", datapath, n_bits, seed=seed, size=size, width=width)
+    if gap_frac is None:
+        return b
+    manifest = copy.deepcopy(b.manifest)
+    manifest["tensors"]["gap"]["frac"] = gap_frac
+    return save_bundle(manifest, dict(b.arrays), tmp_path / "b2")
+
+
+def _chain_with_linear(tmp_path, datapath, n_bits, seed):
+    """random_bundle's convs and gap, then a flatten and two linear layers (a chain)."""
+    from pynq_nbq.testing import ROLES, random_requant, random_weights, weighted_fields
+
+    b = random_bundle(tmp_path / "b", datapath, n_bits, seed=seed, size=12, width=20)
+    manifest, arrays = copy.deepcopy(b.manifest), dict(b.arrays)
+    rng = np.random.default_rng(seed)
+    bits = manifest["weight_bits"]
+    manifest["layers"].append(
+        {
+            "name": "fl",
+            "op": "flatten",
+            "inputs": ["gap"],
+            "output": "fl",
+            "in_shape": [10],
+            "out_shape": [10],
+        }
+    )
+    manifest["tensors"]["fl"] = dict(manifest["tensors"]["gap"])
+    src = "fl"
+    for name, cout, relu in (("fc1", 24, True), ("fc2", 10, False)):
+        cin = manifest["tensors"][src]["shape"][0]
+        w = random_weights(rng, (cout, cin), datapath, n_bits)
+        fields = weighted_fields(datapath, bits, w.shape)
+        for role, a in random_requant(rng, cout, fields["fan_in"] * 4096.0).items():
+            arrays[f"{name}.{role}"] = a
+        arrays[f"{name}.weights"] = w
+        manifest["tensors"][name] = {"shape": [cout], "frac": 9}
+        manifest["layers"].append(
+            {
+                "name": name,
+                "op": "linear",
+                "inputs": [src],
+                "output": name,
+                "in_shape": [cin],
+                "out_shape": [cout],
+                "relu": relu,
+                "weight_bits": bits,
+                "weight_exp": -6,
+                "acc_bits": fields["acc_bits"],
+                "arrays": {r: f"{name}.{r}" for r in ROLES},
+            }
+        )
+        src = name
+    manifest["output"] = "fc2"
+    return save_bundle(manifest, arrays, tmp_path / "lin")
+
+
+@pytest.mark.parametrize("datapath,n_bits", [("svpe", 3), ("vpe", 16)])
+def test_whole_network_with_linear_layers(lib, tmp_path, datapath, n_bits):
+    bundle = _chain_with_linear(tmp_path, datapath, n_bits, 5)
+    ref = Engine(bundle, "numpy")
+    x = _batch(ref, 5, seed=1)
+    want = ref.run(x)
+    for threads in (1, 2, 3):
+        fast = _network_engine(bundle, lib, threads)
+        assert fast._network is not None
+        for n in (1, 2, 5):
+            np.testing.assert_array_equal(fast.run(x[:n]), want[:n])
+
+
+def _network_engine(bundle, lib, threads):
+    """An engine whose backend is the native backend on ``lib`` (one of the builds)."""
+    backend = NativeBackend()
+    backend.library = lib
+    return Engine(bundle, backend, threads=threads)
+
+
+@pytest.mark.parametrize(
+    "datapath,n_bits,width,gap_frac",
+    [("svpe", 3, 6, None), ("svpe", 5, 40, 12), ("vpe", 16, 33, 4), ("svpe", 1, 70, None)],
+)
+def test_whole_network_equals_numpy_engine(lib, tmp_path, datapath, n_bits, width, gap_frac):
+    """Every build, 1 to 4 threads, batches below, at and above the thread count (shared
+    images split by rows, pixels and panels; whole images per thread); wide layers
+    (several panels), split accumulation (vpe), gap frac shifts up and down."""
+    bundle = _chain_bundle(tmp_path, datapath, n_bits, width, width, gap_frac)
+    ref = Engine(bundle, "numpy")
+    x = _batch(ref, 9, seed=width)
+    want = ref.run(x)
+    for threads in (1, 2, 3, 4):
+        fast = _network_engine(bundle, lib, threads)
+        assert fast._network is not None  # the chain runs whole
+        for n in (1, 2, 3, 5, 9):
+            np.testing.assert_array_equal(fast.run(x[:n]), want[:n])
+
+
+def test_whole_network_from_many_python_threads(tmp_path):
+    """Concurrent calls on one engine each get their own native network: same results."""
+    import threading
+
+    bundle = _chain_bundle(tmp_path, "svpe", 3, 1, 40)
+    fast = Engine(bundle, "native", threads=2)
+    x = _batch(fast, 16, seed=3)
+    want = Engine(bundle, "numpy").run(x)
+    bad = []
+
+    def call(i):
+        for _ in range(20):
+            if not np.array_equal(fast.run(x[i : i + 1 + i % 3]), want[i : i + 1 + i % 3]):
+                bad.append(i)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not bad
+
+
+def test_graphs_that_are_not_a_chain_run_layer_by_layer(tmp_path):
+    bundle = random_graph_bundle(tmp_path / "g", "svpe", 3, seed=1)
+    fast = Engine(bundle, "native", threads=2)
+    assert fast._network is None  # adds, concats: per layer, still exact
+    x = _batch(fast, 3)
+    np.testing.assert_array_equal(fast.run(x), Engine(bundle, "numpy").run(x))
+
+
+@pytest.mark.parametrize("name", ["fmnist-svpe", "fmnist-vpe"])
+def test_embedded_models_run_whole_and_keep_works(name):
+    fast = api.load_model(name, "native", threads=2)
+    assert fast.engine._network is not None
+    x = _batch(fast.engine, 3, seed=4)
+    out, env = fast.engine.run(x, keep=True)  # keep=True: layer by layer, every tensor
+    np.testing.assert_array_equal(fast.engine.run(x), out)
+    assert len(env) > 3
+
+
+def test_both_patch_paths_are_tested(lib):
+    """The layers above include ones read in place and ones whose patches are copied."""
+    rng = np.random.default_rng(0)
+    seen = set()
+    for case in CASES:
+        spec, x = _random_layer(rng, 3, "svpe", *case)
+        seen.add(lib.reads_in_place(spec, x.shape[1], x.shape[2]))
+    for datapath, n_bits, cin, cout, k, stride, pad, pool, h, w in WIDE:
+        spec, x = _random_layer(
+            rng, n_bits, datapath, cin, cout, k, stride, pad, 1, False, pool, h=h, w=w
+        )
+        seen.add(lib.reads_in_place(spec, h, w))
+    assert seen == {True, False}
+
+
+@pytest.mark.parametrize("name", ["fmnist-svpe"])
+def test_embedded_svpe_reads_its_wide_layers_in_place(name):
+    model = api.load_model(name, "native")
+    lib = model.engine.backend.library
+    where = {
+        s.layer.name: lib.reads_in_place(s.spec, *s.layer.in_shape[1:])
+        for s in model.engine.steps
+        if s.spec is not None
+    }
+    # features.0 (1 channel) with a zero channel on x86; features.14 (7 x 7) copies patches
+    assert where["features.0"] and where["features.3"] and where["features.10"]
+    assert not where["features.14"]
+
+
+@pytest.mark.parametrize("mult", [-32768, 32767, -1, 0, 12345])
+@pytest.mark.parametrize("shift", [15, 16, 17, 31, 47, 48])
+@pytest.mark.parametrize("bias", [0, 1 << 45, -(1 << 45), (1 << 46) + 5, -(1 << 46) - 3])
+def test_requantisation_at_its_range_edges(lib, mult, shift, bias):
+    """Accumulators near +-2^31 (int32 mode), extreme multipliers, biases at and beyond the
+    32-bit requantisation's range, shifts on both sides of its limits (16..47): the
+    kernel picks the 32-bit or the 64-bit requantisation and both equal the numpy one."""
+    fan_in = 16383  # V = fan_in * 2^15 * 4 < 2^31: int32 accumulation
+    w = np.full((4, fan_in, 1, 1), 4, np.int64)
+    w[1], w[3] = -4, -1
+    spec = ops.ConvSpec(
+        "edge",
+        w,
+        np.array([mult, mult, -mult if mult > -32768 else 32767, 1]),
+        np.array([bias, -bias, bias // 3, bias]),
+        np.full(4, shift),
+        relu=False,
+    )
+    assert lib.plan(spec).mode == "int32"
+    rng = np.random.default_rng(shift)
+    x = np.concatenate(
+        [
+            np.full((1, 1, 1, fan_in), -32768),
+            np.full((1, 1, 1, fan_in), 32767),
+            rng.integers(-32768, 32768, (1, 1, 1, fan_in)),
+        ]
+    ).astype(np.int16)
+    np.testing.assert_array_equal(native.conv_layer(x, spec, lib), ops.conv_layer(x, spec))
+
+
+def _harness_networks(records) -> bytes:
+    """The harness's --net input (see tests/native_harness.c): (engine, x_q, threads)."""
+    from pynq_nbq.native.network import _describe
+
+    parts = []
+    for engine, x, threads in records:
+        chain = [(s.layer, s.spec) for s in engine.steps]
+        desc, _, plans, _ = _describe(
+            chain, engine.input_name, engine.output_name, native.library()
+        )
+        parts.append(np.array([len(desc), len(x), threads], np.int64))
+        specs = iter(s.spec for s in engine.steps if s.spec is not None)
+        plans = iter(plans)
+        for d in desc:
+            parts.append(d.astype(np.int64))
+            if d[0] == 0:  # conv: rows for the harness to pack, then the requantisation
+                spec, plan = next(specs), next(plans)
+                parts.append(native.layer_rows(spec)[1].astype(np.int16))
+                parts += [plan.mult, plan.offset, plan.shift]
+        parts.append(np.ascontiguousarray(x.transpose(0, 2, 3, 1)).astype(np.int16))
+    return b"".join(np.ascontiguousarray(p).tobytes() for p in parts)
+
+
+@pytest.mark.skipif(
+    shutil.which(AARCH64_GCC) is None or shutil.which("qemu-aarch64") is None,
+    reason="no aarch64 cross compiler or qemu-user",
+)
+def test_neon_whole_network_is_exact_under_qemu(tmp_path):
+    """The aarch64 NEON build runs whole networks (1-3 threads, shared and whole images)
+    equal to the numpy engine, under qemu-user."""
+    exe = tmp_path / "harness"
+    cmd = [AARCH64_GCC, "-O3", "-mcpu=cortex-a53", "-std=c11", "-static", "-pthread"]
+    subprocess.run([*cmd, str(HARNESS), str(native.SOURCE), "-o", str(exe)], check=True)
+    records, want = [], []
+    for i, (datapath, n_bits, width, gap_frac) in enumerate(
+        [("svpe", 3, 40, 12), ("vpe", 16, 20, 4), ("svpe", 1, 6, None)]
+    ):
+        bundle = _chain_bundle(tmp_path / str(i), datapath, n_bits, i, width, gap_frac)
+        engine = Engine(bundle, "numpy")
+        x = _batch(engine, 5, seed=i)
+        for threads in (1, 2, 3):
+            for n in (1, 2, 5):
+                records.append((engine, x[:n], threads))
+                want.append(engine.run(x[:n]))
+    (tmp_path / "in").write_bytes(_harness_networks(records))
+    res = subprocess.run(
+        ["qemu-aarch64", str(exe), "--net", str(tmp_path / "in"), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "aarch64 NEON" in res.stdout
+    got = np.frombuffer((tmp_path / "out").read_bytes(), np.int16)
     assert got.size == sum(w.size for w in want)
     offset = 0
     for w in want:

@@ -5,13 +5,18 @@ Bit-identical to the ``numpy`` reference and several times faster on the CPU
 runs the engine's ARM-side conv and linear layers (``arm_conv``).  ``auto`` (the
 default of ``nbq classify``, ``nbq info`` and the server) picks it when the kernel
 builds and loads, else the numpy engine, saying why (:func:`auto_backend`).
+Networks that are a plain chain (conv, linear, global average pool) run whole in
+one native call (:meth:`NativeBackend.compile_network`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 
 from .. import native
+from ..bundle import LayerSpec
 from ..ops import ConvSpec
 
 
@@ -38,6 +43,26 @@ class NativeBackend:
         return native.conv_layer(x, spec, self.library)
 
     arm_conv = run_conv
+
+    def compile_network(
+        self,
+        chain: Sequence[tuple[LayerSpec, ConvSpec | None]],
+        input_name: str,
+        output_name: str,
+        threads: int,
+    ) -> Callable[[np.ndarray], np.ndarray] | None:
+        """The whole network in one native call (optional backend capability).
+
+        ``chain``: every layer in order with its ConvSpec (None for layers without
+        weights).  Returns ``run(x_q) -> logits_q`` (int16 NCHW in, int16 (N, out)
+        out, on ``threads`` threads inside the kernel), or None when the network is
+        not a chain the kernel runs whole (:mod:`pynq_nbq.native.network`); the
+        engine then runs it layer by layer.
+        """
+        from ..native.network import compile_network
+
+        net = compile_network(chain, input_name, output_name, threads, self.library)
+        return None if net is None else net.run
 
 
 def auto_backend():

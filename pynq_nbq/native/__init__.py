@@ -13,7 +13,8 @@ actual weights (see :class:`LayerPlan`):
   over blocks of ``kblock`` terms that cannot overflow, and combined in int64.
 
 Layers the kernel does not take (groups > 1, weights outside int16, empty outputs)
-run in the numpy reference.
+run in the numpy reference.  Whole networks that are a chain of conv, linear and
+global-average-pool layers run in one call (:mod:`pynq_nbq.native.network`).
 
 Build
 -----
@@ -51,8 +52,8 @@ from ..ops import ConvSpec
 from ..ops import conv_layer as numpy_conv_layer
 
 SOURCE = Path(__file__).resolve().parent / "nbq_native.c"
-ABI_VERSION = 1  #: nbq_native_abi_version() this module speaks
-BASE_FLAGS = ("-O3", "-std=c11", "-shared", "-fPIC", "-fvisibility=default", "-w")
+ABI_VERSION = 2  #: nbq_native_abi_version() this module speaks
+BASE_FLAGS = ("-O3", "-std=c11", "-pthread", "-shared", "-fPIC", "-fvisibility=default", "-w")
 #: int32 accumulation when the layer's accumulator needs at most this many bits
 INT32_ACC_BITS = 32
 #: |wh|, |wl| of a split weight are at most this (w = 256*wh + wl, w in int16)
@@ -163,6 +164,17 @@ class Library:
         lib.nbq_native_conv.argtypes = [_PTR, i, i, i, i, _PTR, i, i, i, i, i, i]
         lib.nbq_native_conv.argtypes += [_PTR, _PTR, _PTR, i, i, _PTR]
         lib.nbq_native_conv.restype = ctypes.c_int
+        lib.nbq_native_net_new.argtypes = [i, _PTR, _PTR, i]
+        lib.nbq_native_net_new.restype = _PTR
+        lib.nbq_native_net_run.argtypes = [_PTR, _PTR, i, _PTR]
+        lib.nbq_native_net_run.restype = ctypes.c_int
+        lib.nbq_native_net_free.argtypes = [_PTR]
+        lib.nbq_native_net_free.restype = None
+        lib.nbq_native_reads_in_place.argtypes = [i] * 8
+        lib.nbq_native_reads_in_place.restype = i
+        for name in ("nbq_native_net_in_len", "nbq_native_net_out_len"):
+            getattr(lib, name).argtypes = [_PTR]
+            getattr(lib, name).restype = ctypes.c_int
         self.lib = lib
         self.isa: str = lib.nbq_native_isa().decode()
         self.k_unit: int = int(lib.nbq_native_k_unit())
@@ -175,6 +187,17 @@ class Library:
             if spec not in self._plans:
                 self._plans[spec] = plan_layer(spec, self)
             return self._plans[spec]
+
+    def reads_in_place(self, spec: ConvSpec, h: int, w: int) -> bool:
+        """True when the kernel reads this layer's patches from a padded copy of its
+        (h, w) input instead of copying every patch (stride 1, int32 accumulation,
+        whole packed units per patch row, few wasted pixels); False also for layers
+        the kernel does not take."""
+        plan = self.plan(spec)
+        if plan is None:
+            return False
+        args = (h, w, spec.in_channels, spec.out_channels, spec.kernel, spec.stride)
+        return bool(self.lib.nbq_native_reads_in_place(*args, spec.padding, plan.mode == "split"))
 
     def pack(self, w: np.ndarray) -> np.ndarray:
         """Row-major int16 (cols, K) weights -> the kernel's packed panels."""
