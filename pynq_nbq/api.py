@@ -9,6 +9,7 @@ pred.labels, pred.probabilities, pred.timings_ms
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,24 @@ def embedded_models() -> list[str]:
 def sample_images() -> list[Path]:
     """The sample images shipped inside the package."""
     return sorted(SAMPLES_DIR.glob("*.png")) if SAMPLES_DIR.is_dir() else []
+
+
+def _slug(name: str) -> str:
+    """A class name as the samples' file names spell it: ``"T-shirt/top"`` -> ``t-shirt-top``."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def sample_for(classes: list[str]) -> Path | None:
+    """A shipped sample of one of ``classes``, or None when none is (another dataset's model).
+
+    The samples are named ``<class index>-<class name>.png`` (Fashion-MNIST's ten classes):
+    one matches when ``classes[index]`` is that class name.
+    """
+    for path in sample_images():
+        index, _, name = path.stem.partition("-")
+        if index.isdigit() and int(index) < len(classes) and _slug(classes[int(index)]) == name:
+            return path
+    return None
 
 
 @dataclass

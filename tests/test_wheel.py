@@ -155,6 +155,8 @@ def test_nbq_classify_from_the_wheel(installed, backend):
     images = samples(installed)
     got = classify(installed, backend, images)
     assert got["backend"] == backend and str(installed["venv"]) in got["model"]
+    if backend == "csim":  # it names the sources it builds from: the wheel's, not hls/
+        assert f"{installed['venv']}/" in got["engine"] and "hls_src/nbq_conv.cpp" in got["engine"]
     assert [r["image"] for r in got["results"]] == images
     want = api.load_model().classify(images)
     assert [r["label"] for r in got["results"]] == list(want.labels)

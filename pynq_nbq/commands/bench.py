@@ -39,7 +39,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Off the board all timings are emulated and labelled so (docs/bench.md)."
         ),
     )
-    p.add_argument("--backend", default="numpy", choices=BACKENDS, help="conv-engine backend")
+    p.add_argument(
+        "--backend",
+        default="numpy",
+        choices=BACKENDS,
+        help="conv-engine backend (default numpy, the reference engine; unlike classify, "
+        "info and serve, not auto: the figures must not depend on a compiler being present)",
+    )
     p.add_argument("--svpe", metavar="BUNDLE", help="svpe bundle (default: fmnist-svpe)")
     p.add_argument("--vpe", metavar="BUNDLE", help="vpe bundle (default: fmnist-vpe)")
     p.add_argument(
