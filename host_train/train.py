@@ -208,7 +208,7 @@ def _torch_load(p: Path) -> object:
             warnings.simplefilter("ignore")
             return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        named = re.search(r"GLOBAL (\S+)", str(exc))
+        named = re.search(r"GLOBAL ([\w.]+)", str(exc))  # a name, never raw file bytes
         if named:
             raise CheckpointError(
                 f"{p}: refused: it asks to load {named.group(1)}, which is not tensor data "
