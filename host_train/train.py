@@ -229,7 +229,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     (:func:`save_portable`, read without pickle).
 
     Raises FileNotFoundError when there is none, :class:`CheckpointError` (one line, naming
-    the file) when it is not a readable checkpoint or lacks :data:`CHECKPOINT_KEYS`.
+    the file) when it is not a readable checkpoint (not a dict).  Whether it holds a model
+    (:data:`CHECKPOINT_KEYS`) is :func:`model_from_checkpoint`'s check: scripts read only
+    the metrics of some.
     """
     p = Path(path)
     if p.is_dir():
@@ -242,10 +244,6 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         ck = _torch_load(p)
     if not isinstance(ck, dict):
         raise CheckpointError(f"{p}: not a checkpoint: it holds a {type(ck).__name__}, not a dict")
-    missing = [k for k in CHECKPOINT_KEYS if k not in ck]
-    if missing or not isinstance(ck["config"], dict) or not isinstance(ck["model"], dict):
-        what = f"lacks {', '.join(missing)}" if missing else "its config or model is not a dict"
-        raise CheckpointError(f"{p}: not a model checkpoint written by nbq train: {what}")
     return ck
 
 
@@ -284,8 +282,13 @@ def load_portable(stem: str | os.PathLike) -> dict:
 def model_from_checkpoint(ckpt: dict) -> tuple[nn.Module, TrainConfig]:
     """The model (eval mode) and training config a :func:`load_checkpoint` dict describes.
 
-    Raises :class:`CheckpointError` when its config or weights do not make a model.
+    Raises :class:`CheckpointError` when it lacks :data:`CHECKPOINT_KEYS` or its config or
+    weights do not make a model.
     """
+    missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
+    if missing or not isinstance(ckpt["config"], dict) or not isinstance(ckpt["model"], dict):
+        what = f"lacks {', '.join(missing)}" if missing else "its config or model is not a dict"
+        raise CheckpointError(f"not a model checkpoint written by nbq train: {what}")
     try:
         cfg = TrainConfig(**ckpt["config"])
         model = make_model(cfg, tuple(ckpt["input_shape"]), len(ckpt["classes"]))
