@@ -9,7 +9,8 @@ Extras:
            aarch64 wheel).  Install into the image's pynq-venv; see docs/board.md.
   csim   - hls4ml, whose wheel carries Xilinx's Apache-2.0 ap_int headers.
   sim    - the simulated ZCU102 on a host (NBQ_OVERLAY=sim): pynq 3.0.1 (whose sdist needs
-           pycparser<3 on x86) and the csim extra.  Never on a board.
+           pycparser<3 on x86), the csim extra, and what runs notebooks/ headless there
+           (matplotlib, nbclient's ``jupyter execute``, ipykernel).  Never on a board.
            scripts/setup_and_test.sh installs the same pynq when it is missing.
   bench  - the chart and progress bar of ``nbq bench`` (matplotlib, tqdm).
   test   - what the test suite needs.
@@ -76,6 +77,9 @@ CSIM = ["hls4ml>=1.0"]
 #: pynq needs (tested: onnxruntime 1.32.0 and onnx 1.23.2 with numpy 1.26.4); the lower
 #: bounds are the first releases whose wheels accept numpy 1.x and 2.x alike.
 BENCH = ["matplotlib>=3.5", "tqdm>=4.60", "onnxruntime>=1.19", "onnx>=1.16"]
+#: What notebooks/nbq_zcu102.ipynb needs off the board besides the package: its plot, and a
+#: kernel and runner for ``jupyter execute`` (docs/board.md).
+NOTEBOOK = ["matplotlib>=3.5", "nbclient>=0.7", "nbformat>=5", "ipykernel>=6"]
 TEST = [
     "pytest>=7",
     "hypothesis>=6",
@@ -85,9 +89,7 @@ TEST = [
     "packaging>=21",  # scripts/check_board_wheels.py
     "build>=1",  # tests/test_wheel.py builds the sdist
     "wheel>=0.40",  # ... and the wheel without build isolation (bdist_wheel on setuptools < 70)
-    "nbclient>=0.7",  # runs notebooks/ in CI
-    "nbformat>=5",
-    "ipykernel>=6",
+    *NOTEBOOK,  # runs notebooks/ in CI
     *TRAIN,
     *CSIM,
     *BENCH,
@@ -120,7 +122,7 @@ setup(
         "train": TRAIN,
         "board": [],
         "csim": CSIM,
-        "sim": ["pynq==3.0.1", "pycparser<3", *CSIM],
+        "sim": ["pynq==3.0.1", "pycparser<3", *CSIM, *NOTEBOOK],
         "bench": BENCH,
         "test": TEST,
     },

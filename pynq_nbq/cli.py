@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import select
 import sys
 
 from .errors import NbqError
@@ -66,21 +67,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Exit status when the reader of stdout went away (``nbq perf | head -1``): the shell's
+#: status for a process ended by SIGPIPE, 128 + 13.
+EXIT_BROKEN_PIPE = 141
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe (or socket) whose reader has gone (poll reports POLLERR)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no descriptor, or no poll() here
+        return False
+
+
+def _stdout_gone() -> int:
+    """Quiet end after a BrokenPipeError on stdout: point stdout at /dev/null so that the
+    interpreter's final flush cannot fail again, and return :data:`EXIT_BROKEN_PIPE`."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor (captured stdout): nothing to flush
+        pass
+    return EXIT_BROKEN_PIPE
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``nbq`` command; the exit status: 0 ok, 1 no command, 2 an error reported in
+    one line, 141 when stdout's reader closed the pipe early (no traceback)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
     try:
-        return int(args.func(args) or 0)
+        rc = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return rc
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise  # another pipe (a child process, a socket) broke: a bug, not the reader
+        return _stdout_gone()
     except (CommandError, NbqError) as exc:
         print(f"nbq {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # `nbq info | head -3`: the reader left; no traceback
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # Python's flush at exit must not fail again
-        return 0
 
 
 if __name__ == "__main__":

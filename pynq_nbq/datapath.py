@@ -235,9 +235,10 @@ def max_abs_weight(pe: PEKind | str, n_bits: int) -> int:
 def accumulator_bound(fan_in: int, max_abs_w: int) -> int:
     """V = ``fan_in * 2**15 * max_abs_w``: the largest |accumulator| of a layer.
 
-    Both signs are reachable: every input at -32768 times every weight at
-    ``-max_abs_w`` gives +V, times ``+max_abs_w`` gives -V (weights are symmetric,
-    and vpe's -32768 is the largest magnitude)."""
+    +V is always reachable: every input at -32768 times every weight at ``-max_abs_w``
+    (svpe weights are symmetric; a magnitude of 2**15 is only the int16 weight -32768).
+    -V is reachable only when ``max_abs_w <= 32767`` (weights at ``+max_abs_w``): +32768 is
+    neither an int16 weight nor an input.  ``accumulator_bits`` holds both all the same."""
     return int(fan_in) * ACT_MAX_ABS * int(max_abs_w)
 
 

@@ -23,8 +23,10 @@ def test_every_package_error_is_an_nbq_error(cls):
 def test_export_error_is_an_nbq_error():
     pytest.importorskip("torch")
     from host_train.export import ExportError
+    from host_train.train import CheckpointError
 
-    assert issubclass(ExportError, NbqError)
+    for cls in (ExportError, CheckpointError):
+        assert issubclass(cls, NbqError) and not issubclass(cls, ValueError)
 
 
 def test_cli_reports_a_bad_bundle_in_one_line(tmp_path, capsys):

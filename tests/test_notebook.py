@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from pynq_nbq import api
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "nbq_zcu102.ipynb"
 #: The simulated board is part of the checkout once the fpga backend is; then it is required.
@@ -63,3 +65,20 @@ def test_notebook_runs_off_the_board(tmp_path, monkeypatch):
     assert f"vpe {backend} logits == numpy logits: True" in text
     assert "power unavailable:" in text and "(modelled, not measured)" in text
     assert "labels agree on" in text and "conv (ms)" in text
+    # what it prints cannot be mistaken for a board's figures or a raw register dump
+    note = "simulated board, emulated timings — not hardware" if SIMULATED_BOARD else "not hardware"
+    assert f"SVPE vs VPE ({note}" in text
+    assert "KernelInfo(" not in text
+    if SIMULATED_BOARD:
+        assert "-bit build running the 3-bit model" in text
+    # the timings table lists the stages in pipeline order, total last
+    lines = text.splitlines()
+    (head,) = [i for i, line in enumerate(lines) if line.startswith("stage ")]
+    stages = []
+    for line in lines[head + 1 :]:  # the table's rows: up to the first line that is not one
+        word = (line.split() or [""])[0]
+        if word not in api.TIMING_KEYS:
+            break
+        stages.append(word)
+    assert stages == [k for k in api.TIMING_KEYS if k in stages] and stages[-1] == "total", stages
+    assert stages[0] == "decode", stages

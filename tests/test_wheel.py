@@ -2,9 +2,10 @@
 
 Builds an sdist from a copy of the checkout and the wheel from that sdist, as PyPI would
 (no build isolation: no network), installs it
-into a fresh virtual environment (``--system-site-packages`` for numpy, Pillow, Flask and
-hls4ml's ap_int headers; the package itself must come from the wheel) and runs
-``nbq classify``, ``nbq classify --backend csim`` and ``nbq info`` from an empty directory.
+into a fresh virtual environment that sees the test run's own environment (numpy, Pillow,
+Flask, hls4ml's ap_int headers: see ``outer_site_pth``; the package itself must come from
+the wheel) and runs ``nbq classify`` (numpy, csim, native) and ``nbq info`` from an empty
+directory.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
 import zipfile
@@ -43,6 +45,24 @@ def run(cmd: list[str], cwd: Path, env: dict, timeout: float = 300) -> str:
     return proc.stdout
 
 
+def outer_site_pth() -> str:
+    """A ``.pth`` file's text that gives a venv this test run's site directories, after its own.
+
+    Not ``venv --system-site-packages``: from inside a venv (the README's setup), that flag
+    gives the new venv the *base* interpreter's site-packages, not the outer venv's, and the
+    dependencies (Pillow, Flask, hls4ml, ...) are in the outer venv.  Each line runs
+    ``site.addsitedir``, as Python does for its own site directories: the outer ``.pth``
+    files (and so editable installs) work, and the directories come after the venv's own
+    site-packages, so the ``pynq_nbq`` installed there from the wheel is the one imported.
+    Works the same outside any venv, in a venv with or without system site-packages, and
+    with a user site directory.
+    """
+    dirs = list(site.getsitepackages())
+    if site.ENABLE_USER_SITE and os.path.isdir(site.getusersitepackages()):
+        dirs.append(site.getusersitepackages())
+    return "".join(f"import site; site.addsitedir({d!r})\n" for d in dirs)
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     """(venv python, venv bin dir, env, an empty working directory) with the wheel installed."""
@@ -60,13 +80,11 @@ def installed(tmp_path_factory):
     (wheel,) = dist.glob("pynq_nbq-*.whl")
 
     venv = tmp / "venv"
-    run(
-        [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
-        cwd=tmp,
-        env=env,
-    )
+    run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=tmp, env=env)
     bindir = venv / "bin"
     python = bindir / "python"
+    venv_site = run([str(python), "-c", "import site; print(site.getsitepackages()[0])"], tmp, env)
+    (Path(venv_site.strip()) / "_nbq_test_outer_env.pth").write_text(outer_site_pth())
     # --ignore-installed: a pynq-nbq already in the system site-packages must not count
     run(
         [
@@ -137,6 +155,8 @@ def test_nbq_classify_from_the_wheel(installed, backend):
     images = samples(installed)
     got = classify(installed, backend, images)
     assert got["backend"] == backend and str(installed["venv"]) in got["model"]
+    if backend == "csim":  # it names the sources it builds from: the wheel's, not hls/
+        assert f"{installed['venv']}/" in got["engine"] and "hls_src/nbq_conv.cpp" in got["engine"]
     assert [r["image"] for r in got["results"]] == images
     want = api.load_model().classify(images)
     assert [r["label"] for r in got["results"]] == list(want.labels)

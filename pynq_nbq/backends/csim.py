@@ -402,7 +402,11 @@ class CsimBackend:
     def description(self) -> str:
         """What runs the layers: the HLS kernel as a g++ C-simulation (emulated timings)."""
         kinds = "svpe/vpe" if self.pe is None else str(self.pe)
-        return f"HLS kernel hls/nbq_conv.cpp as a g++ C-simulation ({kinds}; emulated timings)"
+        try:  # the file it builds from: the checkout's hls/, or the wheel's pynq_nbq/hls_src/
+            source = str(hls_dir() / KERNEL_SOURCES[0])
+        except CsimError:
+            source = f"{KERNEL_SOURCES[0]} (sources not found)"
+        return f"HLS kernel {source} as a g++ C-simulation ({kinds}; emulated timings)"
 
     def check_bundle(self, manifest: Manifest) -> None:
         """ValueError with every reason if the kernel cannot run this bundle

@@ -41,8 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_backend_option(
         p,
         "numpy",
-        "conv-engine backend of the vpe/svpe columns (numpy: the reference, unlike "
-        "classify/serve's auto); ",
+        "conv-engine backend of the vpe/svpe columns (numpy, the reference engine; unlike "
+        "classify, info and serve, not auto: the figures must not depend on a compiler "
+        "being present); ",
     )
     p.add_argument("--svpe", metavar="BUNDLE", help="svpe bundle (default: fmnist-svpe)")
     p.add_argument("--vpe", metavar="BUNDLE", help="vpe bundle (default: fmnist-vpe)")

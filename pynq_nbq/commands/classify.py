@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from ..cli import CommandError, add_backend_option
 
@@ -23,6 +24,35 @@ def register(sub) -> None:
         "time; 0 keeps the library default)",
     )
     p.set_defaults(func=run)
+
+
+def image_size(path: str) -> tuple[int, int] | None:
+    """An image file's (width, height) from its header; None when it cannot be read."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                return im.size
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def resize_note(path: str, spec: dict) -> tuple[list[int] | None, str | None]:
+    """([width, height], a one-line note) when the image at ``path`` is not the model's input
+    size (``spec``: the manifest's ``input``) and so is resized; (None, None) when it is."""
+    size = image_size(path)
+    want = (int(spec["width"]), int(spec["height"]))
+    if size is None or tuple(size) == want:
+        return None, None
+    note = (
+        f"note: {path}: a {size[0]}x{size[1]} image, resized ({spec['resize']}) to the "
+        f"model's {want[0]}x{want[1]} input"
+    )
+    return list(size), note
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,17 +77,20 @@ def run(args: argparse.Namespace) -> int:
         except NbqError as exc:
             msg = str(exc)  # some errors already start with the path: name it once
             raise CommandError(msg if msg.startswith(f"{path}:") else f"{path}: {msg}") from exc
-        results.append(
-            {
-                "image": path,
-                "label": pred.labels[0],
-                "index": int(pred.indices[0]),
-                "confidence": float(pred.probabilities[0, pred.indices[0]]),
-                "top": pred.top_k(0, args.top),
-                "timings_ms": {k: round(v, 3) for k, v in pred.timings_ms.items()},
-                "backend": pred.backend,
-            }
-        )
+        result = {
+            "image": path,
+            "label": pred.labels[0],
+            "index": int(pred.indices[0]),
+            "confidence": float(pred.probabilities[0, pred.indices[0]]),
+            "top": pred.top_k(0, args.top),
+            "timings_ms": {k: round(v, 3) for k, v in pred.timings_ms.items()},
+            "backend": pred.backend,
+        }
+        size, note = resize_note(path, model.input_spec)
+        if note:  # said on stderr, and in the JSON as the size the image had
+            print(note, file=sys.stderr)
+            result["resized_from"] = size
+        results.append(result)
     if args.json:
         print(
             json.dumps(

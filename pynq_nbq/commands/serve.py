@@ -111,11 +111,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def curl_hint(model, url: str) -> str:
+    """The ``try: curl ...`` line for ``model`` (an :class:`pynq_nbq.api.Model`) served at
+    ``url``: a shipped sample of the model's own classes, or, for a model of another dataset
+    (the samples are Fashion-MNIST), a placeholder and what image the model expects."""
+    from ..api import sample_for
+
+    image = sample_for(model.classes)
+    if image is not None:
+        return f"try: curl -F image=@{image} {url}v1/classify"
+    spec = model.input_spec
+    shown = ", ".join(model.classes[:10]) + (", ..." if len(model.classes) > 10 else "")
+    return (
+        f"try: curl -F image=@YOUR_IMAGE.png {url}v1/classify   (an image of one of "
+        f"{shown}; resized to {spec['width']}x{spec['height']} {spec['mode']}; "
+        "no shipped sample is of this model's classes)"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Load the model, bind, print the URL and a curl line, serve until interrupted."""
     from pathlib import Path
 
-    from ..api import model_path, sample_images
+    from ..api import model_path
     from ..blas import limit_blas_threads
     from ..bundle import BundleError
     from ..errors import NbqError
@@ -183,9 +201,7 @@ def run(args: argparse.Namespace) -> int:
         f"{blas}; {allocator}",
         flush=True,
     )
-    samples = sample_images()
-    image = samples[0] if samples else "shoe.png"
-    print(f"try: curl -F image=@{image} {url}v1/classify", flush=True)
+    print(curl_hint(s.model, url), flush=True)
     try:
         server.run()
     except KeyboardInterrupt:

@@ -196,5 +196,28 @@ def run(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     last = ck["metrics"][-1] if ck.get("metrics") else {}
-    print(f"done: test accuracy {100 * last.get('test_acc', float('nan')):.2f}% -> {args.out}")
+    acc = last.get("test_acc", float("nan"))
+    print(f"done: test accuracy {100 * acc:.2f}% -> {args.out}")
+    note = short_run_note(acc, cfg.epochs)
+    if note:
+        print(note, file=sys.stderr)
     return 0
+
+
+#: Below this test accuracy after fewer than SHORT_RUN_EPOCHS epochs, ``nbq train`` says the
+#: run was too short: a 3-bit digits run reaches >= 90 % in 20 epochs
+#: (tests/test_train.py::test_digits_rg_3bit_reaches_90_and_beats_round_to_nearest), a
+#: 2-epoch one stays near 40 %.
+LOW_ACCURACY = 0.80
+SHORT_RUN_EPOCHS = 20
+
+
+def short_run_note(test_acc: float, epochs: int) -> str | None:
+    """A one-line note when a run is short and its accuracy low, else None."""
+    if not (test_acc < LOW_ACCURACY and epochs < SHORT_RUN_EPOCHS):  # NaN: no note
+        return None
+    return (
+        f"note: {100 * test_acc:.1f}% after {epochs} epoch{'s' * (epochs != 1)} says little "
+        f"about the method: short runs stay low (a 3-bit digits run reaches 90% in "
+        f"{SHORT_RUN_EPOCHS} epochs); train with --epochs {SHORT_RUN_EPOCHS} or more"
+    )
