@@ -27,7 +27,14 @@ import numpy as np
 
 from . import datapath as dp
 from . import ops, opset
-from .backends import ArmBackend, Backend, CheckingBackend, capabilities_of, get_backend
+from .backends import (
+    ArmBackend,
+    Backend,
+    CheckingBackend,
+    NetworkBackend,
+    capabilities_of,
+    get_backend,
+)
 from .bundle import Bundle, LayerSpec
 
 CONV_ENGINE = "conv-engine"
@@ -91,12 +98,13 @@ class Engine:
         self.output_name = spec.output
         self.output_frac = spec.output_frac
         self.steps = [self._compile(layer) for layer in spec.layers]
-        # optional backend capability: the whole network in one call (else layer by layer;
-        # its time counts as conv-engine in timings)
-        whole = getattr(self.backend, "compile_network", None)
-        self._network = whole and whole(
-            [(s.layer, s.spec) for s in self.steps], self.input_name, self.output_name, threads
-        )
+        # declared capability: the whole network in one call (else layer by layer; its
+        # time counts as conv-engine in timings)
+        self._network = None
+        if self.capabilities.whole_network:
+            self._network = cast(NetworkBackend, self.backend).compile_network(
+                [(s.layer, s.spec) for s in self.steps], self.input_name, self.output_name, threads
+            )
         self.timings: dict[str, float] = {}
         self.on_layer: Callable[[str, str, float], None] | None = None
 

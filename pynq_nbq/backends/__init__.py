@@ -12,7 +12,11 @@ the layers), ``capabilities`` (:class:`Capabilities`, declared, never probed) an
 * ``checks_bundle``: ``check_bundle(manifest)`` (the typed ``bundle.Manifest``)
   raises ``ValueError`` naming why it cannot run a bundle;
 * ``device``: the conv-engine layers go through the kernel's byte streams (the
-  board, or a simulation of it) rather than a CPU implementation.
+  board, or a simulation of it) rather than a CPU implementation;
+* ``whole_network``: ``compile_network(chain, input_name, output_name, threads)``
+  returns a callable that runs a whole chain of layers in one call (int16 input ->
+  int16 logits), or None when the chain is not one it can run (the engine then goes
+  layer by layer).
 
 The engine (:mod:`pynq_nbq.engine`) decides what runs where and calls them.  Every
 backend is made by :func:`get_backend` from its :class:`BackendEntry` in the registry
@@ -49,6 +53,7 @@ class Capabilities:
     arm_ops: bool = False
     checks_bundle: bool = False
     device: bool = False
+    whole_network: bool = False
 
     @property
     def where(self) -> str:
@@ -77,6 +82,14 @@ class CheckingBackend(Backend, Protocol):
     """A backend that declares ``checks_bundle``."""
 
     def check_bundle(self, manifest: Manifest) -> None: ...
+
+
+class NetworkBackend(Backend, Protocol):
+    """A backend that declares ``whole_network``."""
+
+    def compile_network(
+        self, chain: Any, input_name: str, output_name: str, threads: int
+    ) -> Callable[[np.ndarray], np.ndarray] | None: ...
 
 
 @dataclass(frozen=True)
@@ -183,7 +196,7 @@ register_backend(
     BackendEntry(
         "native",
         _native,
-        Capabilities(thread_safe=True, arm_ops=True),
+        Capabilities(thread_safe=True, arm_ops=True, whole_network=True),
         "the C kernel of pynq_nbq.native",
     )
 )
