@@ -14,8 +14,8 @@ import hashlib
 import io
 import json
 import os
+import secrets
 import shutil
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,7 +205,10 @@ def save_bundle(
     bundle = Bundle(m, {k: np.asarray(v) for k, v in arrays.items()}, root)
     validate(bundle)
     root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    # a fresh hidden sibling made with mkdir, so the bundle gets the user's umask (mkdtemp
+    # would leave the published directory mode 0700)
+    tmp = root.with_name(f".{root.name}.{secrets.token_hex(8)}")
+    tmp.mkdir()
     try:
         (tmp / ARRAYS).write_bytes(raw)
         (tmp / MANIFEST).write_text(json.dumps(m, indent=1) + "\n", encoding="utf-8")

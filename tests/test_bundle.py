@@ -259,3 +259,20 @@ def test_typed_manifest_is_parsed_once_and_frozen(tmp_path):
     with pytest.raises(dataclasses.FrozenInstanceError):
         c3.relu = False  # type: ignore[misc]
     assert B.load_bundle(tmp_path / "g").spec == spec  # same parse from disk
+
+
+def test_saved_bundle_directory_follows_the_umask(tmp_path):
+    """An exported bundle is readable by others where the umask allows (not mkdtemp's 0700)."""
+    import os
+
+    from pynq_nbq.api import model_path
+    from pynq_nbq.bundle import load_bundle, save_bundle
+
+    src = load_bundle(model_path("fmnist-svpe"))
+    old = os.umask(0o022)
+    try:
+        save_bundle(src.manifest, src.arrays, tmp_path / "copy")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "copy").stat().st_mode & 0o777 == 0o755
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
