@@ -162,19 +162,30 @@ def to_mode(img: Image.Image, mode: str) -> Image.Image:
 
 
 def _stretch_to_8bit(a: np.ndarray) -> np.ndarray:
-    """Scale values in [lo, hi] (the image's own range) to uint8 ``floor((a-lo)*255/(hi-lo))``.
+    """Scale an image's values to uint8 by **its own range** [lo, hi] (lo = its smallest,
+    hi = its largest value): ``floor((a - lo) * 255 / (hi - lo))``.
 
-    Integer images (16- and 32-bit) in exact integer arithmetic; float images in float64
-    (non-finite values count as lo).  A constant image becomes 0."""
+    Integer images (16- and 32-bit) in exact integer arithmetic; float images in float64,
+    evaluated in that order (subtract, multiply by 255, divide; IEEE round-to-nearest at
+    each step, then floor).  A constant image (hi == lo) becomes all 0.  A float image
+    with a NaN or an infinity is refused (:class:`ImageError`): it has no range.
+    (docs/datapath.md section 2.)"""
     if np.issubdtype(a.dtype, np.floating):
-        a = np.where(np.isfinite(a), a.astype(np.float64), np.nan)
-        finite = a[~np.isnan(a)]  # (nanmin's initial= needs numpy 1.22; the PYNQ images have 1.21)
-        lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 0.0)
+        a = a.astype(np.float64)
+        if not np.isfinite(a).all():
+            raise ImageError(
+                "float image with NaN or infinite values: it has no range to scale to 8 bits"
+            )
+        if a.size == 0:
+            return np.zeros(a.shape, np.uint8)
+        lo, hi = float(a.min()), float(a.max())
         if not hi > lo:
             return np.zeros(a.shape, np.uint8)
-        return np.floor(np.nan_to_num((a - lo) * (255.0 / (hi - lo)))).clip(0, 255).astype(np.uint8)
+        return np.floor((a - lo) * 255.0 / (hi - lo)).clip(0, 255).astype(np.uint8)
     v = a.astype(np.int64)
-    lo, hi = int(v.min(initial=0)), int(v.max(initial=0))
+    if v.size == 0:
+        return np.zeros(a.shape, np.uint8)
+    lo, hi = int(v.min()), int(v.max())
     if hi <= lo:
         return np.zeros(a.shape, np.uint8)
     return ((v - lo) * 255 // (hi - lo)).astype(np.uint8)
