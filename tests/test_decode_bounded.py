@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import pynq_nbq.preprocess as pp
-from pynq_nbq.preprocess import REDUCE_GAP, open_image, reduce_factor
+from pynq_nbq.preprocess import REDUCE_GAP, open_image, reduce_factor, reduce_factors
 
 
 def encode(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -61,8 +61,9 @@ def test_large_png_decodes_small_and_keeps_exif_orientation():
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
     data = encode(Image.fromarray(a, "L"), "PNG", exif=exif)
     im = open_image(data, fit=(28, 28))
-    f = reduce_factor((2400, 1200), (28, 28))
-    assert im.size == (-(-1200 // f), -(-2400 // f))  # portrait after the transpose
+    fx, fy = reduce_factors((2400, 1200), (28, 28))  # stretch: per axis
+    assert (fx, fy) == (2400 // 84, 1200 // 84)
+    assert im.size == (-(-1200 // fy), -(-2400 // fx))  # portrait after the transpose
     full = open_image(data)
     assert full.size == (1200, 2400)
     # the mark is at the top-right once rotated, in both

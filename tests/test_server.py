@@ -260,18 +260,39 @@ def test_decompression_bomb_refused_before_decoding(make_app):
     assert_still_serving(c)
 
 
-def test_large_images_decode_under_a_semaphore(make_app):
-    app = make_app(large_image_pixels=1000, large_decode_slots=1, deadline_s=0.3)
+def test_decodes_are_charged_to_one_memory_budget(make_app, monkeypatch):
+    """Each decode is charged what its header says it needs (decode_cost.decode_bytes),
+    before decoding; no room within budget_wait_s is 503, more than the budget is 413."""
+    from pynq_nbq.decode_cost import decode_bytes, read_header
+    from pynq_nbq.server import service as service_mod
+
+    app = make_app(budget_wait_s=0.2)
     svc, c = app.extensions["nbq"], app.test_client()
-    big = VALID["RGB.jpg"]  # 64 x 48 > 1000 pixels > 28 x 28
+    model = svc.served().model
+    big, small = VALID["RGB.jpg"], VALID["L.png"]
+    charge = decode_bytes(read_header(big), model.input_fit)
+    small_charge = decode_bytes(read_header(small), model.input_fit)
+    assert small_charge < charge
+    r = c.post("/v1/classify", data=big)
+    assert r.status_code == 200 and r.get_json()["image"]["decode_charge_bytes"] == charge
+    assert svc.budget.in_use == 0 and svc.budget.peak == charge
+    decodes = []
+    real = service_mod.decode_and_preprocess
+    monkeypatch.setattr(
+        service_mod, "decode_and_preprocess", lambda *a: decodes.append(1) or real(*a)
+    )
+    with svc.budget.charge(svc.budget.total - charge + 1, 0):  # room for less than `big`
+        r = c.post("/v1/classify", data=big)
+        assert_json_error(r, 503, "no room to decode")
+        assert r.headers["Retry-After"] == "1" and decodes == []  # refused before decoding
+        assert c.post("/v1/classify", data=small).status_code == 200  # small ones still fit
+    assert svc.budget.in_use == 0
     assert c.post("/v1/classify", data=big).status_code == 200
-    assert svc.large_decodes.acquire(timeout=1)  # the slot was released; now hold it
-    try:
-        assert_json_error(c.post("/v1/classify", data=big), 504, "large image")
-        assert c.post("/v1/classify", data=VALID["L.png"]).status_code == 200  # small: no slot
-    finally:
-        svc.large_decodes.release()
-    assert c.post("/v1/classify", data=big).status_code == 200
+    tight = make_app(decode_budget_bytes=charge - 1)
+    decodes.clear()
+    r = tight.test_client().post("/v1/classify", data=big)
+    assert_json_error(r, 413, "decode budget")
+    assert decodes == []
 
 
 def test_unknown_path_and_method_are_json(client):

@@ -247,9 +247,9 @@ def test_refusals_cost_no_decode(make_app, monkeypatch):
     app = make_app(backend=backend, max_queue=1, deadline_s=10, admission_wait_s=0)
     svc = app.extensions["nbq"]
     decodes = []
-    real = service_mod.open_image
+    real = service_mod.decode_and_preprocess
     monkeypatch.setattr(
-        service_mod, "open_image", lambda *a, **k: decodes.append(1) or real(*a, **k)
+        service_mod, "decode_and_preprocess", lambda *a, **k: decodes.append(1) or real(*a, **k)
     )
     c = app.test_client()
     assert "top_k" in error_of(c.post("/v1/classify?top_k=0", data=SMALL), 400)
