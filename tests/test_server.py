@@ -295,6 +295,39 @@ def test_decodes_are_charged_to_one_memory_budget(make_app, monkeypatch):
     assert decodes == []
 
 
+def test_timing_parts_sum_to_total_first_and_under_load(make_app):
+    """Every answer's parts (service.TOTAL_PARTS) add up to its total within 5 %, on a
+    fresh server's first request and with 6 clients at once (issue 22)."""
+    from pynq_nbq.server.service import TOTAL_PARTS
+
+    def check(body):
+        t = body["timings_ms"]
+        assert set(TOTAL_PARTS) | {"conv_engine", "arm", "total"} == set(t)
+        assert min(t.values()) >= -0.01, t
+        assert abs(sum(t[k] for k in TOTAL_PARTS) - t["total"]) <= 0.05 * t["total"], t
+
+    app = make_app()
+    r = app.test_client().post("/v1/classify", data=VALID["L.png"])
+    assert r.status_code == 200
+    check(r.get_json())
+    answers = []
+
+    def client(i):
+        c = app.test_client()
+        for j in range(6):
+            name = sorted(VALID)[(i + j) % len(VALID)]
+            answers.append(c.post("/v1/classify", data=VALID[name]))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(answers) == 36 and all(r.status_code == 200 for r in answers)
+    for r in answers:
+        check(r.get_json())
+
+
 def test_unknown_path_and_method_are_json(client):
     assert_json_error(client.get("/v1/nope"), 404)
     assert_json_error(client.get("/v1/classify"), 405)

@@ -90,6 +90,8 @@ class ServedModel:
         }
 
 
+#: the ``timings_ms`` parts that add up to ``total`` (conv_engine and arm split engine)
+TOTAL_PARTS = tuple(k for k in api.TIMING_KEYS if k not in ("conv_engine", "arm", "total"))
 #: a decode charged at least this much hands freed memory back to the kernel afterwards
 TRIM_ABOVE_BYTES = 8 << 20
 
