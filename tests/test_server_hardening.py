@@ -101,7 +101,9 @@ def serve(make_app):
 
     def start(**kw):
         kw = {"threads": 4, "read_timeout_s": 3, "idle_timeout_s": 5, **kw}
-        srv = make_server(make_app(), "127.0.0.1", 0, **kw)
+        app = make_app()
+        srv = make_server(app, "127.0.0.1", 0, **kw)
+        srv.nbq_service = app.extensions["nbq"]
         t = threading.Thread(target=srv.run, daemon=True)
         t.start()
         running.append((srv, t))
@@ -455,3 +457,37 @@ def test_bad_json_values_in_model_request(make_app):
             ),
             400,
         )
+
+
+# --- issue 22: pipelined slow readers ----------------------------------------------------
+def test_pipelined_slow_readers_cannot_lock_out(serve, make_app):
+    """100 connections that each send one packet of 200 pipelined GET /metrics and never
+    read: a normal client is still answered within 2 s, every time, and the server
+    renders at most ``max_pipelined`` pages per connection (issue 22: 0 of 23 probes were
+    answered, ~0.8 CPU-s a second went to pages nobody read)."""
+    from pynq_nbq.server.wsgi import MAX_PIPELINED
+    from scripts.attack_payloads import pipelined_gets
+
+    host, port, srv = serve()
+    packet = pipelined_gets(200)
+    hostile = []
+    for _ in range(100):
+        s = socket.create_connection((host, port), timeout=5)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills at once
+        s.sendall(packet)
+        hostile.append(s)
+    try:
+        took = []
+        for _ in range(5):
+            t0 = time.monotonic()
+            assert classify_once(host, port, timeout_s=5) == 200
+            took.append(time.monotonic() - t0)
+        assert max(took) < 2.0, took
+        svc = srv.nbq_service
+        rendered = svc.metrics.value(
+            "nbq_http_requests_total", endpoint="/metrics", method="GET", status="200"
+        )
+        assert rendered <= 100 * MAX_PIPELINED, rendered
+    finally:
+        for s in hostile:
+            s.close()
