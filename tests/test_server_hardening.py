@@ -395,6 +395,14 @@ def test_many_multipart_parts_say_so(make_app):
     form["image"] = (io.BytesIO(SMALL), "x.png")
     msg = error_of(c.post("/v1/classify", data=form), 413)
     assert "multipart form parts" in msg and "16" in msg
+    # issue 22: a 600 KB text field in a 2-part form is not "too many parts"
+    two = {"note": "n" * 600_000, "image": (io.BytesIO(SMALL), "x.png")}
+    assert c.post("/v1/classify", data=two).status_code == 200
+    text_only = c.post(
+        "/v1/classify", data={"note": "n" * 600_000}, content_type="multipart/form-data"
+    )
+    msg = error_of(text_only, 400)
+    assert "no 'image' field" in msg and "note" in msg
     big = {"image": (io.BytesIO(b"\0" * (2 * 2**20)), "x.png")}
     assert "body too large" in error_of(
         make_app(max_body_bytes=2**20).test_client().post("/v1/classify", data=big), 413
