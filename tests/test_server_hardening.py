@@ -499,3 +499,72 @@ def test_pipelined_slow_readers_cannot_lock_out(serve, make_app):
     finally:
         for s in hostile:
             s.close()
+
+
+# --- issue 22: hostile bundles -------------------------------------------------------------
+def test_hostile_bundles_are_refused_quickly_and_name_relative_paths(tmp_path, monkeypatch):
+    """A zip bomb (declared sizes over the limit), manifest.json as a symlink to /dev/zero
+    or out of the directory, FIFOs: 422 within seconds, the current model keeps serving,
+    no message names the models directory's absolute path."""
+    import pynq_nbq.safe_files as sf
+    from pynq_nbq.server import ServerConfig, create_app
+    from scripts.attack_payloads import hostile_bundles
+
+    models = tmp_path / "models"
+    models.mkdir()
+    random_bundle(models / "good", "svpe", seed=3)
+    made = hostile_bundles(models, models / "good", bomb_mb=8)
+    monkeypatch.setattr(sf, "MAX_ARRAYS_BYTES", 4 << 20)  # CI size: an 8 MB "bomb"
+    app = create_app(
+        ServerConfig(model=str(models / "good"), models_dir=models, token="t", power="off")
+    )
+    try:
+        c = app.test_client()
+        auth = {"Authorization": "Bearer t"}
+        for name, what in made.items():
+            t0 = time.monotonic()
+            r = c.post("/v1/model", json={"name": name}, headers=auth)
+            took = time.monotonic() - t0
+            msg = error_of(r, 422)
+            assert took < 5, (name, took)
+            assert str(models) not in msg and str(models.resolve()) not in msg, msg
+            assert f"{name}/" in msg, (what, msg)  # named relative to the models directory
+            expect = {
+                "bomb": "declare",
+                "zero-manifest": "symlink out of",
+                "escaping-link": "symlink out of",
+                "fifo-manifest": "not a regular file",
+                "fifo-arrays": "not a regular file",
+            }[name]
+            assert expect in msg, (what, msg)
+        assert c.post("/v1/classify", data=SMALL).status_code == 200
+        assert c.get("/v1/model").get_json()["id"] == "good"
+    finally:
+        app.extensions["nbq"].close()
+
+
+def test_safe_files_bound_reads_and_declared_sizes(tmp_path):
+    import zipfile
+
+    from pynq_nbq.safe_files import UnsafeFile, check_npz, read_regular
+
+    (tmp_path / "a.txt").write_bytes(b"x" * 100)
+    assert read_regular(tmp_path, "a.txt", 100) == b"x" * 100
+    with pytest.raises(UnsafeFile, match="more than the limit"):
+        read_regular(tmp_path, "a.txt", 99)
+    with pytest.raises(UnsafeFile, match="not a regular file"):
+        read_regular(tmp_path, ".", 100)
+    buf = io.BytesIO()
+    np.savez(buf, w=np.zeros(10, np.int16))
+    assert check_npz(buf.getvalue()) == zipfile.ZipFile(buf).infolist()[0].file_size
+    with pytest.raises(UnsafeFile, match="declare"):
+        check_npz(buf.getvalue(), max_total=10)
+    lying = io.BytesIO()  # an .npy header claiming far more than its member holds
+    with zipfile.ZipFile(lying, "w") as zf:
+        hdr = io.BytesIO()
+        np.lib.format.write_array_header_1_0(
+            hdr, {"descr": "<i2", "fortran_order": False, "shape": (10**9,)}
+        )
+        zf.writestr("w.npy", hdr.getvalue() + b"\0" * 20)
+    with pytest.raises(UnsafeFile, match="declares"):
+        check_npz(lying.getvalue())

@@ -38,6 +38,7 @@ from ..decode_cost import (
 )
 from ..errors import NbqError
 from ..preprocess import ImageError, ImageTooLarge, preprocess
+from ..safe_files import UnsafeFile, check_bundle_files
 from . import errors, memory
 from .budget import BudgetBusy, MemoryBudget, OverBudget
 from .config import ServerConfig
@@ -201,9 +202,10 @@ class Service:
         leaves the current model serving (422 names the field at fault)."""
         path = resolve_model_dir(self.config.models_dir, name)
         try:
+            check_bundle_files(path.parent, path.name)  # regular files, declared sizes
             bundle = load_bundle(path)
-        except BundleError as exc:
-            msg = str(exc).replace(str(path), path.name)
+        except (BundleError, UnsafeFile) as exc:
+            msg = relative_paths(str(exc), path)
             raise errors.Unprocessable(
                 f"bundle refused, the current model keeps serving: {msg}"
             ) from None
@@ -211,7 +213,7 @@ class Service:
             log.exception("load_bundle(%s) failed outside its checks", path.name)
             raise errors.Unprocessable(
                 f"bundle refused, the current model keeps serving: unreadable manifest "
-                f"({type(exc).__name__}: {str(exc)[:200]})"
+                f"({type(exc).__name__}: {relative_paths(str(exc), path)[:200]})"
             ) from None
         try:
             served = self.swap(bundle, path.name, self.config.swap_timeout_s)
@@ -223,7 +225,7 @@ class Service:
             log.warning("building %s failed: %r", path.name, exc)
             raise errors.Unprocessable(
                 f"model could not be loaded, the current model keeps serving: "
-                f"{type(exc).__name__}: {str(exc)[:300]}"
+                f"{type(exc).__name__}: {relative_paths(str(exc), path)[:300]}"
             ) from None
         log.info("now serving %s (%s)", served.bundle_id, served.manifest["datapath"])
         return served
@@ -560,6 +562,14 @@ def resolve_model_dir(models_dir: Path, name: Any) -> Path:
             f"no model {name!r} in the models directory (available: {available_models(models_dir)})"
         )
     return path
+
+
+def relative_paths(message: str, bundle_dir: Path) -> str:
+    """``message`` with the models directory's absolute path taken out (paths are named
+    relative to it: ``bundle/manifest.json``)."""
+    for root in {str(bundle_dir.parent), str(bundle_dir.parent.resolve())}:
+        message = message.replace(root.rstrip("/") + "/", "").replace(root, ".")
+    return message
 
 
 def available_models(models_dir: Path) -> list[str]:
