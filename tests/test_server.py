@@ -25,9 +25,9 @@ from PIL import Image
 from server_support import GatedBackend, app_factory, wait_for
 
 from pynq_nbq import api, cli
+from pynq_nbq import rails as pw
 from pynq_nbq.backends import get_backend
 from pynq_nbq.server import ServerConfig, create_app, is_loopback
-from pynq_nbq.server import power as pw
 from pynq_nbq.testing import random_bundle
 
 prom_parser = pytest.importorskip("prometheus_client.parser")

@@ -22,7 +22,7 @@ from typing import Any
 
 from .. import __version__
 from ..kernel.design import PE_KINDS, PL_CLOCK_MHZ, bitstream_name
-from ..server.power import board_compatible
+from ..rails import board_compatible
 
 #: backends that run every layer on the CPU (their timings on a board are the ARM's)
 CPU_BACKENDS = ("numpy", "native")

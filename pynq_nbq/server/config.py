@@ -10,7 +10,7 @@ from typing import Any
 from .. import api
 from ..backends import Backend
 from ..preprocess import MAX_PIXELS
-from .power import MIN_ENERGY_WINDOW_S, RailSource
+from ..rails import MIN_ENERGY_WINDOW_S, RailSource
 
 #: the default decode budget (bytes): 640 MiB
 DECODE_BUDGET_BYTES = 640 << 20

@@ -38,12 +38,12 @@ from ..decode_cost import (
 )
 from ..errors import NbqError
 from ..preprocess import ImageError, ImageTooLarge, preprocess
+from ..rails import MIN_ENERGY_WINDOW_S, PowerSampler, modelled_energy, open_power_source
 from ..safe_files import UnsafeFile, check_bundle_files
 from . import errors, memory
 from .budget import BudgetBusy, MemoryBudget, OverBudget
 from .config import ServerConfig
 from .metrics import ServerMetrics, gauge, labelled_counter, labelled_gauge
-from .power import MIN_ENERGY_WINDOW_S, PowerSampler, modelled_energy, open_power_source
 from .worker import DeadlineExceeded, DeviceWorker, QueueFull, Reservation
 
 log = logging.getLogger("pynq_nbq.server")
