@@ -20,7 +20,7 @@ nothing, or a request body one byte a minute, lock everyone else out (issue 15).
 * a **pipelining cap** (issue 22): a connection may have at most ``max_pipelined``
   requests waiting (:data:`MAX_PIPELINED`); the ones beyond are dropped unread and the
   connection is closed once the kept ones are answered, so one packet of 200 pipelined
-  ``GET /metrics`` costs 4 renders, not 200;
+  ``GET /metrics`` costs 2 renders, not 200;
 * a **write deadline** (``write_timeout_s``): a connection whose answers have waited
   unsent for that long (a client that does not read, or reads 64 bytes a second) is
   closed.
@@ -46,7 +46,7 @@ CONNECTION_LIMIT = 100  #: open connections (waitress's default)
 IDLE_TIMEOUT_S = 30  #: an idle keep-alive connection is closed after this (s)
 READ_TIMEOUT_S = 30  #: a request must be fully received this long after its first byte (s)
 WRITE_TIMEOUT_S = 30  #: answers left unsent this long (the client does not read) close it (s)
-MAX_PIPELINED = 4  #: requests one connection may have waiting; more are dropped, then close
+MAX_PIPELINED = 2  #: requests one connection may have waiting; more are dropped, then close
 STALL_S = 1.0  #: unsent output and nothing sent for this long: a stalled reader (s)
 
 
