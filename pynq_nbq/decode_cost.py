@@ -116,7 +116,14 @@ def read_header(data: bytes) -> Header:
         raise ImageError(
             f"not an image in an accepted format ({', '.join(ACCEPTED_FORMATS)})"
         ) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except ValueError as exc:
+        if "MAX_TEXT" in str(exc):  # Pillow's caps on PNG text and ICC chunks
+            raise ImageError(
+                f"image metadata too large: PNG text chunks are capped at "
+                f"{MAX_TEXT_CHUNK >> 10} KiB each and {MAX_TEXT_MEMORY >> 10} KiB in all ({exc})"
+            ) from None
+        raise ImageError(f"broken image header: {exc}") from None
+    except (OSError, SyntaxError, EOFError) as exc:
         raise ImageError(f"broken image header: {exc}") from None
     return Header(fmt, mode, int(w), int(h), len(data))
 

@@ -568,3 +568,59 @@ def test_safe_files_bound_reads_and_declared_sizes(tmp_path):
         zf.writestr("w.npy", hdr.getvalue() + b"\0" * 20)
     with pytest.raises(UnsafeFile, match="declares"):
         check_npz(lying.getvalue())
+
+
+# --- issue 22: attack classes, CI size ------------------------------------------------------
+EXPECTED = {
+    "container": (415, "ICO images are not accepted"),
+    "aspect-tall": (200, None),
+    "aspect-wide": (200, None),
+    "webp-lossy": (200, None),
+    "webp-lossless": (200, None),
+    "progressive-jpeg": (200, None),
+    "tiff": (200, None),
+    "metadata": (400, "metadata too large"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_attack_classes_small_scale(make_app, name):
+    """Each generator of scripts/attack_payloads.py at 1 % scale: the status, the charge
+    the answer reports (decode_cost.decode_bytes of its header), the decoded size bounded
+    by the shrink, and the budget empty afterwards (issue 22)."""
+    from pynq_nbq.decode_cost import decode_bytes, read_header
+    from pynq_nbq.preprocess import shrink_target
+    from scripts.attack_payloads import IMAGE_CLASSES
+
+    app = make_app()
+    svc, c = app.extensions["nbq"], app.test_client()
+    data = IMAGE_CLASSES[name](0.01)
+    r = c.post("/v1/classify", data=data)
+    status, words = EXPECTED[name]
+    if status != 200:
+        assert words in error_of(r, status)
+    else:
+        assert r.status_code == 200, r.get_json()
+        info = r.get_json()["image"]
+        fit = svc.served().model.input_fit
+        assert info["decode_charge_bytes"] == decode_bytes(read_header(data), fit)
+        n = shrink_target(fit)
+        assert max(info["decoded_width"], info["decoded_height"]) < 2 * n
+    assert svc.budget.in_use == 0
+
+
+def test_webp_at_the_pixel_limit_is_over_the_budget(make_app):
+    """A 40 Mpixel WebP is charged more than the default 640 MiB budget: 413 before any
+    decoding, named so (the header alone is read)."""
+    from pynq_nbq.decode_cost import Header, decode_bytes
+    from pynq_nbq.server.config import DECODE_BUDGET_BYTES
+
+    h = Header("WEBP", "RGB", 6324, 6324, 2000)
+    assert decode_bytes(h, (28, 28)) > DECODE_BUDGET_BYTES
+    assert decode_bytes(Header("WEBP", "RGB", 6000, 6000, 2000), (28, 28)) < DECODE_BUDGET_BYTES
+    buf = io.BytesIO()
+    Image.new("RGB", (400, 400)).save(buf, "WEBP", lossless=True)
+    app = make_app(decode_budget_bytes=decode_bytes(Header("WEBP", "RGB", 400, 400, 0), (28, 28)))
+    assert "decode budget" in error_of(
+        app.test_client().post("/v1/classify", data=buf.getvalue()), 413
+    )
