@@ -245,6 +245,10 @@ def summarize(
     over = [x["total"] - x["engine"] for x in t]
     over_nq = [x["total"] - x["engine"] - x["queue"] for x in t]
     lat = [r["latency_ms"] for r in ok]
+    from pynq_nbq.server.service import TOTAL_PARTS
+
+    # how far the parts of each answer are from its total (issue 22: must be within 5 %)
+    gap = [abs(sum(x[k] for k in TOTAL_PARTS) - x["total"]) / x["total"] for x in t if x["total"]]
     out: dict[str, Any] = {
         "requests": len(records),
         "ok": len(ok),
@@ -265,6 +269,7 @@ def summarize(
         "overhead_p99_ms": _pct(over, 99),
         "overhead_excl_queue_p50_ms": _pct(over_nq, 50),
         "overhead_excl_queue_p99_ms": _pct(over_nq, 99),
+        "parts_vs_total_worst": round(max(gap), 6) if gap else None,
     }
     if wall_s:
         out["wall_s"] = round(wall_s, 3)

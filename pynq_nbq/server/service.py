@@ -291,6 +291,11 @@ class Service:
         finally:
             if cost >= TRIM_ABOVE_BYTES:
                 memory.release_free_memory()
+        if time.monotonic() >= adm.deadline:  # do not queue work that can only be dropped
+            raise errors.Timeout(
+                f"deadline passed while decoding ({1e3 * tl.elapsed:.0f} ms since arrival; "
+                f"deadline {self.config.deadline_s:g} s)"
+            )
         info = {**header.as_info(), **info, "decode_charge_bytes": cost}
         return x, info
 
