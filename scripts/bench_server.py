@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale", type=float, default=1.0, help="--attacks: size of the images")
     ap.add_argument("--classes", default=None, help="--attacks: comma list of image classes")
     ap.add_argument("--bomb-mb", type=int, default=1500, help="--attacks: zip bomb size")
+    ap.add_argument(
+        "--deadline-s", type=float, default=None, help="--attacks: the server's --deadline-s"
+    )
     args = ap.parse_args(argv)
     print(f"command: {' '.join(['python', 'scripts/bench_server.py', *sys.argv[1:]])}")
     if args.attacks:
@@ -152,7 +155,8 @@ def attacks(args: argparse.Namespace) -> dict:
     if model is None:
         model = str(api.model_path(api.DEFAULT_MODEL))
     classes = args.classes.split(",") if args.classes else None
-    img = image_attack_bench(model, classes, args.scale)
+    extra = () if args.deadline_s is None else ("--deadline-s", str(args.deadline_s))
+    img = image_attack_bench(model, classes, args.scale, server_args=extra)
     slow = [slow_reader_bench(model), slow_reader_bench(model, trickle=True)]
     bund = bundle_attack_bench(model, args.bomb_mb)
     print(f"server: {img['server']}")

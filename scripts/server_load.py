@@ -505,18 +505,21 @@ def image_attack_bench(
     concurrency: int = 9,
     rounds: int = 2,
     settle_s: float = 1.0,
+    server_args: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Peak RSS (VmHWM, reset before each class) of one ``nbq serve`` process with its
     default limits while ``concurrency`` clients send ``rounds`` x ``concurrency``
     requests of each attack class of ``scripts/attack_payloads.py`` at ``scale``; the RSS
-    ``settle_s`` after each class, the statuses, and a normal probe's latency after it."""
+    ``settle_s`` after each class, the statuses, and a normal probe's latency after it.
+    ``server_args``: extra ``nbq serve`` options (e.g. a longer ``--deadline-s``, so that
+    every decode runs to the end: the worst case for memory)."""
     from scripts import attack_payloads as ap
 
     names = classes or list(ap.IMAGE_CLASSES)
     bodies = {n: ap.IMAGE_CLASSES[n](scale) for n in names}
     small = sample_payloads()[0][1]
     out: dict[str, Any] = {"scale": scale, "concurrency": concurrency, "classes": {}}
-    with spawn_server(model, "--power", "off") as srv:
+    with spawn_server(model, "--power", "off", *server_args) as srv:
         run_load(srv.url, [("small", small)], 20, 1)
         out["server"] = srv.banner[:2]
         out["rss_idle_mb"] = _mb(srv.rss_bytes())
