@@ -5,9 +5,10 @@ the power sampler and the metrics.  A classification goes
 
 1. :meth:`Service.admit` - parameters checked and a place in the device queue reserved,
    before anything is decoded (so overload costs no decode);
-2. :meth:`Service.classify` - header check (pixels), decode (large images under a
-   bounded number of slots, at reduced size), preprocess, inference on the device
-   thread, the answer as a dict.
+2. :meth:`Service.classify` - header check (format allow-list, pixels), the decode's
+   memory charged to the :class:`~.budget.MemoryBudget` (waiting for room), decode at
+   reduced size, preprocess, inference on the device thread, the answer as JSON text
+   whose ``timings_ms`` parts (a :class:`Timeline`) add up to its ``total``.
 
 Failures raise :mod:`.errors` exceptions carrying their HTTP status.
 """
