@@ -471,8 +471,9 @@ def test_bad_json_values_in_model_request(make_app):
 def test_pipelined_slow_readers_cannot_lock_out(serve, make_app):
     """100 connections that each send one packet of 200 pipelined GET /metrics and never
     read: a normal client is still answered within 2 s, every time, and the server
-    renders at most ``max_pipelined`` pages per connection (issue 22: 0 of 23 probes were
-    answered, ~0.8 CPU-s a second went to pages nobody read)."""
+    renders a few pages per connection, not 200 (issue 22: 0 of 23 probes were
+    answered, ~0.8 CPU-s a second went to pages nobody read).  Without the cap the normal
+    client is reset (checked by hand with max_pipelined=100000)."""
     from pynq_nbq.server.wsgi import MAX_PIPELINED
     from scripts.attack_payloads import pipelined_gets
 
@@ -495,7 +496,9 @@ def test_pipelined_slow_readers_cannot_lock_out(serve, make_app):
         rendered = svc.metrics.value(
             "nbq_http_requests_total", endpoint="/metrics", method="GET", status="200"
         )
-        assert rendered <= 100 * MAX_PIPELINED, rendered
+        # at most MAX_PIPELINED waiting at once; a packet split across two reads can let
+        # one more through before the cap closes the connection: a few pages, never 200
+        assert rendered <= 100 * (MAX_PIPELINED + 1), rendered
     finally:
         for s in hostile:
             s.close()
