@@ -28,8 +28,8 @@ from PIL import Image, UnidentifiedImageError
 from .preprocess import (
     ImageError,
     ImageTooLarge,
-    _pillow_formats,
     jpeg_draft_scale,
+    pillow_formats,
     reduce_factors,
     reduced_size,
     tile_shape,
@@ -108,7 +108,7 @@ def read_header(data: bytes) -> Header:
             f"once decoded; send one of {', '.join(ACCEPTED_FORMATS)}"
         )
     try:
-        with Image.open(io.BytesIO(data), formats=_pillow_formats(ACCEPTED_FORMATS)) as im:
+        with Image.open(io.BytesIO(data), formats=pillow_formats(ACCEPTED_FORMATS)) as im:
             (w, h), fmt, mode = im.size, str(im.format), im.mode
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(f"image too large: {exc}") from None

@@ -153,7 +153,7 @@ def open_image(
             # Image.open reads only the header: refuse bombs before decoding.  (MAX_PIXELS
             # is below Pillow's own warning threshold, so no global warning filter is
             # needed, which would not be thread-safe under a threaded server.)
-            img = Image.open(fp, formats=_pillow_formats(formats))
+            img = Image.open(fp, formats=pillow_formats(formats))
             w, h = img.size
             if w * h > max_pixels:
                 raise ImageTooLarge(f"image too large: {w}x{h} pixels (limit {max_pixels})")
@@ -180,7 +180,7 @@ def open_image(
         return img
 
 
-def _pillow_formats(formats: tuple[str, ...] | None) -> list[str] | None:
+def pillow_formats(formats: tuple[str, ...] | None) -> list[str] | None:
     """``formats`` as Pillow's ``open`` takes them (MPO is found by its JPEG opener)."""
     if formats is None:
         return None
