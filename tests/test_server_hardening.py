@@ -627,3 +627,23 @@ def test_webp_at_the_pixel_limit_is_over_the_budget(make_app):
     assert "decode budget" in error_of(
         app.test_client().post("/v1/classify", data=buf.getvalue()), 413
     )
+
+
+def test_write_deadline_closes_a_connection_that_does_not_read(serve):
+    """Answers left unsent for write_timeout_s (the client never reads) close the
+    connection, so its buffers are freed (issue 22)."""
+    from scripts.attack_payloads import pipelined_gets
+
+    host, port, srv = serve(write_timeout_s=1, connection_limit=1000, max_pipelined=50)
+    s = socket.create_connection((host, port), timeout=5)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    wait_for(lambda: len(srv.active_channels) == 1)
+    (ch,) = list(srv.active_channels.values())
+    ch.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2048)  # so output stays queued
+    s.sendall(pipelined_gets(40))  # 40 /metrics pages, ~330 KB, never read
+    wait_for(lambda: ch.total_outbufs_len > 0, 5)
+    t0 = time.monotonic()
+    wait_for(lambda: not srv.active_channels, 8)
+    assert time.monotonic() - t0 < 6
+    s.close()
+    assert classify_once(host, port) == 200

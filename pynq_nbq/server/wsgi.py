@@ -104,7 +104,17 @@ class HardenedServer(TcpWSGIServer):
             elif ch.unsent_since is None:
                 ch.unsent_since = mono
             elif mono - ch.unsent_since > self.write_timeout_s:
-                ch.will_close = True
+                # not will_close: that is acted on when the socket turns writable, which a
+                # client that does not read never lets happen
+                self.close_soon(ch)
+
+    def close_soon(self, ch: HTTPChannel) -> None:
+        """Close ``ch`` from the main loop right after its current poll (closing it while
+        the loop is collecting sockets to poll would hand the poll a closed descriptor)."""
+        if not getattr(ch, "closing_soon", False):
+            ch.closing_soon = True
+            ch.will_close = True
+            self.trigger.pull_trigger(ch.handle_close)
 
     def readable(self) -> bool:
         if len(self._map) >= self.adj.connection_limit:
@@ -131,7 +141,10 @@ class HardenedServer(TcpWSGIServer):
         stalled.sort(key=lambda c: c.last_activity)
         victims = (idle + stalled)[:excess]
         for c in victims:
-            c.will_close = True
+            if c.total_outbufs_len:
+                self.close_soon(c)  # its socket will not turn writable
+            else:
+                c.will_close = True
         return len(victims)
 
 
