@@ -276,6 +276,8 @@ def test_decodes_are_charged_to_one_memory_budget(make_app, monkeypatch):
     r = c.post("/v1/classify", data=big)
     assert r.status_code == 200 and r.get_json()["image"]["decode_charge_bytes"] == charge
     assert svc.budget.in_use == 0 and svc.budget.peak == charge
+    assert svc.metrics.value("nbq_decode_budget_peak_bytes") == charge
+    assert svc.metrics.value("nbq_decode_budget_bytes") == svc.budget.total
     decodes = []
     real = service_mod.decode_and_preprocess
     monkeypatch.setattr(

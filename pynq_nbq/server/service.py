@@ -456,6 +456,26 @@ class Service:
                 self.worker.waiting,
             ),
             gauge("nbq_queue_limit", "Most jobs allowed to wait.", self.config.max_queue),
+            gauge(
+                "nbq_decode_budget_bytes",
+                "Memory all image decodes at once may be charged (bytes).",
+                self.budget.total,
+            ),
+            gauge(
+                "nbq_decode_budget_in_use_bytes",
+                "Memory charged to the decodes running now (bytes, from their headers).",
+                self.budget.in_use,
+            ),
+            gauge(
+                "nbq_decode_budget_peak_bytes",
+                "Most memory charged to decodes at once since start (bytes).",
+                self.budget.peak,
+            ),
+            gauge(
+                "nbq_decode_budget_waiting",
+                "Requests waiting for room in the decode budget.",
+                self.budget.waiting,
+            ),
         ]
         if s is not None:
             out.append(
