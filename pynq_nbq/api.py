@@ -23,10 +23,14 @@ from .preprocess import open_image, preprocess
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 #: the keys of ``timings_ms`` (milliseconds), the same in the API and the server's answers:
-#: decode (Pillow), preprocess (convert/resize/invert), queue (server only: waiting for
-#: the device), quantize (pixels -> int16), engine (all layers; its conv_engine and arm
-#: parts), postprocess (softmax, arg-max), total
+#: decode (Pillow), preprocess (convert/resize/invert), quantize (pixels -> int16), engine
+#: (all layers; its conv_engine and arm parts), postprocess (softmax, arg-max), total; and
+#: in the server's answers only (:data:`SERVER_TIMING_KEYS`): read (the request body),
+#: admission (waiting for a queue place and for decode memory), queue (waiting for the
+#: device), handoff (between threads), respond (building and encoding the answer)
 TIMING_KEYS = (
+    "read",
+    "admission",
     "decode",
     "preprocess",
     "queue",
@@ -35,8 +39,11 @@ TIMING_KEYS = (
     "conv_engine",
     "arm",
     "postprocess",
+    "handoff",
+    "respond",
     "total",
 )
+SERVER_TIMING_KEYS = ("read", "admission", "queue", "handoff", "respond")
 DEFAULT_MODEL = "fmnist-svpe"
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 
@@ -143,6 +150,17 @@ class Model:
         this needs (``preprocess.open_image(fit=...)``)."""
         return self.spec.input.width, self.spec.input.height
 
+    def open_image(self, image, max_pixels: int | None = None, formats=None):
+        """Decode ``image`` (bytes, a path or a PIL image) no larger than this model's
+        input needs (``preprocess.open_image`` with its ``fit`` and ``resize``)."""
+        return open_image(
+            image,
+            fit=self.input_fit,
+            max_pixels=max_pixels,
+            resize=self.input_spec.get("resize", "stretch"),
+            formats=formats,
+        )
+
     @property
     def backend_name(self) -> str:
         return self.engine.backend.name
@@ -155,7 +173,7 @@ class Model:
     def preprocess(self, image) -> np.ndarray:
         """bytes, a path or a PIL image -> uint8 pixels (C, H, W); decoded no larger
         than the input needs (``open_image(fit=...)``)."""
-        return preprocess(open_image(image, fit=self.input_fit), self.input_spec)
+        return preprocess(self.open_image(image), self.input_spec)
 
     def predict(self, batch: np.ndarray) -> Prediction:
         """uint8 pixels (N, C, H, W) (exact, as :meth:`preprocess` gives them) or
@@ -191,7 +209,7 @@ class Model:
     def classify(self, images: list) -> Prediction:
         """Decode, preprocess and classify images (bytes, paths or PIL images)."""
         t0 = time.perf_counter()
-        decoded = [open_image(im, fit=self.input_fit) for im in images]
+        decoded = [self.open_image(im) for im in images]
         t1 = time.perf_counter()
         batch = np.stack([preprocess(im, self.input_spec) for im in decoded])
         t2 = time.perf_counter()

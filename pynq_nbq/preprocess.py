@@ -49,43 +49,100 @@ _CONVERT_BEFORE_REDUCE = {"1": "L", "P": "RGBA", "PA": "RGBA", "I;16": "I", "I;1
 _CONVERT_BEFORE_REDUCE["I;16L"] = "I"
 #: pixels per strip when shrinking (bounds the transient copy: 16 MB for RGBA)
 STRIP_PIXELS = 4_000_000
+#: JPEG DCT scales Pillow's ``draft`` chooses from (libjpeg decodes at 1/s)
+JPEG_SCALES = (8, 4, 2, 1)
+
+
+def shrink_target(fit: tuple[int, int]) -> int:
+    """The side (pixels) an image is not shrunk below: ``REDUCE_GAP`` x the larger side of
+    ``fit`` (the model's input, w, h); the same on both axes, so it survives EXIF rotation."""
+    return REDUCE_GAP * max(int(fit[0]), int(fit[1]), 1)
+
+
+def jpeg_draft_scale(size: tuple[int, int], fit: tuple[int, int] | None) -> int:
+    """The DCT scale ``s`` a JPEG of ``size`` (w, h) is decoded at (1/s per axis): the
+    largest of 8, 4, 2, 1 with ``s <= min(w // n, h // n)``, n = :func:`shrink_target`;
+    what Pillow's ``draft(None, (n, n))`` picks.  The decoded size is ``ceil(w/s)`` x
+    ``ceil(h/s)``."""
+    if fit is None:
+        return 1
+    n = shrink_target(fit)
+    scale = min(size[0] // n, size[1] // n)
+    return next(s for s in JPEG_SCALES if scale >= s or s == 1)
+
+
+def reduce_factors(
+    size: tuple[int, int], fit: tuple[int, int] | None, resize: str = "stretch"
+) -> tuple[int, int]:
+    """The integer box-reduce factors (fx, fy) for an image of ``size`` (w, h) as decoded;
+    (1, 1) = keep.  n = :func:`shrink_target`:
+
+    * ``stretch``: per axis, ``fx = max(1, w // n)``, ``fy = max(1, h // n)`` (the resize
+      ignores the aspect ratio anyway, and a 1 x 39,000,000 image shrinks to 1 x 84
+      instead of being resized from its full size);
+    * ``center-crop``: one factor for both axes, ``max(1, min(w, h) // n)``, so the aspect
+      ratio, and with it the crop box, is kept.
+
+    After the reduce every side that was shrunk is in [n, 2n) (docs/datapath.md section 2)."""
+    if fit is None:
+        return 1, 1
+    n = shrink_target(fit)
+    if resize == "center-crop":
+        f = max(1, min(size) // n)
+        return f, f
+    return max(1, size[0] // n), max(1, size[1] // n)
 
 
 def reduce_factor(size: tuple[int, int], fit: tuple[int, int] | None) -> int:
-    """The integer factor an image of ``size`` (w, h) can be shrunk by while both sides stay
-    >= ``REDUCE_GAP`` x the larger side of ``fit`` (the model's input, w, h); 1 = keep.
+    """The single factor of ``center-crop`` (:func:`reduce_factors`)."""
+    return reduce_factors(size, fit, "center-crop")[0]
 
-    The same factor serves ``stretch`` and ``center-crop`` and survives an EXIF rotation,
-    because it compares the shorter image side with the longer target side."""
-    if fit is None:
-        return 1
-    need = REDUCE_GAP * max(int(fit[0]), int(fit[1]), 1)
-    return max(1, min(size) // need)
+
+def reduced_size(size: tuple[int, int], factors: tuple[int, int]) -> tuple[int, int]:
+    """Pillow's ``reduce`` output size: ``ceil(w / fx)`` x ``ceil(h / fy)`` (the last,
+    partial block of a row or column averages the pixels it has)."""
+    return -(-size[0] // factors[0]), -(-size[1] // factors[1])
+
+
+def tile_shape(size: tuple[int, int], factors: tuple[int, int]) -> tuple[int, int]:
+    """The (columns, rows) of the tiles :func:`_shrink` reduces one at a time: whole
+    ``fx`` x ``fy`` blocks, ~:data:`STRIP_PIXELS` or fewer unless one block is larger."""
+    w, h = size
+    fx, fy = factors
+    step_y = fy * max(1, STRIP_PIXELS // (w * fy))  # rows per strip
+    step_x = fx * max(1, STRIP_PIXELS // (min(step_y, h) * fx))  # and columns (wide images)
+    return min(step_x, w), min(step_y, h)
 
 
 def open_image(
     source: bytes | str | os.PathLike | Image.Image,
     fit: tuple[int, int] | None = None,
     max_pixels: int | None = None,
+    resize: str = "stretch",
+    formats: tuple[str, ...] | None = None,
 ) -> Image.Image:
     """Decode ``source`` (bytes, a path or a PIL image), refusing bombs and truncated files,
     and apply its EXIF orientation.
 
-    ``fit`` = (width, height) of the model's input: the image is decoded no larger than it
-    must be (memory is what a 4 GB board runs out of first).  JPEG decodes at 1/2, 1/4 or
-    1/8 scale in the decoder itself (Pillow's ``draft``); other formats decode in full and
-    are shrunk at once by an integer box ``reduce`` (:func:`reduce_factor`), so the large
-    raster lives only for the decode.  ``max_pixels`` bounds the pixels the header may
-    declare (decompression bombs; default :data:`MAX_PIXELS`), checked before decoding."""
+    ``fit`` = (width, height) of the model's input and ``resize`` its resize mode: the
+    image is decoded no larger than it must be (memory is what a 4 GB board runs out of
+    first).  JPEG decodes at 1/2, 1/4 or 1/8 scale in the decoder itself
+    (:func:`jpeg_draft_scale`, Pillow's ``draft``); then every format is shrunk at once by
+    an integer box ``reduce`` (:func:`reduce_factors`), so the large raster lives only for
+    the decode.  ``max_pixels`` bounds the pixels the header may declare (decompression
+    bombs; default :data:`MAX_PIXELS`), checked before decoding.  ``formats``: the Pillow
+    format names accepted (None: any Pillow reads); others are :class:`ImageError`."""
     if max_pixels is None:
         max_pixels = MAX_PIXELS
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"unknown resize mode {resize!r} (one of {RESIZE_MODES})")
     if isinstance(source, Image.Image):
         img = source
     else:
         if isinstance(source, (bytes, bytearray, memoryview)):
             if len(source) == 0:
                 raise ImageError("empty image data")
-            fp: io.BytesIO | Path = io.BytesIO(bytes(source))
+            fp: io.BytesIO | Path = io.BytesIO(source)
         else:
             fp = Path(source)
             if fp.is_dir():
@@ -96,20 +153,24 @@ def open_image(
             # Image.open reads only the header: refuse bombs before decoding.  (MAX_PIXELS
             # is below Pillow's own warning threshold, so no global warning filter is
             # needed, which would not be thread-safe under a threaded server.)
-            img = Image.open(fp)
+            img = Image.open(fp, formats=pillow_formats(formats))
             w, h = img.size
             if w * h > max_pixels:
                 raise ImageTooLarge(f"image too large: {w}x{h} pixels (limit {max_pixels})")
             if fit is not None and img.format == "JPEG":
-                need = REDUCE_GAP * max(fit)
-                img.draft(None, (need, need))  # DCT scaling: never below the request
+                n = shrink_target(fit)
+                img.draft(None, (n, n))  # DCT scaling: jpeg_draft_scale
             img.load()
-            img = _shrink(img, reduce_factor(img.size, fit))
+            img = _shrink(img, reduce_factors(img.size, fit, resize))
         except ImageError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ImageTooLarge(f"image too large: {exc}") from exc
         except UnidentifiedImageError as exc:
+            if formats is not None:
+                raise ImageError(
+                    f"not an image in an accepted format ({', '.join(formats)})"
+                ) from exc
             raise ImageError("not an image Pillow can read") from exc
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise ImageError(f"broken or truncated image: {exc}") from exc
@@ -119,25 +180,37 @@ def open_image(
         return img
 
 
-def _shrink(img: Image.Image, factor: int) -> Image.Image:
-    """``img`` box-reduced by ``factor`` (its EXIF block kept), a strip of rows at a time.
+def pillow_formats(formats: tuple[str, ...] | None) -> list[str] | None:
+    """``formats`` as Pillow's ``open`` takes them (MPO is found by its JPEG opener)."""
+    if formats is None:
+        return None
+    out = [f for f in formats if f != "MPO"]
+    return out + ["JPEG"] if "MPO" in formats and "JPEG" not in out else out
+
+
+def _shrink(img: Image.Image, factors: tuple[int, int] | int) -> Image.Image:
+    """``img`` box-reduced by ``factors`` (fx, fy) (its EXIF block kept), a tile of at
+    most ~:data:`STRIP_PIXELS` at a time (strips of rows; wide rows are cut into columns).
 
     Whole-image ``reduce`` would copy the full raster first (RGBA/LA are premultiplied
     into a copy; palette, bilevel and 16-bit modes must be converted, as their values
-    cannot be averaged): strips of ~:data:`STRIP_PIXELS`, aligned to ``factor``, keep that
-    copy small.  Each output pixel depends only on its own ``factor`` x ``factor`` block,
-    so the result equals the whole-image reduce."""
-    if factor <= 1:
+    cannot be averaged): tiles aligned to whole ``fx`` x ``fy`` blocks keep that copy
+    small.  Each output pixel depends only on its own ``fx`` x ``fy`` block, so the
+    result equals the whole-image ``convert`` then ``reduce``."""
+    fx, fy = (factors, factors) if isinstance(factors, int) else factors
+    if fx <= 1 and fy <= 1:
         return img
     w, h = img.size
     mode = _CONVERT_BEFORE_REDUCE.get(img.mode, img.mode)
-    out = Image.new(mode, (-(-w // factor), -(-h // factor)))
-    step = factor * max(1, STRIP_PIXELS // (w * factor))
-    for y0 in range(0, h, step):
-        strip = img.crop((0, y0, w, min(h, y0 + step)))
-        if strip.mode != mode:
-            strip = strip.convert(mode)
-        out.paste(strip.reduce(factor), (0, y0 // factor))
+    out = Image.new(mode, reduced_size((w, h), (fx, fy)))
+    step_x, step_y = tile_shape((w, h), (fx, fy))
+    for y0 in range(0, h, step_y):
+        for x0 in range(0, w, step_x):
+            tile = img.crop((x0, y0, min(w, x0 + step_x), min(h, y0 + step_y)))
+            if tile.mode != mode:
+                tile = tile.convert(mode)
+            out.paste(tile.reduce((fx, fy)), (x0 // fx, y0 // fy))
+            del tile
     exif = img.getexif()
     if exif:
         out.info["exif"] = exif.tobytes()
@@ -162,19 +235,30 @@ def to_mode(img: Image.Image, mode: str) -> Image.Image:
 
 
 def _stretch_to_8bit(a: np.ndarray) -> np.ndarray:
-    """Scale values in [lo, hi] (the image's own range) to uint8 ``floor((a-lo)*255/(hi-lo))``.
+    """Scale an image's values to uint8 by **its own range** [lo, hi] (lo = its smallest,
+    hi = its largest value): ``floor((a - lo) * 255 / (hi - lo))``.
 
-    Integer images (16- and 32-bit) in exact integer arithmetic; float images in float64
-    (non-finite values count as lo).  A constant image becomes 0."""
+    Integer images (16- and 32-bit) in exact integer arithmetic; float images in float64,
+    evaluated in that order (subtract, multiply by 255, divide; IEEE round-to-nearest at
+    each step, then floor).  A constant image (hi == lo) becomes all 0.  A float image
+    with a NaN or an infinity is refused (:class:`ImageError`): it has no range.
+    (docs/datapath.md section 2.)"""
     if np.issubdtype(a.dtype, np.floating):
-        a = np.where(np.isfinite(a), a.astype(np.float64), np.nan)
-        finite = a[~np.isnan(a)]  # (nanmin's initial= needs numpy 1.22; the PYNQ images have 1.21)
-        lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 0.0)
+        a = a.astype(np.float64)
+        if not np.isfinite(a).all():
+            raise ImageError(
+                "float image with NaN or infinite values: it has no range to scale to 8 bits"
+            )
+        if a.size == 0:
+            return np.zeros(a.shape, np.uint8)
+        lo, hi = float(a.min()), float(a.max())
         if not hi > lo:
             return np.zeros(a.shape, np.uint8)
-        return np.floor(np.nan_to_num((a - lo) * (255.0 / (hi - lo)))).clip(0, 255).astype(np.uint8)
+        return np.floor((a - lo) * 255.0 / (hi - lo)).clip(0, 255).astype(np.uint8)
     v = a.astype(np.int64)
-    lo, hi = int(v.min(initial=0)), int(v.max(initial=0))
+    if v.size == 0:
+        return np.zeros(a.shape, np.uint8)
+    lo, hi = int(v.min()), int(v.max())
     if hi <= lo:
         return np.zeros(a.shape, np.uint8)
     return ((v - lo) * 255 // (hi - lo)).astype(np.uint8)

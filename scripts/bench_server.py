@@ -7,6 +7,7 @@ and memory growth as Markdown, and the full result as JSON.
     python -m scripts.bench_server --model DIR --requests 500 --json out.json
     python -m scripts.bench_server --memory             # RSS: 16 + 6 x 36 Mpx PNG
     python -m scripts.bench_server --overload           # goodput at concurrency 8 and 64
+    python -m scripts.bench_server --attacks            # issue 22: peak RSS per attack class
 
 --server-root DIR runs the server from another checkout (a before/after comparison).
 
@@ -23,7 +24,14 @@ from pathlib import Path
 
 from pynq_nbq import api  # noqa: E402
 from pynq_nbq.testing import random_bundle  # noqa: E402
-from scripts.server_load import bench, memory_bench, overload_bench  # noqa: E402
+from scripts.server_load import (  # noqa: E402
+    bench,
+    bundle_attack_bench,
+    image_attack_bench,
+    memory_bench,
+    overload_bench,
+    slow_reader_bench,
+)
 
 ROWS = [
     ("client latency", "client_latency"),
@@ -67,8 +75,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrencies", default="8,64", help="--overload: comma list")
     ap.add_argument("--photos", action="store_true", help="--overload: 1024x768 JPEGs")
     ap.add_argument("--server-root", default=None, help="checkout the server runs from")
+    ap.add_argument("--attacks", action="store_true", help="peak RSS per attack class (#22)")
+    ap.add_argument("--scale", type=float, default=1.0, help="--attacks: size of the images")
+    ap.add_argument("--classes", default=None, help="--attacks: comma list of image classes")
+    ap.add_argument("--bomb-mb", type=int, default=1500, help="--attacks: zip bomb size")
+    ap.add_argument(
+        "--deadline-s", type=float, default=None, help="--attacks: the server's --deadline-s"
+    )
     args = ap.parse_args(argv)
     print(f"command: {' '.join(['python', 'scripts/bench_server.py', *sys.argv[1:]])}")
+    if args.attacks:
+        res = attacks(args)
+        _write(args.json_out, res)
+        return 0 if res["worst_peak_mb"] < 1024 else 1
     if args.memory:
         res = memory_bench(
             args.model, args.big_sequential, args.big_concurrent, root=args.server_root
@@ -125,6 +144,54 @@ def main(argv: list[str] | None = None) -> int:
     if tmp is not None:
         tmp.cleanup()
     return 0 if load["errors"] == 0 and load["mismatches"] == 0 else 1
+
+
+def attacks(args: argparse.Namespace) -> dict:
+    """Issue 22: every attack class against one server with default limits; a table of
+    peak RSS per class (and the JSON)."""
+    model = args.model
+    if model is None:
+        model = str(api.model_path(api.DEFAULT_MODEL))
+    classes = args.classes.split(",") if args.classes else None
+    extra = () if args.deadline_s is None else ("--deadline-s", str(args.deadline_s))
+    img = image_attack_bench(model, classes, args.scale, server_args=extra)
+    slow = [slow_reader_bench(model), slow_reader_bench(model, trickle=True)]
+    bund = bundle_attack_bench(model, args.bomb_mb)
+    print(f"server: {img['server']}")
+    print(
+        f"idle RSS {img['rss_idle_mb']} MB; images at scale {args.scale}, {img['concurrency']} "
+        "clients x 2 rounds per class"
+    )
+    print()
+    print("| class | body | statuses | peak RSS (MB) | RSS after (MB) | probe after |")
+    print("|---|---:|---|---:|---:|---|")
+    peaks = []
+    for name, r in img["classes"].items():
+        peaks.append(r["rss_peak_mb"] or 0)
+        st = ", ".join(f"{k}: {v}" for k, v in sorted(r["statuses"].items()))
+        print(
+            f"| {name} | {r['body_bytes']} B | {st} | {r['rss_peak_mb']} | {r['rss_after_mb']} "
+            f"| {r['probe_after']['status']} in {r['probe_after']['ms']} ms |"
+        )
+    for r in slow:
+        peaks.append(r["rss_peak_mb"] or 0)
+        print(
+            f"| pipelined slow readers ({r['connections']} x {r['pipelined']}, "
+            f"{r['reader']}) | - | probes {r['probes_answered']}/{r['probes']} answered, worst "
+            f"{r['probe_worst_ms']} ms, server CPU {r['server_cpu_s_per_s']} s/s | "
+            f"{r['rss_peak_mb']} | - | - |"
+        )
+    for r in bund["bundles"].values():
+        peaks.append(r["rss_peak_mb"] or 0)
+        print(
+            f"| bundle: {r['what']} | - | {r['status']} in {r['ms']} ms | {r['rss_peak_mb']} "
+            f"| - | path shown: {r['absolute_path_shown']} |"
+        )
+    res = {"images": img, "slow_readers": slow, "bundles": bund, "worst_peak_mb": max(peaks)}
+    print()
+    print(f"worst peak RSS over all classes: {res['worst_peak_mb']} MB")
+    print(json.dumps(res, indent=1))
+    return res
 
 
 def _write(path: str | None, res: dict) -> None:

@@ -245,6 +245,10 @@ def summarize(
     over = [x["total"] - x["engine"] for x in t]
     over_nq = [x["total"] - x["engine"] - x["queue"] for x in t]
     lat = [r["latency_ms"] for r in ok]
+    from pynq_nbq.server.service import TOTAL_PARTS
+
+    # how far the parts of each answer are from its total (issue 22: must be within 5 %)
+    gap = [abs(sum(x[k] for k in TOTAL_PARTS) - x["total"]) / x["total"] for x in t if x["total"]]
     out: dict[str, Any] = {
         "requests": len(records),
         "ok": len(ok),
@@ -265,6 +269,7 @@ def summarize(
         "overhead_p99_ms": _pct(over, 99),
         "overhead_excl_queue_p50_ms": _pct(over_nq, 50),
         "overhead_excl_queue_p99_ms": _pct(over_nq, 99),
+        "parts_vs_total_worst": round(max(gap), 6) if gap else None,
     }
     if wall_s:
         out["wall_s"] = round(wall_s, 3)
@@ -458,3 +463,200 @@ def overload_bench(
                 "goodput_rps": round(ok / wall, 1),
             }
     return out
+
+
+# --- issue 22: attacks ----------------------------------------------------------------------
+def _reset_peak(pid: int) -> bool:
+    """Reset the peak RSS (VmHWM) of our own child ``pid`` (Linux clear_refs "5")."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of ``pid`` so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _probe(url: str, body: bytes, timeout_s: float = 10.0) -> tuple[int, float]:
+    """One normal classification on a fresh connection: (status, seconds)."""
+    parts = urlsplit(url)
+    t0 = time.perf_counter()
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s)
+    try:
+        status, _ = _post(conn, "/v1/classify", body)
+    except (OSError, http.client.HTTPException):
+        status = -1
+    finally:
+        conn.close()
+    return status, time.perf_counter() - t0
+
+
+def image_attack_bench(
+    model: str | os.PathLike | None,
+    classes: list[str] | None = None,
+    scale: float = 1.0,
+    concurrency: int = 9,
+    rounds: int = 2,
+    settle_s: float = 1.0,
+    server_args: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Peak RSS (VmHWM, reset before each class) of one ``nbq serve`` process with its
+    default limits while ``concurrency`` clients send ``rounds`` x ``concurrency``
+    requests of each attack class of ``scripts/attack_payloads.py`` at ``scale``; the RSS
+    ``settle_s`` after each class, the statuses, and a normal probe's latency after it.
+    ``server_args``: extra ``nbq serve`` options (e.g. a longer ``--deadline-s``, so that
+    every decode runs to the end: the worst case for memory)."""
+    from scripts import attack_payloads as ap
+
+    names = classes or list(ap.IMAGE_CLASSES)
+    bodies = {n: ap.IMAGE_CLASSES[n](scale) for n in names}
+    small = sample_payloads()[0][1]
+    out: dict[str, Any] = {"scale": scale, "concurrency": concurrency, "classes": {}}
+    with spawn_server(model, "--power", "off", *server_args) as srv:
+        run_load(srv.url, [("small", small)], 20, 1)
+        out["server"] = srv.banner[:2]
+        out["rss_idle_mb"] = _mb(srv.rss_bytes())
+        for name in names:
+            _reset_peak(srv.pid)
+            before = srv.rss_bytes()
+            t0 = time.perf_counter()
+            recs = run_load(
+                srv.url, [(name, bodies[name])], rounds * concurrency, concurrency, timeout_s=120
+            )
+            took = time.perf_counter() - t0
+            peak = srv.peak_rss_bytes()
+            time.sleep(settle_s)
+            status, probe_s = _probe(srv.url, small)
+            errors = sorted(
+                {str(r["body"].get("error", ""))[:90] for r in recs if r["status"] != 200}
+            )
+            out["classes"][name] = {
+                "body_bytes": len(bodies[name]),
+                "statuses": {
+                    str(s): sum(r["status"] == s for r in recs) for s in {r["status"] for r in recs}
+                },
+                "errors": errors[:3],
+                "rss_before_mb": _mb(before),
+                "rss_peak_mb": _mb(peak),
+                "rss_after_mb": _mb(srv.rss_bytes()),
+                "wall_s": round(took, 2),
+                "probe_after": {"status": status, "ms": round(1e3 * probe_s, 1)},
+            }
+    return out
+
+
+def slow_reader_bench(
+    model: str | os.PathLike | None,
+    connections: int = 100,
+    pipelined: int = 200,
+    duration_s: float = 10.0,
+    trickle: bool = False,
+) -> dict[str, Any]:
+    """``connections`` sockets that each send one packet of ``pipelined`` GET /metrics and
+    then never read (``trickle``: read 64 bytes a second), for ``duration_s``, while a
+    normal client probes every 0.5 s: probes answered, their worst latency, the server's
+    CPU seconds per second and its peak RSS."""
+    import socket
+
+    from scripts.attack_payloads import pipelined_gets
+
+    small = sample_payloads()[0][1]
+    packet = pipelined_gets(pipelined)
+    with spawn_server(model, "--power", "off") as srv:
+        run_load(srv.url, [("small", small)], 20, 1)
+        parts = urlsplit(srv.url)
+        _reset_peak(srv.pid)
+        idle_rss = srv.rss_bytes()
+        socks = []
+        for _ in range(connections):
+            s = socket.create_connection((parts.hostname, parts.port), timeout=5)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.sendall(packet)
+            socks.append(s)
+        cpu0, t0 = _cpu_s(srv.pid), time.monotonic()
+        probes = []
+        while time.monotonic() - t0 < duration_s:
+            probes.append(_probe(srv.url, small, timeout_s=5))
+            if trickle:
+                for s in socks:
+                    try:
+                        s.setblocking(False)
+                        s.recv(64)
+                    except OSError:
+                        pass
+            time.sleep(0.5)
+        cpu1, t1 = _cpu_s(srv.pid), time.monotonic()
+        for s in socks:
+            s.close()
+        peak = srv.peak_rss_bytes()
+    ok = [dt for st, dt in probes if st == 200]
+    return {
+        "connections": connections,
+        "pipelined": pipelined,
+        "reader": "64 B/s" if trickle else "never reads",
+        "probes": len(probes),
+        "probes_answered": len(ok),
+        "probe_worst_ms": round(1e3 * max(ok), 1) if ok else None,
+        "server_cpu_s_per_s": round((cpu1 - cpu0) / (t1 - t0), 3) if cpu0 is not None else None,
+        "rss_idle_mb": _mb(idle_rss),
+        "rss_peak_mb": _mb(peak),
+    }
+
+
+def bundle_attack_bench(model_dir: str | os.PathLike, bomb_mb: int = 1500) -> dict[str, Any]:
+    """Peak RSS and time of ``POST /v1/model`` for each hostile bundle of
+    ``attack_payloads.hostile_bundles`` (``model_dir``: the template bundle)."""
+    import shutil
+
+    from scripts.attack_payloads import hostile_bundles
+
+    tmp = Path(tempfile.mkdtemp(prefix="nbq-hostile-"))
+    try:
+        models = tmp / "models"
+        models.mkdir()
+        shutil.copytree(model_dir, models / "good")
+        made = hostile_bundles(models, models / "good", bomb_mb)
+        out: dict[str, Any] = {"bundles": {}}
+        env_token = "bench-token"
+        args = ("--power", "off", "--models-dir", str(models), "--token", env_token)
+        with spawn_server(models / "good", *args) as srv:
+            parts = urlsplit(srv.url)
+            out["rss_idle_mb"] = _mb(srv.rss_bytes())
+            for name, what in made.items():
+                _reset_peak(srv.pid)
+                conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+                t0 = time.perf_counter()
+                try:
+                    conn.request(
+                        "POST",
+                        "/v1/model",
+                        body=json.dumps({"name": name}),
+                        headers={
+                            "Content-Type": "application/json",
+                            "Authorization": f"Bearer {env_token}",
+                        },
+                    )
+                    resp = conn.getresponse()
+                    status, body = resp.status, json.loads(resp.read() or b"{}")
+                except (OSError, http.client.HTTPException, ValueError) as exc:
+                    status, body = -1, {"error": repr(exc)}
+                finally:
+                    conn.close()
+                out["bundles"][name] = {
+                    "what": what,
+                    "status": status,
+                    "error": str(body.get("error", ""))[:160],
+                    "ms": round(1e3 * (time.perf_counter() - t0), 1),
+                    "rss_peak_mb": _mb(srv.peak_rss_bytes()),
+                    "absolute_path_shown": str(models) in str(body),
+                }
+        return out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

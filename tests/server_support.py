@@ -25,6 +25,8 @@ def app_factory(models_dir: Path) -> Iterator[Callable[..., Flask]]:
         kw.setdefault("power", "off")
         a = create_app(ServerConfig(**kw))
         made.append(a)
+        if isinstance(kw.get("backend"), GatedBackend):
+            kw["backend"].armed = True  # the warm-up at load ran ungated
         return a
 
     yield make
@@ -33,7 +35,8 @@ def app_factory(models_dir: Path) -> Iterator[Callable[..., Flask]]:
 
 
 class GatedBackend(NumpyBackend):
-    """The numpy backend, held at its first conv until ``gate`` opens (bounded wait)."""
+    """The numpy backend, held at its first conv until ``gate`` opens (bounded wait), once
+    ``armed`` (:func:`app_factory` arms it after the app's warm-up run)."""
 
     name = "gated"
 
@@ -41,8 +44,11 @@ class GatedBackend(NumpyBackend):
         super().__init__()
         self.gate = threading.Event()
         self.entered = threading.Event()
+        self.armed = False
 
     def run_conv(self, x, spec):
+        if not self.armed:
+            return super().run_conv(x, spec)
         self.entered.set()
         self.gate.wait(10)
         return super().run_conv(x, spec)

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import pynq_nbq.preprocess as pp
-from pynq_nbq.preprocess import REDUCE_GAP, open_image, reduce_factor
+from pynq_nbq.preprocess import REDUCE_GAP, open_image, reduce_factor, reduce_factors
 
 
 def encode(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -61,8 +61,9 @@ def test_large_png_decodes_small_and_keeps_exif_orientation():
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
     data = encode(Image.fromarray(a, "L"), "PNG", exif=exif)
     im = open_image(data, fit=(28, 28))
-    f = reduce_factor((2400, 1200), (28, 28))
-    assert im.size == (-(-1200 // f), -(-2400 // f))  # portrait after the transpose
+    fx, fy = reduce_factors((2400, 1200), (28, 28))  # stretch: per axis
+    assert (fx, fy) == (2400 // 84, 1200 // 84)
+    assert im.size == (-(-1200 // fy), -(-2400 // fx))  # portrait after the transpose
     full = open_image(data)
     assert full.size == (1200, 2400)
     # the mark is at the top-right once rotated, in both
@@ -98,3 +99,23 @@ def test_offline_api_and_server_decode_alike(tmp_path):
             assert max(img["decoded_width"], img["decoded_height"]) < 1500
     finally:
         app.extensions["nbq"].close()
+
+
+def test_extreme_aspect_ratios_shrink_per_axis_or_are_over_budget():
+    """Issue 22: a 1 x N PNG shrinks to 1 x [n, 2n) for a stretch model (decoding holds the
+    full raster only); for a center-crop model it cannot shrink, and its charge exceeds the
+    default budget, so the server refuses it (413) before decoding."""
+    from pynq_nbq.decode_cost import Header, decode_bytes, read_header
+    from pynq_nbq.preprocess import shrink_target
+    from pynq_nbq.server.config import DECODE_BUDGET_BYTES
+    from scripts.attack_payloads import aspect_png
+
+    n = shrink_target((28, 28))
+    for tall in (True, False):
+        data = aspect_png(tall, 0.01)  # 1 x 390,000
+        im = open_image(data, fit=(28, 28))
+        assert min(im.size) == 1 and n <= max(im.size) < 2 * n
+        assert decode_bytes(read_header(data), (28, 28)) < 64 << 20
+    full = Header("PNG", "L", 1, 39_000_000, 76_000)
+    assert decode_bytes(full, (28, 28)) < DECODE_BUDGET_BYTES
+    assert decode_bytes(full, (28, 28), "center-crop") > DECODE_BUDGET_BYTES

@@ -7,7 +7,7 @@ import io
 import json
 
 from pynq_nbq import api, cli
-from pynq_nbq.api import TIMING_KEYS
+from pynq_nbq.api import SERVER_TIMING_KEYS, TIMING_KEYS
 
 
 def test_info_and_perf_name_layers_the_same(capsys):
@@ -27,7 +27,7 @@ def test_api_and_server_timings_share_keys(tmp_path):
     from pynq_nbq.server import ServerConfig, create_app
 
     pred = api.load_model().classify([str(api.sample_images()[0])])
-    assert set(pred.timings_ms) == set(TIMING_KEYS) - {"queue"}
+    assert set(pred.timings_ms) == set(TIMING_KEYS) - set(SERVER_TIMING_KEYS)
     app = create_app(ServerConfig(model="fmnist-svpe", token=None, models_dir=tmp_path))
     try:
         png = api.sample_images()[0].read_bytes()

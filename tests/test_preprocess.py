@@ -76,8 +76,45 @@ def test_sixteen_and_thirty_two_bit_stretch_is_integer_exact():
     a = np.array([[0, 1], [65534, 65535]], dtype=np.uint16)
     out = np.asarray(to_mode(Image.fromarray(a), "L"))
     assert out.tolist() == [[0, 0], [254, 255]]  # floor((a - lo) * 255 / (hi - lo))
-    f = np.array([[0.0, 0.5], [np.nan, 1.0]], dtype=np.float32)
-    assert np.asarray(to_mode(Image.fromarray(f, "F"), "L")).tolist() == [[0, 127], [0, 255]]
+    f = np.array([[0.0, 0.5], [0.25, 1.0]], dtype=np.float32)
+    assert np.asarray(to_mode(Image.fromarray(f, "F"), "L")).tolist() == [[0, 127], [63, 255]]
+
+
+def _encoded(a: np.ndarray, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, fmt)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "a, fmt, want",
+    [
+        (np.array([[1000, 2000]], np.uint16), "PNG", [[0, 255]]),  # was [127, 255]
+        (np.array([[-5, -3]], np.int32), "TIFF", [[0, 255]]),  # was [0, 102]
+        (np.array([[-5, -4, -3]], np.int32), "TIFF", [[0, 127, 255]]),
+        (np.array([[70000, 70001]], np.int32), "TIFF", [[0, 255]]),
+        (np.array([[2.0, 3.0, 2.5]], np.float32), "TIFF", [[0, 255, 127]]),
+        (np.array([[-1.0, -0.5]], np.float32), "TIFF", [[0, 255]]),
+    ],
+)
+def test_wide_images_are_stretched_by_their_own_range(a, fmt, want):
+    """docs/datapath.md section 2: lo and hi are the image's own extremes (issue 23)."""
+    img = open_image(_encoded(a, fmt))
+    assert np.asarray(to_mode(img, "L")).tolist() == want
+
+
+@pytest.mark.parametrize(
+    "a", [np.full((3, 3), 1234, np.uint16), np.full((2, 2), -7, np.int32), np.ones((2, 2), "f4")]
+)
+def test_constant_wide_images_become_zero(a):
+    assert not np.asarray(to_mode(Image.fromarray(a), "L")).any()
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_float_images_are_refused(bad):
+    f = np.array([[0.0, 0.5], [bad, 1.0]], dtype=np.float32)
+    with pytest.raises(ImageError, match="NaN or infinite"):
+        to_mode(Image.fromarray(f, "F"), "L")
 
 
 def test_errors_name_the_cause(tmp_path):

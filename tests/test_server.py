@@ -25,9 +25,9 @@ from PIL import Image
 from server_support import GatedBackend, app_factory, wait_for
 
 from pynq_nbq import api, cli
+from pynq_nbq import rails as pw
 from pynq_nbq.backends import get_backend
 from pynq_nbq.server import ServerConfig, create_app, is_loopback
-from pynq_nbq.server import power as pw
 from pynq_nbq.testing import random_bundle
 
 prom_parser = pytest.importorskip("prometheus_client.parser")
@@ -260,18 +260,74 @@ def test_decompression_bomb_refused_before_decoding(make_app):
     assert_still_serving(c)
 
 
-def test_large_images_decode_under_a_semaphore(make_app):
-    app = make_app(large_image_pixels=1000, large_decode_slots=1, deadline_s=0.3)
+def test_decodes_are_charged_to_one_memory_budget(make_app, monkeypatch):
+    """Each decode is charged what its header says it needs (decode_cost.decode_bytes),
+    before decoding; no room within budget_wait_s is 503, more than the budget is 413."""
+    from pynq_nbq.decode_cost import decode_bytes, read_header
+    from pynq_nbq.server import service as service_mod
+
+    app = make_app(budget_wait_s=0.2)
     svc, c = app.extensions["nbq"], app.test_client()
-    big = VALID["RGB.jpg"]  # 64 x 48 > 1000 pixels > 28 x 28
+    model = svc.served().model
+    big, small = VALID["RGB.jpg"], VALID["L.png"]
+    charge = decode_bytes(read_header(big), model.input_fit)
+    small_charge = decode_bytes(read_header(small), model.input_fit)
+    assert small_charge < charge
+    r = c.post("/v1/classify", data=big)
+    assert r.status_code == 200 and r.get_json()["image"]["decode_charge_bytes"] == charge
+    assert svc.budget.in_use == 0 and svc.budget.peak == charge
+    assert svc.metrics.value("nbq_decode_budget_peak_bytes") == charge
+    assert svc.metrics.value("nbq_decode_budget_bytes") == svc.budget.total
+    decodes = []
+    real = service_mod.decode_and_preprocess
+    monkeypatch.setattr(
+        service_mod, "decode_and_preprocess", lambda *a: decodes.append(1) or real(*a)
+    )
+    with svc.budget.charge(svc.budget.total - charge + 1, 0):  # room for less than `big`
+        r = c.post("/v1/classify", data=big)
+        assert_json_error(r, 503, "no room to decode")
+        assert r.headers["Retry-After"] == "1" and decodes == []  # refused before decoding
+        assert c.post("/v1/classify", data=small).status_code == 200  # small ones still fit
+    assert svc.budget.in_use == 0
     assert c.post("/v1/classify", data=big).status_code == 200
-    assert svc.large_decodes.acquire(timeout=1)  # the slot was released; now hold it
-    try:
-        assert_json_error(c.post("/v1/classify", data=big), 504, "large image")
-        assert c.post("/v1/classify", data=VALID["L.png"]).status_code == 200  # small: no slot
-    finally:
-        svc.large_decodes.release()
-    assert c.post("/v1/classify", data=big).status_code == 200
+    tight = make_app(decode_budget_bytes=charge - 1)
+    decodes.clear()
+    r = tight.test_client().post("/v1/classify", data=big)
+    assert_json_error(r, 413, "decode budget")
+    assert decodes == []
+
+
+def test_timing_parts_sum_to_total_first_and_under_load(make_app):
+    """Every answer's parts (service.TOTAL_PARTS) add up to its total within 5 %, on a
+    fresh server's first request and with 6 clients at once (issue 22)."""
+    from pynq_nbq.server.service import TOTAL_PARTS
+
+    def check(body):
+        t = body["timings_ms"]
+        assert set(TOTAL_PARTS) | {"conv_engine", "arm", "total"} == set(t)
+        assert min(t.values()) >= -0.01, t
+        assert abs(sum(t[k] for k in TOTAL_PARTS) - t["total"]) <= 0.05 * t["total"], t
+
+    app = make_app()
+    r = app.test_client().post("/v1/classify", data=VALID["L.png"])
+    assert r.status_code == 200
+    check(r.get_json())
+    answers = []
+
+    def client(i):
+        c = app.test_client()
+        for j in range(6):
+            name = sorted(VALID)[(i + j) % len(VALID)]
+            answers.append(c.post("/v1/classify", data=VALID[name]))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(answers) == 36 and all(r.status_code == 200 for r in answers)
+    for r in answers:
+        check(r.get_json())
 
 
 def test_unknown_path_and_method_are_json(client):

@@ -101,7 +101,9 @@ def serve(make_app):
 
     def start(**kw):
         kw = {"threads": 4, "read_timeout_s": 3, "idle_timeout_s": 5, **kw}
-        srv = make_server(make_app(), "127.0.0.1", 0, **kw)
+        app = make_app()
+        srv = make_server(app, "127.0.0.1", 0, **kw)
+        srv.nbq_service = app.extensions["nbq"]
         t = threading.Thread(target=srv.run, daemon=True)
         t.start()
         running.append((srv, t))
@@ -247,9 +249,9 @@ def test_refusals_cost_no_decode(make_app, monkeypatch):
     app = make_app(backend=backend, max_queue=1, deadline_s=10, admission_wait_s=0)
     svc = app.extensions["nbq"]
     decodes = []
-    real = service_mod.open_image
+    real = service_mod.decode_and_preprocess
     monkeypatch.setattr(
-        service_mod, "open_image", lambda *a, **k: decodes.append(1) or real(*a, **k)
+        service_mod, "decode_and_preprocess", lambda *a, **k: decodes.append(1) or real(*a, **k)
     )
     c = app.test_client()
     assert "top_k" in error_of(c.post("/v1/classify?top_k=0", data=SMALL), 400)
@@ -393,6 +395,14 @@ def test_many_multipart_parts_say_so(make_app):
     form["image"] = (io.BytesIO(SMALL), "x.png")
     msg = error_of(c.post("/v1/classify", data=form), 413)
     assert "multipart form parts" in msg and "16" in msg
+    # issue 22: a 600 KB text field in a 2-part form is not "too many parts"
+    two = {"note": "n" * 600_000, "image": (io.BytesIO(SMALL), "x.png")}
+    assert c.post("/v1/classify", data=two).status_code == 200
+    text_only = c.post(
+        "/v1/classify", data={"note": "n" * 600_000}, content_type="multipart/form-data"
+    )
+    msg = error_of(text_only, 400)
+    assert "no 'image' field" in msg and "note" in msg
     big = {"image": (io.BytesIO(b"\0" * (2 * 2**20)), "x.png")}
     assert "body too large" in error_of(
         make_app(max_body_bytes=2**20).test_client().post("/v1/classify", data=big), 413
@@ -455,3 +465,185 @@ def test_bad_json_values_in_model_request(make_app):
             ),
             400,
         )
+
+
+# --- issue 22: pipelined slow readers ----------------------------------------------------
+def test_pipelined_slow_readers_cannot_lock_out(serve, make_app):
+    """100 connections that each send one packet of 200 pipelined GET /metrics and never
+    read: a normal client is still answered within 2 s, every time, and the server
+    renders a few pages per connection, not 200 (issue 22: 0 of 23 probes were
+    answered, ~0.8 CPU-s a second went to pages nobody read).  Without the cap the normal
+    client is reset (checked by hand with max_pipelined=100000)."""
+    from pynq_nbq.server.wsgi import MAX_PIPELINED
+    from scripts.attack_payloads import pipelined_gets
+
+    host, port, srv = serve()
+    packet = pipelined_gets(200)
+    hostile = []
+    for _ in range(100):
+        s = socket.create_connection((host, port), timeout=5)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills at once
+        s.sendall(packet)
+        hostile.append(s)
+    try:
+        took = []
+        for _ in range(5):
+            t0 = time.monotonic()
+            assert classify_once(host, port, timeout_s=5) == 200
+            took.append(time.monotonic() - t0)
+        assert max(took) < 2.0, took
+        svc = srv.nbq_service
+        rendered = svc.metrics.value(
+            "nbq_http_requests_total", endpoint="/metrics", method="GET", status="200"
+        )
+        # at most MAX_PIPELINED waiting at once; a packet split across two reads can let
+        # one more through before the cap closes the connection: a few pages, never 200
+        assert rendered <= 100 * (MAX_PIPELINED + 1), rendered
+    finally:
+        for s in hostile:
+            s.close()
+
+
+# --- issue 22: hostile bundles -------------------------------------------------------------
+def test_hostile_bundles_are_refused_quickly_and_name_relative_paths(tmp_path, monkeypatch):
+    """A zip bomb (declared sizes over the limit), manifest.json as a symlink to /dev/zero
+    or out of the directory, FIFOs: 422 within seconds, the current model keeps serving,
+    no message names the models directory's absolute path."""
+    import pynq_nbq.safe_files as sf
+    from pynq_nbq.server import ServerConfig, create_app
+    from scripts.attack_payloads import hostile_bundles
+
+    models = tmp_path / "models"
+    models.mkdir()
+    random_bundle(models / "good", "svpe", seed=3)
+    made = hostile_bundles(models, models / "good", bomb_mb=8)
+    monkeypatch.setattr(sf, "MAX_ARRAYS_BYTES", 4 << 20)  # CI size: an 8 MB "bomb"
+    app = create_app(
+        ServerConfig(model=str(models / "good"), models_dir=models, token="t", power="off")
+    )
+    try:
+        c = app.test_client()
+        auth = {"Authorization": "Bearer t"}
+        for name, what in made.items():
+            t0 = time.monotonic()
+            r = c.post("/v1/model", json={"name": name}, headers=auth)
+            took = time.monotonic() - t0
+            msg = error_of(r, 422)
+            assert took < 5, (name, took)
+            assert str(models) not in msg and str(models.resolve()) not in msg, msg
+            assert f"{name}/" in msg, (what, msg)  # named relative to the models directory
+            expect = {
+                "bomb": "declare",
+                "zero-manifest": "symlink out of",
+                "escaping-link": "symlink out of",
+                "fifo-manifest": "not a regular file",
+                "fifo-arrays": "not a regular file",
+            }[name]
+            assert expect in msg, (what, msg)
+        assert c.post("/v1/classify", data=SMALL).status_code == 200
+        assert c.get("/v1/model").get_json()["id"] == "good"
+    finally:
+        app.extensions["nbq"].close()
+
+
+def test_safe_files_bound_reads_and_declared_sizes(tmp_path):
+    import zipfile
+
+    from pynq_nbq.safe_files import UnsafeFile, check_npz, read_regular
+
+    (tmp_path / "a.txt").write_bytes(b"x" * 100)
+    assert read_regular(tmp_path, "a.txt", 100) == b"x" * 100
+    with pytest.raises(UnsafeFile, match="more than the limit"):
+        read_regular(tmp_path, "a.txt", 99)
+    with pytest.raises(UnsafeFile, match="not a regular file"):
+        read_regular(tmp_path, ".", 100)
+    buf = io.BytesIO()
+    np.savez(buf, w=np.zeros(10, np.int16))
+    assert check_npz(buf.getvalue()) == zipfile.ZipFile(buf).infolist()[0].file_size
+    with pytest.raises(UnsafeFile, match="declare"):
+        check_npz(buf.getvalue(), max_total=10)
+    lying = io.BytesIO()  # an .npy header claiming far more than its member holds
+    with zipfile.ZipFile(lying, "w") as zf:
+        hdr = io.BytesIO()
+        np.lib.format.write_array_header_1_0(
+            hdr, {"descr": "<i2", "fortran_order": False, "shape": (10**9,)}
+        )
+        zf.writestr("w.npy", hdr.getvalue() + b"\0" * 20)
+    with pytest.raises(UnsafeFile, match="declares"):
+        check_npz(lying.getvalue())
+
+
+# --- issue 22: attack classes, CI size ------------------------------------------------------
+EXPECTED = {
+    "container": (415, "ICO images are not accepted"),
+    "aspect-tall": (200, None),
+    "aspect-wide": (200, None),
+    "webp-lossy": (200, None),
+    "webp-lossless": (200, None),
+    "progressive-jpeg": (200, None),
+    "tiff": (200, None),
+    "metadata": (400, "metadata too large"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_attack_classes_small_scale(make_app, name):
+    """Each generator of scripts/attack_payloads.py at 1 % scale: the status, the charge
+    the answer reports (decode_cost.decode_bytes of its header), the decoded size bounded
+    by the shrink, and the budget empty afterwards (issue 22)."""
+    from pynq_nbq.decode_cost import decode_bytes, read_header
+    from pynq_nbq.preprocess import shrink_target
+    from scripts.attack_payloads import IMAGE_CLASSES
+
+    app = make_app()
+    svc, c = app.extensions["nbq"], app.test_client()
+    data = IMAGE_CLASSES[name](0.01)
+    r = c.post("/v1/classify", data=data)
+    status, words = EXPECTED[name]
+    if status != 200:
+        assert words in error_of(r, status)
+    else:
+        assert r.status_code == 200, r.get_json()
+        info = r.get_json()["image"]
+        fit = svc.served().model.input_fit
+        assert info["decode_charge_bytes"] == decode_bytes(read_header(data), fit)
+        n = shrink_target(fit)
+        assert max(info["decoded_width"], info["decoded_height"]) < 2 * n
+    assert svc.budget.in_use == 0
+
+
+def test_webp_at_the_pixel_limit_is_over_the_budget(make_app):
+    """A 40 Mpixel WebP is charged more than the default 640 MiB budget: 413 before any
+    decoding, named so (the header alone is read)."""
+    from pynq_nbq.decode_cost import Header, decode_bytes
+    from pynq_nbq.server.config import DECODE_BUDGET_BYTES
+
+    h = Header("WEBP", "RGB", 6324, 6324, 2000)
+    assert decode_bytes(h, (28, 28)) > DECODE_BUDGET_BYTES
+    assert decode_bytes(Header("WEBP", "RGB", 6000, 6000, 2000), (28, 28)) < DECODE_BUDGET_BYTES
+    buf = io.BytesIO()
+    Image.new("RGB", (400, 400)).save(buf, "WEBP", lossless=True)
+    app = make_app(decode_budget_bytes=decode_bytes(Header("WEBP", "RGB", 400, 400, 0), (28, 28)))
+    assert "decode budget" in error_of(
+        app.test_client().post("/v1/classify", data=buf.getvalue()), 413
+    )
+
+
+def test_write_deadline_closes_a_connection_that_does_not_read(serve):
+    """Answers left unsent for write_timeout_s (the client never reads) close the
+    connection, so its buffers are freed (issue 22)."""
+    from scripts.attack_payloads import pipelined_gets
+
+    host, port, srv = serve(write_timeout_s=1, connection_limit=1000, max_pipelined=50)
+    s = socket.create_connection((host, port), timeout=5)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    wait_for(lambda: len(srv.active_channels) == 1)
+    (ch,) = list(srv.active_channels.values())
+    ch.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2048)  # so output stays queued
+    s.sendall(pipelined_gets(40))  # 40 /metrics pages, ~330 KB, never read
+    wait_for(lambda: ch.total_outbufs_len > 0, 5)
+    t0 = time.monotonic()
+    wait_for(lambda: not srv.active_channels, 8)
+    assert time.monotonic() - t0 < 6
+    s.close()
+    assert classify_once(host, port) == 200

@@ -2,7 +2,7 @@
 client here: 200 requests at concurrency 8, zero errors, every answer identical to the
 offline engine's, bounded memory growth, /metrics parsed by prometheus_client.
 
-The full run (2,000 requests) is ``python scripts/bench_server.py``; numbers in
+The full run (2,000 requests) is ``python -m scripts.bench_server``; numbers in
 docs/server.md.
 """
 
@@ -47,6 +47,9 @@ def test_load_zero_errors_identical_answers(result):
     assert load["errors"] == 0, load["error_examples"]
     assert load["mismatches"] == 0
     assert result["sequential"]["errors"] == 0 and result["sequential"]["mismatches"] == 0
+    # every answer's timing parts add up to its total (issue 22), under load and alone
+    assert load["parts_vs_total_worst"] <= 0.05
+    assert result["sequential"]["parts_vs_total_worst"] <= 0.05
     for key in ("client_latency_p50_ms", "client_latency_p99_ms", "overhead_p50_ms"):
         assert load[key] is not None and load[key] >= 0
 

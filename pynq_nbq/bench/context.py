@@ -23,7 +23,7 @@ from typing import Any
 from .. import __version__
 from ..backends import backend_names
 from ..kernel.design import PE_KINDS, PL_CLOCK_MHZ, bitstream_name
-from ..server.power import board_compatible
+from ..rails import board_compatible
 
 #: keys of a resources report (counts), in report order
 RESOURCE_KEYS = ("dsp", "lut", "ff", "bram18")

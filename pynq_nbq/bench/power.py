@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..server.power import MIN_ENERGY_WINDOW_S, PowerSample, PowerSampler, RailSource
+from ..rails import MIN_ENERGY_WINDOW_S, PowerSample, PowerSampler, RailSource
 
 #: the window handed to ``window_energy`` is shrunk by this factor so that float
 #: rounding of ``t1 - (t1 - t0)`` still lands on the reading taken at ``t0``

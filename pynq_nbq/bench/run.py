@@ -32,7 +32,7 @@ from ..manifest import Manifest
 from ..perfmodel import layers_from_specs, load_board, model_network
 from ..perfmodel.kernel import model_kernel
 from ..perfmodel.model import MODEL_NOTE, arm_layer_time
-from ..server.power import RailSource, modelled_energy, open_power_source
+from ..rails import RailSource, modelled_energy, open_power_source
 from . import context
 from .data import FASHION_DIR, LabelledSet, fashion_mnist, image_folder
 from .measure import Plan, accuracy, agreement, measure_column

@@ -113,7 +113,7 @@ def config_from_args(args: argparse.Namespace):
     from pynq_nbq.bench.data import FASHION_DIR
     from pynq_nbq.bench.measure import Plan
     from pynq_nbq.bench.run import BenchConfig
-    from pynq_nbq.server.power import MIN_ENERGY_WINDOW_S
+    from pynq_nbq.rails import MIN_ENERGY_WINDOW_S
 
     batches, lat, tput, n = QUICK if args.quick else FULL
     if args.batch_sizes:

@@ -12,8 +12,14 @@ from ..cli import CommandError, add_backend_option
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``serve`` subcommand."""
     from ..api import DEFAULT_MODEL, MODELS_DIR
-    from ..server.config import ServerConfig
-    from ..server.wsgi import CONNECTION_LIMIT, IDLE_TIMEOUT_S, READ_TIMEOUT_S
+    from ..server.config import DECODE_BUDGET_BYTES, ServerConfig
+    from ..server.wsgi import (
+        CONNECTION_LIMIT,
+        IDLE_TIMEOUT_S,
+        MAX_PIPELINED,
+        READ_TIMEOUT_S,
+        WRITE_TIMEOUT_S,
+    )
 
     d = ServerConfig()  # the defaults live there once; this parser only shows them
 
@@ -94,6 +100,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"idle keep-alive connections are closed after this (default {IDLE_TIMEOUT_S} s)",
     )
     p.add_argument(
+        "--write-timeout-s",
+        type=float,
+        default=WRITE_TIMEOUT_S,
+        help=f"a connection whose answers wait unsent this long (its client does not read) "
+        f"is closed (default {WRITE_TIMEOUT_S} s)",
+    )
+    p.add_argument(
+        "--max-pipelined",
+        type=int,
+        default=MAX_PIPELINED,
+        help=f"requests one connection may have waiting; more are dropped and the connection "
+        f"closed after the kept ones (default {MAX_PIPELINED})",
+    )
+    p.add_argument(
+        "--decode-budget-mb",
+        type=float,
+        default=DECODE_BUDGET_BYTES / 2**20,
+        help=f"memory all image decodes at once may use, charged from each image's header; "
+        f"a decode waits for room until its deadline (default {DECODE_BUDGET_BYTES >> 20} MiB)",
+    )
+    p.add_argument(
         "--power",
         default=d.power,
         choices=("auto", "pynq", "hwmon", "off"),
@@ -142,7 +169,15 @@ def run(args: argparse.Namespace) -> int:
     from ..server.wsgi import make_server
 
     # the socket server's settings (not ServerConfig's; config.validate() checks those)
-    for opt in ("threads", "connection_limit", "read_timeout_s", "idle_timeout_s"):
+    for opt in (
+        "threads",
+        "connection_limit",
+        "read_timeout_s",
+        "idle_timeout_s",
+        "write_timeout_s",
+        "max_pipelined",
+        "decode_budget_mb",
+    ):
         if getattr(args, opt) < 1:
             raise CommandError(f"--{opt.replace('_', '-')} must be >= 1, got {getattr(args, opt)}")
     if not 0 <= args.port <= 65535:  # waitress would bind port % 65536 without a word
@@ -160,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         admission_wait_s=args.admission_wait_s,
         deadline_s=args.deadline_s,
+        decode_budget_bytes=int(args.decode_budget_mb * 2**20),
         power=args.power,
         board=args.board,
     )
@@ -185,6 +221,8 @@ def run(args: argparse.Namespace) -> int:
             connection_limit=args.connection_limit,
             idle_timeout_s=args.idle_timeout_s,
             read_timeout_s=args.read_timeout_s,
+            write_timeout_s=args.write_timeout_s,
+            max_pipelined=args.max_pipelined,
         )
     except OSError as exc:
         svc.close()
@@ -198,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
         f"nbq serve: model {s.bundle_id} ({s.model.spec.pe.value}) on the "
         f"{s.model.backend_name} backend; power: "
         f"{'measured' if svc.power.available else 'unavailable - ' + svc.power.reason}; "
-        f"{blas}; {allocator}",
+        f"{blas}; {allocator}; {svc.image_limits}",
         flush=True,
     )
     print(curl_hint(s.model, url), flush=True)

@@ -50,6 +50,9 @@ def create_app(config: ServerConfig | dict[str, Any] | None = None) -> Flask:
     app = NbqFlask(__name__, static_folder=str(routes.STATIC_DIR), static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.config["MAX_FORM_PARTS"] = config.max_form_parts
+    # text fields may be as large as the body (Flask >= 3.1 caps them at 500 kB with the
+    # same 413 as too many parts); so a multipart 413 within the body limit means parts
+    app.config["MAX_FORM_MEMORY_SIZE"] = config.max_body_bytes
     if hasattr(app, "json"):  # Flask >= 2.2
         app.json.sort_keys = False
     else:  # Flask 2.1 (the PYNQ 3.0 image's)

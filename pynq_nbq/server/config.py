@@ -10,7 +10,10 @@ from typing import Any
 from .. import api
 from ..backends import Backend
 from ..preprocess import MAX_PIXELS
-from .power import MIN_ENERGY_WINDOW_S, RailSource
+from ..rails import MIN_ENERGY_WINDOW_S, RailSource
+
+#: the default decode budget (bytes): 640 MiB
+DECODE_BUDGET_BYTES = 640 << 20
 
 
 @dataclass
@@ -24,8 +27,12 @@ class ServerConfig:
     token: str | None = None  #: needed by POST /v1/model; without one, switching is off
     max_body_bytes: int = 8 * 1024 * 1024
     max_image_pixels: int = MAX_PIXELS  #: width x height an image header may declare (bombs)
-    large_image_pixels: int = 1_000_000  #: images above this decode under a semaphore
-    large_decode_slots: int = 2  #: concurrent decodes of large images (bounds memory)
+    #: bytes all decodes at once may hold, as charged from their headers (decode_cost.py);
+    #: sized for a 4 GB board: the server's peak stays under 1 GB (docs/server.md)
+    decode_budget_bytes: int = DECODE_BUDGET_BYTES
+    #: a decode waits this long for room in the budget, then 503 (None: until the deadline,
+    #: then 504)
+    budget_wait_s: float | None = None
     max_queue: int = 8  #: jobs allowed to wait for the device (the running one not counted)
     admission_wait_s: float = 0.25  #: a full queue is waited on this long before 503
     deadline_s: float = 5.0  #: from the request's arrival to its answer
@@ -60,10 +67,12 @@ class ServerConfig:
             raise ValueError(
                 f"admission_wait_s must be in [0, deadline_s), got {self.admission_wait_s}"
             )
-        positive = ("max_body_bytes", "max_image_pixels", "large_decode_slots", "max_form_parts")
+        positive = ("max_body_bytes", "max_image_pixels", "decode_budget_bytes", "max_form_parts")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.budget_wait_s is not None and self.budget_wait_s < 0:
+            raise ValueError(f"budget_wait_s must be >= 0, got {self.budget_wait_s}")
         if self.power not in ("auto", "pynq", "hwmon", "off"):
             raise ValueError(f"power must be auto, pynq, hwmon or off, got {self.power!r}")
         if self.top_k < 1:

@@ -42,6 +42,10 @@ class TooLarge(ServiceError):
     status = 413
 
 
+class UnsupportedMediaType(ServiceError):
+    status = 415
+
+
 class Unprocessable(ServiceError):
     status = 422
 

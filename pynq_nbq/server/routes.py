@@ -62,7 +62,9 @@ def classify():
     svc = service()
     admission = svc.admit(request.args.get("top_k"), g.t0)  # before reading any image
     with admission.reservation:
-        return jsonify(svc.classify(admission, read_image_bytes()))
+        data = read_image_bytes()
+        admission.timeline.mark("read")
+        return Response(svc.classify(admission, data), mimetype="application/json")
 
 
 @bp.get("/metrics")

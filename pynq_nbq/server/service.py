@@ -5,16 +5,17 @@ the power sampler and the metrics.  A classification goes
 
 1. :meth:`Service.admit` - parameters checked and a place in the device queue reserved,
    before anything is decoded (so overload costs no decode);
-2. :meth:`Service.classify` - header check (pixels), decode (large images under a
-   bounded number of slots, at reduced size), preprocess, inference on the device
-   thread, the answer as a dict.
+2. :meth:`Service.classify` - header check (format allow-list, pixels), the decode's
+   memory charged to the :class:`~.budget.MemoryBudget` (waiting for room), decode at
+   reduced size, preprocess, inference on the device thread, the answer as JSON text
+   whose ``timings_ms`` parts (a :class:`Timeline`) add up to its ``total``.
 
 Failures raise :mod:`.errors` exceptions carrying their HTTP status.
 """
 
 from __future__ import annotations
 
-import io
+import json
 import logging
 import re
 import threading
@@ -25,16 +26,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from .. import api
 from ..bundle import Bundle, BundleError, load_bundle
+from ..decode_cost import (
+    ACCEPTED_FORMATS,
+    Header,
+    RefusedFormat,
+    decode_bytes,
+    limit_metadata,
+    read_header,
+)
 from ..errors import NbqError
-from ..preprocess import ImageError, ImageTooLarge, open_image, preprocess
+from ..preprocess import ImageError, ImageTooLarge, preprocess
+from ..rails import MIN_ENERGY_WINDOW_S, PowerSampler, modelled_energy, open_power_source
+from ..safe_files import UnsafeFile, check_bundle_files
 from . import errors, memory
+from .budget import BudgetBusy, MemoryBudget, OverBudget
 from .config import ServerConfig
 from .metrics import ServerMetrics, gauge, labelled_counter, labelled_gauge
-from .power import MIN_ENERGY_WINDOW_S, PowerSampler, modelled_energy, open_power_source
 from .worker import DeadlineExceeded, DeviceWorker, QueueFull, Reservation
 
 log = logging.getLogger("pynq_nbq.server")
@@ -82,14 +92,48 @@ class ServedModel:
         }
 
 
+#: the ``timings_ms`` parts that add up to ``total`` (conv_engine and arm split engine)
+TOTAL_PARTS = tuple(k for k in api.TIMING_KEYS if k not in ("conv_engine", "arm", "total"))
+#: a decode charged at least this much hands freed memory back to the kernel afterwards
+TRIM_ABOVE_BYTES = 8 << 20
+
+
+class Timeline:
+    """Consecutive parts of one request's time: :meth:`mark` adds the time since the
+    previous mark to a part, so the parts always sum to :attr:`elapsed` (perf_counter s)."""
+
+    def __init__(self, t0: float) -> None:
+        self.t0 = t0
+        self.t = t0
+        self.parts: dict[str, float] = {}
+
+    def mark(self, part: str) -> float:
+        """Charge the time since the last mark to ``part``; return that time (s)."""
+        now = time.perf_counter()
+        dt = now - self.t
+        self.parts[part] = self.parts.get(part, 0.0) + dt
+        self.t = now
+        return dt
+
+    def add(self, part: str, seconds: float) -> None:
+        """Charge ``seconds`` of the time already marked elsewhere to ``part`` (a split)."""
+        self.parts[part] = self.parts.get(part, 0.0) + seconds
+
+    @property
+    def elapsed(self) -> float:
+        return self.t - self.t0
+
+
 @dataclass
 class Admission:
-    """A request admitted to classification: its deadline, ``top_k`` and queue place."""
+    """A request admitted to classification: its deadline, ``top_k``, queue place and
+    the timeline of its parts."""
 
     arrival: float  #: perf_counter at arrival (s)
     deadline: float  #: monotonic (s)
     top_k: int | None  #: None: the configured default
     reservation: Reservation
+    timeline: Timeline
 
 
 class Service:
@@ -104,7 +148,8 @@ class Service:
             config.max_queue, lambda where: self.metrics.expired.labels(where=where).inc()
         )
         self.images_done = 0  # incremented by the device thread only
-        self.large_decodes = threading.BoundedSemaphore(config.large_decode_slots)
+        self.budget = MemoryBudget(config.decode_budget_bytes)
+        self.image_limits = limit_metadata()
         self._lock = threading.Lock()
         self.current: ServedModel | None = None
         self.power: PowerSampler | None = None
@@ -145,6 +190,7 @@ class Service:
             model = api.Model(bundle, self.config.backend)
             stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
             modelled = modelled_energy(bundle.manifest, self.config.board)
+            warm_up(model)
             served = ServedModel(model, bundle_id, modelled, stamp)
             with self._lock:
                 self.current = served
@@ -157,9 +203,10 @@ class Service:
         leaves the current model serving (422 names the field at fault)."""
         path = resolve_model_dir(self.config.models_dir, name)
         try:
+            check_bundle_files(path.parent, path.name)  # regular files, declared sizes
             bundle = load_bundle(path)
-        except BundleError as exc:
-            msg = str(exc).replace(str(path), path.name)
+        except (BundleError, UnsafeFile) as exc:
+            msg = relative_paths(str(exc), path)
             raise errors.Unprocessable(
                 f"bundle refused, the current model keeps serving: {msg}"
             ) from None
@@ -167,7 +214,7 @@ class Service:
             log.exception("load_bundle(%s) failed outside its checks", path.name)
             raise errors.Unprocessable(
                 f"bundle refused, the current model keeps serving: unreadable manifest "
-                f"({type(exc).__name__}: {str(exc)[:200]})"
+                f"({type(exc).__name__}: {relative_paths(str(exc), path)[:200]})"
             ) from None
         try:
             served = self.swap(bundle, path.name, self.config.swap_timeout_s)
@@ -179,7 +226,7 @@ class Service:
             log.warning("building %s failed: %r", path.name, exc)
             raise errors.Unprocessable(
                 f"model could not be loaded, the current model keeps serving: "
-                f"{type(exc).__name__}: {str(exc)[:300]}"
+                f"{type(exc).__name__}: {relative_paths(str(exc), path)[:300]}"
             ) from None
         log.info("now serving %s (%s)", served.bundle_id, served.manifest["datapath"])
         return served
@@ -199,35 +246,78 @@ class Service:
             raise errors.Unavailable(
                 f"busy: {exc}; retry later", self.worker.retry_after_s()
             ) from None
-        return Admission(arrival, deadline, k, reservation)
+        timeline = Timeline(arrival)
+        timeline.mark("admission")
+        return Admission(arrival, deadline, k, reservation, timeline)
 
-    def classify(self, adm: Admission, data: bytes) -> dict[str, Any]:
-        """Decode, preprocess and classify ``data`` for an admitted request; the answer."""
+    def classify(self, adm: Admission, data: bytes) -> str:
+        """Decode, preprocess and classify ``data`` for an admitted request; the answer
+        as JSON text (its ``timings_ms`` parts, encoding included, sum to its ``total``)."""
         with adm.reservation:
             served = self.served()
-            x, info, decode_s, pre_s = self._decode(data, served, adm.deadline)
+            x, info = self._decode(data, served, adm)
             job = self.worker.submit(
                 lambda: self._predict(served, x), adm.deadline, adm.reservation
             )
         pred, used = self._wait(job)
+        waited = adm.timeline.mark("handoff")  # split below into queue, device stages, rest
         queue_s = (job.started or job.enqueued) - job.enqueued
-        return self._answer(adm, pred, used, info, decode_s, pre_s, queue_s)
+        device_s = sum(pred.timings_ms[k] for k in ("quantize", "engine", "postprocess")) / 1e3
+        adm.timeline.parts["handoff"] -= queue_s + device_s
+        adm.timeline.add("queue", queue_s)
+        return self._answer(adm, pred, used, info, waited)
 
-    def _decode(
-        self, data: bytes, served: ServedModel, deadline: float
-    ) -> tuple[np.ndarray, dict, float, float]:
-        header = check_dimensions(data, self.config.max_image_pixels)
-        if header.get("width", 0) * header.get("height", 0) <= self.config.large_image_pixels:
-            x, info, decode_s, pre_s = decode_and_preprocess(data, served)
-        else:  # a bounded number of large decodes at a time (their memory)
-            if not self.large_decodes.acquire(timeout=max(0.0, deadline - time.monotonic())):
-                raise errors.Timeout("deadline passed while waiting to decode a large image")
-            try:
-                x, info, decode_s, pre_s = decode_and_preprocess(data, served)
-            finally:
-                self.large_decodes.release()
+    def _decode(self, data: bytes, served: ServedModel, adm: Admission) -> tuple[np.ndarray, dict]:
+        """Header, budget charge, decode and preprocess: (input (C, H, W), image info)."""
+        tl = adm.timeline
+        header = self.check_header(data)
+        spec = served.model.input_spec
+        cost = decode_bytes(header, served.model.input_fit, spec.get("resize", "stretch"))
+        tl.mark("decode")
+        left = max(0.0, adm.deadline - time.monotonic())
+        bounded = self.config.budget_wait_s
+        try:
+            charge = self.budget.charge(cost, left if bounded is None else min(bounded, left))
+        except OverBudget as exc:
+            raise errors.TooLarge(f"image too large: {exc}") from None
+        except BudgetBusy as exc:
+            if time.monotonic() >= adm.deadline:
+                raise errors.Timeout(f"deadline passed while waiting: {exc}") from None
+            self.metrics.rejected.inc()
+            raise errors.Unavailable(f"busy: {exc}; retry later", 1) from None
+        tl.mark("admission")
+        try:
+            with charge:
+                x, info = decode_and_preprocess(data, served, tl)
+        finally:
+            if cost >= TRIM_ABOVE_BYTES:
                 memory.release_free_memory()
-        return x, {**info, **header}, decode_s, pre_s
+        if time.monotonic() >= adm.deadline:  # do not queue work that can only be dropped
+            raise errors.Timeout(
+                f"deadline passed while decoding ({1e3 * tl.elapsed:.0f} ms since arrival; "
+                f"deadline {self.config.deadline_s:g} s)"
+            )
+        info = {**header.as_info(), **info, "decode_charge_bytes": cost}
+        return x, info
+
+    def check_header(self, data: bytes) -> Header:
+        """What the header declares; 415 for a refused format, 400 for no image, 413 for
+        more pixels than ``max_image_pixels`` (all before decoding)."""
+        try:
+            header = read_header(data)
+        except RefusedFormat as exc:
+            raise errors.UnsupportedMediaType(str(exc)) from None
+        except ImageTooLarge as exc:
+            raise errors.TooLarge(str(exc)) from None
+        except ImageError as exc:
+            raise errors.BadRequest(str(exc)) from None
+        limit = self.config.max_image_pixels
+        if header.width * header.height > limit:
+            raise errors.TooLarge(
+                f"image too large: {header.width}x{header.height} = "
+                f"{header.width * header.height} pixels (limit {limit})"
+            )
+        return header
 
     def _predict(self, prepared_for: ServedModel, x: np.ndarray) -> tuple[api.Prediction, Any]:
         """Device thread: classify one preprocessed image with the current model.
@@ -257,24 +347,12 @@ class Service:
             log.warning("device error: %s", exc)
             raise errors.Unavailable(f"the device failed ({exc}); retry later") from None
 
-    def _answer(self, adm, pred, used, info, decode_s, pre_s, queue_s) -> dict[str, Any]:
+    def _answer(self, adm, pred, used, info, waited_s) -> str:
         n = len(used.model.classes)
         k = min(self.config.top_k if adm.top_k is None else adm.top_k, n)
         top = pred.top_k(0, k)
         order = np.argsort(-pred.probabilities[0], kind="stable")[:k]
         tm = pred.timings_ms
-        timings = {
-            "decode": _ms(decode_s),
-            "preprocess": _ms(pre_s),
-            "queue": _ms(queue_s),
-            "quantize": round(tm["quantize"], 4),
-            "engine": round(tm["engine"], 4),
-            "conv_engine": round(tm["conv_engine"], 4),
-            "arm": round(tm["arm"], 4),
-            "postprocess": round(tm["postprocess"], 4),
-        }  # keys as api.TIMING_KEYS
-        for stage in ("decode", "preprocess", "queue", "engine"):
-            self.metrics.stages.labels(stage=stage).observe(timings[stage] / 1e3)
         self.metrics.images.labels(
             model=used.bundle_id,
             backend=used.model.backend_name,
@@ -297,11 +375,31 @@ class Service:
             "datapath": used.manifest["datapath"],
             "weight_bits": used.manifest["weight_bits"],
             "image": info,
-            "timings_ms": timings,
+            "timings_ms": _PLACEHOLDER,
             "power": self.power_block(),
         }
-        timings["total"] = _ms(time.perf_counter() - adm.arrival)
-        return body
+        text = json.dumps(body)
+        tl = adm.timeline
+        tl.mark("respond")
+        parts = tl.parts
+        timings = {
+            "read": _ms(parts.get("read", 0.0)),
+            "admission": _ms(parts["admission"]),
+            "decode": _ms(parts["decode"]),
+            "preprocess": _ms(parts["preprocess"]),
+            "queue": _ms(parts["queue"]),
+            "quantize": round(tm["quantize"], 4),
+            "engine": round(tm["engine"], 4),
+            "conv_engine": round(tm["conv_engine"], 4),
+            "arm": round(tm["arm"], 4),
+            "postprocess": round(tm["postprocess"], 4),
+            "handoff": _ms(parts["handoff"]),
+            "respond": _ms(parts["respond"]),
+            "total": _ms(tl.elapsed),
+        }  # keys as api.TIMING_KEYS
+        for stage in ("decode", "preprocess", "queue", "engine"):
+            self.metrics.stages.labels(stage=stage).observe(timings[stage] / 1e3)
+        return text.replace(json.dumps(_PLACEHOLDER), json.dumps(timings), 1)
 
     # --- health, power, metrics -------------------------------------------------------
     def health(self) -> tuple[dict[str, Any], bool]:
@@ -358,6 +456,26 @@ class Service:
                 self.worker.waiting,
             ),
             gauge("nbq_queue_limit", "Most jobs allowed to wait.", self.config.max_queue),
+            gauge(
+                "nbq_decode_budget_bytes",
+                "Memory all image decodes at once may be charged (bytes).",
+                self.budget.total,
+            ),
+            gauge(
+                "nbq_decode_budget_in_use_bytes",
+                "Memory charged to the decodes running now (bytes, from their headers).",
+                self.budget.in_use,
+            ),
+            gauge(
+                "nbq_decode_budget_peak_bytes",
+                "Most memory charged to decodes at once since start (bytes).",
+                self.budget.peak,
+            ),
+            gauge(
+                "nbq_decode_budget_waiting",
+                "Requests waiting for room in the decode budget.",
+                self.budget.waiting,
+            ),
         ]
         if s is not None:
             out.append(
@@ -424,38 +542,34 @@ def parse_top_k(raw: str | None) -> int | None:
     return k
 
 
-def check_dimensions(data: bytes, max_pixels: int) -> dict[str, Any]:
-    """Refuse images whose header declares more than ``max_pixels``, before decoding;
-    return what the header says: ``format``, ``mode``, ``width``, ``height`` (pixels);
-    ``{"format": None}`` if Pillow cannot read it (``open_image`` then names the problem)."""
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            (w, h), fmt, mode = im.size, im.format, im.mode
-    except Exception:
-        return {"format": None}
-    if w * h > max_pixels:
-        raise errors.TooLarge(f"image too large: {w}x{h} = {w * h} pixels (limit {max_pixels})")
-    return {"format": fmt, "mode": mode, "width": w, "height": h}
-
-
 def decode_and_preprocess(
-    data: bytes, served: ServedModel
-) -> tuple[np.ndarray, dict, float, float]:
-    """Decode ``data`` no larger than ``served`` needs and preprocess it: (input
-    (C, H, W), image info, decode s, preprocess s).  Image failures are 400/413."""
-    t0 = time.perf_counter()
+    data: bytes, served: ServedModel, timeline: Timeline
+) -> tuple[np.ndarray, dict]:
+    """Decode ``data`` (accepted formats only) no larger than ``served`` needs and
+    preprocess it: (input (C, H, W), decoded size); the times go to ``timeline``'s
+    ``decode`` and ``preprocess``.  Image failures are 400/413."""
     try:
-        img = open_image(data, fit=served.model.input_fit)
+        img = served.model.open_image(data, formats=ACCEPTED_FORMATS)
         info = {"decoded_width": img.width, "decoded_height": img.height}
-        t1 = time.perf_counter()
+        timeline.mark("decode")
         x = preprocess(img, served.model.input_spec)
-        return x, info, t1 - t0, time.perf_counter() - t1
+        timeline.mark("preprocess")
+        return x, info
     except ImageTooLarge as exc:
         raise errors.TooLarge(str(exc)) from None
     except ImageError as exc:
         raise errors.BadRequest(str(exc)) from None
     except (OSError, ValueError, SyntaxError) as exc:  # a decoder failing in convert()
         raise errors.BadRequest(f"broken image: {exc}") from None
+
+
+def warm_up(model: api.Model) -> None:
+    """Run the model once on a blank input (first-call costs: imports, BLAS and kernel
+    set-up), so a fresh server's first answer is timed like every other."""
+    spec = model.input_spec
+    channels = int(spec.get("channels") or len(spec["mode"]))  # "L": 1, "RGB": 3
+    shape = (1, channels, int(spec["height"]), int(spec["width"]))
+    model.predict(np.zeros(shape, np.uint8))
 
 
 def resolve_model_dir(models_dir: Path, name: Any) -> Path:
@@ -476,6 +590,14 @@ def resolve_model_dir(models_dir: Path, name: Any) -> Path:
     return path
 
 
+def relative_paths(message: str, bundle_dir: Path) -> str:
+    """``message`` with the models directory's absolute path taken out (paths are named
+    relative to it: ``bundle/manifest.json``)."""
+    for root in {str(bundle_dir.parent), str(bundle_dir.parent.resolve())}:
+        message = message.replace(root.rstrip("/") + "/", "").replace(root, ".")
+    return message
+
+
 def available_models(models_dir: Path) -> list[str]:
     """Bundle directories (with a manifest) directly in ``models_dir``; symlinks that
     resolve elsewhere are left out (``POST /v1/model`` refuses them)."""
@@ -491,3 +613,6 @@ def available_models(models_dir: Path) -> list[str]:
 
 def _ms(seconds: float) -> float:
     return round(1e3 * seconds, 4)
+
+
+_PLACEHOLDER = "\u0000timings"
