@@ -19,7 +19,7 @@ class                                         raised when
 ``pynq_nbq.native.NativeError``               the native kernel cannot be built or loaded
 ``pynq_nbq.preprocess.ImageError``            the input is not a usable image
 ``host_train.export.ExportError``             a model has no datapath form
-``host_train.train.CheckpointError``          a checkpoint file is corrupt or refused
+``host_train.checkpoint.CheckpointError``     a checkpoint file is corrupt or refused
 ============================================  ==========================================
 """
 

@@ -23,7 +23,7 @@ MAX_FUNCTION_LINES = 100
 
 #: modules over MAX_MODULE_LINES (path -> lines when listed); TODO: split, then remove
 LONG_MODULES = {
-    "host_train/train.py": 551,
+    "host_train/train.py": 530,
 }
 #: functions over MAX_FUNCTION_LINES ("path:function"); TODO: split, then remove
 LONG_FUNCTIONS = {
@@ -123,6 +123,7 @@ def test_mypy_is_clean_on_pynq_nbq():
 #: its own unit or a lower layer; the number is the layer
 LAYERS = {
     "pynq_nbq": 0, "errors": 0, "datapath": 0, "buildcache": 0, "blas": 0, "idx": 0,
+    "safe_files": 1, "decode_cost": 11, "rails": 11,
     "ops": 1, "opset": 2, "manifest": 3, "validation": 4, "bundle": 5,
     "kernel": 6, "native": 6, "sim": 7, "backends": 8, "engine": 9,
     "preprocess": 10, "perfmodel": 10, "testing": 10, "streams": 10, "api": 11,
@@ -131,7 +132,6 @@ LAYERS = {
 #: known breaks of the rule (issue 24, "Layering"); TODO: fix, then remove
 LAYER_EXCEPTIONS = {
     ("sim", "backends"),  # sim/board.py builds the csim kernel through backends.csim
-    ("bench", "server"),  # bench reads power rails from server/power.py
     ("commands", "host_train"),  # train/eval/export import host_train by name (lazily)
 }
 

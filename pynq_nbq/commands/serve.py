@@ -12,14 +12,7 @@ from ..cli import CommandError, add_backend_option
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``serve`` subcommand."""
     from ..api import DEFAULT_MODEL, MODELS_DIR
-    from ..server.config import DECODE_BUDGET_BYTES, ServerConfig
-    from ..server.wsgi import (
-        CONNECTION_LIMIT,
-        IDLE_TIMEOUT_S,
-        MAX_PIPELINED,
-        READ_TIMEOUT_S,
-        WRITE_TIMEOUT_S,
-    )
+    from ..server.config import ServerConfig
 
     d = ServerConfig()  # the defaults live there once; this parser only shows them
 
@@ -73,6 +66,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=d.deadline_s,
         help=f"per-request deadline (default {d.deadline_s} s)",
     )
+    _add_request_limits(p, d)
+    p.add_argument(
+        "--power",
+        default=d.power,
+        choices=("auto", "pynq", "hwmon", "off"),
+        help=f"rail power readings: pynq.get_rails / hwmon / off (default {d.power})",
+    )
+    p.add_argument(
+        "--board", default=d.board, help=f"board for the modelled energy estimate ({d.board})"
+    )
+    p.add_argument(
+        "--blas-threads",
+        type=int,
+        default=1,
+        help="BLAS threads for the numpy engine (default 1; 0 keeps the library default)",
+    )
+    p.set_defaults(func=run)
+
+
+def _add_request_limits(p: argparse.ArgumentParser, d) -> None:
+    """The body, connection, pipelining and decode-memory limits of ``serve`` (``d``: a
+    default :class:`~pynq_nbq.server.config.ServerConfig`)."""
+    from ..server.config import DECODE_BUDGET_BYTES
+    from ..server.wsgi import (
+        CONNECTION_LIMIT,
+        IDLE_TIMEOUT_S,
+        MAX_PIPELINED,
+        READ_TIMEOUT_S,
+        WRITE_TIMEOUT_S,
+    )
+
     p.add_argument(
         "--max-body-mb",
         type=float,
@@ -120,22 +144,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"memory all image decodes at once may use, charged from each image's header; "
         f"a decode waits for room until its deadline (default {DECODE_BUDGET_BYTES >> 20} MiB)",
     )
-    p.add_argument(
-        "--power",
-        default=d.power,
-        choices=("auto", "pynq", "hwmon", "off"),
-        help=f"rail power readings: pynq.get_rails / hwmon / off (default {d.power})",
-    )
-    p.add_argument(
-        "--board", default=d.board, help=f"board for the modelled energy estimate ({d.board})"
-    )
-    p.add_argument(
-        "--blas-threads",
-        type=int,
-        default=1,
-        help="BLAS threads for the numpy engine (default 1; 0 keeps the library default)",
-    )
-    p.set_defaults(func=run)
 
 
 def curl_hint(model, url: str) -> str:

@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,12 +42,13 @@ from ..safe_files import UnsafeFile, check_bundle_files
 from . import errors, memory
 from .budget import BudgetBusy, MemoryBudget, OverBudget
 from .config import ServerConfig
-from .metrics import ServerMetrics, gauge, labelled_counter, labelled_gauge
+from .live_metrics import live_metrics
+from .metrics import ServerMetrics
+from .models_dir import available_models, relative_paths, resolve_model_dir
+from .timeline import Timeline
 from .worker import DeadlineExceeded, DeviceWorker, QueueFull, Reservation
 
 log = logging.getLogger("pynq_nbq.server")
-
-MODEL_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 @dataclass
@@ -98,32 +97,6 @@ TOTAL_PARTS = tuple(k for k in api.TIMING_KEYS if k not in ("conv_engine", "arm"
 TRIM_ABOVE_BYTES = 8 << 20
 
 
-class Timeline:
-    """Consecutive parts of one request's time: :meth:`mark` adds the time since the
-    previous mark to a part, so the parts always sum to :attr:`elapsed` (perf_counter s)."""
-
-    def __init__(self, t0: float) -> None:
-        self.t0 = t0
-        self.t = t0
-        self.parts: dict[str, float] = {}
-
-    def mark(self, part: str) -> float:
-        """Charge the time since the last mark to ``part``; return that time (s)."""
-        now = time.perf_counter()
-        dt = now - self.t
-        self.parts[part] = self.parts.get(part, 0.0) + dt
-        self.t = now
-        return dt
-
-    def add(self, part: str, seconds: float) -> None:
-        """Charge ``seconds`` of the time already marked elsewhere to ``part`` (a split)."""
-        self.parts[part] = self.parts.get(part, 0.0) + seconds
-
-    @property
-    def elapsed(self) -> float:
-        return self.t - self.t0
-
-
 @dataclass
 class Admission:
     """A request admitted to classification: its deadline, ``top_k``, queue place and
@@ -143,7 +116,7 @@ class Service:
         config.validate()
         self.config = config
         self.started = time.monotonic()
-        self.metrics = ServerMetrics(live=self._live_metrics)
+        self.metrics = ServerMetrics(live=lambda: live_metrics(self))
         self.worker = DeviceWorker(
             config.max_queue, lambda where: self.metrics.expired.labels(where=where).inc()
         )
@@ -176,9 +149,14 @@ class Service:
 
     # --- the model -------------------------------------------------------------------
     def served(self) -> ServedModel:
+        s = self.current_or_none()
+        if s is None:
+            raise RuntimeError("no model loaded")
+        return s
+
+    def current_or_none(self) -> ServedModel | None:
+        """The served model, or None before the first load."""
         with self._lock:
-            if self.current is None:
-                raise RuntimeError("no model loaded")
             return self.current
 
     def swap(self, bundle: Bundle, bundle_id: str, timeout_s: float) -> ServedModel:
@@ -445,87 +423,6 @@ class Service:
                 )
         return {"measured": measured, "modelled": self.served().modelled}
 
-    def _live_metrics(self) -> list:
-        """Scrape-time families: queue, the model, power (measured and modelled)."""
-        with self._lock:
-            s = self.current
-        out = [
-            gauge(
-                "nbq_queue_waiting",
-                "Jobs waiting for the device (not counting the one running).",
-                self.worker.waiting,
-            ),
-            gauge("nbq_queue_limit", "Most jobs allowed to wait.", self.config.max_queue),
-            gauge(
-                "nbq_decode_budget_bytes",
-                "Memory all image decodes at once may be charged (bytes).",
-                self.budget.total,
-            ),
-            gauge(
-                "nbq_decode_budget_in_use_bytes",
-                "Memory charged to the decodes running now (bytes, from their headers).",
-                self.budget.in_use,
-            ),
-            gauge(
-                "nbq_decode_budget_peak_bytes",
-                "Most memory charged to decodes at once since start (bytes).",
-                self.budget.peak,
-            ),
-            gauge(
-                "nbq_decode_budget_waiting",
-                "Requests waiting for room in the decode budget.",
-                self.budget.waiting,
-            ),
-        ]
-        if s is not None:
-            out.append(
-                gauge(
-                    "nbq_model_info",
-                    "The model being served (value 1).",
-                    1,
-                    name=s.bundle_id,
-                    datapath=s.manifest["datapath"],
-                    backend=s.model.backend_name,
-                    sha256=str(s.manifest.get("arrays_sha256", "")),
-                )
-            )
-            if s.modelled.get("available"):
-                out.append(
-                    gauge(
-                        "nbq_modelled_power_watts",
-                        "MODELLED (not measured) average power per image of the served model (W).",
-                        float(s.modelled["power_w"]),
-                    )
-                )
-        latest = self.power.latest() if self.power is not None else {}
-        on = bool(latest.get("available"))
-        out.append(
-            gauge("nbq_power_available", "1 when board rail power is measured, 0 when not.", on)
-        )
-        watts = {k[:-2]: v for k, v in latest.items() if k.endswith("_w") and isinstance(v, float)}
-        out.append(
-            labelled_gauge(
-                "nbq_power_watts", "Latest measured power per rail group (W).", "group", watts
-            )
-        )
-        if on:
-            out.append(
-                gauge(
-                    "nbq_power_sample_age_seconds",
-                    "Age of the latest power reading (s).",
-                    latest["age_s"],
-                )
-            )
-            out.append(
-                labelled_counter(
-                    "nbq_energy_joules",
-                    "Measured board energy per rail group since start (J; trapezoid over samples).",
-                    "group",
-                    self.power.energy_totals_j(),
-                )
-            )
-        return out
-
 
 # --- image and parameter helpers -------------------------------------------------------
 def parse_top_k(raw: str | None) -> int | None:
@@ -570,45 +467,6 @@ def warm_up(model: api.Model) -> None:
     channels = int(spec.get("channels") or len(spec["mode"]))  # "L": 1, "RGB": 3
     shape = (1, channels, int(spec["height"]), int(spec["width"]))
     model.predict(np.zeros(shape, np.uint8))
-
-
-def resolve_model_dir(models_dir: Path, name: Any) -> Path:
-    """The bundle directory ``name`` inside ``models_dir``; refuses anything else."""
-    if not isinstance(name, str) or not MODEL_NAME_RE.fullmatch(name) or ".." in name:
-        raise errors.BadRequest(
-            f"bad model name {str(name)[:80]!r}: give the name of a bundle directory in the "
-            "models directory (letters, digits, '.', '_', '-'; no paths)"
-        )
-    root = models_dir.resolve()
-    path = (root / name).resolve()
-    if path.parent != root:
-        raise errors.BadRequest(f"model name {name!r} escapes the models directory")
-    if not path.is_dir():
-        raise errors.NotFound(
-            f"no model {name!r} in the models directory (available: {available_models(models_dir)})"
-        )
-    return path
-
-
-def relative_paths(message: str, bundle_dir: Path) -> str:
-    """``message`` with the models directory's absolute path taken out (paths are named
-    relative to it: ``bundle/manifest.json``)."""
-    for root in {str(bundle_dir.parent), str(bundle_dir.parent.resolve())}:
-        message = message.replace(root.rstrip("/") + "/", "").replace(root, ".")
-    return message
-
-
-def available_models(models_dir: Path) -> list[str]:
-    """Bundle directories (with a manifest) directly in ``models_dir``; symlinks that
-    resolve elsewhere are left out (``POST /v1/model`` refuses them)."""
-    if not models_dir.is_dir():
-        return []
-    root = models_dir.resolve()
-    return sorted(
-        p.name
-        for p in models_dir.iterdir()
-        if p.resolve().parent == root and (p / "manifest.json").is_file()
-    )
 
 
 def _ms(seconds: float) -> float:
