@@ -35,6 +35,7 @@ static_assert(NBQ_MAX_W >= 4, "NBQ_MAX_W: a pooled 3x3 tile needs at least 4 col
 static_assert(NBQ_MAX_H >= 4, "NBQ_MAX_H: a pooled 3x3 tile needs at least 4 rows");
 static_assert(NBQ_MAX_CIN >= 1 && NBQ_MAX_COUT >= 1 && NBQ_PM >= 1 && NBQ_PN >= 1, "sizes");
 static_assert(NBQ_PE_KIND == NBQ_PE_SVPE || NBQ_PE_KIND == NBQ_PE_VPE, "NBQ_PE_KIND");
+static_assert(NBQ_WORD_BITS == 128 && NBQ_REQ_WORDS == 1, "one requant word a channel");
 static_assert(NBQ_CODE_BITS >= 2 && NBQ_CODE_BITS <= 1 + NBQ_CODE_MAG_BITS, "NBQ_CODE_BITS");
 
 // Constants and the stage-to-stage word types live in a named namespace: a stream of
@@ -174,15 +175,14 @@ load_co:
     }
   }
 load_rq:
-  for (int co = 0; co < g.co; co++) {
+  for (int co = 0; co < g.co; co++) {  // one word a channel: bias 63..0, mult|shift<<16 above
 #pragma HLS LOOP_TRIPCOUNT min=1 max=NBQ_MAX_COUT
-#pragma HLS PIPELINE II=2
-    const nbq_word_t b0 = s_in.read();  // bias, int64
-    const nbq_word_t b1 = s_in.read();  // mult | shift << 16
-    st |= tlast_status(b0.last, false) | tlast_status(b1.last, co == g.co - 1);
-    rq_bias[co % PN][co / PN] = req_t(b0.data);
-    rq_mult[co % PN][co / PN] = mult_t(b1.data(15, 0));
-    rq_shift[co % PN][co / PN] = shift_t(b1.data(21, 16));
+#pragma HLS PIPELINE II=1
+    const nbq_word_t b = s_in.read();
+    st |= tlast_status(b.last, co == g.co - 1);
+    rq_bias[co % PN][co / PN] = req_t(b.data(63, 0));
+    rq_mult[co % PN][co / PN] = mult_t(b.data(79, 64));
+    rq_shift[co % PN][co / PN] = shift_t(b.data(85, 80));
   }
 }
 

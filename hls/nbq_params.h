@@ -18,8 +18,9 @@
 
 // ---- identification (read-only registers) ---------------------------------
 #define NBQ_ID 0x4E425143u        // "NBQC"
-#define NBQ_VERSION_MAJOR 2       // bumped when the protocol changes (2: status word)
-#define NBQ_VERSION_MINOR 1       // bumped for compatible additions (1: WEIGHT_BITS)
+#define NBQ_VERSION_MAJOR 3       // bumped when the protocol changes (2: status word,
+                                  // 3: 128-bit words, one requant word per channel)
+#define NBQ_VERSION_MINOR 0       // bumped for compatible additions (2.1: WEIGHT_BITS)
 #define NBQ_VERSION ((NBQ_VERSION_MAJOR << 16) | NBQ_VERSION_MINOR)
 
 // ---- PE kind ----------------------------------------------------------------
@@ -88,10 +89,15 @@
 #define NBQ_ACT_BITS 16      // activations: int16
 #define NBQ_ACC_BITS 48      // accumulator: datapath.ACC_BITS
 #define NBQ_REQ_BITS 64      // acc * mult + bias + half: datapath.REQUANT_BITS
-#define NBQ_WORD_BITS 64     // AXI-Stream TDATA width
-#define NBQ_ACT_LANES 4      // int16 activations per stream word
-#define NBQ_SVPE_LANES 8     // svpe codes per stream word (one byte each)
-#define NBQ_VPE_LANES 4      // vpe int16 weights per stream word
+// Stream width and DMA burst: pynq_nbq/kernel/design.py (STREAM_BITS, DMA_BURST_BEATS)
+// is the one definition; tests/test_streams.py fails if these differ from it.
+#define NBQ_WORD_BITS 128    // AXI-Stream TDATA width (= DMA and HP port width)
+#define NBQ_WORD_BYTES 16    // NBQ_WORD_BITS / 8
+#define NBQ_ACT_LANES 8      // int16 activations per stream word
+#define NBQ_SVPE_LANES 16    // svpe codes per stream word (one byte each)
+#define NBQ_VPE_LANES 8      // vpe int16 weights per stream word
+#define NBQ_REQ_WORDS 1      // requant words per output channel: bias 63..0, mult|shift<<16 above
+#define NBQ_DMA_BURST_BEATS 256  // AXI DMA MM2S/S2MM burst length (words)
 #define NBQ_CODE_MAG_BITS 4  // svpe code byte: bit 4 sign, bits 3..0 magnitude m
 
 // ---- svpe build width: NBQ_CODE_BITS (default 5, set above with the parallelism) ----
@@ -151,10 +157,10 @@
 #define NBQ_STATUS_TLAST_EARLY (1u << 2)  // TLAST before the last word of a packet
 #define NBQ_STATUS_TLAST_MISSING (1u << 3)  // no TLAST on the last word of a packet
 
-// ---- status word (protocol 2.x) ------------------------------------------------------
+// ---- status word (protocol 2.x and 3.x) ------------------------------------------------
 // Every call - PROBE, BAD_CONFIG and NO_WEIGHTS included - ends by writing one
 // status word on the output stream with TLAST set: bits 31..0 the call's STATUS
-// value, bits 63..32 NBQ_STATUS_MAGIC.  A normal call's output packet is its
+// value, bits 63..32 NBQ_STATUS_MAGIC, the bits above zero.  A normal call's output packet is its
 // feature-map words (no TLAST) then the status word; an error or probe call writes
 // the status word alone.  The host arms its receive for feature-map words + 1.
 #define NBQ_STATUS_MAGIC 0x4E425153u  // "NBQS"

@@ -34,6 +34,7 @@ from test_hls_csim import SMALL, _random_layers, random_input, random_spec  # no
 from pynq_nbq.kernel import packing  # noqa: E402
 from pynq_nbq.kernel.protocol import (  # noqa: E402
     STATUS_MAGIC,
+    WORD_BYTES,
     DeviceError,
     DeviceTimeout,
     KernelError,
@@ -78,7 +79,7 @@ def test_random_layers_every_n_tiling_and_saturation(boards, pe):
         want = conv_layer(x, spec)
         got = CompiledConv(spec, dev.info, max_packet_bytes=640).run(dev, x)
         np.testing.assert_array_equal(got, want, err_msg=spec.name)
-    assert dev.max_packet_bytes == (1 << 26) - 8  # from the DMA's c_sg_length_width
+    assert dev.max_packet_bytes == (1 << 26) - WORD_BYTES  # from the DMA's c_sg_length_width
 
 
 # --- the protocol of one call ----------------------------------------------------------------
@@ -100,7 +101,7 @@ def test_register_transactions_of_one_call_in_order(boards):
     assert [v for _, _, v in writes[:5]] == [
         regs[r] for r in ("IN_H", "IN_W", "C_IN", "C_OUT", "FLAGS")
     ]
-    assert writes[7][2] == len(data) + 8  # feature map + the status word
+    assert writes[7][2] == len(data) + WORD_BYTES  # feature map + the status word
     assert writes[8][2] == 1  # ap_start
     lengths = [v for _, reg, v in writes if reg == "MM2S_LENGTH"]
     assert lengths == [len(p) for p in packets]
@@ -187,7 +188,7 @@ def test_short_receive_buffer_and_call_during_reset(boards):
     board, dev = boards["svpe"]
     regs, packets, data = _one_call("svpe", dev.info, seed=5)
     with pytest.raises(DeviceError, match="internal error"):
-        dev.call(regs, packets, len(data) - 8)  # the packet is longer than the buffer
+        dev.call(regs, packets, len(data) - WORD_BYTES)  # the packet is longer than the buffer
     board.inject("reset_in_progress")  # the next call waits for the reset, then runs
     got, status = dev.call(regs, packets, len(data))
     assert status == 0 and bytes(got) == bytes(data)
@@ -197,9 +198,9 @@ def test_foreign_or_wrong_bitstream_refused_at_load():
     from pynq_nbq.kernel.driver import FpgaConvDevice
     from pynq_nbq.sim.board import SimZcu102
 
-    old = SimZcu102(defines=SMALL["svpe"], overrides={"HW_VERSION": 1 << 16})
-    with pytest.raises(ValueError, match=r"protocol version 1\.0 .*speaks 2\.x"):
-        FpgaConvDevice(old.load("svpe"), timeout_s=TIMEOUT_S)
+    old = SimZcu102(defines=SMALL["svpe"], overrides={"HW_VERSION": 2 << 16 | 1})
+    with pytest.raises(ValueError, match=r"protocol version 2\.1 .*speaks 3\.x"):
+        FpgaConvDevice(old.load("svpe"), timeout_s=TIMEOUT_S)  # a 64-bit (2.x) bitstream
     swapped = SimZcu102(defines=SMALL["svpe"], overrides={"PE_KIND": 2})
     with pytest.raises(ValueError, match="nbq_svpe bitstream's kernel reports PE_KIND 'vpe'"):
         FpgaConvDevice(swapped.load("svpe"), timeout_s=TIMEOUT_S)
@@ -317,8 +318,8 @@ def test_status_word_magic_is_what_the_board_returns(boards):
     board, dev = boards["vpe"]
     regs, packets, data = _one_call("vpe", dev.info, seed=6)
     dev.call(regs, packets, len(data))
-    out = dev.pool.get("out", len(data) + 8)
-    assert int.from_bytes(bytes(out[-8:]), "little") >> 32 == STATUS_MAGIC
+    out = dev.pool.get("out", len(data) + WORD_BYTES)
+    assert int.from_bytes(bytes(out[-WORD_BYTES:]), "little") >> 32 == STATUS_MAGIC
 
 
 def test_generated_hwh_matches_the_block_design(boards):

@@ -83,12 +83,12 @@ def test_call_cycles_by_hand():
     # 3x3, pad all sides, 6x5 input, 8 -> 8 channels, Pm = 4, Pn = 2, no pool
     call = kernel.Call(6, 5, 8, 8, 3, False, (1, 1, 1, 1), load=True)
     c = kernel.call_cycles(call, 4, 2)
-    assert c["reader"] == 6 * 5 * 2  # 2 groups of 4 channels: one word each
+    assert c["reader"] == 6 * 5 * 2  # 2 groups of 4 channels: one (half-used) word each
     assert c["window"] == 8 * 7 * 2  # padded pixels x groups
     assert c["compute"] == 6 * 5 * 2 * 4  # conv pixels x input groups x output groups
-    assert c["packer"] == 6 * 5 * 4 * 1 + 1  # pixels x output groups x ceil(Pn / 4), + flush
+    assert c["packer"] == 6 * 5 * 4 * 1 + 1  # pixels x output groups x ceil(Pn / 8), + flush
     assert c["skew"] == 2 * 7 * 2
-    assert c["load"] == 8 * 8 * 9 + 4 * 8  # one code a cycle, 2 cycles per requant word pair
+    assert c["load"] == 8 * 8 * 9 + 8  # one code a cycle, one requant word a channel
     assert c["total"] == c["load"] + c["skew"] + c["compute"] + c["depth"]
     assert c["depth"] == kernel.BASE_DEPTH + math.ceil(math.log2(36))
     # 1x1, pooled: 4x4 -> 2x2 outputs; 5 channels in (groups of 4 and 1)

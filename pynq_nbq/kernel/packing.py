@@ -1,9 +1,10 @@
 """Items <-> stream words: the one packing implementation of ``csim`` and ``fpga``.
 
-Layouts (docs/datapath.md section 5): activations int16, 4 a word; svpe weights
-one byte ``(sign << 4) | m`` a code, 8 a word; vpe weights int16, 4 a word;
-requant two words per output channel, ``bias`` (int64) then ``mult | shift << 16``.
-Every packet is whole 64-bit little-endian words, the last zero-padded.
+Layouts (docs/datapath.md section 5): activations int16, 8 a word; svpe weights
+one byte ``(sign << 4) | m`` a code, 16 a word; vpe weights int16, 8 a word;
+requant 16 bytes (one word) per output channel, ``bias`` (int64) then
+``mult | shift << 16`` (uint64).  Every packet is whole 128-bit little-endian words
+(``protocol.WORD_BITS``), the last zero-padded.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from .protocol import (
     CODE_MAG_BITS,
     CODE_SIGN,
     MAX_CODE_MAG,
-    REQUANT_WORDS,
+    REQUANT_BYTES,
     WORD_BYTES,
     words_for,
 )
@@ -82,7 +83,7 @@ def unpack_weights(buf: np.ndarray, shape: tuple[int, ...], pe: dp.PEKind | str)
 
 
 def pack_requant(mult: np.ndarray, bias: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """Per-channel (mult, bias, shift) -> requant packet bytes (2 words a channel).
+    """Per-channel (mult, bias, shift) -> requant packet bytes (16 bytes a channel).
 
     ValueError listing every range the values break (:func:`datapath.requant_problems`).
     """
@@ -90,16 +91,16 @@ def pack_requant(mult: np.ndarray, bias: np.ndarray, shift: np.ndarray) -> np.nd
     problems = dp.requant_problems(mult, bias, shift)
     if problems:
         raise ValueError("; ".join(problems))
-    words = np.empty((mult.size, REQUANT_WORDS), dtype="<u8")
-    words[:, 0] = bias.astype("<i8").view("<u8")
-    words[:, 1] = (mult & 0xFFFF).astype(np.uint64) | (shift.astype(np.uint64) << np.uint64(16))
-    return words.view(np.uint8).reshape(-1)
+    halves = np.empty((mult.size, REQUANT_BYTES // 8), dtype="<u8")
+    halves[:, 0] = bias.astype("<i8").view("<u8")
+    halves[:, 1] = (mult & 0xFFFF).astype(np.uint64) | (shift.astype(np.uint64) << np.uint64(16))
+    return _pad_to_words(halves.tobytes())
 
 
 def unpack_requant(buf: np.ndarray, c_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Requant packet bytes -> int64 (mult, bias, shift) of ``c_out`` channels."""
     words = np.frombuffer(np.asarray(buf, dtype=np.uint8).tobytes(), dtype="<u8")
-    words = words[: REQUANT_WORDS * c_out].reshape(c_out, REQUANT_WORDS)
+    words = words[: REQUANT_BYTES // 8 * c_out].reshape(c_out, REQUANT_BYTES // 8)
     bias = words[:, 0].view("<i8").astype(np.int64)
     mult = (words[:, 1] & np.uint64(0xFFFF)).astype(np.uint16).view(np.int16).astype(np.int64)
     shift = ((words[:, 1] >> np.uint64(16)) & np.uint64(0x3F)).astype(np.int64)

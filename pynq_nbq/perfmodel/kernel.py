@@ -37,6 +37,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ..kernel import design, protocol
 from . import costs
 from .boards import Board
 from .constants import PAPER_DSP_BUDGET
@@ -54,7 +55,7 @@ INFRA_BRAM18 = 16
 #: Cycles of pipeline depth through one call: reader 3, window 3, products 1, adder
 #: tree ceil(log2 9Pm), accumulator 1, requant 3, pool 2, packer 2, plus FIFO hops.
 BASE_DEPTH = 24
-ACT_LANES = 4  #: int16 activations per 64-bit stream word
+ACT_LANES = protocol.ACT_LANES  #: int16 activations per stream word (8 in 128 bits)
 #: Kernel buffer limits of a build (hls/nbq_params.h defaults).
 DEFAULT_LIMITS = {"max_w": 64, "max_cin": 512, "max_cout": 64}
 #: name -> (PE kind, code width) of every build: a 3-bit svpe build runs bundles with
@@ -207,7 +208,7 @@ def call_cycles(call: Call, pm: int, pn: int) -> dict[str, int]:
     body = max(stages["reader"], stages["window"], skew + stages["compute"], stages["packer"])
     load = 0
     if call.load:
-        load = call.c_out * call.c_in * call.k * call.k + 2 * 2 * call.c_out
+        load = call.c_out * call.c_in * call.k * call.k + call.c_out
     return {**stages, "skew": skew, "depth": depth, "load": load, "total": load + body + depth}
 
 
@@ -282,7 +283,7 @@ def model_kernel(
 
     build = build_for(pe, n_bits)
     pm, pn = choose_build(build, board, limits)
-    clock = (clock_mhz or board.pl_clock_mhz) * 1e6
+    clock = (clock_mhz or design.PL_CLOCK_MHZ) * 1e6  # the overlay's one PL clock
     places = [placement(lay, "engine") for lay in layers]
     work, fused = fuse_pools(list(layers), places)
     rows = []

@@ -406,7 +406,8 @@ class SimZcu102(pynq.Device):
             last = np.zeros_like(last)
         if self._take("bad_magic") and len(words):
             words = words.copy()
-            words[-4:] = 0  # a kernel of another protocol: no "NBQS" in the last word
+            # a kernel of another protocol: no "NBQS" in bits 63..32 of the last word
+            words[len(words) - WORD_BYTES + 4 : len(words) - WORD_BYTES + 8] = 0
         if self._take("decode_error"):
             self._armed = False
             self._fail(A.S2MM, A.Status.DECODE_ERROR)
