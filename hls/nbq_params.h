@@ -85,6 +85,24 @@
 #define NBQ_MAX_H 1024
 #endif
 
+// ---- FIFO depths of the DATAFLOW region (nbq_conv.cpp) ------------------------------
+// Derived from the stages' bursts; pynq_nbq/perfmodel/stages.py computes the same
+// formulas for the dataflow simulation (tests/test_perf_dataflow.py checks they agree).
+// px      the compute stage reads the MG = ceil(MAX_CIN / PM) windows of a pixel in one
+//         burst of MG cycles (on output group 0) and none during the (CG - 1) x MG
+//         cycles of the other output groups.  px holds one pixel's MG channel groups
+//         (+ 2, a FIFO's ping-pong) so that the reader fetches the next pixel meanwhile
+//         and the window stage can feed the next burst at one window a cycle.
+// wins    the window stage emits at most one window a cycle and the compute stage takes
+//         it the next: ping-pong (the burst is absorbed by px, where the words are Pm
+//         activations, not 9 Pm).
+// accs, outs, pooled  one item a cycle at most on both sides: ping-pong.
+#define NBQ_PX_DEPTH ((NBQ_MAX_CIN + NBQ_PM - 1) / NBQ_PM + 2)
+#define NBQ_WINS_DEPTH 2
+#define NBQ_ACCS_DEPTH 2
+#define NBQ_OUTS_DEPTH 2
+#define NBQ_POOLED_DEPTH 2
+
 // ---- datapath widths (docs/datapath.md; pynq_nbq/datapath.py) ----------------
 #define NBQ_ACT_BITS 16      // activations: int16
 #define NBQ_ACC_BITS 48      // accumulator: datapath.ACC_BITS

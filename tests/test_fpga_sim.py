@@ -77,7 +77,7 @@ def test_random_layers_every_n_tiling_and_saturation(boards, pe):
     rng = np.random.default_rng(21 if pe == "svpe" else 22)
     for spec, x in _random_layers(pe, dev.info, rng, 10, 14):
         want = conv_layer(x, spec)
-        got = CompiledConv(spec, dev.info, max_packet_bytes=640).run(dev, x)
+        got = CompiledConv(spec, dev.info, max_packet_bytes=1024).run(dev, x)
         np.testing.assert_array_equal(got, want, err_msg=spec.name)
     assert dev.max_packet_bytes == (1 << 26) - WORD_BYTES  # from the DMA's c_sg_length_width
 

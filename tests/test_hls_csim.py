@@ -116,7 +116,7 @@ def _random_layers(pe, info, rng, count, max_hw):
 @pytest.mark.parametrize("pe", PES)
 def test_random_layers_with_tiling(kernels, pe):
     """Every n, 3x3/1x1, ReLU, pool, edge values, layers several times the buffers."""
-    backend = csim.CsimBackend(pe, SMALL[pe], max_packet_bytes=640)
+    backend = csim.CsimBackend(pe, SMALL[pe], max_packet_bytes=1024)
     info = kernels[pe, "small"].info
     rng = np.random.default_rng(11 if pe == "svpe" else 12)
     for spec, x in _random_layers(pe, info, rng, 30, 3 * info.max_w):
@@ -175,7 +175,7 @@ def test_every_call_matches_the_numpy_model_of_the_kernel(kernels, pe):
     rec = S.RecordingDevice(S.ReferenceDevice(kernel.info))
     rng = np.random.default_rng(21)
     for spec, x in _random_layers(pe, kernel.info, rng, 6, 14):
-        S.run_conv(rec, x, spec, 512)
+        S.run_conv(rec, x, spec, 1024)
     assert len(rec.calls) > 12
     for regs, packets, status, data in rec.calls:
         got, got_status = kernel.call(regs, packets, len(data))

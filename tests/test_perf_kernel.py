@@ -88,7 +88,7 @@ def test_call_cycles_by_hand():
     assert c["compute"] == 6 * 5 * 2 * 4  # conv pixels x input groups x output groups
     assert c["packer"] == 6 * 5 * 4 * 1 + 1  # pixels x output groups x ceil(Pn / 8), + flush
     assert c["skew"] == 2 * 7 * 2
-    assert c["load"] == 8 * 8 * 9 + 8  # one code a cycle, one requant word a channel
+    assert c["load"] == 8 * 2 * 9 * 1 + 8  # one word (a 4-lane vector) a cycle, + requant
     assert c["total"] == c["load"] + c["skew"] + c["compute"] + c["depth"]
     assert c["depth"] == kernel.BASE_DEPTH + math.ceil(math.log2(36))
     # 1x1, pooled: 4x4 -> 2x2 outputs; 5 channels in (groups of 4 and 1)

@@ -153,13 +153,32 @@ def test_svpe_code_bytes():
 def test_weight_packets_round_trip():
     rng = np.random.default_rng(0)
     codes = rng.integers(-15, 16, (5, 3, 3, 3)).astype(np.int8)
-    buf = S.pack_weights(codes, "svpe")
-    assert len(buf) == S.words_for(codes.size) * S.WORD_BYTES == 144  # 135 codes, 16 a word
-    assert np.array_equal(S.unpack_weights(buf, codes.shape, "svpe"), dp.decode_svpe(codes, 5))
+    for pm in (1, 2, 4, 16, 32):
+        buf = S.pack_weights(codes, "svpe", pm)
+        vec_words = -(-pm // 16)  # one byte a lane, 16 a word
+        assert len(buf) == 5 * -(-3 // pm) * 9 * vec_words * S.WORD_BYTES
+        assert len(buf) == 5 * S.KernelInfo("svpe", pm, 1, 9, 9, 9, 9).weight_bytes_per_cout(3, 3)
+        got = S.unpack_weights(buf, codes.shape, "svpe", pm)
+        assert np.array_equal(got, dp.decode_svpe(codes, 5)), pm
     w = rng.integers(-(1 << 15), 1 << 15, (2, 3, 1, 1))
-    assert np.array_equal(S.unpack_weights(S.pack_weights(w, "vpe"), w.shape, "vpe"), w)
+    for pm in (2, 4, 16):
+        buf = S.pack_weights(w, "vpe", pm)
+        assert np.array_equal(S.unpack_weights(buf, w.shape, "vpe", pm), w)
     with pytest.raises(ValueError, match="int16"):
-        S.pack_weights(np.array([1 << 15]), "vpe")
+        S.pack_weights(np.full((1, 1, 1, 1), 1 << 15), "vpe", 4)
+
+
+def test_weight_packet_is_in_the_kernels_order():
+    """Protocol 3.0: per output channel, per input group of Pm, per tap, Pm lanes."""
+    codes = np.arange(2 * 3 * 9).reshape(2, 3, 3, 3) % 15 + 1  # distinct-ish, all > 0
+    buf = S.pack_weights(codes, "svpe", 2)  # groups of 2 input channels: {0, 1}, {2, pad}
+    vec = buf.reshape(-1, S.WORD_BYTES)  # one vector of 2 lanes a word
+    assert len(vec) == 2 * 2 * 9
+    # output channel 0, group 0, tap 4 (centre): lanes = input channels 0 and 1
+    assert vec[4][:2].tolist() == [codes[0, 0, 1, 1], codes[0, 1, 1, 1]]
+    # output channel 0, group 1, tap 0: input channel 2, then a zero lane (past C_in)
+    assert vec[9][:2].tolist() == [codes[0, 2, 0, 0], 0]
+    assert not vec[:, 2:].any()  # the rest of each word is padding
 
 
 def test_requant_packet_round_trip_at_the_limits():
@@ -271,7 +290,7 @@ def test_scheduler_property(seed, pe):
         spec.in_channels,
         edge=bool(rng.integers(2)),
     )
-    got = S.run_conv(S.ReferenceDevice(info), x, spec, int(rng.choice([1 << 20, 400])))
+    got = S.run_conv(S.ReferenceDevice(info), x, spec, int(rng.choice([1 << 20, 800])))
     assert np.array_equal(got, conv_layer(x, spec))
 
 

@@ -167,6 +167,13 @@ STATUS_TEXT = {
 }
 
 
+def weight_vector_words(pe: dp.PEKind | str, pm: int) -> int:
+    """Stream words one weight vector of ``pm`` lanes takes (protocol 3.0 weight packet:
+    per output channel, per input group of Pm channels, per tap, one vector padded to
+    whole words; ``hls/nbq_conv.cpp`` WV_WORDS)."""
+    return -(-pm * WEIGHT_ITEM_BYTES[dp.PEKind.parse(pe)] // WORD_BYTES)
+
+
 def words_for(nbytes: int) -> int:
     """Stream words that hold ``nbytes`` bytes."""
     return -(-int(nbytes) // WORD_BYTES)
@@ -296,6 +303,16 @@ class KernelInfo:
     def weight_item_bytes(self) -> int:
         """Bytes one weight takes in this kernel's weight packet."""
         return WEIGHT_ITEM_BYTES[self.pe]
+
+    @property
+    def weight_vector_words(self) -> int:
+        """Stream words of one weight vector (Pm lanes of one output channel, tap and
+        input group) in the weight packet: ``ceil(Pm * item bytes / WORD_BYTES)``."""
+        return weight_vector_words(self.pe, self.pm)
+
+    def weight_bytes_per_cout(self, c_in: int, kernel: int) -> int:
+        """Weight-packet bytes of one output channel: ``ceil(C_in / Pm) * k^2`` vectors."""
+        return -(-c_in // self.pm) * kernel * kernel * self.weight_vector_words * WORD_BYTES
 
     @classmethod
     def from_registers(cls, regs: Mapping[str, int]) -> KernelInfo:

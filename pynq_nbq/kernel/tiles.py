@@ -104,7 +104,7 @@ def plan_groups(
     image size, so a compiled layer packs its load packets once.
     """
     limit = max_packet_bytes // WORD_BYTES * WORD_BYTES
-    per_cout = max(c_in * kernel * kernel * info.weight_item_bytes, REQUANT_BYTES)
+    per_cout = max(info.weight_bytes_per_cout(c_in, kernel), REQUANT_BYTES)
     ct = min(c_out, info.max_cout, limit // per_cout)
     if ct < 1:
         raise ValueError(

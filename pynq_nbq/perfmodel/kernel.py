@@ -188,7 +188,7 @@ class Call:
     load: bool = False
 
 
-def call_cycles(call: Call, pm: int, pn: int) -> dict[str, int]:
+def call_cycles(call: Call, pm: int, pn: int, pe: str = "svpe") -> dict[str, int]:
     """Cycles of one call per stage and in total (modelled; see the module doc)."""
     pt, pb, pl, pr = call.pads
     vh, vw = call.h + pt + pb, call.w + pl + pr
@@ -208,7 +208,8 @@ def call_cycles(call: Call, pm: int, pn: int) -> dict[str, int]:
     body = max(stages["reader"], stages["window"], skew + stages["compute"], stages["packer"])
     load = 0
     if call.load:
-        load = call.c_out * call.c_in * call.k * call.k + call.c_out
+        wv = protocol.weight_vector_words(pe, pm)
+        load = call.c_out * mg * call.k * call.k * wv + call.c_out
     return {**stages, "skew": skew, "depth": depth, "load": load, "total": load + body + depth}
 
 
@@ -238,14 +239,14 @@ def plan_calls(layer: Layer, pm: int, pn: int, limits: dict | None = None) -> li
 
 
 def layer_cycles(
-    layer: Layer, pm: int, pn: int, limits: dict | None = None, batch: int = 1
+    layer: Layer, pm: int, pn: int, limits: dict | None = None, batch: int = 1, pe: str = "svpe"
 ) -> dict[str, Any]:
     """Cycles per image of one engine layer (every call; weight loads shared by ``batch``
     images), the slowest stage, and Eq. 36's count at the same (Pm, Pn)."""
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     calls = plan_calls(layer, pm, pn, limits)
-    per = [call_cycles(c, pm, pn) for c in calls]
+    per = [call_cycles(c, pm, pn, pe) for c in calls]
     for p in per:
         p["total"] -= p["load"] - p["load"] / batch
         p["load"] /= batch
@@ -290,7 +291,7 @@ def model_kernel(
     for lay, (where, _reason, _), was_fused in zip(work, places, fused, strict=True):
         if where != "fpga" or was_fused:
             continue
-        c = layer_cycles(lay, pm, pn, limits, batch)
+        c = layer_cycles(lay, pm, pn, limits, batch, pe)
         t = c["cycles"] / clock + c["calls"] * call_overhead_us * 1e-6
         rows.append(
             {"name": lay.name, **c, "time_us": t * 1e6, "eq36_us": c["eq36_cycles"] / clock * 1e6}
