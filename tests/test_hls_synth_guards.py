@@ -393,14 +393,14 @@ def test_ram_reads_after_writes_have_a_declared_distance_and_a_bypass():
 
 def test_fifo_depths_are_named_constants_derived_in_the_header():
     """STREAM depths are the header's NBQ_*_DEPTH (no literal guessed in the region), and
-    px holds a whole pixel of channel groups (the old depth 4 could not absorb the
-    compute stage's burst of MG windows)."""
+    px holds two pixels of channel groups (the old depth 4 could not absorb the compute
+    stage's burst of MG windows; the dataflow simulation sizes it, test_perf_dataflow)."""
     code = _code(_source("nbq_conv.cpp"))
     depths = dict(re.findall(r"#pragma HLS STREAM variable=(\w+) depth=(\w+)", code))
     for fifo in ("px", "wins", "accs", "outs", "pooled"):
         assert depths[fifo] == f"NBQ_{fifo.upper()}_DEPTH", (fifo, depths[fifo])
     header = S.parse_params_header()
     mg = -(-header["NBQ_MAX_CIN"] // header["NBQ_PM"])
-    assert header["NBQ_PX_DEPTH"] == mg + 2 >= 4
+    assert header["NBQ_PX_DEPTH"] == 2 * mg + 2 >= 4
     params = _source("nbq_params.h")
-    assert "#define NBQ_PX_DEPTH ((NBQ_MAX_CIN + NBQ_PM - 1) / NBQ_PM + 2)" in params
+    assert "#define NBQ_PX_DEPTH (2 * ((NBQ_MAX_CIN + NBQ_PM - 1) / NBQ_PM) + 2)" in params

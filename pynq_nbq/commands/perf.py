@@ -374,7 +374,9 @@ def kernel_report(
         "modelled": True,
         "note": (
             "model of hls/nbq_conv.cpp's loop structure (DATAFLOW stages, cycles per stage, "
-            f"weight loads, tiles); resources: {COST_NOTE} for the PE arrays and requantisers, "
+            "weight loads, the host's tile plan), checked by a FIFO-level dataflow "
+            "simulation of the same stages (sim/model); "
+            f"resources: {COST_NOTE} for the PE arrays and requantisers, "
             "assumed figures for the rest; unverified without Vitis and a board"
         ),
         "device": {
@@ -386,6 +388,7 @@ def kernel_report(
         },
         "lut_fraction": LUT_FRACTION,
         "batch": kernel["svpe"]["batch"],
+        "clock_mhz": kernel["svpe"]["clock_mhz"],
         "builds": builds,
         "vpe_build": kernel["vpe"]["build"],
         "svpe_build": kernel["svpe"]["build"],
@@ -412,6 +415,12 @@ def _build_lines(k: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _sim(row: dict[str, Any]) -> str:
+    """The dataflow simulation's cycles over the model's, e.g. ``1.02``."""
+    ratio = row.get("sim_over_model")
+    return "-" if ratio is None else f"{ratio:.2f}"
+
+
 def kernel_text(k: dict[str, Any]) -> str:
     """The kernel section of the text report."""
     if "error" in k:
@@ -429,13 +438,15 @@ def kernel_text(k: dict[str, Any]) -> str:
         )
     vb, sb = k["vpe_build"], k["svpe_build"]
     head = (
-        f"{'layer':10s} | {'paper VPE':>9s} {'Eq36 ' + vb:>11s} {'kernel':>9s} {'bound':8s} | "
-        f"{'paper SVPE':>10s} {'Eq36 ' + sb:>11s} {'kernel':>9s} {'bound':8s} | {'SVPE/VPE':>8s}"
+        f"{'layer':10s} | {'paper VPE':>9s} {'Eq36 ' + vb:>11s} {'kernel':>9s} {'bound':8s} "
+        f"{'sim':>5s} | {'paper SVPE':>10s} {'Eq36 ' + sb:>11s} {'kernel':>9s} {'bound':8s} "
+        f"{'sim':>5s} | {'SVPE/VPE':>8s}"
     )
     lines += [
         "per engine layer, us per image (paper = the paper's model above; Eq36 = Eq. 36 at "
-        "the build's (Pm, Pn); kernel = this kernel's cycle model, weights loaded once per "
-        f"{k['batch']} image(s)):",
+        "the build's (Pm, Pn); kernel = this kernel's cycle model at the overlay's "
+        f"{k['clock_mhz']:g} MHz PL clock, weights loaded once per {k['batch']} image(s); "
+        "sim = the dataflow simulation's cycles over the model's):",
         head,
         "-" * len(head),
     ]
@@ -443,16 +454,16 @@ def kernel_text(k: dict[str, Any]) -> str:
         v, s = r["vpe"], r["svpe"]
         lines.append(
             f"{r['name'][:10]:10s} | {r['paper_vpe_us']:9.2f} {v['eq36_us']:11.2f} "
-            f"{v['time_us']:9.2f} {v['bound']:8s} | {r['paper_svpe_us']:10.2f} "
-            f"{s['eq36_us']:11.2f} {s['time_us']:9.2f} {s['bound']:8s} | "
+            f"{v['time_us']:9.2f} {v['bound']:8s} {_sim(v):>5s} | {r['paper_svpe_us']:10.2f} "
+            f"{s['eq36_us']:11.2f} {s['time_us']:9.2f} {s['bound']:8s} {_sim(s):>5s} | "
             f"{_num(r['svpe_over_vpe'], '7.2f')}x"
         )
     fv, fs = k["fpga_time_us"]["vpe"], k["fpga_time_us"]["svpe"]
     ev, es = k["eq36_time_us"]["vpe"], k["eq36_time_us"]["svpe"]
     lines += [
         "-" * len(head),
-        f"{'total':10s} | {'':9s} {ev:11.2f} {fv:9.2f} {'':8s} | {'':10s} {es:11.2f} "
-        f"{fs:9.2f} {'':8s} | {_num(_ratio(fv, fs), '7.2f')}x",
+        f"{'total':10s} | {'':9s} {ev:11.2f} {fv:9.2f} {'':8s} {'':5s} | {'':10s} {es:11.2f} "
+        f"{fs:9.2f} {'':8s} {'':5s} | {_num(_ratio(fv, fs), '7.2f')}x",
     ]
     return "\n".join(lines)
 
@@ -477,15 +488,15 @@ def kernel_markdown(k: dict[str, Any]) -> str:
     vb, sb = k["vpe_build"], k["svpe_build"]
     lines += [
         "",
-        f"| layer | paper VPE µs | Eq. 36 {vb} µs | kernel {vb} µs | bound "
-        f"| paper SVPE µs | Eq. 36 {sb} µs | kernel {sb} µs | bound | SVPE/VPE |",
-        "|---|---:|---:|---:|---|---:|---:|---:|---|---:|",
+        f"| layer | paper VPE µs | Eq. 36 {vb} µs | kernel {vb} µs | bound | sim/model "
+        f"| paper SVPE µs | Eq. 36 {sb} µs | kernel {sb} µs | bound | sim/model | SVPE/VPE |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|---|---:|---:|",
     ]
     for r in k["layers"]:
         v, s = r["vpe"], r["svpe"]
         lines.append(
             f"| {r['name']} | {r['paper_vpe_us']:.2f} | {v['eq36_us']:.2f} | {v['time_us']:.2f} "
-            f"| {v['bound']} | {r['paper_svpe_us']:.2f} | {s['eq36_us']:.2f} "
-            f"| {s['time_us']:.2f} | {s['bound']} | {_num(r['svpe_over_vpe'], '.2f')} |"
+            f"| {v['bound']} | {_sim(v)} | {r['paper_svpe_us']:.2f} | {s['eq36_us']:.2f} "
+            f"| {s['time_us']:.2f} | {s['bound']} | {_sim(s)} | {_num(r['svpe_over_vpe'], '.2f')} |"
         )
     return "\n".join(lines)
