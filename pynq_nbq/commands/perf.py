@@ -21,7 +21,6 @@ from pynq_nbq.perfmodel import (
     builtin_network,
     layers_from_list,
     layers_from_manifest,
-    layers_from_specs,
     load_board,
     model_network,
 )
@@ -129,7 +128,7 @@ def load_source(args: argparse.Namespace) -> tuple[str, list, int | None]:
 
         spec = load_bundle(path).spec
         bits = spec.weight_bits if spec.pe is dp.PEKind.SVPE else None
-        return spec.name or path.name, layers_from_specs(spec.layers), bits
+        return spec.name or path.name, layers_from_manifest(spec), bits  # the typed Manifest
     manifest_path = path if path.suffix == ".json" else path / "manifest.json"
     manifest = _read_json(manifest_path, "bundle manifest")
     if not isinstance(manifest, dict):
