@@ -43,6 +43,23 @@ def test_report_covers_every_design_and_says_what_it_is():
     assert luts == sorted(luts)
 
 
+def test_two_twins_bound_the_pe_cost_and_the_range_is_reported():
+    """The other bit-exact twin is synthesised beside the shipped one; the model's
+    pessimistic LUT figure takes the larger twin and the itemised infrastructure."""
+    for pe, nb in (("svpe", 3), ("svpe", 5), ("vpe", 16)):
+        f = costs.twin_factor(pe, nb)
+        assert f >= 1.0
+    assert costs.twin_factor("svpe", 5) > 1.2  # written the other way: 30 % and more larger
+    for build in kernel.BUILDS:
+        pm, pn = kernel.choose_build(build, ZCU102)
+        res = kernel.build_resources(build, pm, pn)
+        infra = kernel.infrastructure_lut(kernel.BUILDS[build][0], pm, pn)
+        assert res["infra_lut_itemised"] == infra["total"] > kernel.INFRA_LUT
+        assert res["lut_pessimistic"] > res["lut"]
+    # LUTRAM the source binds is not counted as BRAM
+    assert "windows" not in kernel.buffers_bram18("svpe3", 32, 8)
+
+
 def test_lane_cost_hits_the_measured_points_and_interpolates():
     for pm in costs.LANE_PMS:
         assert costs.lane_cost("svpe", 5, pm)["lut"] == costs.cells(f"svpe_lane_nb5_pm{pm}")["lut"]

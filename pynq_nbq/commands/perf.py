@@ -400,7 +400,8 @@ def kernel_report(
 def _build_lines(k: dict[str, Any]) -> list[str]:
     dev = k["device"]
     lines = [
-        f"{'build':6s} {'(Pm, Pn)':>9s} {'LUT':>8s} {'%':>5s} {'FF':>8s} {'%':>5s} "
+        f"{'build':6s} {'(Pm, Pn)':>9s} {'LUT':>8s} {'%':>5s} {'pessim.':>8s} {'%':>5s} "
+        f"{'FF':>8s} {'%':>5s} "
         f"{'DSP':>5s} {'%':>5s} {'BRAM18':>6s} {'%':>5s}  (of {dev['part']}: {dev['lut']} LUT, "
         f"{dev['ff']} FF, {dev['dsp']} DSP, {dev['bram18']} BRAM18)"
     ]
@@ -408,7 +409,8 @@ def _build_lines(k: dict[str, Any]) -> list[str]:
         f = b["of_device"]
         lines.append(
             f"{b['build']:6s} {'(' + str(b['pm']) + ', ' + str(b['pn']) + ')':>9s} "
-            f"{b['lut']:8d} {100 * f['lut']:5.1f} {b['ff']:8d} {100 * f['ff']:5.1f} "
+            f"{b['lut']:8d} {100 * f['lut']:5.1f} {b['lut_pessimistic']:8d} "
+            f"{100 * f['lut_pessimistic']:5.1f} {b['ff']:8d} {100 * f['ff']:5.1f} "
             f"{b['dsp']:5d} {100 * f['dsp']:5.1f} {b['bram18']:6d} {100 * f['bram18']:5.1f}"
         )
     return lines
@@ -473,15 +475,16 @@ def kernel_markdown(k: dict[str, Any]) -> str:
         return f"This kernel (hls/nbq_conv.cpp): {k['error']}"
     dev = k["device"]
     lines = [
-        f"| build | (Pm, Pn) | LUT (of {dev['lut']}) | FF | DSP (of {dev['dsp']}) "
-        f"| BRAM18 (of {dev['bram18']}) |",
-        "|---|---|---:|---:|---:|---:|",
+        f"| build | (Pm, Pn) | LUT (of {dev['lut']}) | LUT, pessimistic | FF "
+        f"| DSP (of {dev['dsp']}) | BRAM18 (of {dev['bram18']}) |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for b in k["builds"]:
         f = b["of_device"]
         lines.append(
             f"| {b['build']} | ({b['pm']}, {b['pn']}) | {b['lut']} ({100 * f['lut']:.1f} %) "
-            f"| {b['ff']} | {b['dsp']} ({100 * f['dsp']:.1f} %) "
+            f"| {b['lut_pessimistic']} ({100 * f['lut_pessimistic']:.1f} %) | {b['ff']} "
+            f"| {b['dsp']} ({100 * f['dsp']:.1f} %) "
             f"| {b['bram18']} ({100 * f['bram18']:.1f} %) |"
         )
     vb, sb = k["vpe_build"], k["svpe_build"]

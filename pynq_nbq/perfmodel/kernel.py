@@ -94,6 +94,66 @@ def weight_bits(build: str) -> int:
     return 16 if pe == "vpe" else nb
 
 
+# --- the infrastructure, itemised from the source's declarations (pessimistic) ---------------
+#: LUTs per bit of a simple dual-port LUTRAM of depth <= 32 (RAM32M: 32 x 6 in 4 LUTs) and
+#: per bit per 64 words beyond (RAM64M: 64 x 3 in 4 LUTs): UltraScale+ CLB primitives.
+LUTRAM_LUT_PER_BIT_32 = 4 / 6
+LUTRAM_LUT_PER_BIT_64 = 4 / 3
+#: Xilinx IP of the block design, LUTs: ESTIMATES (not synthesised; PG021/PG059 give
+#: 1.5-3k for a 32/64-bit simple-mode DMA, more for 128 bits; an AXI interconnect with
+#: width converters 1-3k).  Taken at the top of those ranges: pessimistic.
+IP_LUT = {
+    "axi_dma_128": 4500,
+    "data_interconnect": 3000,
+    "ctrl_interconnect": 1000,
+    "proc_sys_reset": 50,
+    "s_axilite_control": 800,
+}
+
+
+def lutram_lut(depth: int, width: int) -> int:
+    """LUTs of a depth x width simple dual-port LUTRAM (the source's impl=lutram)."""
+    if depth <= 32:
+        return math.ceil(width * LUTRAM_LUT_PER_BIT_32)
+    return math.ceil(math.ceil(depth / 64) * width * LUTRAM_LUT_PER_BIT_64)
+
+
+def infrastructure_lut(pe: str, pm: int, pn: int, limits: dict | None = None) -> dict[str, int]:
+    """LUTs outside the PE lanes and requantisers, item by item from what
+    ``hls/nbq_conv.cpp`` declares at (Pm, Pn) - a documented PESSIMISTIC estimate
+    (each item rounded up; no Vitis or Vivado run behind it):
+
+    LUTRAM the source binds (hist, inbuf, prow, pend) and the px FIFO; the wins FIFO
+    (two 9 Pm x 16-bit words: a 2:1 read mux per bit); the window's and the compute
+    stage's wide selects (hist or its register bypass, 6 Pm x 16 bits; a window from the
+    stream, inbuf or the held one, 9 Pm x 16 bits, 3:1); the reader's lane demux (Pm x
+    16 bits from 8 lanes: 8:1); the packer's (Pn + 8) x 16-bit shift buffer (8:1); the
+    loader's vector register and code decode; the Xilinx IP (:data:`IP_LUT`).
+    """
+    lim = {**header_limits(), **(limits or {})}
+    mg, cg = _ceil(lim["max_cin"], pm), _ceil(lim["max_cout"], pn)
+    act = 16
+    vec, win, outs = pm * act, 9 * pm * act, pn * act
+    wv = stages.protocol.weight_vector_words(pe, pm) * stages.protocol.WORD_BITS
+    items = {
+        "hist_lutram": 6 * lutram_lut(mg, vec),
+        "inbuf_lutram": lutram_lut(mg, win),
+        "prow_lutram": lutram_lut((lim["max_w"] // 2) * cg, outs),
+        "pend_lutram": lutram_lut(cg, outs),
+        "px_fifo": lutram_lut(stages.fifo_depths(pm, lim["max_cin"])["px"], vec),
+        "wins_fifo": win,  # 2 deep in registers, a 2:1 read mux per bit
+        "window_select": 6 * vec // 2,  # hist or hreg: two 2:1 muxes per LUT6
+        "compute_select": win,  # stream, inbuf or held: one LUT6 per bit
+        "reader_demux": 2 * vec,  # 8:1 per bit: 2 LUT6 + MUXF7
+        "packer": 2 * (pn + stages.ACT_LANES) * act,  # 8:1 shift per bit
+        "loader": wv // 2 + pm * 4,  # vector shift register select, code decode
+        "stage_control": 2000,  # counters, compares, FIFO flags of six stages
+        **IP_LUT,
+    }
+    items["total"] = sum(items.values())
+    return items
+
+
 def buffers_bram18(build: str, pm: int, pn: int, limits: dict | None = None) -> dict[str, int]:
     """BRAM18 of the kernel's buffers (sizes from the source's declarations)."""
     lim = {**header_limits(), **(limits or {})}
@@ -104,9 +164,8 @@ def buffers_bram18(build: str, pm: int, pn: int, limits: dict | None = None) -> 
         "line_buffers": 2 * bram18_for(vw * mg, pm * 16),
         # Pn x 9 weight banks, one Pm-code word per (output group, input group)
         "weights": pn * 9 * bram18_for(cg * mg, pm * weight_bits(build)),
-        # window history (2 columns x 3 rows) and the compute stage's window store (9)
-        "windows": bram18_for(mg, 6 * pm * 16) + bram18_for(mg, 9 * pm * 16),
-        "pool_row": bram18_for((lim["max_w"] // 2) * cg, pn * 16),
+        # hist, inbuf, prow and pend are LUTRAM (BIND_STORAGE impl=lutram): counted in
+        # infrastructure_lut, not here
         "infra": INFRA_BRAM18,
     }
     out["total"] = sum(out.values())
@@ -122,6 +181,10 @@ def build_resources(build: str, pm: int, pn: int, limits: dict | None = None) ->
     ff = pn * (lane["ff"] + rq["ff"])
     dsp = pn * (lane["dsp"] + rq["dsp"])
     bram = buffers_bram18(build, pm, pn, limits)
+    factor = costs.twin_factor(pe, nb)
+    infra = infrastructure_lut(pe, pm, pn, limits)
+    lane_lut = lane["lut"] + lane["lutram"]
+    pessimistic = pn * (factor * lane_lut + rq["lut"] + rq["lutram"]) + infra["total"]
     return {
         "build": build,
         "pe": pe,
@@ -136,7 +199,14 @@ def build_resources(build: str, pm: int, pn: int, limits: dict | None = None) ->
         "requant_dsp": pn * rq["dsp"],
         "bram18": bram["total"],
         "bram18_parts": bram,
-        "source": f"{costs.COST_NOTE}; infrastructure {INFRA_LUT} LUT / {INFRA_FF} FF assumed",
+        # the pessimistic end of the range: the larger twin's lanes, the itemised
+        # infrastructure (infrastructure_lut) instead of the assumed INFRA_LUT
+        "lut_pessimistic": round(pessimistic),
+        "twin_factor": round(factor, 3),
+        "infra_lut_itemised": infra["total"],
+        "source": f"{costs.COST_NOTE}; infrastructure {INFRA_LUT} LUT / {INFRA_FF} FF assumed "
+        f"(pessimistic: the larger of two bit-exact twins, x{factor:.2f}, and "
+        f"{infra['total']} LUT itemised)",
     }
 
 
@@ -298,6 +368,7 @@ def builds_table(board: Board, limits: dict | None = None) -> list[dict[str, Any
         res = build_resources(build, pm, pn, limits)
         res["of_device"] = {
             "lut": res["lut"] / board.lut,
+            "lut_pessimistic": res["lut_pessimistic"] / board.lut,
             "ff": res["ff"] / board.ff,
             "dsp": res["dsp"] / board.dsp,
             "bram18": res["bram18"] / board.bram18,
