@@ -178,6 +178,14 @@ def test_cli_shows_both_models_side_by_side(capsys):
     assert cli.main(["perf", "--network", "nbq-fmnist"]) == 0
     out = capsys.readouterr().out
     assert "THIS KERNEL" in out and "open-synthesis estimate, yosys, not Vivado" in out
+    # a build over 70 % at the pessimistic cost is named, with its figure
+    over = [
+        b["build"]
+        for b in kernel.builds_table(ZCU102)
+        if b["of_device"]["lut_pessimistic"] > kernel.LUT_FRACTION
+    ]
+    for build in over:
+        assert f"  {build}: " in out and "at the pessimistic cost" in out
     for build in kernel.BUILDS:
         assert f"  {build} " in out
     assert "paper VPE" in out and "Eq36" in out

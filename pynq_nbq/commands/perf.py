@@ -431,6 +431,13 @@ def kernel_text(k: dict[str, Any]) -> str:
         f"builds at their default (Pm, Pn): the most arrays within {k['lut_fraction']:.0%} "
         "of the LUTs (vpe also within the paper's 768 DSPs)",
         *(f"  {ln}" for ln in _build_lines(k)),
+        *(
+            f"  {b['build']}: {100 * b['of_device']['lut_pessimistic']:.1f} % of the LUTs at "
+            f"the pessimistic cost (larger twin x{b['twin_factor']:g}, itemised "
+            f"infrastructure {b['infra_lut_itemised']} LUT): over {k['lut_fraction']:.0%}"
+            for b in k["builds"]
+            if b["of_device"]["lut_pessimistic"] > k["lut_fraction"]
+        ),
         "",
     ]
     if not k["layers"]:
