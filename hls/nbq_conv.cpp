@@ -35,6 +35,7 @@ static_assert(NBQ_MAX_W >= 4, "NBQ_MAX_W: a pooled 3x3 tile needs at least 4 col
 static_assert(NBQ_MAX_H >= 4, "NBQ_MAX_H: a pooled 3x3 tile needs at least 4 rows");
 static_assert(NBQ_MAX_CIN >= 1 && NBQ_MAX_COUT >= 1 && NBQ_PM >= 1 && NBQ_PN >= 1, "sizes");
 static_assert(NBQ_PE_KIND == NBQ_PE_SVPE || NBQ_PE_KIND == NBQ_PE_VPE, "NBQ_PE_KIND");
+static_assert(NBQ_WORD_BITS == 128 && NBQ_REQ_WORDS == 1, "one requant word a channel");
 static_assert(NBQ_CODE_BITS >= 2 && NBQ_CODE_BITS <= 1 + NBQ_CODE_MAG_BITS, "NBQ_CODE_BITS");
 
 // Constants and the stage-to-stage word types live in a named namespace: a stream of
@@ -52,6 +53,9 @@ const int MAX_VH = NBQ_MAX_H + 2;             // input rows plus two padding row
 const int MG = (NBQ_MAX_CIN + PM - 1) / PM;   // input-channel groups
 const int CG = (NBQ_MAX_COUT + PN - 1) / PN;  // output-channel groups
 const int W_BITS = pe_t::LANE_BITS;           // weight bits per packet lane
+// A weight vector (Pm lanes of one output channel, tap and input group) takes WV_WORDS
+// whole stream words in the weight packet (protocol 3.0: the kernel's own order).
+const int WV_WORDS = (PM * W_BITS + NBQ_WORD_BITS - 1) / NBQ_WORD_BITS;
 const int ACT_LANES = NBQ_WORD_BITS / NBQ_ACT_BITS;
 const int PM_WORDS = (PM + ACT_LANES - 1) / ACT_LANES;  // stream words per full group
 const int QUADS = (PN + ACT_LANES - 1) / ACT_LANES;     // output words per output group
@@ -70,8 +74,8 @@ static_assert(PROD_BITS + 4 + 8 <= NBQ_ACC_BITS, "lane sums fit the accumulator"
 struct vec_t {  // Pm activations of one pixel and channel group (one wide word)
   act_t a[PM];
 };
-struct win_t {  // a 3x3 window of Pm channels: tap t = 3 * ky + kx
-  vec_t tap[TAPS];
+struct win_t {  // a 3x3 window of Pm channels: a[t][m], tap t = 3 * ky + kx
+  act_t a[TAPS][PM];  // an array of scalars, no struct of structs (AGGREGATE takes it)
 };
 struct wvec_t {  // Pm weights of one (output lane, tap, output group, input group)
   wgt_t w[PM];
@@ -137,52 +141,61 @@ void write_status_word(hls::stream<nbq_word_t>& s, ap_uint<32> st) {
   s.write(beat);
 }
 
-// ---- weight load (FLAGS.LOAD; before the dataflow region, one code per cycle) ----------
+// ---- weight load (FLAGS.LOAD; before the dataflow region, one word per cycle) ---------
 // wbuf[n][t][cg * MG + mg].w[m] = weight of output channel cg*PN+n, input channel
-// mg*PM+m, tap t.  Only the layer's own weights are written: lanes past C_in meet
-// zero activations (read_fm zero-fills them, window zeroes taps 1..8 of a 1x1 layer)
-// and lanes past C_out are dropped by pack, so what they hold never matters.
+// mg*PM+m, tap t.  The packet is in the kernel's order (protocol 3.0): per output
+// channel, per input group, per tap (k*k of them), the Pm lanes of one weight vector in
+// WV_WORDS whole words (lanes past C_in zero).  One flat loop over the packet's words
+// with a computed trip count: each word is shifted into a WV_WORDS-word register and
+// the completed vector is written whole - no read-modify-write of a field of wbuf, no
+// nested run-time loops to refill.  Lanes past C_out are dropped by pack.
 void load_weights(hls::stream<nbq_word_t>& s_in, wvec_t wbuf[PN][TAPS][CG * MG],
                   mult_t rq_mult[PN][CG], req_t rq_bias[PN][CG], shift_t rq_shift[PN][CG],
                   const geom_t g, ap_uint<32>& st) {
-  const int lanes = NBQ_WORD_BITS / W_BITS;
   const int taps = g.k * g.k;
-  const int words = (g.co * g.ci * taps + lanes - 1) / lanes;
-  nbq_data_t word = 0;
-  int lane = 0, index = 0;
-load_co:
-  for (int co = 0; co < g.co; co++) {
-#pragma HLS LOOP_TRIPCOUNT min=1 max=NBQ_MAX_COUT
-  load_ci:
-    for (int ci = 0; ci < g.ci; ci++) {
-#pragma HLS LOOP_TRIPCOUNT min=1 max=NBQ_MAX_CIN
-    load_tap:
-      for (int t = 0; t < taps; t++) {
-#pragma HLS LOOP_TRIPCOUNT min=1 max=TAPS
+  const int words = g.co * g.mg * taps * WV_WORDS;
+  ap_uint<WV_WORDS * NBQ_WORD_BITS> vec = 0;  // the vector being assembled, lane 0 lowest
+  int part = 0, t = 0, mgi = 0, n = 0, base = 0;  // base = (co / PN) * MG, kept by addition
+load_w:
+  for (int i = 0; i < words; i++) {
+#pragma HLS LOOP_TRIPCOUNT min=1 max=NBQ_MAX_COUT*MG*TAPS*WV_WORDS
 #pragma HLS PIPELINE II=1
-        if (lane == 0) {
-          nbq_word_t beat = s_in.read();
-          st |= tlast_status(beat.last, index == words - 1);
-          word = beat.data;
-          index++;
-        }
-        const wgt_t wt = pe_t::decode(ap_uint<W_BITS>(word(W_BITS - 1, 0)));
-        if (lanes > 1) word >>= W_BITS;
-        lane = (lane == lanes - 1) ? 0 : lane + 1;
-        wbuf[co % PN][t][(co / PN) * MG + ci / PM].w[ci % PM] = wt;
+    const nbq_word_t beat = s_in.read();
+    st |= tlast_status(beat.last, i == words - 1);
+    if (WV_WORDS > 1) vec >>= NBQ_WORD_BITS;  // a compile-time choice
+    vec(WV_WORDS * NBQ_WORD_BITS - 1, (WV_WORDS - 1) * NBQ_WORD_BITS) = beat.data;
+    if (part == WV_WORDS - 1) {
+      wvec_t v;
+      for (int m = 0; m < PM; m++) {
+#pragma HLS UNROLL
+        v.w[m] = pe_t::decode(ap_uint<W_BITS>(vec(W_BITS * m + W_BITS - 1, W_BITS * m)));
       }
+      wbuf[n][t][base + mgi] = v;  // a whole word into bank (n, t)
+      part = 0;
+      t++;
+      if (t == taps) {
+        t = 0;
+        mgi++;
+        if (mgi == g.mg) {
+          mgi = 0;
+          const bool wrap = (n == PN - 1);
+          n = wrap ? 0 : n + 1;
+          base = wrap ? base + MG : base;
+        }
+      }
+    } else {
+      part++;
     }
   }
 load_rq:
-  for (int co = 0; co < g.co; co++) {
+  for (int co = 0; co < g.co; co++) {  // one word a channel: bias 63..0, mult|shift<<16 above
 #pragma HLS LOOP_TRIPCOUNT min=1 max=NBQ_MAX_COUT
-#pragma HLS PIPELINE II=2
-    const nbq_word_t b0 = s_in.read();  // bias, int64
-    const nbq_word_t b1 = s_in.read();  // mult | shift << 16
-    st |= tlast_status(b0.last, false) | tlast_status(b1.last, co == g.co - 1);
-    rq_bias[co % PN][co / PN] = req_t(b0.data);
-    rq_mult[co % PN][co / PN] = mult_t(b1.data(15, 0));
-    rq_shift[co % PN][co / PN] = shift_t(b1.data(21, 16));
+#pragma HLS PIPELINE II=1
+    const nbq_word_t b = s_in.read();
+    st |= tlast_status(b.last, co == g.co - 1);
+    rq_bias[co % PN][co / PN] = req_t(b.data(63, 0));
+    rq_mult[co % PN][co / PN] = mult_t(b.data(79, 64));
+    rq_shift[co % PN][co / PN] = shift_t(b.data(85, 80));
   }
 }
 
@@ -260,6 +273,13 @@ void window(hls::stream<vec_t>& px, hls::stream<win_t>& wins, const geom_t g) {
 #pragma HLS ARRAY_PARTITION variable=hist complete dim=2
 #pragma HLS AGGREGATE variable=hist
 #pragma HLS BIND_STORAGE variable=hist type=ram_2p impl=lutram
+  // hist[.][.][grp] is read again g.mg iterations after it is written.  With one group
+  // (g.mg == 1) that is the next iteration, so then the window's columns come from the
+  // registers hreg instead and what the RAM returns is not used: every read of hist
+  // whose value is used is >= 2 iterations after the write.
+#pragma HLS DEPENDENCE variable=hist inter RAW distance=2 true
+  vec_t hreg[2][3];  // hist of the one group when g.mg == 1: registers
+#pragma HLS ARRAY_PARTITION variable=hreg complete dim=0
   const int iters = g.vh * g.vw * g.mg;
   int vr = 0, vx = 0, grp = 0;
 window_loop:
@@ -284,19 +304,30 @@ window_loop:
     bool emit;
     if (g.k == 3) {
       emit = vr >= 2 && vx >= 2 && vr - 2 < g.rows && vx - 2 < g.cols;
+      const bool one = (g.mg == 1);
       for (int ky = 0; ky < 3; ky++) {
 #pragma HLS UNROLL
-        win.tap[3 * ky + 0] = hist[0][ky][grp];
-        win.tap[3 * ky + 1] = hist[1][ky][grp];
-        win.tap[3 * ky + 2] = col[ky];
-        hist[0][ky][grp] = hist[1][ky][grp];
+        const vec_t h0 = one ? hreg[0][ky] : hist[0][ky][grp];
+        const vec_t h1 = one ? hreg[1][ky] : hist[1][ky][grp];
+        for (int m = 0; m < PM; m++) {
+#pragma HLS UNROLL
+          win.a[3 * ky + 0][m] = h0.a[m];
+          win.a[3 * ky + 1][m] = h1.a[m];
+          win.a[3 * ky + 2][m] = col[ky].a[m];
+        }
+        hist[0][ky][grp] = h1;
         hist[1][ky][grp] = col[ky];
+        hreg[0][ky] = h1;
+        hreg[1][ky] = col[ky];
       }
     } else {  // 1x1: tap 0 is the pixel
       emit = vr < g.rows && vx < g.cols;
       for (int t = 0; t < TAPS; t++) {
 #pragma HLS UNROLL
-        win.tap[t] = (t == 0) ? nw : zero;
+        for (int m = 0; m < PM; m++) {
+#pragma HLS UNROLL
+          win.a[t][m] = (t == 0) ? nw.a[m] : act_t(0);
+        }
       }
     }
     if (emit) wins.write(win);
@@ -322,21 +353,26 @@ void compute(hls::stream<win_t>& wins, hls::stream<accs_t>& accs,
   static win_t inbuf[MG];
 #pragma HLS AGGREGATE variable=inbuf
 #pragma HLS BIND_STORAGE variable=inbuf type=ram_2p impl=lutram
+  // inbuf[mgi] is written on output group 0 and read on the others, g.mg iterations
+  // later.  With one input group that is the next iteration: then the window is the one
+  // still held in the register win (not re-read), so every read of inbuf whose value is
+  // used is >= 2 iterations after its write.
+#pragma HLS DEPENDENCE variable=inbuf inter RAW distance=2 true
   acc_t acc[PN];
 #pragma HLS ARRAY_PARTITION variable=acc complete
+  win_t win;  // the window in use: kept across iterations (the g.mg == 1 bypass)
   const int iters = g.rows * g.cols * g.cg * g.mg;
   int cgi = 0, mgi = 0, cg_base = 0;  // cg_base = cgi * MG, kept by addition
 compute_loop:
   for (int it = 0; it < iters; it++) {
 #pragma HLS LOOP_TRIPCOUNT min=1 max=MAX_PIX*CG*MG
 #pragma HLS PIPELINE II=1
-    win_t win;
     if (cgi == 0) {
       win = wins.read();
       inbuf[mgi] = win;
-    } else {
+    } else if (g.mg > 1) {
       win = inbuf[mgi];
-    }
+    }  // else: one input group, the window read on output group 0 is still in win
     const int addr = cg_base + mgi;  // weight word of (output group, input group)
     accs_t out;
     for (int n = 0; n < PN; n++) {
@@ -347,7 +383,7 @@ compute_loop:
         array_sum_t array_sum = 0;
         for (int t = 0; t < TAPS; t++) {
 #pragma HLS UNROLL
-          array_sum += pe_t::product(win.tap[t].a[m], wbuf[n][t][addr].w[m]);
+          array_sum += pe_t::product(win.a[t][m], wbuf[n][t][addr].w[m]);
         }
         lane_sum += array_sum;
       }
@@ -387,10 +423,35 @@ requant_loop:
 }
 
 // ---- stage 5: 2x2 max-pool (or pass through) ------------------------------------------
+// The horizontal pair of a window is carried: the even column's outputs wait in pend
+// (one entry per output group; a register when there is one group) for the odd
+// column's.  The pair's max is
+// written to the row buffer prow on an even row and read back on the odd row - prow is
+// never read and written in the same iteration, and a read finds the write of the row
+// before, g.cols * g.cg >= 2 iterations earlier (g.cols >= 2 when pooling).
+outs_t max_of(const outs_t a, const outs_t b) {
+#pragma HLS INLINE
+  outs_t m;
+  for (int n = 0; n < PN; n++) {
+#pragma HLS UNROLL
+    m.v[n] = a.v[n] > b.v[n] ? a.v[n] : b.v[n];
+  }
+  return m;
+}
+
 void pool(hls::stream<outs_t>& outs, hls::stream<outs_t>& pooled, const geom_t g) {
-  static outs_t prow[(NBQ_MAX_W / 2) * CG];  // max so far of each 2x2 window of the row pair
+  static outs_t prow[(NBQ_MAX_W / 2) * CG];  // the even row's pair maxima, per window
 #pragma HLS AGGREGATE variable=prow
 #pragma HLS BIND_STORAGE variable=prow type=ram_2p impl=lutram
+#pragma HLS DEPENDENCE variable=prow inter RAW distance=2 true
+  // pend[cgi]: the even column's outputs of output group cgi, read on the odd column,
+  // g.cg iterations later; with one output group that is the next iteration, so then
+  // the register even (the last even-column output) is used instead of the RAM.
+  static outs_t pend[CG];
+#pragma HLS AGGREGATE variable=pend
+#pragma HLS BIND_STORAGE variable=pend type=ram_2p impl=lutram
+#pragma HLS DEPENDENCE variable=pend inter RAW distance=2 true
+  outs_t even;
   const int iters = g.rows * g.cols * g.cg;
   int cr = 0, cx = 0, cgi = 0;
 pool_loop:
@@ -400,19 +461,16 @@ pool_loop:
     const outs_t o = outs.read();
     if (!g.pool) {
       pooled.write(o);
+    } else if (cx % 2 == 0) {
+      pend[cgi] = o;
+      even = o;
     } else {
+      const outs_t pair = max_of(g.cg == 1 ? even : pend[cgi], o);
       const int addr = (cx / 2) * CG + cgi;
-      const outs_t held = prow[addr];
-      const bool first = (cr % 2 == 0) && (cx % 2 == 0);
-      outs_t m;
-      for (int n = 0; n < PN; n++) {
-#pragma HLS UNROLL
-        m.v[n] = (first || o.v[n] > held.v[n]) ? o.v[n] : held.v[n];
-      }
-      if (cr % 2 == 1 && cx % 2 == 1) {
-        pooled.write(m);  // the 2 x 2 window is complete
+      if (cr % 2 == 0) {
+        prow[addr] = pair;  // the window's upper half
       } else {
-        prow[addr] = m;
+        pooled.write(max_of(prow[addr], pair));  // the 2 x 2 window is complete
       }
     }
     cgi++;
@@ -508,18 +566,17 @@ void conv_tile(hls::stream<nbq_word_t>& s_in, hls::stream<nbq_word_t>& s_out,
                const req_t rq_bias[PN][CG], const shift_t rq_shift[PN][CG], const geom_t g,
                const ap_uint<32> load_status, ap_uint<32>& status) {
 #pragma HLS DATAFLOW
-  // FIFO depths: px holds two groups' worth so the reader runs ahead while the window
-  // stage emits; the others are ping-pong (2); st carries one word.
+  // FIFO depths: nbq_params.h (NBQ_*_DEPTH, derived there from the stages' bursts).
   hls::stream<vec_t> px("px");
-#pragma HLS STREAM variable=px depth=4
+#pragma HLS STREAM variable=px depth=NBQ_PX_DEPTH
   hls::stream<win_t> wins("wins");
-#pragma HLS STREAM variable=wins depth=2
+#pragma HLS STREAM variable=wins depth=NBQ_WINS_DEPTH
   hls::stream<accs_t> accs("accs");
-#pragma HLS STREAM variable=accs depth=2
+#pragma HLS STREAM variable=accs depth=NBQ_ACCS_DEPTH
   hls::stream<outs_t> outs("outs");
-#pragma HLS STREAM variable=outs depth=2
+#pragma HLS STREAM variable=outs depth=NBQ_OUTS_DEPTH
   hls::stream<outs_t> pooled("pooled");
-#pragma HLS STREAM variable=pooled depth=2
+#pragma HLS STREAM variable=pooled depth=NBQ_POOLED_DEPTH
   hls::stream<ap_uint<32> > st("st");
 #pragma HLS STREAM variable=st depth=2
   read_fm(s_in, px, st, g);

@@ -10,7 +10,8 @@
 #define NBQ_API extern "C" __attribute__((visibility("default")))
 
 // Protocol version of this C ABI (bump when a signature changes).
-NBQ_API int nbq_csim_abi_version(void) { return 1; }
+// 2: stream words of NBQ_WORD_BYTES (16) bytes, not 8.
+NBQ_API int nbq_csim_abi_version(void) { return 2; }
 
 // One kernel call; see nbq_host_call() in nbq_host_call.h.
 NBQ_API int nbq_csim_call(const uint32_t* regs, const uint8_t* in_bytes, const uint8_t* in_last,

@@ -2,8 +2,8 @@
 // board's AXI DMA would feed it.  Used by the ctypes bridge (nbq_csim_bridge.cpp)
 // and the C++ testbench (tb_nbq_conv.cpp); never synthesised.
 //
-// The input is the concatenation of the call's packets (8-byte little-endian
-// words) plus one TLAST flag per word (1 on the last word of each packet).  The
+// The input is the concatenation of the call's packets (NBQ_WORD_BYTES-byte
+// little-endian words) plus one TLAST flag per word (1 on the last word of each packet).  The
 // output is every word the kernel wrote, with its TLAST flag.
 #ifndef NBQ_HOST_CALL_H
 #define NBQ_HOST_CALL_H
@@ -11,6 +11,8 @@
 #include <stdint.h>
 
 #include "nbq_conv.h"
+
+static_assert(NBQ_WORD_BYTES * 8 == NBQ_WORD_BITS, "NBQ_WORD_BYTES");
 
 // Read-only registers in offset order (STATUS .. WORD_BITS).
 #define NBQ_N_RO_REGS 13
@@ -23,18 +25,20 @@
 #define NBQ_CALL_UNDERREAD 2     // the kernel left input words unread
 #define NBQ_CALL_OUT_OVERFLOW 3  // the kernel wrote more than out_cap words
 
-static inline uint64_t nbq_le64(const uint8_t* p) {
-  uint64_t v = 0;
-  for (int b = 7; b >= 0; b--) v = (v << 8) | p[b];
+// One stream word from / to NBQ_WORD_BYTES little-endian bytes.
+static inline nbq_data_t nbq_get_word(const uint8_t* p) {
+  nbq_data_t v = 0;
+  for (int b = 0; b < NBQ_WORD_BYTES; b++) v(8 * b + 7, 8 * b) = p[b];
   return v;
 }
 
-static inline void nbq_put_le64(uint8_t* p, uint64_t v) {
-  for (int b = 0; b < 8; b++) p[b] = uint8_t(v >> (8 * b));
+static inline void nbq_put_word(uint8_t* p, const nbq_data_t& v) {
+  for (int b = 0; b < NBQ_WORD_BYTES; b++) p[b] = uint8_t(v(8 * b + 7, 8 * b).to_uint());
 }
 
-// regs: IN_H, IN_W, C_IN, C_OUT, FLAGS.  in_bytes: 8 * n_in bytes, in_last: n_in
-// flags.  out_bytes: room for 8 * out_cap bytes, out_last: out_cap flags.
+// regs: IN_H, IN_W, C_IN, C_OUT, FLAGS.  in_bytes: NBQ_WORD_BYTES * n_in bytes,
+// in_last: n_in flags.  out_bytes: room for NBQ_WORD_BYTES * out_cap bytes, out_last:
+// out_cap flags.
 // Writes *n_out (words written, even past out_cap) and ro[NBQ_N_RO_REGS].
 static inline int nbq_host_call(const uint32_t* regs, const uint8_t* in_bytes,
                                 const uint8_t* in_last, uint64_t n_in, uint8_t* out_bytes,
@@ -43,7 +47,7 @@ static inline int nbq_host_call(const uint32_t* regs, const uint8_t* in_bytes,
   hls::stream<nbq_word_t> s_in, s_out;
   for (uint64_t i = 0; i < n_in; i++) {
     nbq_word_t beat;
-    beat.data = nbq_le64(in_bytes + 8 * i);
+    beat.data = nbq_get_word(in_bytes + NBQ_WORD_BYTES * i);
     beat.keep = -1;
     beat.strb = -1;
     beat.last = in_last[i] ? 1 : 0;
@@ -67,7 +71,7 @@ static inline int nbq_host_call(const uint32_t* regs, const uint8_t* in_bytes,
   while (!s_out.empty()) {
     nbq_word_t beat = s_out.read();
     if (n < out_cap) {
-      nbq_put_le64(out_bytes + 8 * n, uint64_t(beat.data));
+      nbq_put_word(out_bytes + NBQ_WORD_BYTES * n, beat.data);
       out_last[n] = beat.last ? 1 : 0;
     }
     n++;

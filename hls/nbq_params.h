@@ -18,8 +18,9 @@
 
 // ---- identification (read-only registers) ---------------------------------
 #define NBQ_ID 0x4E425143u        // "NBQC"
-#define NBQ_VERSION_MAJOR 2       // bumped when the protocol changes (2: status word)
-#define NBQ_VERSION_MINOR 1       // bumped for compatible additions (1: WEIGHT_BITS)
+#define NBQ_VERSION_MAJOR 3       // bumped when the protocol changes (2: status word,
+                                  // 3: 128-bit words, one requant word per channel)
+#define NBQ_VERSION_MINOR 0       // bumped for compatible additions (2.1: WEIGHT_BITS)
 #define NBQ_VERSION ((NBQ_VERSION_MAJOR << 16) | NBQ_VERSION_MINOR)
 
 // ---- PE kind ----------------------------------------------------------------
@@ -84,14 +85,41 @@
 #define NBQ_MAX_H 1024
 #endif
 
+// ---- FIFO depths of the DATAFLOW region (nbq_conv.cpp) ------------------------------
+// Derived from the stages' bursts; pynq_nbq/perfmodel/stages.py computes the same
+// formulas for the dataflow simulation (tests/test_perf_dataflow.py checks they agree).
+// px      the compute stage reads the MG = ceil(MAX_CIN / PM) windows of a pixel in one
+//         burst of MG cycles (on output group 0) and none during the (CG - 1) x MG
+//         cycles of the other output groups; at the start of every row the window
+//         stage takes the row's first K - 1 = 2 pixels (2 MG groups) before it emits a
+//         window.  px holds those two pixels' groups (+ 2, a FIFO's ping-pong) so that
+//         the reader fetches ahead while compute works through the output groups and
+//         the window stage can then feed the next burst at one window a cycle.  With
+//         MG + 2 the dataflow simulation loses 4 % on a (32, 8) svpe3 tile of 512
+//         channels without padding (tests/test_perf_dataflow.py).
+// wins    the window stage emits at most one window a cycle and the compute stage takes
+//         it the next: ping-pong (the burst is absorbed by px, where the words are Pm
+//         activations, not 9 Pm).
+// accs, outs, pooled  one item a cycle at most on both sides: ping-pong.
+#define NBQ_PX_DEPTH (2 * ((NBQ_MAX_CIN + NBQ_PM - 1) / NBQ_PM) + 2)
+#define NBQ_WINS_DEPTH 2
+#define NBQ_ACCS_DEPTH 2
+#define NBQ_OUTS_DEPTH 2
+#define NBQ_POOLED_DEPTH 2
+
 // ---- datapath widths (docs/datapath.md; pynq_nbq/datapath.py) ----------------
 #define NBQ_ACT_BITS 16      // activations: int16
 #define NBQ_ACC_BITS 48      // accumulator: datapath.ACC_BITS
 #define NBQ_REQ_BITS 64      // acc * mult + bias + half: datapath.REQUANT_BITS
-#define NBQ_WORD_BITS 64     // AXI-Stream TDATA width
-#define NBQ_ACT_LANES 4      // int16 activations per stream word
-#define NBQ_SVPE_LANES 8     // svpe codes per stream word (one byte each)
-#define NBQ_VPE_LANES 4      // vpe int16 weights per stream word
+// Stream width and DMA burst: pynq_nbq/kernel/design.py (STREAM_BITS, DMA_BURST_BEATS)
+// is the one definition; tests/test_streams.py fails if these differ from it.
+#define NBQ_WORD_BITS 128    // AXI-Stream TDATA width (= DMA and HP port width)
+#define NBQ_WORD_BYTES 16    // NBQ_WORD_BITS / 8
+#define NBQ_ACT_LANES 8      // int16 activations per stream word
+#define NBQ_SVPE_LANES 16    // svpe codes per stream word (one byte each)
+#define NBQ_VPE_LANES 8      // vpe int16 weights per stream word
+#define NBQ_REQ_WORDS 1      // requant words per output channel: bias 63..0, mult|shift<<16 above
+#define NBQ_DMA_BURST_BEATS 256  // AXI DMA MM2S/S2MM burst length (words)
 #define NBQ_CODE_MAG_BITS 4  // svpe code byte: bit 4 sign, bits 3..0 magnitude m
 
 // ---- svpe build width: NBQ_CODE_BITS (default 5, set above with the parallelism) ----
@@ -151,10 +179,10 @@
 #define NBQ_STATUS_TLAST_EARLY (1u << 2)  // TLAST before the last word of a packet
 #define NBQ_STATUS_TLAST_MISSING (1u << 3)  // no TLAST on the last word of a packet
 
-// ---- status word (protocol 2.x) ------------------------------------------------------
+// ---- status word (protocol 2.x and 3.x) ------------------------------------------------
 // Every call - PROBE, BAD_CONFIG and NO_WEIGHTS included - ends by writing one
 // status word on the output stream with TLAST set: bits 31..0 the call's STATUS
-// value, bits 63..32 NBQ_STATUS_MAGIC.  A normal call's output packet is its
+// value, bits 63..32 NBQ_STATUS_MAGIC, the bits above zero.  A normal call's output packet is its
 // feature-map words (no TLAST) then the status word; an error or probe call writes
 // the status word alone.  The host arms its receive for feature-map words + 1.
 #define NBQ_STATUS_MAGIC 0x4E425153u  // "NBQS"

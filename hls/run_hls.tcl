@@ -1,5 +1,5 @@
 # run_hls.tcl - C simulation, C synthesis and IP export of nbq_conv, for both PE
-# kinds, for the ZCU102 (xczu9eg-ffvb1156-2-e) at 200 MHz.  Needs Vitis HLS
+# kinds, for the ZCU102 (xczu9eg-ffvb1156-2-e) at the PL clock of kernel/design.py.  Needs Vitis HLS
 # (2022.1 or newer) and python3 with numpy (the testbench vectors come from the
 # numpy reference in this checkout's pynq_nbq).  See docs/hls.md.
 #
@@ -15,8 +15,15 @@
 set part xczu9eg-ffvb1156-2-e
 # overlay/Makefile builds for other boards with NBQ_PART=<part> (pynq_nbq/kernel/design.py)
 if {[info exists ::env(NBQ_PART)]} { set part $::env(NBQ_PART) }
-set period 5.0  ;# ns: 200 MHz, the paper's clock
 set hls_dir [file dirname [file normalize [info script]]]
+# The PL clock period (ns) from pynq_nbq/kernel/design.py, the one definition of the
+# clock (187.5 MHz = the PS's 1500 MHz IOPLL / 8): overlay/Makefile passes NBQ_PERIOD_NS;
+# run alone, this script asks the checkout's design.py.
+if {[info exists ::env(NBQ_PERIOD_NS)]} {
+    set period $::env(NBQ_PERIOD_NS)
+} else {
+    set period [exec env PYTHONPATH=[file dirname $hls_dir] python3 -m pynq_nbq.kernel.design period]
+}
 
 set kinds {svpe vpe}
 set steps {csim csynth export}

@@ -3,10 +3,10 @@
 // -fsanitize=address,undefined).
 //
 // Usage: tb_nbq_conv VECTORS.bin
-// The vector file (version 2, written by hls/gen_vectors.py through the host
+// The vector file (version 3, written by hls/gen_vectors.py through the host
 // scheduler and the numpy reference) holds kernel calls: the five layer
 // registers, the input packets, the expected STATUS and the expected output
-// packet (feature-map words, then the status word: protocol 2.x).  The testbench
+// packet (feature-map words, then the status word; NBQ_WORD_BYTES-byte words).  The testbench
 // first checks that the kernel it was built with reports the PE kind and limits
 // the vectors were made for (a PROBE call), then replays every call in order
 // (weights loaded by one call stay for the next, as on the board) and compares
@@ -30,8 +30,9 @@ struct reader {
   }
   void words(std::vector<uint8_t>& out, uint32_t n) {
     size_t old = out.size();
-    out.resize(old + 8 * size_t(n));
-    if (n && fread(&out[old], 1, 8 * size_t(n), f) != 8 * size_t(n)) ok = false;
+    const size_t nbytes = NBQ_WORD_BYTES * size_t(n);
+    out.resize(old + nbytes);
+    if (n && fread(&out[old], 1, nbytes, f) != nbytes) ok = false;
   }
 };
 
@@ -52,8 +53,8 @@ int main(int argc, char** argv) {
   reader r = {f, true};
   char magic[4];
   if (fread(magic, 1, 4, f) != 4 || magic[0] != 'N' || magic[1] != 'B' || magic[2] != 'Q' ||
-      magic[3] != 'V' || r.u32() != 2) {
-    printf("FAIL: %s is not an NBQV version 2 vector file\n", path);
+      magic[3] != 'V' || r.u32() != 3) {
+    printf("FAIL: %s is not an NBQV version 3 vector file\n", path);
     return 2;
   }
 
@@ -61,10 +62,10 @@ int main(int argc, char** argv) {
   uint32_t ro[NBQ_N_RO_REGS];
   uint32_t probe[NBQ_N_WO_REGS] = {0, 0, 0, 0, NBQ_FLAG_PROBE};
   uint64_t n_out = 0;
-  uint8_t probe_word[8], probe_last[1];  // a probe writes the status word alone
+  uint8_t probe_word[NBQ_WORD_BYTES], probe_last[1];  // a probe writes the status word alone
   const int probe_rc = nbq_host_call(probe, 0, 0, 0, probe_word, probe_last, 1, &n_out, ro);
-  const uint64_t want_probe = uint64_t(NBQ_STATUS_MAGIC) << 32 | NBQ_STATUS_OK;
-  if (probe_rc != NBQ_CALL_OK || n_out != 1 || nbq_le64(probe_word) != want_probe ||
+  const nbq_data_t want_probe = nbq_data_t(NBQ_STATUS_MAGIC) << 32 | NBQ_STATUS_OK;
+  if (probe_rc != NBQ_CALL_OK || n_out != 1 || nbq_get_word(probe_word) != want_probe ||
       probe_last[0] != 1) {
     printf("FAIL: the probe call did not write exactly one status word with TLAST\n");
     return 2;
@@ -99,12 +100,13 @@ int main(int argc, char** argv) {
     r.words(want, want_words);
     if (!r.ok) break;
 
-    std::vector<uint8_t> got(8 * size_t(want_words) + 8), got_last(want_words + 1);
+    std::vector<uint8_t> got(NBQ_WORD_BYTES * (size_t(want_words) + 1)), got_last(want_words + 1);
     const int rc = nbq_host_call(regs, in_bytes.data(), in_last.data(), in_last.size(),
                                  got.data(), got_last.data(), want_words + 1, &n_out, ro);
     bool bad = rc != NBQ_CALL_OK || ro[0] != want_status || n_out != want_words;
     for (uint64_t i = 0; !bad && i < n_out; i++) {
-      bad = nbq_le64(&got[8 * i]) != nbq_le64(&want[8 * i]) || got_last[i] != (i + 1 == n_out);
+      bad = nbq_get_word(&got[NBQ_WORD_BYTES * i]) != nbq_get_word(&want[NBQ_WORD_BYTES * i]) ||
+            got_last[i] != (i + 1 == n_out);
     }
     if (bad) {
       failures++;

@@ -116,7 +116,14 @@ set ctrl [d cells ctrl_interconnect]
 set data [d cells data_interconnect]
 
 create_project -force $name ./$name -part [d part]
-set_property board_part [d board_part] [current_project]
+# The board part: the latest file version of it that this Vivado carries (a 2022.1 install
+# has zcu102 3.4, older ones 3.3); stop, naming it, if this Vivado has none.
+set board_part [lindex [get_board_parts -quiet -latest_file_version "[d board_part]:*"] 0]
+if {$board_part eq ""} {
+    error "board part [d board_part] is not installed in this Vivado: install the board\
+           files (Vivado's Xilinx Board Store) or build with a Vivado that carries them"
+}
+set_property board_part $board_part [current_project]
 set_property ip_repo_paths [list [file normalize $ip_repo]] [current_project]
 update_ip_catalog -rebuild
 foreach vlnv [list [d ps vlnv] [d dma vlnv] [d reset vlnv] [d interconnect vlnv] [d kernel vlnv]] {

@@ -40,7 +40,7 @@ from pynq_nbq.kernel.protocol import Flag  # noqa: E402
 from pynq_nbq.sim.board import SimZcu102  # noqa: E402
 
 
-def tiny_call(pe: str):
+def tiny_call(pe: str, pm: int):
     """Registers and packets of a LOAD call and of the repeated call (1x1, 2x2x4 -> 4)."""
     rng = np.random.default_rng(0)
     w = rng.integers(-3, 4, (4, 4, 1, 1)) if pe == "svpe" else rng.integers(-99, 99, (4, 4, 1, 1))
@@ -48,7 +48,7 @@ def tiny_call(pe: str):
     fm = pack_activations(rng.integers(-99, 99, (2, 2, 4)).astype(np.int16))
     regs = {"IN_H": 2, "IN_W": 2, "C_IN": 4, "C_OUT": 4, "FLAGS": int(Flag.RELU)}
     load = {**regs, "FLAGS": int(Flag.RELU | Flag.LOAD)}
-    return (load, [pack_weights(w, pe), rq, fm]), (regs, [fm]), 2 * 2 * 4 * 2
+    return (load, [pack_weights(w, pe, pm), rq, fm]), (regs, [fm]), 2 * 2 * 4 * 2
 
 
 def per_call_us(device, call, calls: int) -> float:
@@ -70,7 +70,7 @@ def main() -> int:
     board = SimZcu102()
     fpga = FpgaConvDevice(board.load(a.pe))
     csim = get_kernel(a.pe)
-    (load, load_packets), (regs, packets), n = tiny_call(a.pe)
+    (load, load_packets), (regs, packets), n = tiny_call(a.pe, csim.info.pm)
     for dev in (csim, fpga):
         assert dev.call(load, load_packets, n)[1] == 0
     with board.record() as log:

@@ -34,6 +34,7 @@ from test_hls_csim import SMALL, _random_layers, random_input, random_spec  # no
 from pynq_nbq.kernel import packing  # noqa: E402
 from pynq_nbq.kernel.protocol import (  # noqa: E402
     STATUS_MAGIC,
+    WORD_BYTES,
     DeviceError,
     DeviceTimeout,
     KernelError,
@@ -76,9 +77,9 @@ def test_random_layers_every_n_tiling_and_saturation(boards, pe):
     rng = np.random.default_rng(21 if pe == "svpe" else 22)
     for spec, x in _random_layers(pe, dev.info, rng, 10, 14):
         want = conv_layer(x, spec)
-        got = CompiledConv(spec, dev.info, max_packet_bytes=640).run(dev, x)
+        got = CompiledConv(spec, dev.info, max_packet_bytes=1024).run(dev, x)
         np.testing.assert_array_equal(got, want, err_msg=spec.name)
-    assert dev.max_packet_bytes == (1 << 26) - 8  # from the DMA's c_sg_length_width
+    assert dev.max_packet_bytes == (1 << 26) - WORD_BYTES  # from the DMA's c_sg_length_width
 
 
 # --- the protocol of one call ----------------------------------------------------------------
@@ -100,7 +101,7 @@ def test_register_transactions_of_one_call_in_order(boards):
     assert [v for _, _, v in writes[:5]] == [
         regs[r] for r in ("IN_H", "IN_W", "C_IN", "C_OUT", "FLAGS")
     ]
-    assert writes[7][2] == len(data) + 8  # feature map + the status word
+    assert writes[7][2] == len(data) + WORD_BYTES  # feature map + the status word
     assert writes[8][2] == 1  # ap_start
     lengths = [v for _, reg, v in writes if reg == "MM2S_LENGTH"]
     assert lengths == [len(p) for p in packets]
@@ -187,7 +188,7 @@ def test_short_receive_buffer_and_call_during_reset(boards):
     board, dev = boards["svpe"]
     regs, packets, data = _one_call("svpe", dev.info, seed=5)
     with pytest.raises(DeviceError, match="internal error"):
-        dev.call(regs, packets, len(data) - 8)  # the packet is longer than the buffer
+        dev.call(regs, packets, len(data) - WORD_BYTES)  # the packet is longer than the buffer
     board.inject("reset_in_progress")  # the next call waits for the reset, then runs
     got, status = dev.call(regs, packets, len(data))
     assert status == 0 and bytes(got) == bytes(data)
@@ -197,9 +198,9 @@ def test_foreign_or_wrong_bitstream_refused_at_load():
     from pynq_nbq.kernel.driver import FpgaConvDevice
     from pynq_nbq.sim.board import SimZcu102
 
-    old = SimZcu102(defines=SMALL["svpe"], overrides={"HW_VERSION": 1 << 16})
-    with pytest.raises(ValueError, match=r"protocol version 1\.0 .*speaks 2\.x"):
-        FpgaConvDevice(old.load("svpe"), timeout_s=TIMEOUT_S)
+    old = SimZcu102(defines=SMALL["svpe"], overrides={"HW_VERSION": 2 << 16 | 1})
+    with pytest.raises(ValueError, match=r"protocol version 2\.1 .*speaks 3\.x"):
+        FpgaConvDevice(old.load("svpe"), timeout_s=TIMEOUT_S)  # a 64-bit (2.x) bitstream
     swapped = SimZcu102(defines=SMALL["svpe"], overrides={"PE_KIND": 2})
     with pytest.raises(ValueError, match="nbq_svpe bitstream's kernel reports PE_KIND 'vpe'"):
         FpgaConvDevice(swapped.load("svpe"), timeout_s=TIMEOUT_S)
@@ -317,8 +318,8 @@ def test_status_word_magic_is_what_the_board_returns(boards):
     board, dev = boards["vpe"]
     regs, packets, data = _one_call("vpe", dev.info, seed=6)
     dev.call(regs, packets, len(data))
-    out = dev.pool.get("out", len(data) + 8)
-    assert int.from_bytes(bytes(out[-8:]), "little") >> 32 == STATUS_MAGIC
+    out = dev.pool.get("out", len(data) + WORD_BYTES)
+    assert int.from_bytes(bytes(out[-WORD_BYTES:]), "little") >> 32 == STATUS_MAGIC
 
 
 def test_generated_hwh_matches_the_block_design(boards):
@@ -336,3 +337,120 @@ def test_generated_hwh_matches_the_block_design(boards):
     regs = ip[design.KERNEL_CELL]["registers"]
     for name, port in PORT_NAMES.items():
         assert regs[port]["address_offset"] == REGISTERS[name]
+
+
+# --- a board that fails on behaviour (issue 21): drivers with one step out of place ----------
+def _big_call(pe, info, relu=True, seed=7):
+    """A LOAD call whose output (8x8x5 -> 41 words with the status word) is longer than
+    the kernel holds while no receive is armed."""
+    from pynq_nbq.sim.board import OUT_FIFO_WORDS
+
+    rng = np.random.default_rng(seed)
+    spec = random_spec(rng, pe, 3, info.max_cout, 3, 0, relu, 3 if pe == "svpe" else 16)
+    rec = RecordingDevice(ReferenceDevice(info))
+    run_conv(rec, random_input(rng, 1, 8, info.max_w, 3), spec)
+    regs, packets, _, data = rec.calls[0]
+    assert len(rec.calls) == 1 and len(data) // WORD_BYTES + 1 > OUT_FIFO_WORDS
+    return regs, packets, data
+
+
+def _misordered_call(dev, regs, packets, out_nbytes, mistake):
+    """One call from the driver's own parts with ``mistake``: "receive_after_sends" (each
+    send waited for, the receive armed last) or "registers_after_start"."""
+    from pynq_nbq.kernel import axi_dma as A
+    from pynq_nbq.kernel.protocol import STATUS_WORDS, split_output
+
+    deadline = time.monotonic() + TIMEOUT_S
+    dev._make_ready(deadline)
+    recv = out_nbytes + STATUS_WORDS * WORD_BYTES
+    out = dev.pool.get("out", recv)
+    bufs = []
+    for i, p in enumerate(packets):
+        buf = dev.pool.get(f"in{i}", len(p))
+        buf[:] = p
+        bufs.append(buf)
+    try:
+        if mistake == "registers_after_start":
+            dev.dma.recvchannel.transfer(out, nbytes=recv)
+            dev.ip.start()
+            dev.ip.write_call_registers(regs)  # too late: the kernel sampled them at start
+        else:
+            dev.ip.write_call_registers(regs)
+            dev.ip.start()
+        for buf in bufs:
+            dev.dma.sendchannel.transfer(buf, nbytes=len(buf))
+            while mistake == "receive_after_sends" and not dev._dmasr(A.MM2S) & A.Status.IDLE:
+                if time.monotonic() > deadline:  # a send the kernel cannot finish
+                    raise DeviceTimeout("the kernel did not take a packet (MM2S not idle)")
+        if mistake == "receive_after_sends":
+            dev.dma.recvchannel.transfer(out, nbytes=recv)
+        dev._wait_receive(deadline)
+        dev.dma.recvchannel.wait()
+        n = int(dev.dma.recvchannel.transferred)
+        return split_output(out[:n], out_nbytes, dev.ip.read_register("STATUS"))
+    except Exception:
+        dev._recover()
+        raise
+
+
+def test_receive_armed_after_the_sends_stalls_on_back_pressure(boards):
+    """The kernel's output cannot drain, so it stops taking the feature map: the send
+    never completes and the call times out - timing goes wrong, no order assert needed.
+    The right order (receive armed before ap_start) runs the same call."""
+    from pynq_nbq.kernel.driver import FpgaConvDevice
+    from pynq_nbq.sim.board import SimZcu102
+
+    board = SimZcu102(defines=SMALL["svpe"])  # its own board: this one gets stuck
+    dev = FpgaConvDevice(board.load("svpe"), timeout_s=TIMEOUT_S)
+    regs, packets, data = _big_call("svpe", dev.info)
+    with pytest.raises(DeviceTimeout, match="did not take a packet"):
+        _misordered_call(dev, regs, packets, len(data), "receive_after_sends")
+    # the DMA was reset and the feature map dropped: the kernel still waits for it
+    with pytest.raises(DeviceTimeout, match="still busy"):
+        dev.call(regs, packets, len(data))
+    dev = FpgaConvDevice(board.load("svpe"), timeout_s=TIMEOUT_S)  # reload the overlay
+    got, status = dev.call(regs, packets, len(data))
+    assert status == 0 and bytes(got) == bytes(data)
+    # a call whose output fits what the kernel holds goes through even so, as on a board
+    small_regs, small_packets, small_data = _one_call("svpe", dev.info, seed=8)
+    got, status = _misordered_call(
+        dev, small_regs, small_packets, len(small_data), "receive_after_sends"
+    )
+    assert status == 0 and bytes(got) == bytes(small_data)
+
+
+def test_registers_written_after_ap_start_give_the_previous_calls_result(boards):
+    """Registers are sampled at ap_start: written after it, they do not reach this call,
+    which runs with the previous call's FLAGS (no ReLU) - the data is wrong."""
+    from pynq_nbq.kernel.protocol import Flag
+
+    board, dev = boards["vpe"]
+    regs, packets, data = _big_call("vpe", dev.info, relu=True, seed=9)
+    plain = {**regs, "FLAGS": regs["FLAGS"] & ~Flag.RELU}
+    n = len(data)
+    want_plain, _ = ReferenceDevice(dev.info).call(plain, packets, n)
+    want_relu, _ = ReferenceDevice(dev.info).call(regs, packets, n)
+    assert bytes(want_plain) != bytes(want_relu)  # some outputs are negative
+    got, status = dev.call(plain, packets, n)  # the previous call: no ReLU
+    assert status == 0 and bytes(got) == bytes(want_plain)
+    got, status = _misordered_call(dev, regs, packets, n, "registers_after_start")
+    assert status == 0 and bytes(got) == bytes(want_plain) != bytes(want_relu)
+    got, status = dev.call(regs, packets, n)  # in order: the ReLU call's own result
+    assert status == 0 and bytes(got) == bytes(want_relu)
+
+
+def test_dma_length_registers_keep_26_bits(boards):
+    from pynq_nbq.kernel import axi_dma as A
+    from pynq_nbq.kernel import design
+
+    board, dev = boards["svpe"]
+    base = design.ADDRESS_MAP[design.DMA_CELL][0]
+    regs, packets, data = _one_call("svpe", dev.info, seed=10)
+    dev.call(regs, packets, len(data))  # channels running and idle
+    recv = len(data) + WORD_BYTES
+    out = dev.pool.get("out", recv)
+    board.write_registers(base + A.S2MM + A.ADDR, int(out.device_address).to_bytes(4, "little"))
+    board.write_registers(base + A.S2MM + A.LENGTH, ((1 << 26) | recv).to_bytes(4, "little"))
+    raw = board.read_registers(base + A.S2MM + A.LENGTH, 4)
+    assert int.from_bytes(raw, "little") == recv  # bit 26 is not part of the register
+    dev._recover()

@@ -41,7 +41,7 @@ SMALL3 = {
 
 
 def test_three_bit_build_is_bit_exact_for_n_up_to_3():
-    backend = csim.CsimBackend("svpe", SMALL3, max_packet_bytes=640)
+    backend = csim.CsimBackend("svpe", SMALL3, max_packet_bytes=1024)
     info = csim.get_kernel("svpe", SMALL3).info
     rng = np.random.default_rng(31)
     for i in range(18):

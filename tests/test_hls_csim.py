@@ -86,7 +86,7 @@ def test_read_only_registers(kernels, pe):
         HEADER["NBQ_MAX_CIN"],
         HEADER["NBQ_MAX_COUT"],
     )
-    assert (info.acc_bits, info.word_bits) == (48, 64)
+    assert (info.acc_bits, info.word_bits) == (48, 128)
     small = kernels[pe, "small"].info
     d = SMALL[pe]
     assert (small.pm, small.pn, small.max_w, small.max_h, small.max_cin, small.max_cout) == (
@@ -116,7 +116,7 @@ def _random_layers(pe, info, rng, count, max_hw):
 @pytest.mark.parametrize("pe", PES)
 def test_random_layers_with_tiling(kernels, pe):
     """Every n, 3x3/1x1, ReLU, pool, edge values, layers several times the buffers."""
-    backend = csim.CsimBackend(pe, SMALL[pe], max_packet_bytes=640)
+    backend = csim.CsimBackend(pe, SMALL[pe], max_packet_bytes=1024)
     info = kernels[pe, "small"].info
     rng = np.random.default_rng(11 if pe == "svpe" else 12)
     for spec, x in _random_layers(pe, info, rng, 30, 3 * info.max_w):
@@ -175,7 +175,7 @@ def test_every_call_matches_the_numpy_model_of_the_kernel(kernels, pe):
     rec = S.RecordingDevice(S.ReferenceDevice(kernel.info))
     rng = np.random.default_rng(21)
     for spec, x in _random_layers(pe, kernel.info, rng, 6, 14):
-        S.run_conv(rec, x, spec, 512)
+        S.run_conv(rec, x, spec, 1024)
     assert len(rec.calls) > 12
     for regs, packets, status, data in rec.calls:
         got, got_status = kernel.call(regs, packets, len(data))
@@ -215,7 +215,8 @@ def test_bad_configurations_touch_no_stream(kernels, pe):
 
 @pytest.mark.parametrize("pe", PES)
 def test_every_call_ends_with_one_status_word(kernels, pe):
-    """Protocol 2.x: probe, refused and normal calls all end with a TLAST status word."""
+    """Protocol 2.x/3.x: probe, refused and normal calls all end with a TLAST status word."""
+    wb = S.WORD_BYTES
     kernel = kernels[pe, "small"]
     regs, packets, n = _one_call(kernel, np.random.default_rng(3))
     probe = dict.fromkeys(S.WRITE_REGISTERS, 0) | {"FLAGS": int(S.Flag.PROBE)}
@@ -234,9 +235,9 @@ def test_every_call_ends_with_one_status_word(kernels, pe):
         words, last, ro, rc = kernel.raw_call(r, p, nbytes)
         assert rc == 0
         assert last[-1] == 1 and not last[:-1].any()
-        assert int.from_bytes(bytes(words[-8:]), "little") == (S.STATUS_MAGIC << 32) | want
+        assert int.from_bytes(bytes(words[-wb:]), "little") == (S.STATUS_MAGIC << 32) | want
         assert ro["STATUS"] == want
-        assert len(words) == (8 if (want or not p) else n + 8)
+        assert len(words) == (wb if (want or not p) else n + wb)
 
 
 @pytest.mark.parametrize("pe", PES)
@@ -254,17 +255,18 @@ def test_no_weights_without_load(kernels, pe):
 def test_tlast_faults(kernels, pe):
     kernel = kernels[pe, "small"]
     regs, (w, q, fm), n = _one_call(kernel, np.random.default_rng(2))
-    if len(w) > 8:  # weights split in two packets: TLAST before the weights end
-        _, status = kernel.call(regs, [w[:8], w[8:], q, fm], n)
+    wb = S.WORD_BYTES
+    if len(w) > wb:  # weights split in two packets: TLAST before the weights end
+        _, status = kernel.call(regs, [w[:wb], w[wb:], q, fm], n)
         assert status & S.Status.TLAST_EARLY
     _, status = kernel.call(regs, [np.concatenate([w, q]), fm], n)  # no TLAST after weights
     assert status & S.Status.TLAST_MISSING
     with pytest.raises(S.KernelError, match="read past the end"):
-        kernel.call(regs, [w, q, fm[:-8]], n)
+        kernel.call(regs, [w, q, fm[:-wb]], n)
     with pytest.raises(S.KernelError, match="left input words unread"):
-        kernel.call(regs, [w, q, np.concatenate([fm, fm[:8]])], n)
+        kernel.call(regs, [w, q, np.concatenate([fm, fm[:wb]])], n)
     with pytest.raises(S.KernelError, match="received .* bytes .* expected"):
-        kernel.call(regs, [w, q, fm], n + 8)
+        kernel.call(regs, [w, q, fm], n + wb)
 
 
 # --- refusals -----------------------------------------------------------------------------

@@ -202,7 +202,7 @@ def test_every_port_has_an_interface_pragma():
 def test_run_hls_tcl_targets_the_zcu102_for_both_kinds():
     tcl = _source("run_hls.tcl")
     assert "set part xczu9eg-ffvb1156-2-e" in tcl
-    assert re.search(r"set period 5(\.0)?\b", tcl)  # 200 MHz
+    assert "NBQ_PERIOD_NS" in tcl and "pynq_nbq.kernel.design period" in tcl  # design.py
     assert "set kinds {svpe vpe}" in tcl
     for step in ("csim_design", "csynth_design", "export_design -format ip_catalog"):
         assert step in tcl
@@ -312,6 +312,95 @@ def test_every_dataflow_stage_is_a_function_with_stream_arguments():
         if stage != name:
             assert "hls::stream<" in params, f"stage {stage} takes no stream"
         assert not re.search(r"\breturn\b", body), f"{stage} returns early"
-    depths = dict(re.findall(r"#pragma HLS STREAM variable=(\w+) depth=(\d+)", region))
+    depths = dict(re.findall(r"#pragma HLS STREAM variable=(\w+) depth=(\w+)", region))
     declared = re.findall(r"hls::stream<[^;]*>\s+(\w+)\(", region)
     assert declared and set(declared) == set(depths), (declared, depths)
+
+
+# --- pipelining risks (issue 21): each guard fails on the kernel before it ------------------
+def test_pool_row_buffer_is_never_read_and_written_in_one_iteration():
+    """prow is written on even rows and read on odd rows only (the old pool loop read,
+    maxed and wrote prow[addr] every iteration: II=2 when consecutive iterations hit the
+    same address, i.e. with one output group)."""
+    code = _code(_source("nbq_conv.cpp"))
+    _, body = _function(code, "pool")
+    at = body.index("if (cr % 2 == 0)")
+    even = _body(body, at)
+    rest = body[body.index("{", at) + len(even) + 2 :]  # after the even branch's "}"
+    assert rest.lstrip().startswith("else"), "the odd row is the else branch"
+    odd = _body(rest, 0)
+    write = re.compile(r"\bprow\[[^\]]+\]\s*=[^=]")
+    read = re.compile(r"\bprow\[")
+    assert write.search(even) and not read.search(write.sub("", even))  # even: write only
+    assert read.search(odd) and not write.search(odd)  # odd: read only
+    outside = body.replace(even, "").replace(odd, "")
+    uses = re.findall(r"[^\n]*\bprow\[[^\n]*", outside)
+    assert uses == [uses[0]] and "static outs_t prow[" in uses[0], uses  # the declaration
+
+
+def test_weight_loader_is_one_flat_loop_writing_whole_words():
+    """One pipelined loop over the packet's words with a trip count computed before it,
+    and whole weight vectors written (the old loader nested three run-time loops and
+    wrote one field of an aggregated word: a read-modify-write)."""
+    code = _code(_source("nbq_conv.cpp"))
+    _, body = _function(code, "load_weights")
+    loops = re.findall(r"for\s*\([^)]*\)\s*\{(\s*#pragma HLS \w+)?", body)
+    kinds = [(p or "").split()[-1] if p else "" for p in loops]
+    assert kinds.count("LOOP_TRIPCOUNT") == 2, kinds  # the weight words, the requant words
+    assert all(k in ("LOOP_TRIPCOUNT", "UNROLL") for k in kinds), kinds
+    (flat,) = re.findall(r"load_w:\s*\n\s*for\s*\(int (\w+) = 0; \1 < (\w+);", body)
+    assert re.search(rf"const int {flat[1]} = [^;]+;", body), "trip count computed first"
+    assert not re.search(r"wbuf(\[[^\]]+\])+\.w\[[^\]]+\]\s*=[^=]", body), "one-field write"
+    assert re.search(r"wbuf(\[[^\]]+\]){3}\s*=\s*\w+;", body), "whole-vector write"
+
+
+def _structs(code: str) -> dict[str, str]:
+    return {m.group(1): _body(code, m.end() - 1) for m in re.finditer(r"struct (\w+) \{", code)}
+
+
+def test_aggregate_only_on_flat_structs():
+    """Every AGGREGATE'd variable's type holds scalars or arrays of scalars, no struct
+    (UG1399: AGGREGATE on a struct of structs is not supported; win_t held 9 vec_t)."""
+    code = _code(_source("nbq_conv.cpp"))
+    structs = _structs(code)
+    assert {"vec_t", "win_t", "wvec_t", "accs_t", "outs_t"} <= set(structs)
+    names = re.findall(r"#pragma HLS AGGREGATE variable=(\w+)", code)
+    assert {"inbuf", "lb0", "hist", "prow", "wbuf"} <= set(names)
+    for name in names:
+        m = re.search(rf"\b(\w+)\s+{name}\s*\[", code)
+        assert m, name
+        members = structs[m.group(1)]
+        inner = [s for s in structs if re.search(rf"\b{s}\b", members)]
+        assert inner == [], f"{name}: {m.group(1)} holds structs {inner}"
+
+
+def test_ram_reads_after_writes_have_a_declared_distance_and_a_bypass():
+    """hist, inbuf, prow and pend are LUTRAM read again a run-time number of iterations
+    after the write: each carries DEPENDENCE ... RAW distance=2 (a read whose value is used
+    is >= 2 iterations after its write), and the distance-1 case is bypassed through a
+    register (one input group for hist/inbuf, one output group for pend)."""
+    code = _code(_source("nbq_conv.cpp"))
+    dist = dict(re.findall(r"DEPENDENCE variable=(\w+) inter RAW distance=(\d+) true", code))
+    for name in ("hist", "inbuf", "prow", "pend"):
+        assert int(dist.get(name, 0)) >= 2, name
+    _, window = _function(code, "window")
+    assert "g.mg == 1" in window and "hreg" in window
+    _, compute = _function(code, "compute")
+    assert re.search(r"else if \(g\.mg > 1\)\s*\{\s*win = inbuf\[mgi\];", compute)
+    _, pool = _function(code, "pool")
+    assert "g.cg == 1 ? even : pend[cgi]" in pool
+
+
+def test_fifo_depths_are_named_constants_derived_in_the_header():
+    """STREAM depths are the header's NBQ_*_DEPTH (no literal guessed in the region), and
+    px holds two pixels of channel groups (the old depth 4 could not absorb the compute
+    stage's burst of MG windows; the dataflow simulation sizes it, test_perf_dataflow)."""
+    code = _code(_source("nbq_conv.cpp"))
+    depths = dict(re.findall(r"#pragma HLS STREAM variable=(\w+) depth=(\w+)", code))
+    for fifo in ("px", "wins", "accs", "outs", "pooled"):
+        assert depths[fifo] == f"NBQ_{fifo.upper()}_DEPTH", (fifo, depths[fifo])
+    header = S.parse_params_header()
+    mg = -(-header["NBQ_MAX_CIN"] // header["NBQ_PM"])
+    assert header["NBQ_PX_DEPTH"] == 2 * mg + 2 >= 4
+    params = _source("nbq_params.h")
+    assert "#define NBQ_PX_DEPTH (2 * ((NBQ_MAX_CIN + NBQ_PM - 1) / NBQ_PM) + 2)" in params

@@ -117,7 +117,12 @@ def test_block_design_matches_design_py(tmp_path, kind, board):
     (project,) = calls_of(result, "create_project")
     assert project[project.index("-part") + 1] == design.BOARD_TARGETS[board].part
     props = {(k, obj): v for k, v, obj in calls_of(result, "set_property")}
-    assert props[("board_part", "project")] == design.BOARD_TARGETS[board].board_part
+    # the latest version of the board part the installation carries (the stub has two
+    # zcu102 versions, 3.3 and 3.4: 3.4 is taken)
+    assert props[("board_part", "project")] == design.BOARD_TARGETS[board].board_part_full
+    assert calls_of(result, "get_board_parts") == [
+        ["-quiet", "-latest_file_version", design.BOARD_TARGETS[board].board_part + ":*"]
+    ]
     assert props[("ip_repo_paths", "project")] == str(tmp_path / "ip")
 
     # cells and their IP
@@ -131,17 +136,22 @@ def test_block_design_matches_design_py(tmp_path, kind, board):
         cells["data_interconnect"]: design.INTERCONNECT_VLNV,
     }
 
-    # the PS: board preset first, then our ports and the 200 MHz fabric clock
+    # the PS: board preset first, then our ports, the 128-bit HP port and the fabric clock
     (automation,) = calls_of(result, "apply_bd_automation")
     assert "apply_board_preset" in " ".join(automation) and automation[-1] == f"/{cells['ps']}"
     ps_config = config_of(result, cells["ps"])
     assert ps_config == {k: str(v) for k, v in design.PS_PARAMETERS.items()}
-    assert ps_config["PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ"] == str(design.PL_CLOCK_MHZ) == "200"
+    # 187.5 MHz: the PS's 1500 MHz IOPLL / 8, a clock the PS makes exactly
+    assert ps_config["PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ"] == str(design.PL_CLOCK_MHZ) == "187.5"
+    assert design.PL_IOPLL_MHZ / design.PL_CLOCK_DIVISOR == design.PL_CLOCK_MHZ
+    assert ps_config["PSU__SAXIGP2__DATA_WIDTH"] == str(design.STREAM_BITS) == "128"
 
-    # the DMA: simple mode, 26-bit length register, 64-bit streams and addresses
+    # the DMA: simple mode, 26-bit length register, 128-bit streams, 256-beat bursts
     dma_config = config_of(result, cells["dma"])
     assert dma_config == {k: str(v) for k, v in design.DMA_PARAMETERS.items()}
     assert dma_config["c_include_sg"] == "0" and dma_config["c_sg_length_width"] == "26"
+    assert dma_config["c_m_axis_mm2s_tdata_width"] == "128"
+    assert dma_config["c_mm2s_burst_size"] == dma_config["c_s2mm_burst_size"] == "256"
     assert config_of(result, cells["ctrl_interconnect"]) == {"NUM_SI": "1", "NUM_MI": "2"}
     assert config_of(result, cells["data_interconnect"]) == {"NUM_SI": "2", "NUM_MI": "1"}
 
@@ -208,7 +218,7 @@ def test_block_design_matches_design_py(tmp_path, kind, board):
 def test_negative_slack_fails_the_build(tmp_path, slack):
     result, out = build_overlay(tmp_path, "svpe", "zcu102", env=slack)
     assert result["rc"] == 1
-    assert "timing not met at 200 MHz" in result["error"]
+    assert f"timing not met at {design.PL_CLOCK_MHZ} MHz" in result["error"]
     assert not (out / "nbq_svpe.bit").exists() and not (out / "nbq_svpe.hwh").exists()
     assert (out / "nbq_svpe_report.json").is_file()  # the reports are there to read
 
@@ -260,3 +270,27 @@ def test_makefile_runs_hls_then_vivado_for_the_board(tmp_path):
     assert f"NBQ_PART={design.BOARD_TARGETS['zcu104'].part}" in text
     assert "-tclargs vpe" in text and "design tcl vpe zcu104" in text
     assert "build_overlay.tcl" in text
+
+
+def test_board_part_missing_from_the_installation_stops_the_build(tmp_path):
+    """A Vivado without the board's files: the build stops naming the board part."""
+    result, _ = build_overlay(tmp_path, "svpe", "zcu102", {"STUB_BOARD_PARTS": ""})
+    assert result["rc"] != 0
+    assert "board part xilinx.com:zcu102:part0 is not installed" in result["error"]
+    (tmp_path / "old").mkdir()
+    older, _ = build_overlay(
+        tmp_path / "old", "svpe", "zcu102", {"STUB_BOARD_PARTS": "xilinx.com:zcu102:part0:3.3"}
+    )
+    assert older["rc"] == 0, older["error"]
+    props = {(k, obj): v for k, v, obj in calls_of(older, "set_property")}
+    assert props[("board_part", "project")] == "xilinx.com:zcu102:part0:3.3"
+
+
+def test_hls_clock_comes_from_design_py_without_the_makefile(tmp_path):
+    """run_hls.tcl run alone asks design.py for the period (no NBQ_PERIOD_NS)."""
+    env = {k: v for k, v in os.environ.items() if k != "NBQ_PERIOD_NS"}
+    result = run_tcl(tmp_path, ROOT / "hls" / "run_hls.tcl", ["svpe", "csynth"], env)
+    assert result["rc"] == 0, result["error"]
+    (clock,) = calls_of(result, "create_clock")
+    assert float(clock[clock.index("-period") + 1]) == pytest.approx(1000 / 187.5)
+    assert design.pl_period_ns() == pytest.approx(1000 / design.PL_CLOCK_MHZ)

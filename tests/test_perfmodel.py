@@ -399,6 +399,21 @@ def test_layers_from_manifest():
         layers_from_manifest({})
 
 
+def test_layers_from_a_typed_manifest_are_the_engines_layers():
+    """A loaded bundle's typed Manifest goes through layers_from_specs: the same layers
+    the engine runs, and the same as its manifest.json read field by field."""
+    from pynq_nbq.api import model_path
+    from pynq_nbq.bundle import load_bundle
+    from pynq_nbq.perfmodel import layers_from_specs
+
+    bundle = load_bundle(model_path("fmnist-svpe"))
+    typed = layers_from_manifest(bundle.spec)
+    assert typed == layers_from_specs(bundle.spec.layers)
+    assert [(lay.name, lay.kind, lay.out_channels) for lay in typed] == [
+        (lay.name, lay.kind, lay.out_channels) for lay in layers_from_manifest(bundle.manifest)
+    ]
+
+
 def test_bad_options_name_the_cause():
     layers = builtin_network("paper-example")
     with pytest.raises(ValueError, match="m_form"):

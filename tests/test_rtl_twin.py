@@ -56,8 +56,9 @@ def _random_cycles(rng, pm, w_of_n, n_cycles, group):
 
 
 @needs_iverilog
+@pytest.mark.parametrize("style", [0, 1])
 @pytest.mark.parametrize("nb", [2, 3, 4, 5])
-def test_svpe_lane_is_bit_exact_for_every_n_it_runs(nb):
+def test_svpe_lane_is_bit_exact_for_every_n_it_runs(nb, style):
     """A build of code width nb runs every bundle with n <= nb, random and worst case."""
     rng = np.random.default_rng(100 + nb)
     pm = 3
@@ -81,11 +82,12 @@ def test_svpe_lane_is_bit_exact_for_every_n_it_runs(nb):
     cycles.insert(5, R.LaneCycle(np.full(9 * pm, 7), np.ones(9 * pm, np.int8), False, False))
     valid = [c for c in cycles if c.valid]
     expected = _lane_reference(valid, lambda w: D.decode_svpe(np.asarray(w, np.int8), nb))
-    assert R.simulate_lane(R.SVPE, nb, pm, cycles) == expected
+    assert R.simulate_lane(R.SVPE, nb, pm, cycles, style) == expected
 
 
 @needs_iverilog
-def test_vpe_lane_is_bit_exact():
+@pytest.mark.parametrize("style", [0, 1])
+def test_vpe_lane_is_bit_exact(style):
     rng = np.random.default_rng(7)
     pm = 2
 
@@ -98,7 +100,7 @@ def test_vpe_lane_is_bit_exact():
     for t in range(3):  # worst case: (-32768) x (-32768) everywhere
         cycles.append(R.LaneCycle(np.full(9 * pm, -32768), np.full(9 * pm, -32768), t == 0))
     expected = _lane_reference(cycles, lambda w: np.asarray(w, dtype=np.int64))
-    assert R.simulate_lane(R.VPE, 16, pm, cycles) == expected
+    assert R.simulate_lane(R.VPE, 16, pm, cycles, style) == expected
 
 
 @needs_iverilog

@@ -70,7 +70,7 @@ def test_flags_status_and_identity_match_header():
         assert HEADER[f"NBQ_STATUS_{s.name}"] == s.value
     assert HEADER["NBQ_ID"] == S.KERNEL_ID
     assert HEADER["NBQ_VERSION"] == S.VERSION
-    assert HEADER["NBQ_VERSION_MAJOR"] == S.VERSION_MAJOR == 2
+    assert HEADER["NBQ_VERSION_MAJOR"] == S.VERSION_MAJOR == 3
     assert HEADER["NBQ_STATUS_MAGIC"] == S.STATUS_MAGIC == int.from_bytes(b"NBQS", "big")
     assert HEADER["NBQ_STATUS_WORDS"] == S.STATUS_WORDS
     assert HEADER["NBQ_PE_SVPE"] == S.PE_KINDS["svpe"]
@@ -79,6 +79,27 @@ def test_flags_status_and_identity_match_header():
     assert HEADER["NBQ_ACT_LANES"] == S.ACT_LANES
     assert HEADER["NBQ_SVPE_LANES"] == S.SVPE_LANES
     assert HEADER["NBQ_VPE_LANES"] == S.VPE_LANES
+    assert HEADER["NBQ_WORD_BYTES"] == S.WORD_BYTES
+    assert HEADER["NBQ_REQ_WORDS"] == S.REQUANT_WORDS
+
+
+def test_stream_width_and_burst_have_one_source_design_py():
+    """nbq_params.h, protocol.py and the block design all take design.py's widths."""
+    from pynq_nbq.kernel import design
+
+    assert design.STREAM_BITS == S.WORD_BITS == HEADER["NBQ_WORD_BITS"] == 128
+    assert HEADER["NBQ_DMA_BURST_BEATS"] == design.DMA_BURST_BEATS
+    dma = design.DMA_PARAMETERS
+    for key in (
+        "c_m_axi_mm2s_data_width",
+        "c_m_axis_mm2s_tdata_width",
+        "c_m_axi_s2mm_data_width",
+        "c_s_axis_s2mm_tdata_width",
+    ):
+        assert dma[key] == design.STREAM_BITS, key
+    assert dma["c_mm2s_burst_size"] == dma["c_s2mm_burst_size"] == design.DMA_BURST_BEATS
+    assert design.PS_PARAMETERS["PSU__SAXIGP2__DATA_WIDTH"] == design.HP_PORT_BITS
+    assert design.HP_PORT_BITS >= design.STREAM_BITS  # no narrowing on the way to DDR
     assert HEADER["NBQ_CODE_MAG_BITS"] == S.CODE_MAG_BITS
     assert HEADER["NBQ_ACC_BITS"] == dp.ACC_BITS
     assert HEADER["NBQ_ACT_BITS"] == dp.ACT_BITS
@@ -106,12 +127,14 @@ def test_check_vitis_header():
 
 # --- packing --------------------------------------------------------------------------
 def test_activation_layout_is_little_endian_lanes_with_zero_padding():
-    buf = S.pack_activations(np.array([1, -2, 3, 0x1234, -32768], dtype=np.int16))
-    assert len(buf) == 16  # 5 items -> 2 words, the second zero-padded
-    words = struct.unpack("<2Q", bytes(buf))
-    assert words[0] == 0x1234_0003_FFFE_0001
-    assert words[1] == 0x8000
-    assert S.unpack_activations(buf, 5).tolist() == [1, -2, 3, 0x1234, -32768]
+    items = [1, -2, 3, 0x1234, -32768, 5, 6, 7, -1]
+    buf = S.pack_activations(np.array(items, dtype=np.int16))
+    assert len(buf) == 32  # 9 items -> 2 words of 8 lanes, the second zero-padded
+    halves = struct.unpack("<4Q", bytes(buf))
+    assert halves[0] == 0x1234_0003_FFFE_0001  # lanes 0..3 in bits 63..0 of word 0
+    assert halves[1] == 0x0007_0006_0005_8000  # lanes 4..7 in bits 127..64
+    assert halves[2:] == (0xFFFF, 0)
+    assert S.unpack_activations(buf, 9).tolist() == items
 
 
 def test_svpe_code_bytes():
@@ -130,13 +153,32 @@ def test_svpe_code_bytes():
 def test_weight_packets_round_trip():
     rng = np.random.default_rng(0)
     codes = rng.integers(-15, 16, (5, 3, 3, 3)).astype(np.int8)
-    buf = S.pack_weights(codes, "svpe")
-    assert len(buf) == S.words_for(codes.size) * 8
-    assert np.array_equal(S.unpack_weights(buf, codes.shape, "svpe"), dp.decode_svpe(codes, 5))
+    for pm in (1, 2, 4, 16, 32):
+        buf = S.pack_weights(codes, "svpe", pm)
+        vec_words = -(-pm // 16)  # one byte a lane, 16 a word
+        assert len(buf) == 5 * -(-3 // pm) * 9 * vec_words * S.WORD_BYTES
+        assert len(buf) == 5 * S.KernelInfo("svpe", pm, 1, 9, 9, 9, 9).weight_bytes_per_cout(3, 3)
+        got = S.unpack_weights(buf, codes.shape, "svpe", pm)
+        assert np.array_equal(got, dp.decode_svpe(codes, 5)), pm
     w = rng.integers(-(1 << 15), 1 << 15, (2, 3, 1, 1))
-    assert np.array_equal(S.unpack_weights(S.pack_weights(w, "vpe"), w.shape, "vpe"), w)
+    for pm in (2, 4, 16):
+        buf = S.pack_weights(w, "vpe", pm)
+        assert np.array_equal(S.unpack_weights(buf, w.shape, "vpe", pm), w)
     with pytest.raises(ValueError, match="int16"):
-        S.pack_weights(np.array([1 << 15]), "vpe")
+        S.pack_weights(np.full((1, 1, 1, 1), 1 << 15), "vpe", 4)
+
+
+def test_weight_packet_is_in_the_kernels_order():
+    """Protocol 3.0: per output channel, per input group of Pm, per tap, Pm lanes."""
+    codes = np.arange(2 * 3 * 9).reshape(2, 3, 3, 3) % 15 + 1  # distinct-ish, all > 0
+    buf = S.pack_weights(codes, "svpe", 2)  # groups of 2 input channels: {0, 1}, {2, pad}
+    vec = buf.reshape(-1, S.WORD_BYTES)  # one vector of 2 lanes a word
+    assert len(vec) == 2 * 2 * 9
+    # output channel 0, group 0, tap 4 (centre): lanes = input channels 0 and 1
+    assert vec[4][:2].tolist() == [codes[0, 0, 1, 1], codes[0, 1, 1, 1]]
+    # output channel 0, group 1, tap 0: input channel 2, then a zero lane (past C_in)
+    assert vec[9][:2].tolist() == [codes[0, 2, 0, 0], 0]
+    assert not vec[:, 2:].any()  # the rest of each word is padding
 
 
 def test_requant_packet_round_trip_at_the_limits():
@@ -144,7 +186,7 @@ def test_requant_packet_round_trip_at_the_limits():
     bias = np.array([-(1 << 63), (1 << 63) - 1, 0, -5])
     shift = np.array([0, 62, 1, 31])
     buf = S.pack_requant(mult, bias, shift)
-    assert len(buf) == 4 * 2 * 8
+    assert len(buf) == 4 * S.WORD_BYTES  # one 128-bit word a channel
     w = struct.unpack("<8Q", bytes(buf))
     assert w[2] == (1 << 63) - 1 and w[3] == 0x7FFF | 62 << 16
     for a, b in zip(S.unpack_requant(buf, 4), (mult, bias, shift), strict=True):
@@ -248,7 +290,7 @@ def test_scheduler_property(seed, pe):
         spec.in_channels,
         edge=bool(rng.integers(2)),
     )
-    got = S.run_conv(S.ReferenceDevice(info), x, spec, int(rng.choice([1 << 20, 400])))
+    got = S.run_conv(S.ReferenceDevice(info), x, spec, int(rng.choice([1 << 20, 800])))
     assert np.array_equal(got, conv_layer(x, spec))
 
 
@@ -323,10 +365,12 @@ def test_kernel_info_refuses_foreign_or_newer_ip():
     assert S.KernelInfo.from_registers(regs) == INFO
     with pytest.raises(ValueError, match="not an nbq_conv kernel"):
         S.KernelInfo.from_registers({**regs, "HW_ID": 0xDEADBEEF})
-    with pytest.raises(ValueError, match="protocol version 3.0"):
-        S.KernelInfo.from_registers({**regs, "HW_VERSION": 3 << 16})
-    with pytest.raises(ValueError, match=r"protocol version 1.0 .* \(speaks 2.x\)"):
-        S.KernelInfo.from_registers({**regs, "HW_VERSION": 1 << 16})
+    with pytest.raises(ValueError, match="protocol version 4.0"):
+        S.KernelInfo.from_registers({**regs, "HW_VERSION": 4 << 16})
+    with pytest.raises(ValueError, match=r"protocol version 2.1 .* \(speaks 3.x\)"):
+        S.KernelInfo.from_registers({**regs, "HW_VERSION": 2 << 16 | 1})  # a 64-bit kernel
+    with pytest.raises(ValueError, match="stream width 64 bits, expected 128"):
+        S.KernelInfo.from_registers({**regs, "WORD_BITS": 64})
     with pytest.raises(ValueError, match="PE_KIND"):
         S.KernelInfo.from_registers({**regs, "PE_KIND": 7})
 
@@ -351,47 +395,50 @@ def test_vector_file_header(tmp_path):
     S.write_vectors(tmp_path / "v.bin", INFO, rec.calls)
     raw = (tmp_path / "v.bin").read_bytes()
     assert raw[:4] == b"NBQV"
-    assert struct.unpack("<9I", raw[4:40]) == (2, 1, 4, 2, 9, 7, 16, 5, len(rec.calls))
+    assert struct.unpack("<9I", raw[4:40]) == (3, 1, 4, 2, 9, 7, 16, 5, len(rec.calls))
     # the first call's expected output packet ends with its status word
     regs, packets, status, data = rec.calls[0]
     at = 40 + 24 + sum(4 + len(p) for p in packets)
     st, words = struct.unpack("<II", raw[at : at + 8])
-    assert (st, words) == (0, len(data) // 8 + 1)
-    packet = raw[at + 8 : at + 8 + 8 * words]
-    assert packet[:-8] == bytes(data) and packet[-8:] == b"\0\0\0\0SQBN"
+    assert (st, words) == (0, len(data) // S.WORD_BYTES + 1)
+    packet = raw[at + 8 : at + 8 + S.WORD_BYTES * words]
+    assert packet[: -S.WORD_BYTES] == bytes(data)
+    assert packet[-S.WORD_BYTES :] == b"\0\0\0\0SQBN" + bytes(8)
 
 
 def test_status_word_layout_and_split_output():
-    assert bytes(S.status_word(0)) == bytes(4) + b"SQBN"  # 0x4E425153 little-endian
+    # 0x4E425153 little-endian in bits 63..32, bits 127..64 zero
+    assert bytes(S.status_word(0)) == bytes(4) + b"SQBN" + bytes(8)
     w = S.status_word(S.Status.TLAST_EARLY | S.Status.TLAST_MISSING)
     assert int.from_bytes(bytes(w), "little") == 0x4E425153_0000000C
-    fm = np.arange(16, dtype=np.uint8)
-    got, status = S.split_output(np.concatenate([fm, S.status_word(0)]), 16)
+    fm = np.arange(32, dtype=np.uint8)
+    got, status = S.split_output(np.concatenate([fm, S.status_word(0)]), 32)
     assert status == 0 and bytes(got) == bytes(fm)
     for refused in (S.Status.BAD_CONFIG, S.Status.NO_WEIGHTS):  # the status word alone
-        got, status = S.split_output(S.status_word(refused), 16, status_register=int(refused))
+        got, status = S.split_output(S.status_word(refused), 32, status_register=int(refused))
         assert status == refused and len(got) == 0
     # a call that ran with a TLAST fault still sends its feature map
-    got, status = S.split_output(np.concatenate([fm, S.status_word(4)]), 16)
+    got, status = S.split_output(np.concatenate([fm, S.status_word(4)]), 32)
     assert status == 4 and len(got) == 0
     with pytest.raises(S.KernelError, match="not a status word .*0x4e425153"):
-        S.split_output(np.concatenate([fm, fm[:8]]), 8)
-    with pytest.raises(S.KernelError, match="received 8 bytes .* expected 24"):
-        S.split_output(S.status_word(0), 16)
-    with pytest.raises(S.KernelError, match="received 24 bytes .*BAD_CONFIG.* expected 8"):
-        S.split_output(np.concatenate([fm, S.status_word(1)]), 16)
-    with pytest.raises(S.KernelError, match="whole 8-byte words"):
-        S.split_output(np.zeros(4, np.uint8), 0)
+        S.split_output(np.concatenate([fm, fm[:16]]), 16)
+    high = S.status_word(0).copy()
+    high[8] = 1  # a set bit above the magic: a 64-bit kernel's word read as 128 bits
+    with pytest.raises(S.KernelError, match="not a status word"):
+        S.split_output(np.concatenate([fm, high]), 32)
+    with pytest.raises(S.KernelError, match="received 16 bytes .* expected 48"):
+        S.split_output(S.status_word(0), 32)
+    with pytest.raises(S.KernelError, match="received 48 bytes .*BAD_CONFIG.* expected 16"):
+        S.split_output(np.concatenate([fm, S.status_word(1)]), 32)
+    with pytest.raises(S.KernelError, match="whole 16-byte words"):
+        S.split_output(np.zeros(8, np.uint8), 0)
     with pytest.raises(S.KernelError, match="STATUS register reads 0x2"):
         S.split_output(S.status_word(1), 0, status_register=2)
 
 
-def test_weight_bits_register_and_the_2_0_fallback():
-    """2.1 kernels report WEIGHT_BITS; a 2.0 kernel (no such register: reads 0) is taken
-    as the widest build of its PE kind, which every 2.0 build was."""
+def test_weight_bits_register():
+    """Every 3.x kernel reports WEIGHT_BITS (a 3-bit svpe build: 3)."""
     regs = INFO.registers()
     assert S.KernelInfo.from_registers(regs).weight_bits == INFO.weight_bits
     narrow = dict(regs, WEIGHT_BITS=3)
     assert S.KernelInfo.from_registers(narrow).weight_bits == 3
-    old = dict(regs, HW_VERSION=(2 << 16) | 0, WEIGHT_BITS=0)
-    assert S.KernelInfo.from_registers(old).weight_bits == S.widest_weight_bits(INFO.pe)

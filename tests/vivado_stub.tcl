@@ -15,6 +15,13 @@ set ::stub_top ""
 set ::stub_dir $::env(STUB_DIR)
 #: The Xilinx IP a Vivado install has (any version: a missing one is design.py's problem).
 set ::stub_xilinx_ip {zynq_ultra_ps_e axi_dma proc_sys_reset axi_interconnect}
+# Board parts the stub's "installation" carries (STUB_BOARD_PARTS overrides; "" = none),
+# several versions of some, as a Vivado with updated board files has.
+set ::stub_board_parts {
+    xilinx.com:zcu102:part0:3.3 xilinx.com:zcu102:part0:3.4 xilinx.com:zcu104:part0:1.1
+    xilinx.com:kv260_som:part0:1.2 xilinx.com:kv260_som:part0:1.3
+}
+if {[info exists ::env(STUB_BOARD_PARTS)]} { set ::stub_board_parts $::env(STUB_BOARD_PARTS) }
 
 proc stub_log {args} { lappend ::stub_calls $args }
 
@@ -56,6 +63,27 @@ proc set_property {args} {
         if {![dict exists $::stub_cells $cell]} { error "set_property $k on unknown cell $obj" }
     }
     stub_log set_property $k $v $obj
+}
+
+# get_board_parts [-quiet] [-latest_file_version] PATTERN: the matching installed parts;
+# with -latest_file_version only the highest version of each board part.
+proc get_board_parts {args} {
+    stub_log get_board_parts {*}$args
+    set pattern [lindex $args end]
+    set found [lsearch -all -inline -glob $::stub_board_parts $pattern]
+    if {[lsearch -exact $args -latest_file_version] < 0} { return $found }
+    set best [dict create]
+    foreach bp $found {
+        set stem [join [lrange [split $bp :] 0 end-1] :]
+        set version [lindex [split $bp :] end]
+        if {![dict exists $best $stem] ||
+            [package vcompare $version [dict get $best $stem]] > 0} {
+            dict set best $stem $version
+        }
+    }
+    set out {}
+    dict for {stem version} $best { lappend out $stem:$version }
+    return $out
 }
 
 proc update_ip_catalog {args} { stub_log update_ip_catalog {*}$args }

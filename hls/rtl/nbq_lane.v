@@ -16,6 +16,7 @@
 module nbq_array3x3 (clk, xs, ws, sum);
   parameter KIND = 1;                     // 1 svpe, 2 vpe
   parameter NB = 3;                       // svpe code width
+  parameter STYLE = 0;                    // nbq_pe.v: 0 shipped twin, 1 the other twin
   localparam WB = (KIND == 1) ? NB : 16;
   localparam PW = (KIND == 1) ? 17 + (1 << (NB - 1)) - 2 : 32;
   localparam SW = PW + 4;                 // 9 products: ceil(log2 9) = 4 more bits
@@ -25,7 +26,8 @@ module nbq_array3x3 (clk, xs, ws, sum);
   output wire signed [SW-1:0] sum;
 
   wire [9*PW-1:0] ps;
-  nbq_products #(.KIND(KIND), .NB(NB), .NP(9)) prod (.clk(clk), .xs(xs), .ws(ws), .ps(ps));
+  nbq_products #(.KIND(KIND), .NB(NB), .NP(9), .STYLE(STYLE)) prod (
+      .clk(clk), .xs(xs), .ws(ws), .ps(ps));
   nbq_tree #(.N(9), .W(PW)) tree (.clk(clk), .in(ps), .out(sum));
 endmodule
 
@@ -34,13 +36,15 @@ module nbq_lane (clk, valid, first, xs, ws, out_valid, acc);
   parameter NB = 3;
   parameter PM = 4;                       // input channels per cycle
   parameter ACCW = 48;                    // accumulator bits
+  parameter STYLE = 0;                    // nbq_pe.v: 0 shipped twin, 1 the other twin
 `include "nbq_clog2.vh"
   localparam NP = 9 * PM;
   localparam WB = (KIND == 1) ? NB : 16;
   localparam PW = (KIND == 1) ? 17 + (1 << (NB - 1)) - 2 : 32;
   localparam LV = clog2f(NP);
   localparam SW = PW + LV;
-  localparam LAT = LV + 2;
+  localparam PR = (STYLE == 0) ? 1 : 0;  // product register stages
+  localparam LAT = LV + PR + 1;
   input wire clk;
   input wire valid;
   input wire first;
@@ -51,10 +55,11 @@ module nbq_lane (clk, valid, first, xs, ws, out_valid, acc);
 
   wire [NP*PW-1:0] ps;
   wire signed [SW-1:0] sum;
-  nbq_products #(.KIND(KIND), .NB(NB), .NP(NP)) prod (.clk(clk), .xs(xs), .ws(ws), .ps(ps));
+  nbq_products #(.KIND(KIND), .NB(NB), .NP(NP), .STYLE(STYLE)) prod (
+      .clk(clk), .xs(xs), .ws(ws), .ps(ps));
   nbq_tree #(.N(NP), .W(PW)) tree (.clk(clk), .in(ps), .out(sum));
 
-  // valid/first travel beside the data: products (1) + tree (LV)
+  // valid/first travel beside the data: products (PR) + tree (LV)
   reg [LV:0] v_d, f_d;
   always @(posedge clk) begin
     v_d <= {v_d[LV-1:0], valid};
@@ -62,8 +67,8 @@ module nbq_lane (clk, valid, first, xs, ws, out_valid, acc);
   end
   wire signed [ACCW-1:0] sum_x = sum;     // sign-extended
   always @(posedge clk) begin
-    out_valid <= v_d[LV];
-    if (v_d[LV]) acc <= f_d[LV] ? sum_x : acc + sum_x;
+    out_valid <= v_d[LV + PR - 1];
+    if (v_d[LV + PR - 1]) acc <= f_d[LV + PR - 1] ? sum_x : acc + sum_x;
   end
 endmodule
 `default_nettype wire

@@ -93,8 +93,11 @@ class LaneCycle:
     valid: bool = True
 
 
-def simulate_lane(kind: int, nb: int, pm: int, cycles: Iterable[LaneCycle]) -> list[int]:
-    """Run ``nbq_lane`` over ``cycles``; returns the accumulator after each valid cycle."""
+def simulate_lane(
+    kind: int, nb: int, pm: int, cycles: Iterable[LaneCycle], style: int = 0
+) -> list[int]:
+    """Run ``nbq_lane`` (twin ``style``, nbq_pe.v) over ``cycles``; returns the
+    accumulator after each valid cycle."""
     lines = []
     for c in cycles:
         w = encode_codes(c.w, nb) if kind == SVPE else np.asarray(c.w, dtype=np.int64)
@@ -103,7 +106,8 @@ def simulate_lane(kind: int, nb: int, pm: int, cycles: Iterable[LaneCycle]) -> l
         vals = [int(c.valid), int(c.first), *map(int, c.x), *map(int, w)]
         lines.append(" ".join(map(str, vals)))
     out = _run_vvp("tb_lane", ("tb_lane.v", "nbq_pe.v", "nbq_tree.v", "nbq_lane.v"),
-                   {"KIND": kind, "NB": nb, "PM": pm}, "\n".join(lines) + "\n")  # fmt: skip
+                   {"KIND": kind, "NB": nb, "PM": pm, "STYLE": style},
+                   "\n".join(lines) + "\n")  # fmt: skip
     return [int(m) for m in re.findall(r"^acc (-?\d+)$", out, flags=re.M)]
 
 

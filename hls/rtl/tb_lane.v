@@ -9,6 +9,7 @@ module tb_lane;
   parameter KIND = 1;
   parameter NB = 3;
   parameter PM = 2;
+  parameter STYLE = 0;
   localparam NP = 9 * PM;
   localparam WB = (KIND == 1) ? NB : 16;
   reg clk = 0;
@@ -17,7 +18,7 @@ module tb_lane;
   reg [NP*WB-1:0] ws = 0;
   wire out_valid;
   wire signed [47:0] acc;
-  nbq_lane #(.KIND(KIND), .NB(NB), .PM(PM)) dut (
+  nbq_lane #(.KIND(KIND), .NB(NB), .PM(PM), .STYLE(STYLE)) dut (
       .clk(clk), .valid(valid), .first(first), .xs(xs), .ws(ws),
       .out_valid(out_valid), .acc(acc));
 

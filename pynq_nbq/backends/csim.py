@@ -68,7 +68,7 @@ SANITIZE_FLAGS = (
     "-fsanitize=address,undefined",
     "-fno-sanitize-recover=all",
 )
-ABI_VERSION = 1  #: nbq_csim_abi_version() this module speaks
+ABI_VERSION = 2  #: nbq_csim_abi_version() this module speaks (2: 16-byte words)
 
 
 class CsimError(NbqError):

@@ -21,7 +21,6 @@ from pynq_nbq.perfmodel import (
     builtin_network,
     layers_from_list,
     layers_from_manifest,
-    layers_from_specs,
     load_board,
     model_network,
 )
@@ -129,7 +128,7 @@ def load_source(args: argparse.Namespace) -> tuple[str, list, int | None]:
 
         spec = load_bundle(path).spec
         bits = spec.weight_bits if spec.pe is dp.PEKind.SVPE else None
-        return spec.name or path.name, layers_from_specs(spec.layers), bits
+        return spec.name or path.name, layers_from_manifest(spec), bits  # the typed Manifest
     manifest_path = path if path.suffix == ".json" else path / "manifest.json"
     manifest = _read_json(manifest_path, "bundle manifest")
     if not isinstance(manifest, dict):
@@ -374,7 +373,9 @@ def kernel_report(
         "modelled": True,
         "note": (
             "model of hls/nbq_conv.cpp's loop structure (DATAFLOW stages, cycles per stage, "
-            f"weight loads, tiles); resources: {COST_NOTE} for the PE arrays and requantisers, "
+            "weight loads, the host's tile plan), checked by a FIFO-level dataflow "
+            "simulation of the same stages (sim/model); "
+            f"resources: {COST_NOTE} for the PE arrays and requantisers, "
             "assumed figures for the rest; unverified without Vitis and a board"
         ),
         "device": {
@@ -386,6 +387,7 @@ def kernel_report(
         },
         "lut_fraction": LUT_FRACTION,
         "batch": kernel["svpe"]["batch"],
+        "clock_mhz": kernel["svpe"]["clock_mhz"],
         "builds": builds,
         "vpe_build": kernel["vpe"]["build"],
         "svpe_build": kernel["svpe"]["build"],
@@ -398,7 +400,8 @@ def kernel_report(
 def _build_lines(k: dict[str, Any]) -> list[str]:
     dev = k["device"]
     lines = [
-        f"{'build':6s} {'(Pm, Pn)':>9s} {'LUT':>8s} {'%':>5s} {'FF':>8s} {'%':>5s} "
+        f"{'build':6s} {'(Pm, Pn)':>9s} {'LUT':>8s} {'%':>5s} {'pessim.':>8s} {'%':>5s} "
+        f"{'FF':>8s} {'%':>5s} "
         f"{'DSP':>5s} {'%':>5s} {'BRAM18':>6s} {'%':>5s}  (of {dev['part']}: {dev['lut']} LUT, "
         f"{dev['ff']} FF, {dev['dsp']} DSP, {dev['bram18']} BRAM18)"
     ]
@@ -406,10 +409,17 @@ def _build_lines(k: dict[str, Any]) -> list[str]:
         f = b["of_device"]
         lines.append(
             f"{b['build']:6s} {'(' + str(b['pm']) + ', ' + str(b['pn']) + ')':>9s} "
-            f"{b['lut']:8d} {100 * f['lut']:5.1f} {b['ff']:8d} {100 * f['ff']:5.1f} "
+            f"{b['lut']:8d} {100 * f['lut']:5.1f} {b['lut_pessimistic']:8d} "
+            f"{100 * f['lut_pessimistic']:5.1f} {b['ff']:8d} {100 * f['ff']:5.1f} "
             f"{b['dsp']:5d} {100 * f['dsp']:5.1f} {b['bram18']:6d} {100 * f['bram18']:5.1f}"
         )
     return lines
+
+
+def _sim(row: dict[str, Any]) -> str:
+    """The dataflow simulation's cycles over the model's, e.g. ``1.02``."""
+    ratio = row.get("sim_over_model")
+    return "-" if ratio is None else f"{ratio:.2f}"
 
 
 def kernel_text(k: dict[str, Any]) -> str:
@@ -421,6 +431,13 @@ def kernel_text(k: dict[str, Any]) -> str:
         f"builds at their default (Pm, Pn): the most arrays within {k['lut_fraction']:.0%} "
         "of the LUTs (vpe also within the paper's 768 DSPs)",
         *(f"  {ln}" for ln in _build_lines(k)),
+        *(
+            f"  {b['build']}: {100 * b['of_device']['lut_pessimistic']:.1f} % of the LUTs at "
+            f"the pessimistic cost (larger twin x{b['twin_factor']:g}, itemised "
+            f"infrastructure {b['infra_lut_itemised']} LUT): over {k['lut_fraction']:.0%}"
+            for b in k["builds"]
+            if b["of_device"]["lut_pessimistic"] > k["lut_fraction"]
+        ),
         "",
     ]
     if not k["layers"]:
@@ -429,13 +446,15 @@ def kernel_text(k: dict[str, Any]) -> str:
         )
     vb, sb = k["vpe_build"], k["svpe_build"]
     head = (
-        f"{'layer':10s} | {'paper VPE':>9s} {'Eq36 ' + vb:>11s} {'kernel':>9s} {'bound':8s} | "
-        f"{'paper SVPE':>10s} {'Eq36 ' + sb:>11s} {'kernel':>9s} {'bound':8s} | {'SVPE/VPE':>8s}"
+        f"{'layer':10s} | {'paper VPE':>9s} {'Eq36 ' + vb:>11s} {'kernel':>9s} {'bound':8s} "
+        f"{'sim':>5s} | {'paper SVPE':>10s} {'Eq36 ' + sb:>11s} {'kernel':>9s} {'bound':8s} "
+        f"{'sim':>5s} | {'SVPE/VPE':>8s}"
     )
     lines += [
         "per engine layer, us per image (paper = the paper's model above; Eq36 = Eq. 36 at "
-        "the build's (Pm, Pn); kernel = this kernel's cycle model, weights loaded once per "
-        f"{k['batch']} image(s)):",
+        "the build's (Pm, Pn); kernel = this kernel's cycle model at the overlay's "
+        f"{k['clock_mhz']:g} MHz PL clock, weights loaded once per {k['batch']} image(s); "
+        "sim = the dataflow simulation's cycles over the model's):",
         head,
         "-" * len(head),
     ]
@@ -443,16 +462,16 @@ def kernel_text(k: dict[str, Any]) -> str:
         v, s = r["vpe"], r["svpe"]
         lines.append(
             f"{r['name'][:10]:10s} | {r['paper_vpe_us']:9.2f} {v['eq36_us']:11.2f} "
-            f"{v['time_us']:9.2f} {v['bound']:8s} | {r['paper_svpe_us']:10.2f} "
-            f"{s['eq36_us']:11.2f} {s['time_us']:9.2f} {s['bound']:8s} | "
+            f"{v['time_us']:9.2f} {v['bound']:8s} {_sim(v):>5s} | {r['paper_svpe_us']:10.2f} "
+            f"{s['eq36_us']:11.2f} {s['time_us']:9.2f} {s['bound']:8s} {_sim(s):>5s} | "
             f"{_num(r['svpe_over_vpe'], '7.2f')}x"
         )
     fv, fs = k["fpga_time_us"]["vpe"], k["fpga_time_us"]["svpe"]
     ev, es = k["eq36_time_us"]["vpe"], k["eq36_time_us"]["svpe"]
     lines += [
         "-" * len(head),
-        f"{'total':10s} | {'':9s} {ev:11.2f} {fv:9.2f} {'':8s} | {'':10s} {es:11.2f} "
-        f"{fs:9.2f} {'':8s} | {_num(_ratio(fv, fs), '7.2f')}x",
+        f"{'total':10s} | {'':9s} {ev:11.2f} {fv:9.2f} {'':8s} {'':5s} | {'':10s} {es:11.2f} "
+        f"{fs:9.2f} {'':8s} {'':5s} | {_num(_ratio(fv, fs), '7.2f')}x",
     ]
     return "\n".join(lines)
 
@@ -463,29 +482,30 @@ def kernel_markdown(k: dict[str, Any]) -> str:
         return f"This kernel (hls/nbq_conv.cpp): {k['error']}"
     dev = k["device"]
     lines = [
-        f"| build | (Pm, Pn) | LUT (of {dev['lut']}) | FF | DSP (of {dev['dsp']}) "
-        f"| BRAM18 (of {dev['bram18']}) |",
-        "|---|---|---:|---:|---:|---:|",
+        f"| build | (Pm, Pn) | LUT (of {dev['lut']}) | LUT, pessimistic | FF "
+        f"| DSP (of {dev['dsp']}) | BRAM18 (of {dev['bram18']}) |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for b in k["builds"]:
         f = b["of_device"]
         lines.append(
             f"| {b['build']} | ({b['pm']}, {b['pn']}) | {b['lut']} ({100 * f['lut']:.1f} %) "
-            f"| {b['ff']} | {b['dsp']} ({100 * f['dsp']:.1f} %) "
+            f"| {b['lut_pessimistic']} ({100 * f['lut_pessimistic']:.1f} %) | {b['ff']} "
+            f"| {b['dsp']} ({100 * f['dsp']:.1f} %) "
             f"| {b['bram18']} ({100 * f['bram18']:.1f} %) |"
         )
     vb, sb = k["vpe_build"], k["svpe_build"]
     lines += [
         "",
-        f"| layer | paper VPE µs | Eq. 36 {vb} µs | kernel {vb} µs | bound "
-        f"| paper SVPE µs | Eq. 36 {sb} µs | kernel {sb} µs | bound | SVPE/VPE |",
-        "|---|---:|---:|---:|---|---:|---:|---:|---|---:|",
+        f"| layer | paper VPE µs | Eq. 36 {vb} µs | kernel {vb} µs | bound | sim/model "
+        f"| paper SVPE µs | Eq. 36 {sb} µs | kernel {sb} µs | bound | sim/model | SVPE/VPE |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|---|---:|---:|",
     ]
     for r in k["layers"]:
         v, s = r["vpe"], r["svpe"]
         lines.append(
             f"| {r['name']} | {r['paper_vpe_us']:.2f} | {v['eq36_us']:.2f} | {v['time_us']:.2f} "
-            f"| {v['bound']} | {r['paper_svpe_us']:.2f} | {s['eq36_us']:.2f} "
-            f"| {s['time_us']:.2f} | {s['bound']} | {_num(r['svpe_over_vpe'], '.2f')} |"
+            f"| {v['bound']} | {_sim(v)} | {r['paper_svpe_us']:.2f} | {s['eq36_us']:.2f} "
+            f"| {s['time_us']:.2f} | {s['bound']} | {_sim(s)} | {_num(r['svpe_over_vpe'], '.2f')} |"
         )
     return "\n".join(lines)

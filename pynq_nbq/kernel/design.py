@@ -39,6 +39,30 @@ RESET_CELL = "proc_sys_reset_0"
 CTRL_INTERCONNECT_CELL = "ps8_0_axi_periph"
 DATA_INTERCONNECT_CELL = "axi_mem_intercon"
 
+# --- the feature-map path: one width for the stream, the DMA and the HP port -----------
+#: AXI-Stream TDATA width of the kernel's ports, the AXI DMA's stream and memory-map
+#: widths and the S_AXI_HP0_FPD port width (bits).  128 bits carry 8 int16 activations
+#: a cycle: enough for the svpe3 (32, 8) build to be compute-bound on every layer of the
+#: shipped networks in the kernel's cycle model (at 64 bits the reader or the packer
+#: bounded every svpe3 layer: docs/hls.md "Stream width").  128 is the widest an HP port
+#: of the Zynq UltraScale+ PS takes, so a wider path would need a second port and DMA.
+#: ``hls/nbq_params.h`` (NBQ_WORD_BITS) and ``kernel/protocol.py`` (WORD_BITS) follow
+#: this value (tests/test_streams.py checks the header).
+STREAM_BITS = 128
+#: The HP port's width: the same as the stream (no width converter in the interconnect).
+HP_PORT_BITS = STREAM_BITS
+#: AXI DMA burst length in beats (PG021 allows 2..256): 256 beats of 16 bytes = 4 KiB,
+#: one AXI4 burst per 4 KiB page.  The kernel's input FIFO depths derive from it
+#: (``hls/nbq_params.h`` NBQ_DMA_BURST_BEATS; docs/hls.md "FIFO depths").
+DMA_BURST_BEATS = 256
+#: The one PL clock, made by the PS from its IOPLL: 1500 MHz / 8 = 187.5 MHz.  200 MHz
+#: (the paper's clock) cannot be divided exactly from the 1500 MHz IOPLL (1500/7 is
+#: 214.3 MHz, past what the model's timing allows for), so every figure of this kernel
+#: is at 187.5 MHz: 6.25 % slower than at 200 MHz, for both PE kinds alike.
+PL_IOPLL_MHZ = 1500.0
+PL_CLOCK_DIVISOR = 8
+PL_CLOCK_MHZ = PL_IOPLL_MHZ / PL_CLOCK_DIVISOR
+
 #: AXI DMA (PG021) in simple mode, the parameters the driver relies on.
 DMA_VLNV = "xilinx.com:ip:axi_dma:7.1"
 DMA_PARAMETERS = {
@@ -49,13 +73,13 @@ DMA_PARAMETERS = {
     "c_include_s2mm_dre": 0,
     "c_micro_dma": 0,
     "c_sg_length_width": 26,  # largest transfer 2^26 - 1 bytes
-    "c_m_axi_mm2s_data_width": 64,
-    "c_m_axis_mm2s_tdata_width": 64,
-    "c_m_axi_s2mm_data_width": 64,
-    "c_s_axis_s2mm_tdata_width": 64,
+    "c_m_axi_mm2s_data_width": STREAM_BITS,
+    "c_m_axis_mm2s_tdata_width": STREAM_BITS,
+    "c_m_axi_s2mm_data_width": STREAM_BITS,
+    "c_s_axis_s2mm_tdata_width": STREAM_BITS,
     "c_addr_width": 64,
-    "c_mm2s_burst_size": 16,
-    "c_s2mm_burst_size": 16,
+    "c_mm2s_burst_size": DMA_BURST_BEATS,
+    "c_s2mm_burst_size": DMA_BURST_BEATS,
 }
 
 #: AXI-Lite address map (base, range in bytes), from M_AXI_HPM0_FPD.
@@ -69,9 +93,6 @@ KERNEL_CTRL_PORT = "s_axi_ctrl"
 KERNEL_IN_PORT = "s_in"
 KERNEL_OUT_PORT = "s_out"
 
-#: One fabric clock for everything (the paper's 200 MHz).
-PL_CLOCK_MHZ = 200
-
 #: Vivado release the overlay build is written for: the one PYNQ 3.0.x images are built
 #: with.  The Xilinx VLNVs below are that release's; the build stops, naming the VLNV,
 #: if the running Vivado lacks one.
@@ -83,18 +104,23 @@ RESET_VLNV = "xilinx.com:ip:proc_sys_reset:5.0"
 INTERCONNECT_VLNV = "xilinx.com:ip:axi_interconnect:2.1"
 
 #: PS settings applied after the board preset: HPM0_FPD (AXI-Lite, 32 bit) on, HPM1_FPD
-#: and HPM0_LPD off, S_AXI_HP0_FPD (Vivado's S_AXI_GP2, 64 bit, the DMA data) on, one
-#: fabric clock pl_clk0 at :data:`PL_CLOCK_MHZ`.
+#: and HPM0_LPD off, S_AXI_HP0_FPD (Vivado's S_AXI_GP2, :data:`HP_PORT_BITS` bit, the DMA data) on,
+#: one fabric clock pl_clk0 at :data:`PL_CLOCK_MHZ` (IOPLL / :data:`PL_CLOCK_DIVISOR`).
 PS_PARAMETERS = {
     "PSU__USE__M_AXI_GP0": 1,
     "PSU__MAXIGP0__DATA_WIDTH": 32,
     "PSU__USE__M_AXI_GP1": 0,
     "PSU__USE__M_AXI_GP2": 0,
     "PSU__USE__S_AXI_GP2": 1,
-    "PSU__SAXIGP2__DATA_WIDTH": 64,
+    "PSU__SAXIGP2__DATA_WIDTH": HP_PORT_BITS,
     "PSU__FPGA_PL0_ENABLE": 1,
     "PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ": PL_CLOCK_MHZ,
 }
+
+
+def pl_period_ns() -> float:
+    """The PL clock's period in ns (what Vitis HLS's ``create_clock -period`` takes)."""
+    return round(1000.0 / PL_CLOCK_MHZ, 6)
 
 
 def kernel_ipname(kind: str) -> str:
@@ -115,18 +141,31 @@ def bitstream_name(kind: str) -> str:
 
 @dataclass(frozen=True)
 class BoardTarget:
-    """What Vivado needs to know about a board."""
+    """What Vivado needs to know about a board.
+
+    ``board_part`` is the board part without its file version
+    (``vendor:board:part0``): the overlay build picks the latest version the running
+    Vivado carries (``get_board_parts -latest_file_version``) and stops, naming it, if
+    there is none.  ``board_part_version`` is the version Vivado :data:`VIVADO_VERSION`
+    ships, written into the simulated board's ``.hwh`` only.
+    """
 
     name: str
     part: str
     board_part: str
+    board_part_version: str
+
+    @property
+    def board_part_full(self) -> str:
+        """``board_part:version`` as in a .hwh of a build with Vivado VIVADO_VERSION."""
+        return f"{self.board_part}:{self.board_part_version}"
 
 
 #: Boards the overlay build knows (parts as in ``pynq_nbq/boards/*.json``).
 BOARD_TARGETS = {
-    "zcu102": BoardTarget("zcu102", "xczu9eg-ffvb1156-2-e", "xilinx.com:zcu102:part0:3.3"),
-    "zcu104": BoardTarget("zcu104", "xczu7ev-ffvc1156-2-e", "xilinx.com:zcu104:part0:1.1"),
-    "kv260": BoardTarget("kv260", "xck26-sfvc784-2LV-c", "xilinx.com:kv260_som:part0:1.3"),
+    "zcu102": BoardTarget("zcu102", "xczu9eg-ffvb1156-2-e", "xilinx.com:zcu102:part0", "3.4"),
+    "zcu104": BoardTarget("zcu104", "xczu7ev-ffvc1156-2-e", "xilinx.com:zcu104:part0", "1.1"),
+    "kv260": BoardTarget("kv260", "xck26-sfvc784-2LV-c", "xilinx.com:kv260_som:part0", "1.3"),
 }
 
 
@@ -142,6 +181,8 @@ def describe(kind: str, board: str = "zcu102") -> dict:
         "pe_kind": kind,
         "bitstream": bitstream_name(kind),
         "pl_clock_mhz": PL_CLOCK_MHZ,
+        "pl_period_ns": pl_period_ns(),
+        "stream_bits": STREAM_BITS,
         "cells": {
             "ps": PS_CELL,
             "kernel": KERNEL_CELL,
@@ -219,7 +260,8 @@ def write_tcl(path: str | Path, kind: str, board: str = "zcu102") -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python3 -m pynq_nbq.kernel.design {tcl,json} KIND BOARD OUT`` or ``part BOARD``."""
+    """``python3 -m pynq_nbq.kernel.design {tcl,json} KIND BOARD OUT``, ``part BOARD``
+    or ``period`` (the PL clock period in ns, for hls/run_hls.tcl)."""
     import argparse
 
     parser = argparse.ArgumentParser(
@@ -236,9 +278,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("part", help="print the board's part").add_argument(
         "board", choices=sorted(BOARD_TARGETS)
     )
+    sub.add_parser("period", help="print the PL clock period in ns")
     args = parser.parse_args(argv)
     if args.what == "part":
         print(BOARD_TARGETS[args.board].part)
+    elif args.what == "period":
+        print(pl_period_ns())
     elif args.what == "tcl":
         write_tcl(args.out, args.kind, args.board)
     else:

@@ -18,7 +18,8 @@ def parse_params_header(path: str | Path | None = None) -> dict[str, int]:
     """The integer ``#define NBQ_*`` values of ``hls/nbq_params.h``.
 
     Only plain integer expressions are evaluated (literals, other NBQ_ names,
-    ``<< | ( )``); a name defined twice (an ``#if`` default) keeps its first value.
+    ``<< | ( ) + - *`` and ``/`` as C's integer division of non-negative values); a name
+    defined twice (an ``#if`` default) keeps its first value.
     """
     text = Path(path or HLS_DIR / "nbq_params.h").read_text()
     values: dict[str, int] = {}
@@ -28,7 +29,8 @@ def parse_params_header(path: str | Path | None = None) -> dict[str, int]:
             continue
         expr = re.sub(r"\b(0x[0-9a-fA-F]+|\d+)[uU]\b", r"\1", m.group(2))
         expr = re.sub(r"\bNBQ_\w+\b", lambda t: str(values.get(t.group(0), t.group(0))), expr)
-        if re.fullmatch(r"[0-9a-fA-Fx()<|+\s-]+", expr):
+        if re.fullmatch(r"[0-9a-fA-Fx()<|+*/\s-]+", expr):
+            expr = expr.replace("/", "//")
             values[m.group(1)] = int(eval(expr, {"__builtins__": {}}))  # noqa: S307
     return values
 

@@ -1,9 +1,12 @@
 """Items <-> stream words: the one packing implementation of ``csim`` and ``fpga``.
 
-Layouts (docs/datapath.md section 5): activations int16, 4 a word; svpe weights
-one byte ``(sign << 4) | m`` a code, 8 a word; vpe weights int16, 4 a word;
-requant two words per output channel, ``bias`` (int64) then ``mult | shift << 16``.
-Every packet is whole 64-bit little-endian words, the last zero-padded.
+Layouts (docs/datapath.md section 5): activations int16, 8 a word; weights in the
+kernel's order - per output channel, per input group of Pm channels, per tap, one
+vector of Pm lanes padded to whole words (svpe one byte ``(sign << 4) | m`` a lane,
+vpe int16);
+requant 16 bytes (one word) per output channel, ``bias`` (int64) then
+``mult | shift << 16`` (uint64).  Every packet is whole 128-bit little-endian words
+(``protocol.WORD_BITS``), the last zero-padded.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from .protocol import (
     CODE_MAG_BITS,
     CODE_SIGN,
     MAX_CODE_MAG,
-    REQUANT_WORDS,
+    REQUANT_BYTES,
     WORD_BYTES,
+    weight_vector_words,
     words_for,
 )
 
@@ -58,31 +62,63 @@ def decode_svpe_bytes(b: np.ndarray) -> np.ndarray:
     return np.where(b & CODE_SIGN, -mag, mag).astype(np.int8)
 
 
-def pack_weights(w: np.ndarray, pe: dp.PEKind | str) -> np.ndarray:
-    """Weights ``(C_out, C_in, k, k)`` -> weight packet bytes.
+def _vectors(shape: tuple[int, ...], pm: int) -> tuple[int, int, int, int]:
+    """(C_out, input groups, taps, lanes) of the kernel-order weight array."""
+    c_out, c_in, kh, kw = shape
+    if kh != kw or pm < 1:
+        raise ValueError(f"weights must be (C_out, C_in, k, k) and Pm >= 1, got {shape}, {pm}")
+    return c_out, -(-c_in // pm), kh * kw, pm
 
+
+def pack_weights(w: np.ndarray, pe: dp.PEKind | str, pm: int) -> np.ndarray:
+    """Weights ``(C_out, C_in, k, k)`` -> weight packet bytes for a kernel of ``pm`` lanes.
+
+    Order (protocol 3.0): for each output channel, each input group of ``pm`` channels,
+    each tap ``t = ky * k + kx``, one vector of ``pm`` lanes (lane m = input channel
+    ``g * pm + m``, zero past C_in), padded to :func:`weight_vector_words` whole words.
     ``w`` holds svpe codes for ``PEKind.SVPE`` and int16-range integers for ``VPE``;
     ``pe`` may also be the string "svpe"/"vpe" (ValueError for anything else).
     """
-    if dp.PEKind.parse(pe) is dp.PEKind.SVPE:
-        return _pad_to_words(encode_svpe_codes(w).tobytes())
-    w64 = np.asarray(w).astype(np.int64)
-    if w64.size and (w64.min() < dp.VPE_WEIGHT_MIN or w64.max() > dp.VPE_WEIGHT_MAX):
-        raise ValueError("vpe weights must be in the int16 range")
-    return _pad_to_words(w64.astype("<i2").tobytes())
+    kind = dp.PEKind.parse(pe)
+    w = np.asarray(w)
+    c_out, groups, taps, lanes = _vectors(w.shape, pm)
+    if kind is dp.PEKind.SVPE:
+        items, dtype = encode_svpe_codes(w), np.uint8
+    else:
+        w64 = w.astype(np.int64)
+        if w64.size and (w64.min() < dp.VPE_WEIGHT_MIN or w64.max() > dp.VPE_WEIGHT_MAX):
+            raise ValueError("vpe weights must be in the int16 range")
+        items, dtype = w64.astype("<i2"), np.dtype("<i2")
+    full = np.zeros((c_out, groups * lanes, taps), dtype=dtype)  # channels padded to Pm
+    full[:, : w.shape[1]] = items.reshape(c_out, w.shape[1], taps)
+    vec = full.reshape(c_out, groups, lanes, taps).transpose(0, 1, 3, 2)  # co, g, t, lane
+    raw = np.ascontiguousarray(vec).view(np.uint8).reshape(c_out * groups * taps, -1)
+    out = np.zeros((len(raw), weight_vector_words(kind, pm) * WORD_BYTES), dtype=np.uint8)
+    out[:, : raw.shape[1]] = raw
+    return out.reshape(-1)
 
 
-def unpack_weights(buf: np.ndarray, shape: tuple[int, ...], pe: dp.PEKind | str) -> np.ndarray:
-    """Weight packet bytes -> int64 integer weights of ``shape`` (decoded svpe codes)."""
-    count = int(np.prod(shape))
-    raw = np.asarray(buf, dtype=np.uint8)
-    if dp.PEKind.parse(pe) is dp.PEKind.SVPE:
-        return dp.decode_svpe(decode_svpe_bytes(raw[:count]), dp.SVPE_MAX_BITS).reshape(shape)
-    return np.frombuffer(raw.tobytes(), dtype="<i2", count=count).astype(np.int64).reshape(shape)
+def unpack_weights(
+    buf: np.ndarray, shape: tuple[int, ...], pe: dp.PEKind | str, pm: int
+) -> np.ndarray:
+    """Weight packet bytes (:func:`pack_weights`' layout) -> int64 integer weights of
+    ``shape`` (decoded svpe codes)."""
+    kind = dp.PEKind.parse(pe)
+    c_out, groups, taps, lanes = _vectors(tuple(shape), pm)
+    item = 1 if kind is dp.PEKind.SVPE else 2
+    vec_bytes = weight_vector_words(kind, pm) * WORD_BYTES
+    raw = np.asarray(buf, dtype=np.uint8)[: c_out * groups * taps * vec_bytes]
+    raw = raw.reshape(c_out, groups, taps, vec_bytes)[..., : lanes * item]
+    if kind is dp.PEKind.SVPE:
+        vals = dp.decode_svpe(decode_svpe_bytes(raw), dp.SVPE_MAX_BITS).astype(np.int64)
+    else:
+        vals = np.ascontiguousarray(raw).view("<i2").astype(np.int64)
+    vals = vals.reshape(c_out, groups, taps, lanes).transpose(0, 1, 3, 2)
+    return vals.reshape(c_out, groups * lanes, taps)[:, : shape[1]].reshape(shape)
 
 
 def pack_requant(mult: np.ndarray, bias: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """Per-channel (mult, bias, shift) -> requant packet bytes (2 words a channel).
+    """Per-channel (mult, bias, shift) -> requant packet bytes (16 bytes a channel).
 
     ValueError listing every range the values break (:func:`datapath.requant_problems`).
     """
@@ -90,16 +126,16 @@ def pack_requant(mult: np.ndarray, bias: np.ndarray, shift: np.ndarray) -> np.nd
     problems = dp.requant_problems(mult, bias, shift)
     if problems:
         raise ValueError("; ".join(problems))
-    words = np.empty((mult.size, REQUANT_WORDS), dtype="<u8")
-    words[:, 0] = bias.astype("<i8").view("<u8")
-    words[:, 1] = (mult & 0xFFFF).astype(np.uint64) | (shift.astype(np.uint64) << np.uint64(16))
-    return words.view(np.uint8).reshape(-1)
+    halves = np.empty((mult.size, REQUANT_BYTES // 8), dtype="<u8")
+    halves[:, 0] = bias.astype("<i8").view("<u8")
+    halves[:, 1] = (mult & 0xFFFF).astype(np.uint64) | (shift.astype(np.uint64) << np.uint64(16))
+    return _pad_to_words(halves.tobytes())
 
 
 def unpack_requant(buf: np.ndarray, c_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Requant packet bytes -> int64 (mult, bias, shift) of ``c_out`` channels."""
     words = np.frombuffer(np.asarray(buf, dtype=np.uint8).tobytes(), dtype="<u8")
-    words = words[: REQUANT_WORDS * c_out].reshape(c_out, REQUANT_WORDS)
+    words = words[: REQUANT_BYTES // 8 * c_out].reshape(c_out, REQUANT_BYTES // 8)
     bias = words[:, 0].view("<i8").astype(np.int64)
     mult = (words[:, 1] & np.uint64(0xFFFF)).astype(np.uint16).view(np.int16).astype(np.int64)
     shift = ((words[:, 1] >> np.uint64(16)) & np.uint64(0x3F)).astype(np.int64)

@@ -9,12 +9,13 @@ Packing of words lives in :mod:`pynq_nbq.kernel.packing`.
 
 Words and packets
 -----------------
-A stream word is 64 bits, little-endian (byte 0 = bits 7..0).  A packet is one
+A stream word is :data:`WORD_BITS` = 128 bits (``kernel/design.py`` STREAM_BITS),
+little-endian (byte 0 = bits 7..0).  A packet is one
 DMA transfer: a run of items packed into words, lane 0 in the low bits, the last
 word zero-padded, TLAST on the last word only.  One kernel call (one tile)
 carries, on the input stream, ``[weights, requant]`` when ``FLAGS.LOAD`` is set,
 then the feature map; on the output stream, the output feature map then one
-status word (protocol 2.x: STATUS in bits 31..0, ``"NBQS"`` in bits 63..32, TLAST
+status word (STATUS in bits 31..0, ``"NBQS"`` in bits 63..32, the rest zero, TLAST
 on it alone).  A PROBE call or a call refused with BAD_CONFIG / NO_WEIGHTS
 writes the status word alone.
 """
@@ -31,33 +32,39 @@ import numpy as np
 
 from .. import datapath as dp
 from ..errors import NbqError
+from . import design
 
 #: The kernel's C++ sources (a source checkout); ``hls/nbq_params.h`` mirrors this module.
 HLS_DIR = Path(__file__).resolve().parent.parent.parent / "hls"
 
 # --- identification -------------------------------------------------------------------
 KERNEL_ID = 0x4E425143  #: HW_ID register: "NBQC"
-#: protocol version (2: every call ends with a status word); another major is refused
-VERSION_MAJOR = 2
-VERSION_MINOR = 1  #: 1: the WEIGHT_BITS register
+#: protocol version; another major is refused.  2: every call ends with a status word;
+#: 3: 128-bit stream words (8 activations, 16 svpe / 8 vpe weights a word) and one
+#: requant word per output channel.
+VERSION_MAJOR = 3
+VERSION_MINOR = 0  #: 2.1 added the WEIGHT_BITS register (every 3.x kernel has it)
 VERSION = (VERSION_MAJOR << 16) | VERSION_MINOR
 #: PE_KIND register values (keys: datapath.PEKind, a str enum, so "svpe" works too)
 PE_KINDS = {dp.PEKind.SVPE: 1, dp.PEKind.VPE: 2}
 PE_NAMES = {v: k for k, v in PE_KINDS.items()}
 
 # --- words ----------------------------------------------------------------------------
-WORD_BITS = 64  #: AXI-Stream TDATA width
+WORD_BITS = design.STREAM_BITS  #: AXI-Stream TDATA width (the one definition: design.py)
 WORD_BYTES = WORD_BITS // 8
-ACT_LANES = 4  #: int16 activations per word
-SVPE_LANES = 8  #: svpe code bytes per word
-VPE_LANES = 4  #: vpe int16 weights per word
+ACT_LANES = WORD_BITS // dp.ACT_BITS  #: int16 activations per word
+SVPE_LANES = WORD_BYTES  #: svpe code bytes per word
+VPE_LANES = WORD_BITS // dp.VPE_WEIGHT_BITS  #: vpe int16 weights per word
 #: svpe code byte: bit 4 sign, bits 3..0 magnitude (the widest code, n = SVPE_MAX_BITS)
 MAX_CODE_MAG = dp.max_code(dp.SVPE_MAX_BITS)  #: 15: shifts up to 14, i.e. n <= 5
 CODE_MAG_BITS = MAX_CODE_MAG.bit_length()  #: 4
 CODE_SIGN = 1 << CODE_MAG_BITS
 #: bytes one weight takes in the weight packet (svpe: a code byte; vpe: an int16)
 WEIGHT_ITEM_BYTES = {dp.PEKind.SVPE: 1, dp.PEKind.VPE: dp.VPE_WEIGHT_BITS // 8}
-REQUANT_WORDS = 2  #: words per output channel in the requant packet
+#: bytes per output channel in the requant packet: bias (int64) in bits 63..0, then
+#: ``mult | shift << 16`` in bits 127..64 - one 128-bit word a channel
+REQUANT_BYTES = 16
+REQUANT_WORDS = REQUANT_BYTES // WORD_BYTES  #: words per output channel (1)
 MAX_SHIFT_FIELD = 63  #: 6-bit shift field (the datapath allows 0..62)
 
 #: Largest DMA transfer the scheduler plans by default: a 26-bit AXI DMA length
@@ -160,18 +167,26 @@ STATUS_TEXT = {
 }
 
 
+def weight_vector_words(pe: dp.PEKind | str, pm: int) -> int:
+    """Stream words one weight vector of ``pm`` lanes takes (protocol 3.0 weight packet:
+    per output channel, per input group of Pm channels, per tap, one vector padded to
+    whole words; ``hls/nbq_conv.cpp`` WV_WORDS)."""
+    return -(-pm * WEIGHT_ITEM_BYTES[dp.PEKind.parse(pe)] // WORD_BYTES)
+
+
 def words_for(nbytes: int) -> int:
     """Stream words that hold ``nbytes`` bytes."""
     return -(-int(nbytes) // WORD_BYTES)
 
 
-#: Bits 63..32 of the status word that ends every output packet: "NBQS".
+#: Bits 63..32 of the status word that ends every output packet: "NBQS" (bits
+#: WORD_BITS-1..64 are zero).
 STATUS_MAGIC = 0x4E425153
 STATUS_WORDS = 1  #: words the status word adds to every output packet
 
 
 def status_word(status: int) -> np.ndarray:
-    """The 8 bytes of the status word a kernel call with STATUS ``status`` ends with."""
+    """The WORD_BYTES bytes of the status word a call with STATUS ``status`` ends with."""
     word = (STATUS_MAGIC << 32) | (int(status) & 0xFFFF_FFFF)
     return np.frombuffer(word.to_bytes(WORD_BYTES, "little"), dtype=np.uint8).copy()
 
@@ -194,16 +209,17 @@ def split_output(
     n = len(raw)
     if n < WORD_BYTES or n % WORD_BYTES:
         raise KernelError(
-            f"protocol error: received {n} bytes, expected whole 8-byte words ending in "
-            "a status word"
+            f"protocol error: received {n} bytes, expected whole {WORD_BYTES}-byte words "
+            "ending in a status word"
         )
     word = int.from_bytes(raw[-WORD_BYTES:].tobytes(), "little")
-    magic, status = word >> 32, word & 0xFFFF_FFFF
+    magic, status = word >> 32, word & 0xFFFF_FFFF  # magic: every bit above 31
     if magic != STATUS_MAGIC:
         raise KernelError(
             f"protocol error: the last of {n // WORD_BYTES} received words is "
-            f"0x{word:016x}, not a status word (bits 63..32 must be 0x{STATUS_MAGIC:08x} "
-            '"NBQS"): a kernel of another protocol, or the receive stopped early'
+            f"0x{word:0{2 * WORD_BYTES}x}, not a status word (bits 63..32 must be "
+            f'0x{STATUS_MAGIC:08x} "NBQS", the bits above zero): a kernel of another '
+            "protocol, or the receive stopped early"
         )
     if status_register is not None and status_register != status:
         raise KernelError(
@@ -288,6 +304,16 @@ class KernelInfo:
         """Bytes one weight takes in this kernel's weight packet."""
         return WEIGHT_ITEM_BYTES[self.pe]
 
+    @property
+    def weight_vector_words(self) -> int:
+        """Stream words of one weight vector (Pm lanes of one output channel, tap and
+        input group) in the weight packet: ``ceil(Pm * item bytes / WORD_BYTES)``."""
+        return weight_vector_words(self.pe, self.pm)
+
+    def weight_bytes_per_cout(self, c_in: int, kernel: int) -> int:
+        """Weight-packet bytes of one output channel: ``ceil(C_in / Pm) * k^2`` vectors."""
+        return -(-c_in // self.pm) * kernel * kernel * self.weight_vector_words * WORD_BYTES
+
     @classmethod
     def from_registers(cls, regs: Mapping[str, int]) -> KernelInfo:
         """Validate and decode the read-only registers (names as in :data:`REGISTERS`).
@@ -321,8 +347,7 @@ class KernelInfo:
             acc_bits=regs["ACC_BITS"],
             word_bits=regs["WORD_BITS"],
             version=regs["HW_VERSION"],
-            # 2.0 kernels had no WEIGHT_BITS register; the only 2.0 builds were the widest
-            weight_bits=regs["WEIGHT_BITS"] if regs["HW_VERSION"] & 0xFFFF >= 1 else None,
+            weight_bits=regs["WEIGHT_BITS"],
         )
 
     def registers(self, status: int = 0) -> dict[str, int]:

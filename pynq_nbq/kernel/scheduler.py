@@ -59,7 +59,7 @@ class CompiledConv:
         )
         self.loads = {
             (co0, co1): [
-                packing.pack_weights(w[co0:co1], info.pe),
+                packing.pack_weights(w[co0:co1], info.pe, info.pm),
                 packing.pack_requant(spec.mult[co0:co1], spec.bias[co0:co1], spec.shift[co0:co1]),
             ]
             for co0, co1 in groups

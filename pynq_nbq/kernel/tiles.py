@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from .. import datapath as dp
 from .protocol import (
     DEFAULT_MAX_PACKET_BYTES,
-    REQUANT_WORDS,
+    REQUANT_BYTES,
     STATUS_WORDS,
     WORD_BYTES,
     Flag,
@@ -104,7 +104,7 @@ def plan_groups(
     image size, so a compiled layer packs its load packets once.
     """
     limit = max_packet_bytes // WORD_BYTES * WORD_BYTES
-    per_cout = max(c_in * kernel * kernel * info.weight_item_bytes, REQUANT_WORDS * WORD_BYTES)
+    per_cout = max(info.weight_bytes_per_cout(c_in, kernel), REQUANT_BYTES)
     ct = min(c_out, info.max_cout, limit // per_cout)
     if ct < 1:
         raise ValueError(

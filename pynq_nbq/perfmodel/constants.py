@@ -1,8 +1,8 @@
 """Every number the performance model takes from the paper, and every assumption.
 
 Sources: Chen et al., "A Learning Framework for n-Bit Quantized Neural Networks
-toward FPGAs", IEEE TNNLS 32(3), 2021 (restated in /work/shared/docs/paper.md),
-Table VII (one 3x3 array) and Table VIII (AlexNet on a ZCU102 at 200 MHz).
+toward FPGAs", IEEE TNNLS 32(3), 2021, Table VII (one 3x3 array) and Table VIII
+(AlexNet on a ZCU102 at 200 MHz); docs/perfmodel.md in this repository cites each.
 Board-specific numbers live in ``pynq_nbq/boards/*.json``, not here.
 ``docs/perfmodel.md`` explains how each constant is used.
 """

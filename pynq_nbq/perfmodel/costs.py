@@ -11,6 +11,12 @@ into a DSP48E2 for UltraScale+.
 
 Lane cost at any Pm: the report measures lanes at Pm = 4, 8, 16, 32; between the
 points the cost is interpolated linearly, beyond them extrapolated from the last two.
+
+Two twins: ``nbq_pe.v`` STYLE 0 (the shipped one: negate, then shift; registered
+products) and STYLE 1 (shift, then negate; products straight into the adder tree),
+both bit-exact.  The second is synthesised as 3x3 arrays and as lanes at
+:data:`ALT_LANE_PMS` (the ``*_alt`` designs); :func:`twin_factor` is how much larger
+the larger of the two is, which the model's pessimistic resource figure applies.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import Any
 REPORT_PATH = Path(__file__).resolve().parent / "yosys_report.json"
 COST_NOTE = "open-synthesis estimate, yosys, not Vivado"
 LANE_PMS = (4, 8, 16, 32)  #: Pm values at which one output lane is synthesised
+ALT_LANE_PMS = (4, 8)  #: Pm values at which the other twin's lane is synthesised
 #: svpe build code widths: a 3-bit build runs bundles with n <= 3, a 5-bit build n <= 5.
 SVPE_BUILD_BITS = (3, 5)
 SVPE, VPE = 1, 2  #: the Verilog KIND parameter
@@ -60,6 +67,32 @@ def _designs() -> dict[str, dict[str, Any]]:
             "params": {"KIND": VPE, "NB": 3, "PM": pm},
             "what": f"one output lane: {pm} multiply arrays, tree, int48 accumulator",
         }
+    # the other twin (nbq_pe.v STYLE 1: negate after the shift, products unregistered),
+    # synthesised where it is cheap (arrays, lanes at Pm <= ALT_LANE_PMS[-1]): its cost
+    # over the shipped twin's bounds the PE cost from above (lane_cost(..., "pessimistic"))
+    for nb in SVPE_BUILD_BITS:
+        d[f"svpe_array_nb{nb}_alt"] = {
+            "top": "nbq_array3x3",
+            "params": {"KIND": SVPE, "NB": nb, "STYLE": 1},
+            "what": f"3x3 array, the other twin: shift then negate ({nb}-bit), unregistered",
+        }
+    d["vpe_array_alt"] = {
+        "top": "nbq_array3x3",
+        "params": {"KIND": VPE, "NB": 3, "STYLE": 1},
+        "what": "3x3 array, the other twin: 9 multiply PEs, unregistered products",
+    }
+    for pm in ALT_LANE_PMS:
+        for nb in SVPE_BUILD_BITS:
+            d[f"svpe_lane_nb{nb}_pm{pm}_alt"] = {
+                "top": "nbq_lane",
+                "params": {"KIND": SVPE, "NB": nb, "PM": pm, "STYLE": 1},
+                "what": f"one output lane, the other twin: {pm} shift arrays ({nb}-bit)",
+            }
+        d[f"vpe_lane_pm{pm}_alt"] = {
+            "top": "nbq_lane",
+            "params": {"KIND": VPE, "NB": 3, "PM": pm, "STYLE": 1},
+            "what": f"one output lane, the other twin: {pm} multiply arrays",
+        }
     d["requant"] = {
         "top": "nbq_requant",
         "params": {},
@@ -71,7 +104,15 @@ def _designs() -> dict[str, dict[str, Any]]:
 #: name -> {"top", "params", "what"}: every design of the report.
 DESIGNS = _designs()
 #: The small designs a CI run re-synthesises (a few seconds each).
-CI_DESIGNS = ("svpe_pe_nb3", "svpe_pe_nb5", "vpe_pe", "svpe_array_nb3", "vpe_array", "requant")
+CI_DESIGNS = (
+    "svpe_pe_nb3",
+    "svpe_pe_nb5",
+    "vpe_pe",
+    "svpe_array_nb3",
+    "vpe_array",
+    "requant",
+    "svpe_array_nb5_alt",  # the other twin, where it costs most
+)
 
 
 @lru_cache(maxsize=1)
@@ -93,6 +134,21 @@ def cells(name: str) -> dict[str, int]:
 
 def lane_name(pe: str, nb: int, pm: int) -> str:
     return f"svpe_lane_nb{nb}_pm{pm}" if pe == "svpe" else f"vpe_lane_pm{pm}"
+
+
+def twin_factor(pe: str, nb: int) -> float:
+    """How much larger (LUT + LUTRAM) the larger of the two twins (``nbq_pe.v`` STYLE 0
+    and 1) is than the shipped one, for this PE kind and code width: the largest ratio
+    over the designs synthesised both ways (the 3x3 array and the lanes at
+    :data:`ALT_LANE_PMS`); never below 1.  Applied to every Pm (an extrapolation: the
+    Pm = 16, 32 lanes of the other twin are not synthesised, 10-30 min each)."""
+    base = f"svpe_array_nb{nb}" if pe == "svpe" else "vpe_array"
+    names = [base] + [lane_name(pe, nb, pm) for pm in ALT_LANE_PMS]
+    ratios = []
+    for name in names:
+        a, b = cells(name), cells(f"{name}_alt")
+        ratios.append((b["lut"] + b["lutram"]) / (a["lut"] + a["lutram"]))
+    return max(1.0, *ratios)
 
 
 def lane_cost(pe: str, nb: int, pm: int) -> dict[str, float]:

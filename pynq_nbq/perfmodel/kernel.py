@@ -14,33 +14,42 @@ Resources of a build (Pm input x Pn output channels per cycle, code width nb):
 * BRAM18 from the buffers the source declares (line buffers, weights, window
   history, pool row), each mapped onto 18 Kb blocks in its best aspect ratio.
 
-Cycles of one call (one tile; DATAFLOW: the stages run concurrently, so a call takes
-its slowest stage plus the skew before the first window and the pipeline depth):
+Cycles of one call (one tile), from the stage description of :mod:`.stages` (which
+the dataflow simulation of :mod:`.dataflow` runs too).  DATAFLOW: the stages run
+concurrently, so a call takes its slowest stage plus the skew before the first window
+and the pipeline depth:
 
-* reader    ``H W sum_g ceil(g/4)``: one 64-bit word (4 activations) per cycle, per
+* reader    ``H W sum_g ceil(g/8)``: one 128-bit word (8 activations) per cycle, per
   channel group g of the pixel (Pm channels, the last one C_in mod Pm);
 * window    ``VH VW ceil(C_in/Pm)``: one Pm-channel group of one padded pixel per cycle;
 * compute   ``OHc OWc ceil(C_in/Pm) ceil(C_out/Pn)``: one 3x3 x Pm x Pn window per cycle
   (Eq. 36's term, with ceilings and the conv output of the tile);
-* packer    ``OH OW ceil(C_out/Pn) ceil(Pn/4)``: four output lanes (one word) per cycle;
-* skew ``(K-1) VW ceil(C_in/Pm)`` (the window waits for K-1 rows), depth :data:`DEPTH`;
-* a LOAD call first reads its weights one code per cycle (``C_out C_in K^2``: the
-  loader is not optimised) and C_out requant word pairs in 2 cycles each; the
-  host loads each output-channel group once per batch, so a batch of B images pays
-  it once (``batch``).
-Call overhead on the host (register writes, DMA start) is a parameter.
+* packer    ``OH OW ceil(C_out/Pn) ceil(Pn/8)``: eight output lanes (one word) per
+  cycle, then the last word and the status word;
+* skew: the window stage's iteration of the first window (``(K-1) (VW+1) ceil(C_in/Pm)``);
+  depth: every stage's latency + one cycle per FIFO (:func:`.stages.pipeline_depth`);
+* a LOAD call first reads its weights one word per cycle (the flat loader: C_out x
+  ceil(C_in/Pm) x K^2 weight vectors of ceil(Pm x item bytes / 16) words) and one
+  requant word per output channel; the host loads each output-channel group once per
+  batch, so a batch of B images pays it once (``batch``).
+
+The calls are the host's own plan (:func:`pynq_nbq.kernel.tiles.plan_layer`, through
+:func:`.stages.plan_calls`), the buffer limits ``hls/nbq_params.h``'s.  The clock is the
+overlay's one PL clock (``kernel/design.py`` PL_CLOCK_MHZ).  Call overhead on the host
+(register writes, DMA start) is a parameter.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
-from . import costs
+from ..kernel import design
+from . import costs, stages
 from .boards import Board
 from .constants import PAPER_DSP_BUDGET
 from .layers import Layer
+from .stages import Build, Call, describe_call, header_limits, pipeline_depth
 
 #: Fraction of the device's LUTs a build may use (the rest: routing slack, timing).
 LUT_FRACTION = 0.70
@@ -51,12 +60,6 @@ INFRA_LUT = 15000
 INFRA_FF = 20000
 #: BRAM18s outside the kernel's own buffers (DMA FIFOs): an assumption.
 INFRA_BRAM18 = 16
-#: Cycles of pipeline depth through one call: reader 3, window 3, products 1, adder
-#: tree ceil(log2 9Pm), accumulator 1, requant 3, pool 2, packer 2, plus FIFO hops.
-BASE_DEPTH = 24
-ACT_LANES = 4  #: int16 activations per 64-bit stream word
-#: Kernel buffer limits of a build (hls/nbq_params.h defaults).
-DEFAULT_LIMITS = {"max_w": 64, "max_cin": 512, "max_cout": 64}
 #: name -> (PE kind, code width) of every build: a 3-bit svpe build runs bundles with
 #: n <= 3, a 5-bit one n <= 5; vpe takes int16 weights.
 BUILDS = {"vpe": ("vpe", 16), "svpe3": ("svpe", 3), "svpe5": ("svpe", 5)}
@@ -91,9 +94,69 @@ def weight_bits(build: str) -> int:
     return 16 if pe == "vpe" else nb
 
 
+# --- the infrastructure, itemised from the source's declarations (pessimistic) ---------------
+#: LUTs per bit of a simple dual-port LUTRAM of depth <= 32 (RAM32M: 32 x 6 in 4 LUTs) and
+#: per bit per 64 words beyond (RAM64M: 64 x 3 in 4 LUTs): UltraScale+ CLB primitives.
+LUTRAM_LUT_PER_BIT_32 = 4 / 6
+LUTRAM_LUT_PER_BIT_64 = 4 / 3
+#: Xilinx IP of the block design, LUTs: ESTIMATES (not synthesised; PG021/PG059 give
+#: 1.5-3k for a 32/64-bit simple-mode DMA, more for 128 bits; an AXI interconnect with
+#: width converters 1-3k).  Taken at the top of those ranges: pessimistic.
+IP_LUT = {
+    "axi_dma_128": 4500,
+    "data_interconnect": 3000,
+    "ctrl_interconnect": 1000,
+    "proc_sys_reset": 50,
+    "s_axilite_control": 800,
+}
+
+
+def lutram_lut(depth: int, width: int) -> int:
+    """LUTs of a depth x width simple dual-port LUTRAM (the source's impl=lutram)."""
+    if depth <= 32:
+        return math.ceil(width * LUTRAM_LUT_PER_BIT_32)
+    return math.ceil(math.ceil(depth / 64) * width * LUTRAM_LUT_PER_BIT_64)
+
+
+def infrastructure_lut(pe: str, pm: int, pn: int, limits: dict | None = None) -> dict[str, int]:
+    """LUTs outside the PE lanes and requantisers, item by item from what
+    ``hls/nbq_conv.cpp`` declares at (Pm, Pn) - a documented PESSIMISTIC estimate
+    (each item rounded up; no Vitis or Vivado run behind it):
+
+    LUTRAM the source binds (hist, inbuf, prow, pend) and the px FIFO; the wins FIFO
+    (two 9 Pm x 16-bit words: a 2:1 read mux per bit); the window's and the compute
+    stage's wide selects (hist or its register bypass, 6 Pm x 16 bits; a window from the
+    stream, inbuf or the held one, 9 Pm x 16 bits, 3:1); the reader's lane demux (Pm x
+    16 bits from 8 lanes: 8:1); the packer's (Pn + 8) x 16-bit shift buffer (8:1); the
+    loader's vector register and code decode; the Xilinx IP (:data:`IP_LUT`).
+    """
+    lim = {**header_limits(), **(limits or {})}
+    mg, cg = _ceil(lim["max_cin"], pm), _ceil(lim["max_cout"], pn)
+    act = 16
+    vec, win, outs = pm * act, 9 * pm * act, pn * act
+    wv = stages.protocol.weight_vector_words(pe, pm) * stages.protocol.WORD_BITS
+    items = {
+        "hist_lutram": 6 * lutram_lut(mg, vec),
+        "inbuf_lutram": lutram_lut(mg, win),
+        "prow_lutram": lutram_lut((lim["max_w"] // 2) * cg, outs),
+        "pend_lutram": lutram_lut(cg, outs),
+        "px_fifo": lutram_lut(stages.fifo_depths(pm, lim["max_cin"])["px"], vec),
+        "wins_fifo": win,  # 2 deep in registers, a 2:1 read mux per bit
+        "window_select": 6 * vec // 2,  # hist or hreg: two 2:1 muxes per LUT6
+        "compute_select": win,  # stream, inbuf or held: one LUT6 per bit
+        "reader_demux": 2 * vec,  # 8:1 per bit: 2 LUT6 + MUXF7
+        "packer": 2 * (pn + stages.ACT_LANES) * act,  # 8:1 shift per bit
+        "loader": wv // 2 + pm * 4,  # vector shift register select, code decode
+        "stage_control": 2000,  # counters, compares, FIFO flags of six stages
+        **IP_LUT,
+    }
+    items["total"] = sum(items.values())
+    return items
+
+
 def buffers_bram18(build: str, pm: int, pn: int, limits: dict | None = None) -> dict[str, int]:
     """BRAM18 of the kernel's buffers (sizes from the source's declarations)."""
-    lim = {**DEFAULT_LIMITS, **(limits or {})}
+    lim = {**header_limits(), **(limits or {})}
     mg, cg = _ceil(lim["max_cin"], pm), _ceil(lim["max_cout"], pn)
     vw = lim["max_w"] + 2
     out = {
@@ -101,9 +164,8 @@ def buffers_bram18(build: str, pm: int, pn: int, limits: dict | None = None) -> 
         "line_buffers": 2 * bram18_for(vw * mg, pm * 16),
         # Pn x 9 weight banks, one Pm-code word per (output group, input group)
         "weights": pn * 9 * bram18_for(cg * mg, pm * weight_bits(build)),
-        # window history (2 columns x 3 rows) and the compute stage's window store (9)
-        "windows": bram18_for(mg, 6 * pm * 16) + bram18_for(mg, 9 * pm * 16),
-        "pool_row": bram18_for((lim["max_w"] // 2) * cg, pn * 16),
+        # hist, inbuf, prow and pend are LUTRAM (BIND_STORAGE impl=lutram): counted in
+        # infrastructure_lut, not here
         "infra": INFRA_BRAM18,
     }
     out["total"] = sum(out.values())
@@ -119,6 +181,10 @@ def build_resources(build: str, pm: int, pn: int, limits: dict | None = None) ->
     ff = pn * (lane["ff"] + rq["ff"])
     dsp = pn * (lane["dsp"] + rq["dsp"])
     bram = buffers_bram18(build, pm, pn, limits)
+    factor = costs.twin_factor(pe, nb)
+    infra = infrastructure_lut(pe, pm, pn, limits)
+    lane_lut = lane["lut"] + lane["lutram"]
+    pessimistic = pn * (factor * lane_lut + rq["lut"] + rq["lutram"]) + infra["total"]
     return {
         "build": build,
         "pe": pe,
@@ -133,7 +199,14 @@ def build_resources(build: str, pm: int, pn: int, limits: dict | None = None) ->
         "requant_dsp": pn * rq["dsp"],
         "bram18": bram["total"],
         "bram18_parts": bram,
-        "source": f"{costs.COST_NOTE}; infrastructure {INFRA_LUT} LUT / {INFRA_FF} FF assumed",
+        # the pessimistic end of the range: the larger twin's lanes, the itemised
+        # infrastructure (infrastructure_lut) instead of the assumed INFRA_LUT
+        "lut_pessimistic": round(pessimistic),
+        "twin_factor": round(factor, 3),
+        "infra_lut_itemised": infra["total"],
+        "source": f"{costs.COST_NOTE}; infrastructure {INFRA_LUT} LUT / {INFRA_FF} FF assumed "
+        f"(pessimistic: the larger of two bit-exact twins, x{factor:.2f}, and "
+        f"{infra['total']} LUT itemised)",
     }
 
 
@@ -150,7 +223,7 @@ def choose_build(build: str, board: Board, limits: dict | None = None) -> tuple[
     """Default (Pm, Pn) of a build: the most arrays that fit (<= 70 % LUTs; the vpe build
     also <= the paper's 768 DSPs), ties broken towards Pm = 4 Pn (the paper's ratio),
     then the larger Pm.  Pn <= MAX_COUT, Pm <= MAX_CIN."""
-    lim = {**DEFAULT_LIMITS, **(limits or {})}
+    lim = {**header_limits(), **(limits or {})}
     budget = PAPER_DSP_BUDGET if BUILDS[build][0] == "vpe" else None
     best = None
     for pm in PM_CHOICES:
@@ -173,97 +246,75 @@ def choose_build(build: str, board: Board, limits: dict | None = None) -> tuple[
     return best[1]
 
 
-@dataclass(frozen=True)
-class Call:
-    """One kernel call: an input tile and its flags."""
-
-    h: int
-    w: int
-    c_in: int
-    c_out: int
-    k: int
-    pool: bool
-    pads: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, bottom, left, right
-    load: bool = False
+def build_of(build: str, pm: int, pn: int, limits: dict | None = None) -> Build:
+    """The :class:`.stages.Build` of build name ``build`` at (Pm, Pn)."""
+    return Build.with_limits(BUILDS[build][0], pm, pn, limits)
 
 
-def call_cycles(call: Call, pm: int, pn: int) -> dict[str, int]:
+def call_cycles(call: Call, build: Build) -> dict[str, int]:
     """Cycles of one call per stage and in total (modelled; see the module doc)."""
-    pt, pb, pl, pr = call.pads
-    vh, vw = call.h + pt + pb, call.w + pl + pr
-    ch, cw = vh - call.k + 1, vw - call.k + 1
-    oh, ow = (ch // 2, cw // 2) if call.pool else (ch, cw)
-    rows, cols = (2 * oh, 2 * ow) if call.pool else (ch, cw)
-    mg, cg = _ceil(call.c_in, pm), _ceil(call.c_out, pn)
-    words_per_pixel = sum(_ceil(min(pm, call.c_in - g * pm), ACT_LANES) for g in range(mg))
-    stages = {
-        "reader": call.h * call.w * words_per_pixel,
-        "window": vh * vw * mg,
-        "compute": rows * cols * mg * cg,
-        "packer": oh * ow * cg * _ceil(pn, ACT_LANES) + 1,
+    desc = describe_call(call, build)
+    n = {s.name: s.iterations for s in desc.stages}
+    stage = {
+        "reader": n["reader"],
+        "window": n["window"],
+        "compute": n["compute"],
+        "packer": n["pack"] + desc.tail_cycles,
     }
-    skew = (call.k - 1) * vw * mg
-    depth = BASE_DEPTH + math.ceil(math.log2(9 * pm))
-    body = max(stages["reader"], stages["window"], skew + stages["compute"], stages["packer"])
-    load = 0
-    if call.load:
-        load = call.c_out * call.c_in * call.k * call.k + 2 * 2 * call.c_out
-    return {**stages, "skew": skew, "depth": depth, "load": load, "total": load + body + depth}
+    skew, depth = desc.first_window, pipeline_depth(desc)
+    body = max(stage["reader"], stage["window"], skew + stage["compute"], stage["packer"])
+    load = desc.load_cycles
+    return {**stage, "skew": skew, "depth": depth, "load": load, "total": load + body + depth}
 
 
-def plan_calls(layer: Layer, pm: int, pn: int, limits: dict | None = None) -> list[Call]:
-    """The calls of one engine layer: output-channel groups of <= MAX_COUT (first call of
-    each LOADs), column tiles of <= MAX_W input columns (halo included); rows whole."""
-    lim = {**DEFAULT_LIMITS, **(limits or {})}
-    k = layer.kernel
-    pad = 1 if k == 3 else 0
-    group = (lim["max_cout"] // pn) * pn
-    cols_out = lim["max_w"] - 2 * pad
-    if layer.pool:
-        cols_out -= cols_out % 2
-    h, w = layer.in_height, layer.in_width
-    calls = []
-    for g0 in range(0, layer.out_channels, group):
-        c_out = min(group, layer.out_channels - g0)
-        first = True
-        for x0 in range(0, w, cols_out):
-            x1 = min(w, x0 + cols_out)
-            left, right = x0 == 0, x1 == w
-            w_in = (x1 - x0) + (0 if left else pad) + (0 if right else pad)
-            pads = (pad, pad, pad if left else 0, pad if right else 0)
-            calls.append(Call(h, w_in, layer.in_channels, c_out, k, layer.pool, pads, first))
-            first = False
-    return calls
+def plan_calls(layer: Layer, build: Build) -> list[Call]:
+    """The calls of one engine layer: the host's tile plan (:func:`.stages.plan_calls`)."""
+    return stages.plan_calls(
+        layer.in_height,
+        layer.in_width,
+        layer.in_channels,
+        layer.out_channels,
+        layer.kernel,
+        layer.pool,
+        build,
+    )
 
 
 def layer_cycles(
-    layer: Layer, pm: int, pn: int, limits: dict | None = None, batch: int = 1
+    layer: Layer, build: Build, batch: int = 1, simulate: bool = False
 ) -> dict[str, Any]:
     """Cycles per image of one engine layer (every call; weight loads shared by ``batch``
-    images), the slowest stage, and Eq. 36's count at the same (Pm, Pn)."""
+    images), the slowest stage, Eq. 36's count at the same (Pm, Pn), and with
+    ``simulate`` the dataflow simulation's cycles (:mod:`.dataflow`) of the same calls."""
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
-    calls = plan_calls(layer, pm, pn, limits)
-    per = [call_cycles(c, pm, pn) for c in calls]
+    calls = plan_calls(layer, build)
+    per = [call_cycles(c, build) for c in calls]
     for p in per:
         p["total"] -= p["load"] - p["load"] / batch
         p["load"] /= batch
     totals = {s: sum(p[s] for p in per) for s in ("reader", "window", "compute", "packer")}
     eq36 = (
         (layer.out_height * (2 if layer.pool else 1) * layer.out_width * (2 if layer.pool else 1))
-        * _ceil(layer.in_channels, pm)
-        * _ceil(layer.out_channels, pn)
+        * _ceil(layer.in_channels, build.pm)
+        * _ceil(layer.out_channels, build.pn)
     )
-    return {
+    load = sum(p["load"] for p in per)
+    out = {
         "calls": len(calls),
         "cycles": sum(p["total"] for p in per),
-        "load_cycles": sum(p["load"] for p in per),
+        "load_cycles": load,
         "stage_cycles": totals,
-        "bound": "load"
-        if sum(p["load"] for p in per) > max(totals.values())
-        else max(totals, key=totals.get),
+        "bound": "load" if load > max(totals.values()) else max(totals, key=totals.get),
         "eq36_cycles": eq36,
     }
+    if simulate:
+        from .dataflow import simulate_calls
+
+        sim = simulate_calls(calls, build, batch)
+        out["sim_cycles"] = sim["cycles"]
+        out["sim_over_model"] = sim["cycles"] / out["cycles"]
+    return out
 
 
 def model_kernel(
@@ -275,21 +326,24 @@ def model_kernel(
     call_overhead_us: float = 0.0,
     limits: dict | None = None,
     batch: int = 1,
+    simulate: bool = True,
 ) -> dict[str, Any]:
     """This kernel on ``board``: the build that runs (pe, n_bits), its default (Pm, Pn)
-    and resources, and per engine layer its modelled cycles beside Eq. 36's."""
+    and resources, and per engine layer its modelled cycles beside Eq. 36's (and the
+    dataflow simulation's, with ``simulate``)."""
     from .model import fuse_pools, placement  # model imports nothing from here
 
     build = build_for(pe, n_bits)
     pm, pn = choose_build(build, board, limits)
-    clock = (clock_mhz or board.pl_clock_mhz) * 1e6
+    spec = build_of(build, pm, pn, limits)
+    clock = (clock_mhz or design.PL_CLOCK_MHZ) * 1e6  # the overlay's one PL clock
     places = [placement(lay, "engine") for lay in layers]
     work, fused = fuse_pools(list(layers), places)
     rows = []
     for lay, (where, _reason, _), was_fused in zip(work, places, fused, strict=True):
         if where != "fpga" or was_fused:
             continue
-        c = layer_cycles(lay, pm, pn, limits, batch)
+        c = layer_cycles(lay, spec, batch, simulate)
         t = c["cycles"] / clock + c["calls"] * call_overhead_us * 1e-6
         rows.append(
             {"name": lay.name, **c, "time_us": t * 1e6, "eq36_us": c["eq36_cycles"] / clock * 1e6}
@@ -297,6 +351,7 @@ def model_kernel(
     return {
         "modelled": True,
         "batch": batch,
+        "clock_mhz": clock / 1e6,
         "build": build,
         "resources": build_resources(build, pm, pn, limits),
         "layers": rows,
@@ -313,6 +368,7 @@ def builds_table(board: Board, limits: dict | None = None) -> list[dict[str, Any
         res = build_resources(build, pm, pn, limits)
         res["of_device"] = {
             "lut": res["lut"] / board.lut,
+            "lut_pessimistic": res["lut_pessimistic"] / board.lut,
             "ff": res["ff"] / board.ff,
             "dsp": res["dsp"] / board.dsp,
             "bram18": res["bram18"] / board.bram18,

@@ -8,8 +8,8 @@ C x 1 x 1).  Two adapters build them:
   "in_width": 32, "out_channels": 128, "kernel": 3, "stride": 1, "groups": 1}``.
   ``in_*`` may be left out after the first layer: they default to the previous
   layer's output.
-* :func:`layers_from_manifest` - a model bundle's ``manifest.json``
-  (``docs/datapath.md`` section 4), for a manifest without its arrays;
+* :func:`layers_from_manifest` - a model bundle's typed ``Manifest`` (through
+  :func:`layers_from_specs`), or a ``manifest.json`` without its arrays;
 * :func:`layers_from_specs` - a loaded bundle's parsed layers (``bundle.spec.layers``).
 """
 
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from ..datapath import conv_output_hw, conv_output_size
 
 if TYPE_CHECKING:
-    from ..bundle import LayerSpec
+    from ..bundle import LayerSpec, Manifest
 
 KINDS = ("conv", "linear", "maxpool", "avgpool", "gap", "add", "concat", "flatten", "relu")
 _ALIASES = {
@@ -250,14 +250,21 @@ def _chw(shape: Any, where: str, key: str) -> tuple[int, int, int]:
     return (shape[0], 1, 1) if len(shape) == 1 else (shape[0], shape[1], shape[2])
 
 
-def layers_from_manifest(manifest: dict[str, Any]) -> list[Layer]:
-    """Layers from a bundle manifest (``docs/datapath.md`` section 4): the one adapter.
+def layers_from_manifest(manifest: Manifest | dict[str, Any]) -> list[Layer]:
+    """Layers from a bundle manifest (``docs/datapath.md`` section 4).
 
-    Reads each entry of ``manifest["layers"]``: ``name``, ``op``, ``in_shape``,
-    ``out_shape`` and, for conv, ``kernel``, ``stride``, ``padding``, ``groups``,
-    ``pool`` (a fused 2x2 max-pool); for maxpool ``kernel``/``stride``; ``inputs``
-    for add/concat.  Everything else in the manifest is ignored.
+    A typed :class:`~pynq_nbq.bundle.Manifest` (``load_bundle(path).spec``, validated
+    with its arrays) is read through :func:`layers_from_specs` - the same parsed layers
+    the engine runs.  A plain ``manifest.json`` dict (a manifest without its arrays,
+    which the bundle validator cannot check) is read field by field: each entry of
+    ``manifest["layers"]``: ``name``, ``op``, ``in_shape``, ``out_shape`` and, for conv,
+    ``kernel``, ``stride``, ``padding``, ``groups``, ``pool`` (a fused 2x2 max-pool); for
+    maxpool ``kernel``/``stride``; ``inputs`` for add/concat; the rest is ignored.
     """
+    from ..bundle import Manifest
+
+    if isinstance(manifest, Manifest):
+        return layers_from_specs(manifest.layers)
     if not isinstance(manifest, dict) or not isinstance(manifest.get("layers"), list):
         raise ValueError("manifest: 'layers' must be a list")
     layers: list[Layer] = []

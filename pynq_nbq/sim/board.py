@@ -13,10 +13,18 @@ and the ``fpga`` driver runs unchanged.  Behind the registers:
   wrong data here as on the board.  A fresh buffer's CPU view holds 0xA5 bytes.
 * **The kernel**: its AXI-Lite register file (``protocol.REGISTERS``, ap_ctrl_hs)
   in front of the csim build of ``hls/`` (a private copy of the library, so its
-  on-chip weights are its own).  Sends move into the kernel's input stream once it
+  on-chip weights are its own).  The call registers are **latched at ap_start**, as
+  Vitis's s_axilite block samples scalar arguments: a register written after
+  ap_start is for the next call.  Sends move into the kernel's input stream once it
   is started; the kernel runs when the host polls (S2MM status or AP_CTRL) with the
   receive armed, and its output packet goes to the armed S2MM buffer: complete on
   TLAST, DMAIntErr when the packet is longer than the buffer.
+* **Back-pressure**: while no receive is armed the kernel's output cannot drain; it
+  holds :data:`OUT_FIFO_WORDS` words and then stops taking input, so the send of a
+  feature map whose output is longer stays busy (MM2S not idle, as a stalled AXI
+  stream leaves it) until the receive is armed.  Output sizes come from the latched
+  registers and the kernel's geometry (``perfmodel.stages.geometry``).
+* **LENGTH** registers keep their low ``c_sg_length_width`` (26) bits, as PG021's do.
 * **Fault injection** (:meth:`SimZcu102.inject`): ``decode_error`` (the next
   receive hits no memory), ``no_tlast`` (the kernel's next packet has no TLAST),
   ``bad_magic`` (its last word is not a status word),
@@ -35,7 +43,8 @@ Entry point (stable for notebooks, other tests, ``NBQ_OVERLAY=sim``)::
     from pynq_nbq.backends.fpga import FpgaBackend
     backend = FpgaBackend("sim")           # or: NBQ_OVERLAY=sim nbq classify --backend fpga
 
-Limits of the model: one call's input is run when the host polls, not word by word;
+Limits of the model: one call's input is run when the host polls, not word by word
+(back-pressure is decided per packet: a feature map is taken whole or held);
 input words a kernel leaves unread are dropped when it finishes; no interrupts.
 """
 
@@ -57,13 +66,26 @@ from pynq.pl_server import hwh_parser
 from ..backends import csim
 from ..kernel import axi_dma as A
 from ..kernel import design
-from ..kernel.protocol import READ_REGISTERS, REGISTERS, WORD_BYTES, WRITE_REGISTERS, ApCtrl
+from ..kernel.protocol import (
+    READ_REGISTERS,
+    REGISTERS,
+    WORD_BYTES,
+    WRITE_REGISTERS,
+    ApCtrl,
+    Flag,
+    words_for,
+)
 from .hwh import write_overlay_files
 
 DDR_BASE = 0x1000_0000  #: first physical address handed out by allocate
 PAGE = 4096
 STALE_BYTE = 0xA5  #: what a CPU view holds before the first invalidate
 FIFO_WORDS = 64  #: stream words the kernel's input FIFO holds before ap_start
+#: Output words the kernel holds while no receive is armed (the packer's buffer, the
+#: stream's register slices): an estimate; past it the kernel stops taking input.
+OUT_FIFO_WORDS = 16
+#: What a LENGTH register keeps: its low c_sg_length_width bits (PG021).
+LENGTH_MASK = (1 << design.DMA_PARAMETERS["c_sg_length_width"]) - 1
 RESET_READS = 3  #: DMACR reads a DMA reset takes
 FAULTS = ("decode_error", "no_tlast", "bad_magic", "stall", "reset_in_progress", "stuck_reset")
 _CALL_OVERREAD = 1  # nbq_host_call.h: the kernel wanted more input than was sent
@@ -258,6 +280,7 @@ class SimZcu102(pynq.Device):
         self._armed = False  # an S2MM transfer is programmed and not complete
         self._stalled = False
         self._regs = dict.fromkeys(WRITE_REGISTERS, 0)
+        self._call_regs = dict(self._regs)  # latched at ap_start
         self._ro = dict.fromkeys(READ_REGISTERS, 0)
         self._running = False
         self._done = False
@@ -315,7 +338,7 @@ class SimZcu102(pynq.Device):
         elif reg == A.ADDR_MSB:
             self._addr[ch] = (self._addr[ch] & 0xFFFF_FFFF) | (value << 32)
         elif reg == A.LENGTH:
-            self._start_transfer(ch, value)
+            self._start_transfer(ch, value & LENGTH_MASK)
 
     def _fail(self, ch: int, bit: A.Status) -> None:
         self._sr[ch] |= int(bit | A.Status.HALTED)
@@ -332,6 +355,7 @@ class SimZcu102(pynq.Device):
         if ch == A.S2MM:
             self._armed = True
             self._stalled = self._take("stall")
+            self._feed()  # the output can drain now: a held send may complete
             return
         span = self._ddr_span(self._addr[ch], nbytes)
         if span is None:
@@ -342,14 +366,49 @@ class SimZcu102(pynq.Device):
         self._feed()
 
     def _feed(self) -> None:
-        """Move sends into the kernel's input stream: all once it runs, else what fits."""
+        """Move sends into the kernel's input stream: all once it runs, else what fits;
+        a feature map whose output cannot drain is held (back-pressure)."""
         while self._pending:
             words = sum(len(p) for p in self._fifo) // WORD_BYTES
             if not self._running and words + len(self._pending[0]) // WORD_BYTES > FIFO_WORDS:
                 break
+            if self._running and self._holds_output(len(self._fifo)):
+                break  # the kernel stopped taking input: its output cannot leave
             self._fifo.append(self._pending.pop(0))
         if not self._pending:
             self._sr[A.MM2S] |= int(A.Status.IDLE)
+
+    def _holds_output(self, packets_in: int) -> bool:
+        """Whether the next packet (the ``packets_in``-th of the call) is a feature map
+        the kernel cannot take: no receive armed and more output than it can hold."""
+        if self._armed:
+            return False
+        regs = self._call_regs
+        load = bool(regs["FLAGS"] & Flag.LOAD)
+        if packets_in != (2 if load else 0):  # weight and requant packets make no output
+            return False
+        return self._output_words(regs) > OUT_FIFO_WORDS
+
+    def _output_words(self, regs: Mapping[str, int]) -> int:
+        """Words of the output packet a call with these registers writes (its status
+        word alone when the registers are out of range)."""
+        from ..perfmodel.stages import Call, geometry
+
+        info = self._kernel().info
+        f = int(regs["FLAGS"])
+        k = 3 if f & Flag.K3 else 1
+        pads = tuple(
+            int(bool(f & b)) for b in (Flag.PAD_TOP, Flag.PAD_BOTTOM, Flag.PAD_LEFT, Flag.PAD_RIGHT)
+        )
+        h, w, ci, co = (int(regs[r]) for r in ("IN_H", "IN_W", "C_IN", "C_OUT"))
+        if not (1 <= h <= info.max_h and 1 <= w <= info.max_w and 1 <= ci <= info.max_cin):
+            return 1
+        if not 1 <= co <= info.max_cout:
+            return 1
+        g = geometry(Call(h, w, ci, co, k, bool(f & Flag.POOL), pads), info.pm, info.pn)
+        if g.oh < 1 or g.ow < 1:
+            return 1
+        return words_for(2 * g.oh * g.ow * co) + 1
 
     # --- the kernel ---------------------------------------------------------------------------
     def _kernel_read(self, off: int) -> int:
@@ -375,6 +434,7 @@ class SimZcu102(pynq.Device):
                     raise RuntimeError("simulated board: no overlay loaded")
                 self._running = True
                 self._done = False
+                self._call_regs = dict(self._regs)  # sampled now, as s_axilite does
                 self._feed()
         elif name in self._regs:
             self._regs[name] = value
@@ -390,7 +450,9 @@ class SimZcu102(pynq.Device):
         if not (self._running and self._armed) or self._reset_left:
             return
         words, last, ro, rc = self._kernel().raw_call(
-            self._regs, [np.frombuffer(p, np.uint8) for p in self._fifo], self._length[A.S2MM]
+            self._call_regs,
+            [np.frombuffer(p, np.uint8) for p in self._fifo],
+            self._length[A.S2MM],
         )
         if rc == _CALL_OVERREAD:
             return  # the kernel still waits for input words
@@ -406,7 +468,8 @@ class SimZcu102(pynq.Device):
             last = np.zeros_like(last)
         if self._take("bad_magic") and len(words):
             words = words.copy()
-            words[-4:] = 0  # a kernel of another protocol: no "NBQS" in the last word
+            # a kernel of another protocol: no "NBQS" in bits 63..32 of the last word
+            words[len(words) - WORD_BYTES + 4 : len(words) - WORD_BYTES + 8] = 0
         if self._take("decode_error"):
             self._armed = False
             self._fail(A.S2MM, A.Status.DECODE_ERROR)

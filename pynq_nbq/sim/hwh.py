@@ -53,7 +53,7 @@ def hwh_xml(kind: str, board: str = "zcu102") -> str:
         root,
         "SYSTEMINFO",
         ARCH="zynquplus",
-        BOARD=d["board_part"],
+        BOARD=design.BOARD_TARGETS[d["board"]].board_part_full,
         DEVICE=d["part"],
         NAME=d["bitstream"],
     )
@@ -61,10 +61,10 @@ def hwh_xml(kind: str, board: str = "zcu102") -> str:
     modules = ET.SubElement(root, "MODULES")
 
     ps = _module(modules, design.PS_CELL, "zynq_ultra_ps_e", PS_VLNV)
-    clocks = {}  # PL0 = 1500 MHz IOPLL / DIVISOR0 = design.PL_CLOCK_MHZ
+    clocks = {}  # PL0 = IOPLL / DIVISOR0 / DIVISOR1 = design.PL_CLOCK_MHZ
     for i in range(4):
         clocks[f"PSU__FPGA_PL{i}_ENABLE"] = 1 if i == 0 else 0
-        clocks[f"PSU__CRL_APB__PL{i}_REF_CTRL__DIVISOR0"] = 1500 // design.PL_CLOCK_MHZ
+        clocks[f"PSU__CRL_APB__PL{i}_REF_CTRL__DIVISOR0"] = design.PL_CLOCK_DIVISOR
         clocks[f"PSU__CRL_APB__PL{i}_REF_CTRL__DIVISOR1"] = 1
     _params(ps, clocks)
     memmap = ET.SubElement(ps, "MEMORYMAP")

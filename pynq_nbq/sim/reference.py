@@ -21,7 +21,7 @@ from ..kernel.packing import (
 )
 from ..kernel.protocol import (
     FLAG_ALL,
-    REQUANT_WORDS,
+    REQUANT_BYTES,
     WORD_BYTES,
     ConvDevice,
     Flag,
@@ -74,9 +74,9 @@ class ReferenceDevice:
         if f & Flag.LOAD:
             if len(packets) != 3:
                 raise KernelError(f"LOAD call needs 3 packets, got {len(packets)}")
-            self._expect(packets[0], c_out * c_in * k * k * info.weight_item_bytes, "weight")
-            self._expect(packets[1], c_out * REQUANT_WORDS * WORD_BYTES, "requant")
-            wts = unpack_weights(packets[0], (c_out, c_in, k, k), info.pe)
+            self._expect(packets[0], c_out * info.weight_bytes_per_cout(c_in, k), "weight")
+            self._expect(packets[1], words_for(c_out * REQUANT_BYTES) * WORD_BYTES, "requant")
+            wts = unpack_weights(packets[0], (c_out, c_in, k, k), info.pe, info.pm)
             self._held = (c_in, c_out, k3, wts, *unpack_requant(packets[1], c_out))
             packets = packets[2:]
         elif self._held is None or self._held[:3] != (c_in, c_out, k3):

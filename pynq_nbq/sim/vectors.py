@@ -10,7 +10,7 @@ import numpy as np
 from ..kernel.protocol import PE_KINDS, WORD_BYTES, WRITE_REGISTERS, KernelInfo, status_word
 
 VECTOR_MAGIC = b"NBQV"
-VECTOR_VERSION = 2  #: 2: expected output packets end with the status word
+VECTOR_VERSION = 3  #: 2: output packets end with the status word; 3: 16-byte words
 
 
 def write_vectors(path: str | Path, info: KernelInfo, calls) -> None:
@@ -18,9 +18,9 @@ def write_vectors(path: str | Path, info: KernelInfo, calls) -> None:
 
     Little-endian: ``"NBQV"``, u32 version, u32 PE_KIND, PM, PN, MAX_H, MAX_W,
     MAX_CIN, MAX_COUT, u32 calls; per call u32 IN_H, IN_W, C_IN, C_OUT, FLAGS,
-    u32 packets, per packet u32 words + the words, u32 expected STATUS,
+    u32 packets, per packet u32 words + the words (``WORD_BYTES`` each), u32 expected STATUS,
     u32 output words + the words (the whole output packet: the feature map, then
-    the status word, protocol 2.x).
+    the status word).
     """
     out = bytearray(VECTOR_MAGIC)
     head = (
