@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from . import datapath as dp
+from . import safe_files
 from .manifest import (
     RESIZE_MODES,
     ROLES,
@@ -130,13 +131,23 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
         raise BundleError(f"{root}: missing {MANIFEST}")
     if not apath.exists():
         raise BundleError(f"{root}: missing {ARRAYS}")
+    # regular files inside the bundle directory only, bounded reads, the archive's declared
+    # sizes checked before anything is decompressed (safe_files; issue 22)
     try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+        text = safe_files.read_regular(
+            root, MANIFEST, safe_files.MAX_MANIFEST_BYTES, "the bundle directory"
+        )
+        raw = safe_files.read_regular(
+            root, ARRAYS, safe_files.MAX_ARRAYS_FILE_BYTES, "the bundle directory"
+        )
+    except safe_files.UnsafeFile as exc:
+        raise BundleError(f"{root}: {exc}") from None
+    try:
+        manifest = json.loads(text.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{mpath}: bad JSON ({exc})") from exc
     except RecursionError:
         raise BundleError(f"{mpath}: bad JSON (nested too deeply)") from None
-    raw = apath.read_bytes()
     if not isinstance(manifest, dict):
         raise BundleError(f"{mpath}: the manifest must be a JSON object")
     digest = hashlib.sha256(raw).hexdigest()
@@ -145,6 +156,10 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
             f"{apath}: checksum mismatch (manifest arrays_sha256 "
             f"{manifest.get('arrays_sha256')!r}, file {digest})"
         )
+    try:
+        safe_files.check_npz(raw, ARRAYS)
+    except safe_files.UnsafeFile as exc:
+        raise BundleError(f"{root}: {exc}") from None
     arrays = _read_npz(raw, apath)
     bundle = Bundle(manifest, arrays, root)
     validate(bundle)

@@ -49,9 +49,15 @@ def _rel(root: Path, path: Path) -> str:
         return path.name
 
 
-def read_regular(root: str | os.PathLike, rel: str | os.PathLike, max_bytes: int) -> bytes:
+def read_regular(
+    root: str | os.PathLike,
+    rel: str | os.PathLike,
+    max_bytes: int,
+    root_name: str = "the models directory",
+) -> bytes:
     """The bytes of ``root/rel`` if it is a regular file inside ``root`` (after following
-    symlinks) of at most ``max_bytes``; else :class:`UnsafeFile`."""
+    symlinks) of at most ``max_bytes``; else :class:`UnsafeFile` (``root_name``: how the
+    message names ``root``)."""
     root = Path(root).resolve()
     path = root / rel
     name = _rel(root, path)
@@ -60,7 +66,7 @@ def read_regular(root: str | os.PathLike, rel: str | os.PathLike, max_bytes: int
     except (OSError, RuntimeError):
         raise UnsafeFile(f"{name}: missing or a broken symlink") from None
     if real != root and root not in real.parents:
-        raise UnsafeFile(f"{name}: a symlink out of the models directory")
+        raise UnsafeFile(f"{name}: a symlink out of {root_name}")
     try:
         fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
     except OSError as exc:

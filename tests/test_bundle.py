@@ -276,3 +276,34 @@ def test_saved_bundle_directory_follows_the_umask(tmp_path):
         os.umask(old)
     assert (tmp_path / "copy").stat().st_mode & 0o777 == 0o755
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_load_bundle_reads_only_bounded_regular_files_inside_the_bundle(tmp_path, monkeypatch):
+    """The CLI/API loader applies the server's file rules (issue 22): no FIFO (it would
+    block), no symlink out of the bundle directory, declared array sizes checked before
+    anything is decompressed."""
+    import os
+
+    from pynq_nbq import safe_files
+    from pynq_nbq.api import model_path
+
+    src = model_path("fmnist-svpe")
+    fifo = tmp_path / "fifo"
+    shutil.copytree(src, fifo)
+    (fifo / "manifest.json").unlink()
+    os.mkfifo(fifo / "manifest.json")
+    with pytest.raises(B.BundleError, match="not a regular file"):
+        B.load_bundle(fifo)
+
+    outside = tmp_path / "outside"
+    shutil.copytree(src, outside)
+    link = tmp_path / "link"
+    link.mkdir()
+    (link / "manifest.json").symlink_to(outside / "manifest.json")
+    (link / "arrays.npz").symlink_to(outside / "arrays.npz")
+    with pytest.raises(B.BundleError, match="symlink out of the bundle directory"):
+        B.load_bundle(link)
+
+    monkeypatch.setattr(safe_files, "MAX_ARRAYS_BYTES", 1000)
+    with pytest.raises(B.BundleError, match="declare .* bytes uncompressed"):
+        B.load_bundle(src)
