@@ -69,13 +69,16 @@ class _Graph:
 
     nodes: list[onnx.NodeProto] = field(default_factory=list)
     inits: list[onnx.TensorProto] = field(default_factory=list)
-    used: set[str] = field(default_factory=set)
+    used: set[str] = field(default_factory=set)  # tensor names
+    used_nodes: set[str] = field(default_factory=set)
 
-    def name(self, base: str) -> str:
+    def name(self, base: str, used: set[str] | None = None) -> str:
+        """``base``, or ``base_1``, ``base_2``... if taken (tensors and nodes apart)."""
+        used = self.used if used is None else used
         n, i = base, 1
-        while n in self.used:
+        while n in used:
             n, i = f"{base}_{i}", i + 1
-        self.used.add(n)
+        used.add(n)
         return n
 
     def const(self, base: str, value: np.ndarray) -> str:
@@ -87,7 +90,9 @@ class _Graph:
         self, op: str, inputs: list[str], out: str, name: str, domain: str = "", **attrs
     ) -> str:
         self.nodes.append(
-            helper.make_node(op, inputs, [out], name=self.name(name), domain=domain, **attrs)
+            helper.make_node(
+                op, inputs, [out], name=self.name(name, self.used_nodes), domain=domain, **attrs
+            )
         )
         return out
 
@@ -126,9 +131,10 @@ def export_qonnx(bundle: Bundle, requant: str = "exact", batch: int = 1) -> onnx
 
     ``requant``: ``"exact"`` or ``"fused"``; ``batch``: the fixed batch size of the
     graph's input and output (qonnx's executor and hls4ml want a fixed one).  The
-    bundle's name, classes, input block, datapath and per-layer weight widths travel in ``metadata_props`` under
-    :data:`METADATA_KEY`, so :func:`~pynq_nbq.interop.qonnx_import.import_qonnx`
-    restores them.  Raises :class:`QonnxExportError` for an unknown form or op.
+    bundle's name, classes, input block, datapath and per-layer weight widths travel
+    in ``metadata_props`` under :data:`METADATA_KEY`, so
+    :func:`~pynq_nbq.interop.qonnx_import.import_qonnx` restores them.  Raises
+    :class:`QonnxExportError` for an unknown form or op.
     """
     if batch < 1:
         raise QonnxExportError(f"batch must be >= 1, got {batch}")
@@ -172,6 +178,7 @@ def _metadata(bundle: Bundle) -> dict:
         "classes": m["classes"],
         "input": m["input"],
         "provenance": m.get("provenance", {}),
+        "maxpool_layers": [layer["name"] for layer in m["layers"] if layer["op"] == "maxpool"],
         "layer_weight_bits": {
             layer["name"]: layer["weight_bits"] for layer in m["layers"] if "weight_bits" in layer
         },
