@@ -73,6 +73,20 @@ BASE = [
 TRAIN = ["torch>=2.1,<3", "tqdm>=4.60", "matplotlib>=3.5", "scikit-learn>=1.0"]
 CSIM = ["hls4ml>=1.0"]
 BENCH = ["matplotlib>=3.5", "tqdm>=4.60"]
+#: Exchanging models (docs/interop.md).  Probed together with torch 2.13 (CPU) and numpy
+#: 1.26 on Python 3.11: onnx 1.23.2, onnxruntime 1.32.0, qonnx 1.0.0, brevitas 0.13.4,
+#: onnxoptimizer 0.4.2, hls4ml 1.3.0 (pip's resolver kept torch and numpy 1.x).
+INTEROP = [
+    "onnx>=1.16",  # our export/import are plain onnx graphs (1.16+: numpy 1.x and 2.x wheels)
+    "onnxruntime>=1.17",  # qonnx's executor runs the standard nodes in it
+    "qonnx>=1.0",  # the reference executor, cleanup and shape inference of QONNX graphs
+    # Brevitas's QONNX export; brevitas' own [export] extra pins onnx 1.17 and its numpy
+    # extra numpy<2, so plain brevitas + onnxoptimizer (its export refuses to run without);
+    # brevitas itself pins setuptools<81
+    "brevitas>=0.11",
+    "onnxoptimizer>=0.3",
+    "hls4ml>=1.0",  # converts our QONNX and runs its C++ emulation (g++); never [qkeras]
+]
 TEST = [
     "pytest>=7",
     "hypothesis>=6",
@@ -87,6 +101,7 @@ TEST = [
     *TRAIN,
     *CSIM,
     *BENCH,
+    *INTEROP,
 ]
 
 setup(
@@ -118,6 +133,7 @@ setup(
         "csim": CSIM,
         "sim": ["pynq==3.0.1", "pycparser<3", *CSIM],
         "bench": BENCH,
+        "interop": INTEROP,
         "test": TEST,
     },
     entry_points={"console_scripts": ["nbq=pynq_nbq.cli:main"]},
