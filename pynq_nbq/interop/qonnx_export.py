@@ -278,7 +278,8 @@ def _linear(g: _Graph, bundle: Bundle, layer: LayerSpec, requant: str) -> None:
 
 
 def _maxpool(g: _Graph, name: str, x: str, out: str, k: int, s: int) -> str:
-    return g.node("MaxPool", [x], out, name, kernel_shape=[k, k], strides=[s, s])
+    # explicit zero pads: qonnx's channels-last pass needs them
+    return g.node("MaxPool", [x], out, name, kernel_shape=[k, k], strides=[s, s], pads=[0] * 4)
 
 
 def _maxpool_layer(g: _Graph, bundle: Bundle, layer: LayerSpec, requant: str) -> None:
