@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 
 from .. import datapath as dp
-from ..bundle import Bundle
+from ..bundle import Bundle, array_sha256
 from ..engine import Engine
 
 
@@ -92,6 +92,36 @@ def engine_logits(bundle: Bundle, pixels: np.ndarray) -> tuple[np.ndarray, np.nd
     engine = Engine(bundle)
     q, real = dequantized_input(engine, pixels)
     return engine.run(q), real
+
+
+def fused_bundle(bundle: Bundle) -> Bundle:
+    """The bundle whose numbers the ``fused`` export states: every requantisation bias
+    replaced by the float32-rounded offset of :func:`qonnx_export.fused_constants`
+    (mult and shift unchanged).  Exact integer arithmetic on these numbers is what a
+    peer computing the fused graph exactly (hls4ml's fixed point) must reproduce.
+    Raises ValueError if an offset is not a whole number of the layer's 2**-shift units
+    (it then has no bundle form)."""
+    from ..bundle import validate
+    from .qonnx_export import fused_constants
+
+    arrays = dict(bundle.arrays)
+    for layer in bundle.spec.layers:
+        if not layer.weighted:
+            continue
+        arrs = bundle.layer_arrays(layer)
+        shift = arrs["shift"]
+        _, b = fused_constants(arrs["mult"], arrs["bias"], shift,
+                               layer.in_fracs[0] - layer.weight_exp, layer.out_frac)  # fmt: skip
+        total = b.astype(np.float64) * 2.0 ** (shift + layer.out_frac).astype(np.float64)
+        if np.any(total != np.round(total)) or np.abs(total).max() >= dp.FLOAT64_EXACT:
+            raise ValueError(f"{layer.name}: the float32 offset is not a whole bias")
+        arrays[layer.array_name("bias")] = total.astype(np.int64) - dp.half(shift)
+    copy = Bundle(bundle.manifest, arrays, None)
+    copy.manifest = {**bundle.manifest, "arrays": {
+        k: {**v, "sha256": array_sha256(arrays[k])} for k, v in bundle.manifest["arrays"].items()
+    }}  # fmt: skip
+    validate(copy)
+    return copy
 
 
 # --- hls4ml -------------------------------------------------------------------------------------

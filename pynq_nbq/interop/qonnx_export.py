@@ -204,6 +204,21 @@ def _weights(g: _Graph, bundle: Bundle, layer: LayerSpec) -> str:
     )
 
 
+def fused_constants(
+    mult: np.ndarray, bias: np.ndarray, shift: np.ndarray, acc_exp: int, f_out: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``fused`` form's float32 (scale, offset) per channel: the layer output before
+    its FLOOR Quant is ``conv_real * scale + offset``.  ``acc_exp = f_in - e_w`` (the
+    accumulator is ``conv_real * 2**acc_exp``).  ``scale = mult * 2**(acc_exp - shift -
+    f_out)`` is exact; ``offset = (bias + half) * 2**-(shift + f_out)`` is rounded to
+    float32 (24 significant bits), the only change the fused form makes."""
+    shift = np.asarray(shift, dtype=np.int64)
+    total = np.asarray(bias, dtype=np.int64) + dp.half(shift)
+    k = np.asarray(mult, dtype=np.float64) * 2.0 ** (acc_exp - shift - f_out).astype(np.float64)
+    b = total.astype(np.float64) * 2.0 ** -(shift + f_out).astype(np.float64)
+    return k.astype(np.float32), b.astype(np.float32)
+
+
 def _requant(g: _Graph, bundle: Bundle, layer: LayerSpec, x: str, requant: str) -> str:
     """Requantisation, ReLU and the output Quant after a Conv/Gemm output ``x``;
     returns the int16 tensor (before any fused pool)."""
@@ -228,11 +243,10 @@ def _requant(g: _Graph, bundle: Bundle, layer: LayerSpec, x: str, requant: str) 
                    g.name(f"{n}.shifted"), f"{n}.shift")  # fmt: skip
         dtype = np.float64
     else:
-        k = mult.astype(np.float64) * 2.0 ** (f_in - e_w - shift - f_out)
-        b = total.astype(np.float64) * 2.0 ** -(shift + f_out).astype(np.float64)
-        y = g.node("Mul", [x, g.const(f"{n}.scale", k.astype(np.float32).reshape(per_channel))],
+        k, b = fused_constants(mult, bias, shift, f_in - e_w, f_out)
+        y = g.node("Mul", [x, g.const(f"{n}.scale", k.reshape(per_channel))],
                    g.name(f"{n}.scaled"), f"{n}.scale")  # fmt: skip
-        y = g.node("Add", [y, g.const(f"{n}.offset", b.astype(np.float32).reshape(per_channel))],
+        y = g.node("Add", [y, g.const(f"{n}.offset", b.reshape(per_channel))],
                    g.name(f"{n}.offset"), f"{n}.offset")  # fmt: skip
         dtype = np.float32
     if layer.relu:
