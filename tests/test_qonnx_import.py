@@ -112,3 +112,102 @@ def test_input_without_a_quant_is_refused(model):
     del first.attribute[:]
     with pytest.raises(QonnxImportError, match=r"input .* must go into one Quant"):
         import_qonnx(model)
+
+
+def _foreign_graph(rng) -> onnx.ModelProto:
+    """A hand-written QONNX graph as another tool might write it: plain power-of-two
+    float weights, a BatchNormalization, Sub/Div by constants, ROUND Quants, MatMul."""
+    from pynq_nbq.interop.qonnx_format import QONNX_DOMAIN
+
+    inits = []
+
+    def c(name, value):
+        inits.append(numpy_helper.from_array(np.asarray(value, dtype=np.float32), name))
+        return name
+
+    def q(x, out, frac, signed=1, bits=16):
+        return helper.make_node(
+            "Quant",
+            [x, c(f"{out}.s", 2.0**-frac), c(f"{out}.z", 0.0), c(f"{out}.b", bits)],
+            [out],
+            name=out,
+            domain=QONNX_DOMAIN,
+            signed=signed,
+            narrow=0,
+            rounding_mode="ROUND",
+        )
+
+    w1 = rng.choice([0.0, 0.25, -0.25, 0.5, -0.5, 0.125], (4, 1, 3, 3))
+    w2 = rng.choice([0.0, 1.0, -1.0, 0.5, -2.0], (4 * 4 * 4, 3))  # MatMul: (in, out)
+    nodes = [
+        q("x", "xq", 12),
+        helper.make_node(
+            "Conv",
+            ["xq", c("w1", w1), c("b1", rng.normal(0, 0.1, 4))],
+            ["c1"],
+            name="conv1",
+            kernel_shape=[3, 3],
+            pads=[1, 1, 1, 1],
+        ),
+        helper.make_node(
+            "BatchNormalization",
+            [
+                "c1",
+                c("g", rng.uniform(0.5, 2, 4)),
+                c("be", rng.normal(0, 0.2, 4)),
+                c("mu", rng.normal(0, 0.1, 4)),
+                c("var", rng.uniform(0.5, 2, 4)),
+            ],
+            ["bn"],
+            name="bn1",
+        ),
+        helper.make_node("Relu", ["bn"], ["r1"], name="relu1"),
+        q("r1", "a1", 10, signed=0, bits=15),
+        helper.make_node(
+            "MaxPool", ["a1"], ["p1"], name="pool1", kernel_shape=[2, 2], strides=[2, 2]
+        ),
+        helper.make_node("Flatten", ["p1"], ["f1"], name="flat", axis=1),
+        helper.make_node("MatMul", ["f1", c("w2", w2)], ["m"], name="fc"),
+        helper.make_node("Sub", ["m", c("off", [0.5, -0.25, 0.0])], ["s"], name="fc.sub"),
+        helper.make_node("Div", ["s", c("div", 2.0)], ["d"], name="fc.div"),
+        q("d", "logits", 9),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "foreign",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1, 8, 8])],
+        [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [1, 3])],
+        inits,
+    )
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid(QONNX_DOMAIN, 1)]
+    )
+
+
+def test_a_foreign_graph_is_folded_and_runs_like_the_qonnx_executor(tmp_path):
+    """BatchNormalization, conv bias, Sub and Div fold into the integer requantisation
+    (datapath.fold_requant); MatMul becomes a linear layer; the engine then agrees with
+    qonnx's executor on the graph itself within an LSB."""
+    pytest.importorskip("qonnx")
+    from pynq_nbq.bundle import save_bundle
+    from pynq_nbq.engine import Engine
+    from pynq_nbq.interop import peers
+
+    model = _foreign_graph(np.random.default_rng(5))
+    result = import_qonnx(model, classes=["a", "b", "c"])
+    b = save_bundle(result.manifest, result.arrays, tmp_path / "b")
+    assert [(s.op, s.pool, s.relu) for s in b.spec.layers] == [
+        ("conv", 2, True),
+        ("flatten", 0, False),
+        ("linear", 0, False),
+    ]
+    assert b.datapath == "svpe" and len(result.notes) == 2  # two ROUND activation Quants
+    engine = Engine(b)
+    for seed in range(8):  # batch 1 graph: one image at a time
+        x = np.random.default_rng(seed).normal(0, 1, (1, 1, 8, 8))
+        xq = engine.quantize_input(x)
+        ours = engine.run(xq)
+        real = (xq * 2.0**-engine.input_frac).astype(np.float32)
+        theirs = peers.qonnx_run(peers.qonnx_prepare(model), real)
+        a = peers.agreement(theirs, ours, engine.output_frac)
+        assert a.max_lsb <= 1.0, (seed, a)

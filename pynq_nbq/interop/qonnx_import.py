@@ -99,6 +99,9 @@ def _str(v: Any) -> str:
 
 
 class _Importer:
+    """One import: the graph's indexes, the quantised tensors found so far (``acts``),
+    pending aligns, and the bundle fields being built."""
+
     def __init__(self, model: onnx.ModelProto, options: dict[str, Any]) -> None:
         self.model = model
         self.graph = model.graph
@@ -126,7 +129,8 @@ class _Importer:
         self.tensors: dict[str, dict[str, Any]] = {}
         self.arrays: dict[str, np.ndarray] = {}
         self.notes: list[str] = []
-        self.weight_layers: list[tuple[dict[str, Any], np.ndarray, np.ndarray, int]] = []
+        # (manifest layer, integer weights, requant(acc_max) -> (mult, bias, shift), C_out)
+        self.weight_layers: list[tuple[dict[str, Any], np.ndarray, Any, int]] = []
 
     def standalone_pools(self) -> set[str]:
         """Names of the bundle's standalone maxpool layers (our metadata): never fused."""
@@ -434,7 +438,10 @@ def _int_quant(node: onnx.NodeProto, ins: list, a: dict) -> np.ndarray:
     fn = {"ROUND": np.round, "HALF_EVEN": np.round, "FLOOR": np.floor, "CEIL": np.ceil}.get(mode)
     if fn is None:
         raise _fail(node, f"weight Quant rounding {mode} is not evaluated here")
-    lo, hi = quant_range(int(np.ravel(bits)[0]), bool(a.get("signed", 1)), bool(a.get("narrow", 0)))
+    signed, n = bool(a.get("signed", 1)), int(np.ravel(bits)[0])
+    if n == 1 and signed:  # qonnx: a signed 1-bit Quant is bipolar (+-1), not {-1, 0}
+        return np.where(x / scale + zp >= 0, 1.0, -1.0) * scale
+    lo, hi = quant_range(n, signed, bool(a.get("narrow", 0)))
     y = np.clip(x / scale + zp, lo, hi)
     return (fn(y) - zp) * scale
 
