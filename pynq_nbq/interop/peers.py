@@ -237,7 +237,8 @@ def hls4ml_model(
 
     ``configure=False`` keeps hls4ml's defaults: ``default_precision`` fixed<16,6>
     wherever the graph states no format - the folded requantisation's scale and offset
-    constants, the input layer, the global pool's accumulator.  ``configure=True`` states
+    constants, the input layer, the global pool's accumulator (on the fmnist export its
+    compiled emulation then died with SIGILL in ``predict``).  ``configure=True`` states
     what the graph implies (``docs/interop.md``): the input layer in the input's format
     (round, saturate); each ``Mul``/``Add`` constant pair in the narrowest fixed-point
     types that hold it exactly (:func:`exact_fixed`; hls4ml folds the pair into one
