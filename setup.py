@@ -80,6 +80,20 @@ BENCH = ["matplotlib>=3.5", "tqdm>=4.60", "onnxruntime>=1.19", "onnx>=1.16"]
 #: What notebooks/nbq_zcu102.ipynb needs off the board besides the package: its plot, and a
 #: kernel and runner for ``jupyter execute`` (docs/board.md).
 NOTEBOOK = ["matplotlib>=3.5", "nbclient>=0.7", "nbformat>=5", "ipykernel>=6"]
+#: Exchanging models (docs/interop.md).  Probed together with torch 2.13 (CPU) and numpy
+#: 1.26 on Python 3.11: onnx 1.23.2, onnxruntime 1.32.0, qonnx 1.0.0, brevitas 0.13.4,
+#: onnxoptimizer 0.4.2, hls4ml 1.3.0 (pip's resolver kept torch and numpy 1.x).
+INTEROP = [
+    "onnx>=1.16",  # our export/import are plain onnx graphs (1.16+: numpy 1.x and 2.x wheels)
+    "onnxruntime>=1.17",  # qonnx's executor runs the standard nodes in it
+    "qonnx>=1.0",  # the reference executor, cleanup and shape inference of QONNX graphs
+    # Brevitas's QONNX export; brevitas' own [export] extra pins onnx 1.17 and its numpy
+    # extra numpy<2, so plain brevitas + onnxoptimizer (its export refuses to run without);
+    # brevitas itself pins setuptools<81
+    "brevitas>=0.11",
+    "onnxoptimizer>=0.3",
+    "hls4ml>=1.0",  # converts our QONNX and runs its C++ emulation (g++); never [qkeras]
+]
 TEST = [
     "pytest>=7",
     "hypothesis>=6",
@@ -93,6 +107,7 @@ TEST = [
     *TRAIN,
     *CSIM,
     *BENCH,
+    *INTEROP,
 ]
 
 setup(
@@ -124,6 +139,7 @@ setup(
         "csim": CSIM,
         "sim": ["pynq==3.0.1", "pycparser<3", *CSIM, *NOTEBOOK],
         "bench": BENCH,
+        "interop": INTEROP,
         "test": TEST,
     },
     entry_points={"console_scripts": ["nbq=pynq_nbq.cli:main"]},

@@ -21,6 +21,7 @@ COMMANDS: tuple[str, ...] = (
     "train",
     "eval",
     "export",
+    "import_qonnx",  # nbq import
     "classify",
     "info",
     "perf",

@@ -9,18 +9,21 @@ bug, not bad input.
 
 The subclasses live next to the code that raises them:
 
-============================================  ==========================================
-class                                         raised when
-============================================  ==========================================
-``pynq_nbq.bundle.BundleError``               a bundle fails validation (names the field)
-``pynq_nbq.kernel.protocol.KernelError``      the conv kernel refuses or breaks a call
-``pynq_nbq.kernel.protocol.DeviceError``      the board's DMA or kernel failed a call
-``pynq_nbq.backends.csim.CsimError``          the csim library cannot be built or loaded
-``pynq_nbq.native.NativeError``               the native kernel cannot be built or loaded
-``pynq_nbq.preprocess.ImageError``            the input is not a usable image
-``host_train.export.ExportError``             a model has no datapath form
-``host_train.checkpoint.CheckpointError``     a checkpoint file is corrupt or refused
-============================================  ==========================================
+==================================================  ===========================================
+class                                               raised when
+==================================================  ===========================================
+``pynq_nbq.bundle.BundleError``                     a bundle fails validation (names the field)
+``pynq_nbq.kernel.protocol.KernelError``            the conv kernel refuses or breaks a call
+``pynq_nbq.kernel.protocol.DeviceError``            the board's DMA or kernel failed a call
+``pynq_nbq.backends.csim.CsimError``                the csim library cannot be built or loaded
+``pynq_nbq.native.NativeError``                     the native kernel cannot be built or loaded
+``pynq_nbq.preprocess.ImageError``                  the input is not a usable image
+``pynq_nbq.safe_files.UnsafeFile``                  a file is not a bounded regular file
+``host_train.export.ExportError``                   a model has no datapath form
+``host_train.checkpoint.CheckpointError``           a checkpoint file is corrupt or refused
+``pynq_nbq.interop.qonnx_export.QonnxExportError``  a bundle cannot be written as QONNX
+``pynq_nbq.interop.qonnx_import.QonnxImportError``  a QONNX graph has what the datapath lacks
+==================================================  ===========================================
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""``nbq export CKPT --datapath svpe|vpe --out DIR``: checkpoint -> model bundle (needs torch)."""
+"""``nbq export CKPT --datapath svpe|vpe --out DIR``: checkpoint -> model bundle (needs torch).
+
+``--format qonnx`` also writes ``DIR.onnx`` beside the bundle; given a bundle directory
+instead of a checkpoint it writes only the QONNX graph, ``--out`` (no torch needed).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from pathlib import Path
 
 from .. import datapath as dp
 from ..cli import CommandError
+from . import import_qonnx
 from ._torch import require_torch
 
 
@@ -25,10 +30,13 @@ def register(sub) -> None:
     p.add_argument("--calib-images", type=int, default=512, help="training images to calibrate")
     p.add_argument("--report-images", type=int, default=256, help="images for the SQNR report")
     p.add_argument("--data-dir", default=None)
+    import_qonnx.add_export_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if import_qonnx.export_from_bundle(args) is not None:  # a bundle -> QONNX, no torch
+        return 0
     require_torch()
     from host_train.data import DatasetMissing
     from host_train.export import export
@@ -50,4 +58,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)  # where save_bundle wrote it (bundle.path is that directory)
     (out / "export_report.json").write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {bundle.path} ({bundle.datapath}, arrays sha256 {bundle.sha256[:16]}...)")
+    if args.format == "qonnx":
+        target = import_qonnx.export_qonnx_file(bundle.path, bundle.path, args.requant)
+        print(f"wrote {target} (QONNX, requant {args.requant})")
     return 0
