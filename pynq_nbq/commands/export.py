@@ -59,6 +59,6 @@ def run(args: argparse.Namespace) -> int:
     (out / "export_report.json").write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {bundle.path} ({bundle.datapath}, arrays sha256 {bundle.sha256[:16]}...)")
     if args.format == "qonnx":
-        target = import_qonnx.export_qonnx_file(bundle.path, bundle.path, args.requant)
+        target = import_qonnx.export_qonnx_file(out, out, args.requant)
         print(f"wrote {target} (QONNX, requant {args.requant})")
     return 0

@@ -75,7 +75,9 @@ from ..kernel.protocol import (
     Flag,
     words_for,
 )
+from .buffer import SimBuffer
 from .hwh import write_overlay_files
+from .register_names import DMA_NAMES, KERNEL_NAMES
 
 DDR_BASE = 0x1000_0000  #: first physical address handed out by allocate
 PAGE = 4096
@@ -90,28 +92,6 @@ RESET_READS = 3  #: DMACR reads a DMA reset takes
 FAULTS = ("decode_error", "no_tlast", "bad_magic", "stall", "reset_in_progress", "stuck_reset")
 _CALL_OVERREAD = 1  # nbq_host_call.h: the kernel wanted more input than was sent
 _CALL_OUT_OVERFLOW = 3
-
-
-class SimBuffer(PynqBuffer):
-    """pynq's buffer; ``device`` is made a plain attribute again: numpy >= 2.x gives
-    ``ndarray`` a read-only ``device`` property, which pynq 3.0.1's ``PynqBuffer``
-    (written for numpy 1.x) cannot assign."""
-
-    device = None
-
-
-_KERNEL_NAMES = {off: name for name, off in REGISTERS.items()}
-_DMA_NAMES = {
-    base + off: f"{prefix}_{reg}"
-    for base, prefix in ((A.MM2S, "MM2S"), (A.S2MM, "S2MM"))
-    for off, reg in (
-        (A.DMACR, "DMACR"),
-        (A.DMASR, "DMASR"),
-        (A.ADDR, "SA" if base == A.MM2S else "DA"),
-        (A.ADDR_MSB, "SA_MSB" if base == A.MM2S else "DA_MSB"),
-        (A.LENGTH, "LENGTH"),
-    )
-}
 
 
 class SimZcu102(pynq.Device):
@@ -235,7 +215,7 @@ class SimZcu102(pynq.Device):
 
     def _record(self, op: str, cell: str, off: int, value: int) -> None:
         if self._log is not None:
-            names = _DMA_NAMES if cell == design.DMA_CELL else _KERNEL_NAMES
+            names = DMA_NAMES if cell == design.DMA_CELL else KERNEL_NAMES
             self._log.append((op, cell, names.get(off, f"0x{off:x}"), value))
 
     @contextlib.contextmanager
@@ -421,13 +401,13 @@ class SimZcu102(pynq.Device):
                 bits |= int(ApCtrl.DONE)  # clear on read
                 self._done = False
             return bits
-        name = _KERNEL_NAMES.get(off)
+        name = KERNEL_NAMES.get(off)
         if name in self._ro:
             return self._ro[name]
         return self._regs.get(name, 0)
 
     def _kernel_write(self, off: int, value: int) -> None:
-        name = _KERNEL_NAMES.get(off)
+        name = KERNEL_NAMES.get(off)
         if name == "AP_CTRL":
             if value & ApCtrl.START and not self._running:
                 if self._kind is None:
