@@ -22,9 +22,12 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import datapath as dp
+
+if TYPE_CHECKING:
+    from .manifest import Manifest
 
 #: the libsensors label file for the ZCU102's INA226 chips (see its header for sources)
 ZCU102_SENSORS_CONF = Path(__file__).resolve().parent / "server" / "zcu102_sensors.conf"
@@ -398,15 +401,16 @@ class PowerSampler:
 
 
 # --- the modelled estimate ----------------------------------------------------------
-def modelled_energy(manifest: dict[str, Any], board: str = "zcu102") -> dict[str, Any]:
+def modelled_energy(manifest: Manifest, board: str = "zcu102") -> dict[str, Any]:
     """The performance model's latency (ms), power (W) and energy per image (mJ) for a
-    bundle manifest, always marked ``"modelled": True``; never a measurement.
+    bundle (its typed manifest, ``bundle.spec``), always marked ``"modelled": True``;
+    never a measurement.
 
     The one place the server calls :mod:`pynq_nbq.perfmodel`; if the model cannot handle
     the bundle the dict says ``"available": False`` and why.
     """
-    pe = manifest.get("datapath", str(dp.PEKind.SVPE))
-    bits = int(manifest.get("weight_bits", 3)) if pe == dp.PEKind.SVPE else 3
+    pe = manifest.pe.value
+    bits = manifest.weight_bits if manifest.pe == dp.PEKind.SVPE else 3
     try:
         from .perfmodel import estimate_energy_per_image
 

@@ -741,9 +741,9 @@ def test_zcu102_sensors_conf_parses_with_libsensors():
 
 
 def test_modelled_energy_is_marked_and_never_raises(offline):
-    est = pw.modelled_energy(offline.bundle.manifest)
-    assert est["modelled"] is True
-    bad = pw.modelled_energy({"datapath": "svpe", "weight_bits": 3, "layers": "nonsense"})
+    est = pw.modelled_energy(offline.bundle.spec)
+    assert est["modelled"] is True and est["available"] is True, est
+    bad = pw.modelled_energy(offline.bundle.spec, board="no-such-board")
     assert bad["modelled"] is True and bad["available"] is False and bad["reason"]
 
 

@@ -256,7 +256,7 @@ def _power(
     for key, model in models.items():
         pred = predictions_by_col[key]["total"]
         # the model's estimate where nothing is measured (it has no CPU-only power figure)
-        est = None if key == "cpu" else modelled_energy(model.bundle.manifest, cfg.board)
+        est = None if key == "cpu" else modelled_energy(model.spec, cfg.board)
         if source is None:
             out[key] = unavailable(reason, est)
             continue

@@ -192,7 +192,9 @@ def arm_layer_time(layer: Layer, board: Board, arm_gops: float) -> float:
 
 
 def _as_layers(layers: Any) -> list[Layer]:
-    if isinstance(layers, dict):
+    from ..manifest import Manifest
+
+    if isinstance(layers, (dict, Manifest)):
         return layers_from_manifest(layers)
     if not isinstance(layers, (list, tuple)) or not layers:
         raise ValueError("layers: expected a non-empty list of Layer objects or dicts")

@@ -51,9 +51,9 @@ def live_metrics(service: Service) -> list[Metric]:
                 "The model being served (value 1).",
                 1,
                 name=s.bundle_id,
-                datapath=s.manifest["datapath"],
+                datapath=s.datapath,
                 backend=s.model.backend_name,
-                sha256=str(s.manifest.get("arrays_sha256", "")),
+                sha256=s.model.bundle.sha256,
             )
         )
         if s.modelled.get("available"):

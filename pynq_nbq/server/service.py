@@ -15,6 +15,7 @@ Failures raise :mod:`.errors` exceptions carrying their HTTP status.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -36,6 +37,7 @@ from ..decode_cost import (
     read_header,
 )
 from ..errors import NbqError
+from ..manifest import Manifest
 from ..preprocess import ImageError, ImageTooLarge, preprocess
 from ..rails import MIN_ENERGY_WINDOW_S, PowerSampler, modelled_energy, open_power_source
 from ..safe_files import UnsafeFile, check_bundle_files
@@ -61,30 +63,36 @@ class ServedModel:
     loaded_at: str
 
     @property
-    def manifest(self) -> dict[str, Any]:
-        return self.model.bundle.manifest
+    def spec(self) -> Manifest:
+        """The served bundle's typed manifest (the one view of a bundle)."""
+        return self.model.spec
+
+    @property
+    def datapath(self) -> str:
+        return self.spec.pe.value
 
     @property
     def name(self) -> str:
-        return str(self.manifest.get("name") or self.bundle_id)
+        return self.spec.name or self.bundle_id
 
     def summary(self) -> dict[str, Any]:
         """The manifest summary served by ``GET /v1/model``."""
-        m = self.manifest
+        m = self.spec
+        raw = self.model.bundle.manifest  # checksums and schema: the file's own fields
         return {
             "id": self.bundle_id,
             "name": self.name,
-            "datapath": m["datapath"],
-            "weight_bits": m["weight_bits"],
-            "classes": m["classes"],
-            "input": m["input"],
-            "output": m["output"],
+            "datapath": self.datapath,
+            "weight_bits": m.weight_bits,
+            "classes": list(m.classes),
+            "input": dataclasses.asdict(m.input),
+            "output": m.output,
             "layers": [
                 {"name": n, "op": op, "placement": p} for n, op, p in self.model.engine.placements
             ],
-            "schema_version": m.get("schema_version"),
-            "arrays_sha256": m.get("arrays_sha256"),
-            "provenance": m.get("provenance", {}),
+            "schema_version": raw.get("schema_version"),
+            "arrays_sha256": raw.get("arrays_sha256"),
+            "provenance": dict(m.provenance),
             "backend": self.model.backend_name,
             "loaded_at": self.loaded_at,
             "modelled": self.modelled,
@@ -167,7 +175,7 @@ class Service:
         def build() -> ServedModel:
             model = api.Model(bundle, self.config.backend)
             stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            modelled = modelled_energy(bundle.manifest, self.config.board)
+            modelled = modelled_energy(bundle.view, self.config.board)
             warm_up(model)
             served = ServedModel(model, bundle_id, modelled, stamp)
             with self._lock:
@@ -206,7 +214,7 @@ class Service:
                 f"model could not be loaded, the current model keeps serving: "
                 f"{type(exc).__name__}: {relative_paths(str(exc), path)[:300]}"
             ) from None
-        log.info("now serving %s (%s)", served.bundle_id, served.manifest["datapath"])
+        log.info("now serving %s (%s)", served.bundle_id, served.datapath)
         return served
 
     # --- classification --------------------------------------------------------------
@@ -334,7 +342,7 @@ class Service:
         self.metrics.images.labels(
             model=used.bundle_id,
             backend=used.model.backend_name,
-            datapath=used.manifest["datapath"],
+            datapath=used.datapath,
         ).inc()
         if used.modelled.get("available"):
             self.metrics.modelled_energy.inc(float(used.modelled["energy_mj"]) / 1e3)
@@ -347,11 +355,11 @@ class Service:
             "model": {
                 "id": used.bundle_id,
                 "name": used.name,
-                "sha256": used.manifest.get("arrays_sha256"),
+                "sha256": used.model.bundle.sha256,
             },
             "backend": used.model.backend_name,
-            "datapath": used.manifest["datapath"],
-            "weight_bits": used.manifest["weight_bits"],
+            "datapath": used.datapath,
+            "weight_bits": used.spec.weight_bits,
             "image": info,
             "timings_ms": _PLACEHOLDER,
             "power": self.power_block(),
@@ -387,7 +395,7 @@ class Service:
             "status": "ok" if ok else "device worker stopped",
             "model": s.bundle_id,
             "backend": s.model.backend_name,
-            "datapath": s.manifest["datapath"],
+            "datapath": s.datapath,
             "queue": {"waiting": self.worker.waiting, "limit": self.config.max_queue},
             "deadline_s": self.config.deadline_s,
             "power_available": self.power.available,
