@@ -33,6 +33,7 @@ from torch import nn
 
 from . import distributed, methods, quant
 from . import layers as L
+from .augment import apply_augment, augment_pad, augment_params  # noqa: F401 (re-exported)
 from .checkpoint import (  # noqa: F401  (re-exported: train's public names)
     CHECKPOINT,
     CHECKPOINT_KEYS,
@@ -44,6 +45,7 @@ from .checkpoint import (  # noqa: F401  (re-exported: train's public names)
 )
 from .data import Dataset, hold_out, load_dataset
 from .models import build_model
+from .run_files import progress_bar, write_metrics
 
 TRAIN_METHODS = tuple(methods.METHODS)  #: the strategies of host_train.methods
 
@@ -114,44 +116,6 @@ def normalise(x_u8: torch.Tensor, mean: list[float], std: list[float]) -> torch.
     m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
     return (x_u8.float() / 255.0 - m) / s
-
-
-def augment_params(
-    n: int, gen: torch.Generator, pad: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Random (dy, dx, flip) of a batch of ``n`` images: crop offsets 0..2*pad (int64)
-    and a bool flip draw for every image (drawn even when flips are off, so that the
-    generator's stream does not depend on the flag)."""
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
-    flips = torch.rand(n, generator=gen) < 0.5
-    return dy, dx, flips
-
-
-def apply_augment(
-    x: torch.Tensor,
-    dy: torch.Tensor,
-    dx: torch.Tensor,
-    flips: torch.Tensor,
-    pad: int,
-    flip: bool = True,
-) -> torch.Tensor:
-    """Crop (zero pad ``pad``, offsets dy/dx) and, if ``flip``, mirror the images whose
-    ``flips`` is set; x is a normalised batch (N, C, H, W)."""
-    n, _, h, w = x.shape
-    xp = F.pad(x, (pad, pad, pad, pad))
-    rows = (dy.view(n, 1) + torch.arange(h).view(1, h)).view(n, 1, h, 1)
-    cols = (dx.view(n, 1) + torch.arange(w).view(1, w)).view(n, 1, 1, w)
-    idx_n = torch.arange(n).view(n, 1, 1, 1)
-    out = xp[idx_n, torch.arange(x.shape[1]).view(1, -1, 1, 1), rows, cols]
-    if flip:
-        out[flips] = out[flips].flip(-1)
-    return out
-
-
-def augment_pad(input_shape: tuple[int, int, int]) -> int:
-    """Crop padding for an input size: 2 pixels at 28x28 (1 at 8x8)."""
-    return max(1, input_shape[-1] // 14)
 
 
 class ActQuant(nn.Module):
@@ -282,8 +246,10 @@ def _save_atomic(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def load_teacher(cfg: TrainConfig, ds: Dataset) -> nn.Module | None:
-    """The frozen distillation teacher of ``cfg`` (evaluation mode), or None."""
+def load_teacher(
+    cfg: TrainConfig, ds: Dataset, device: torch.device | str = "cpu"
+) -> nn.Module | None:
+    """The frozen distillation teacher of ``cfg`` (evaluation mode, on ``device``), or None."""
     if not cfg.teacher:
         return None
     ck = load_checkpoint(cfg.teacher)
@@ -292,7 +258,7 @@ def load_teacher(cfg: TrainConfig, ds: Dataset) -> nn.Module | None:
     teacher, _ = model_from_checkpoint(ck)
     for p in teacher.parameters():
         p.requires_grad_(False)
-    return teacher.eval()
+    return teacher.eval().to(device)
 
 
 def batch_loss(
@@ -370,81 +336,24 @@ def train(
         return _post_training_quantize(cfg, model, ds, train_x, out, base, log)
 
     model.to(d.device)
-    teacher = load_teacher(cfg, ds)
-    if teacher is not None:
-        teacher.to(d.device)
+    teacher = load_teacher(cfg, ds, d.device)
     opt = _optimizer(cfg, model)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: _lr_factor(cfg, e))
-    metrics: list[dict] = []
-    start = 0
     ck_path = out / CHECKPOINT
-    if resume:
-        if not ck_path.exists():
-            raise FileNotFoundError(f"--resume: no checkpoint at {ck_path}")
-        ck = load_checkpoint(ck_path)
-        if ck["config"] != base["config"]:
-            raise ValueError("--resume: the checkpoint was made with a different configuration")
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        metrics = list(ck["metrics"])
-        start = int(ck["epoch"])
-        if d.is_main:
-            log(f"resuming at epoch {start + 1}/{cfg.epochs}")
+    metrics, start = _resume(ck_path, base, model, opt, sched) if resume else ([], 0)
+    if resume and d.is_main:
+        log(f"resuming at epoch {start + 1}/{cfg.epochs}")
 
-    net = distributed.wrap(model, d)
-    pad = augment_pad(ds.input_shape)
-    n = len(train_y)
-    step = start * math.ceil(n / cfg.batch_size)
+    run = _Run(cfg, d, ds, model, distributed.wrap(model, d), teacher, opt, strategy,
+               train_x, train_y, augment_pad(ds.input_shape), on_step)  # fmt: skip
+    step = start * math.ceil(len(train_y) / cfg.batch_size)
     end = cfg.epochs if stop_after is None else min(cfg.epochs, start + stop_after)
     ck: dict = {}
     for epoch in range(start, end):
         t0 = time.perf_counter()
-        alpha = quant.alpha_at(cfg.a_schedule, epoch, cfg.epochs, cfg.a0)
-        L.set_alpha(model, alpha)
-        pow2 = [m for _, m in L.pow2_layers(model)]
-        strategy.start_epoch(pow2, _inq_fraction(cfg, epoch))
-        gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
-        perm = torch.randperm(n, generator=gen)
-        net.train()
-        tot_loss, tot_ok, seen = 0.0, 0, 0
-        steps = range(0, n, cfg.batch_size)
-        bar = _progress(steps, progress and d.is_main, f"epoch {epoch + 1}/{cfg.epochs}")
-        for i in bar:
-            idx = perm[i : i + cfg.batch_size]
-            if cfg.augment:
-                aug = augment_params(len(idx), gen, pad)
-            step += 1
-            if len(idx) < d.world:  # a last batch too small to give every rank an image
-                continue
-            part = distributed.shard(len(idx), d)
-            local = idx[part].numpy()
-            xb = normalise(torch.from_numpy(train_x[local]), ds.mean, ds.std)
-            if cfg.augment:
-                xb = apply_augment(xb, *(a[part] for a in aug), pad, bool(cfg.flip))
-            yb = torch.from_numpy(train_y[local])
-            xb, yb = xb.to(d.device), yb.to(d.device)
-            logits = net(xb)
-            t_logits = None
-            if teacher is not None:
-                with torch.no_grad():
-                    t_logits = teacher(xb)
-            loss = batch_loss(cfg, logits, yb, t_logits)
-            weight = distributed.loss_weight(len(local), len(idx), d)
-            opt.zero_grad(set_to_none=True)
-            (loss * weight if weight != 1.0 else loss).backward()
-            strategy.adjust_gradients(pow2, alpha, cfg.rg_compensate)
-            opt.step()
-            distributed.average_bn_stats(model, d)
-            if on_step is not None:
-                on_step(model, step)
-            tot_loss += float(loss.detach()) * len(local)
-            tot_ok += int((logits.argmax(1) == yb).sum())
-            seen += len(local)
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{tot_loss / seen:.4f}", a=f"{alpha:.3f}")
+        alpha, step, sums = _train_epoch(run, epoch, step, progress)
         sched.step()
-        tot_loss, tot_ok, seen = distributed.all_sum([tot_loss, tot_ok, seen], d)
+        tot_loss, tot_ok, seen = distributed.all_sum(sums, d)
         train_s = time.perf_counter() - t0
         ck = {
             **base,
@@ -462,20 +371,109 @@ def train(
             "lr": opt.param_groups[0]["lr"],
             "train_loss": tot_loss / seen,
             "train_acc": tot_ok / seen,
-            "test_acc": accuracy(model, ds.test_x, ds.test_y, ds.mean, ds.std),
+            **_accuracies(model, ds, val_x, val_y),
             "epoch_seconds": train_s,
             "processes": d.world,
         }
-        if len(val_y):
-            rec["val_acc"] = accuracy(model, val_x, val_y, ds.mean, ds.std)
         metrics.append(rec)
         _save_atomic(ck, ck_path)
-        _write_metrics(out, metrics)
+        write_metrics(out, metrics)
         log(json.dumps(rec))
     distributed.barrier(d)
     if not ck:
         ck = load_checkpoint(ck_path)
     return ck
+
+
+def _resume(ck_path: Path, base: dict, model: nn.Module, opt, sched) -> tuple[list[dict], int]:
+    """Load ``ck_path`` into the model, optimizer and scheduler of a run whose fixed
+    fields are ``base``; return (the metrics so far, the epochs done)."""
+    if not ck_path.exists():
+        raise FileNotFoundError(f"--resume: no checkpoint at {ck_path}")
+    ck = load_checkpoint(ck_path)
+    if ck["config"] != base["config"]:
+        raise ValueError("--resume: the checkpoint was made with a different configuration")
+    model.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["optimizer"])
+    sched.load_state_dict(ck["scheduler"])
+    return list(ck["metrics"]), int(ck["epoch"])
+
+
+def _accuracies(model: nn.Module, ds: Dataset, val_x: np.ndarray, val_y: np.ndarray) -> dict:
+    """``test_acc`` and, with a held-out split, ``val_acc`` (fractions)."""
+    rec = {"test_acc": accuracy(model, ds.test_x, ds.test_y, ds.mean, ds.std)}
+    if len(val_y):
+        rec["val_acc"] = accuracy(model, val_x, val_y, ds.mean, ds.std)
+    return rec
+
+
+@dataclass
+class _Run:
+    """What every step of one training run uses (built once by :func:`train`)."""
+
+    cfg: TrainConfig
+    d: distributed.Dist
+    ds: Dataset
+    model: nn.Module
+    net: nn.Module  #: ``model``, wrapped for several processes where there are
+    teacher: nn.Module | None
+    opt: torch.optim.Optimizer
+    strategy: methods.Method
+    train_x: np.ndarray
+    train_y: np.ndarray
+    pad: int
+    on_step: Callable[[nn.Module, int], None] | None
+
+
+def _train_epoch(run: _Run, epoch: int, step: int, progress: bool) -> tuple[float, int, list]:
+    """One epoch of optimizer steps; returns (a, the global step count after it, this
+    rank's [loss sum, correct, images])."""
+    cfg, d, model = run.cfg, run.d, run.model
+    alpha = quant.alpha_at(cfg.a_schedule, epoch, cfg.epochs, cfg.a0)
+    L.set_alpha(model, alpha)
+    pow2 = [m for _, m in L.pow2_layers(model)]
+    run.strategy.start_epoch(pow2, _inq_fraction(cfg, epoch))
+    gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+    n = len(run.train_y)
+    perm = torch.randperm(n, generator=gen)
+    run.net.train()
+    tot_loss, tot_ok, seen = 0.0, 0, 0
+    steps = range(0, n, cfg.batch_size)
+    bar = progress_bar(steps, progress and d.is_main, f"epoch {epoch + 1}/{cfg.epochs}")
+    for i in bar:
+        idx = perm[i : i + cfg.batch_size]
+        if cfg.augment:
+            aug = augment_params(len(idx), gen, run.pad)
+        step += 1
+        if len(idx) < d.world:  # a last batch too small to give every rank an image
+            continue
+        part = distributed.shard(len(idx), d)
+        local = idx[part].numpy()
+        xb = normalise(torch.from_numpy(run.train_x[local]), run.ds.mean, run.ds.std)
+        if cfg.augment:
+            xb = apply_augment(xb, *(a[part] for a in aug), run.pad, bool(cfg.flip))
+        yb = torch.from_numpy(run.train_y[local])
+        xb, yb = xb.to(d.device), yb.to(d.device)
+        logits = run.net(xb)
+        t_logits = None
+        if run.teacher is not None:
+            with torch.no_grad():
+                t_logits = run.teacher(xb)
+        loss = batch_loss(cfg, logits, yb, t_logits)
+        weight = distributed.loss_weight(len(local), len(idx), d)
+        run.opt.zero_grad(set_to_none=True)
+        (loss * weight if weight != 1.0 else loss).backward()
+        run.strategy.adjust_gradients(pow2, alpha, cfg.rg_compensate)
+        run.opt.step()
+        distributed.average_bn_stats(model, d)
+        if run.on_step is not None:
+            run.on_step(model, step)
+        tot_loss += float(loss.detach()) * len(local)
+        tot_ok += int((logits.argmax(1) == yb).sum())
+        seen += len(local)
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{tot_loss / seen:.4f}", a=f"{alpha:.3f}")
+    return alpha, step, [tot_loss, tot_ok, seen]
 
 
 def _post_training_quantize(cfg, model, ds, train_x, out, base, log) -> dict:
@@ -490,41 +488,5 @@ def _post_training_quantize(cfg, model, ds, train_x, out, base, log) -> dict:
     log(json.dumps(rec))
     ck = {**base, "epoch": 0, "model": model.state_dict(), "metrics": [rec]}
     _save_atomic(ck, out / CHECKPOINT)
-    _write_metrics(out, [rec])
+    write_metrics(out, [rec])
     return ck
-
-
-def _progress(it, enabled: bool, desc: str):
-    if not enabled:
-        return it
-    from tqdm import tqdm
-
-    return tqdm(it, desc=desc, leave=False, unit="batch")
-
-
-def _write_metrics(out: Path, metrics: list[dict]) -> None:
-    tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=1))
-    os.replace(tmp, out / "metrics.json")
-    if len(metrics) and "train_loss" in metrics[0]:
-        plot_curves(metrics, out / "curves.png")
-
-
-def plot_curves(metrics: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ep = [m["epoch"] for m in metrics]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.5))
-    a1.plot(ep, [m["train_loss"] for m in metrics], label="train loss")
-    a1.set_xlabel("epoch")
-    a1.legend()
-    a2.plot(ep, [100 * m["train_acc"] for m in metrics], label="train acc %")
-    a2.plot(ep, [100 * m["test_acc"] for m in metrics], label="test acc %")
-    a2.set_xlabel("epoch")
-    a2.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
