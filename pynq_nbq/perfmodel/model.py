@@ -242,6 +242,42 @@ def model_network(
         fuse_pools(original, places) if opts.fuse_pools else (original, [False] * len(original))
     )
 
+    engines = _choose_engines(work, places, brd, opts, clock, bandwidth)
+
+    rows = []
+    for lay, orig, (where, reason, k), was_fused in zip(work, original, places, fused, strict=True):
+        row = _row_skeleton(lay, orig)
+        if was_fused:
+            row.update(where="fpga", reason=f"fused into {rows[-1]['name']}", bound="fused")
+            row.update(time_us=0.0, power_w=0.0, energy_uj=0.0)
+        elif where == "arm":
+            row.update(_arm_row(lay, reason, arm_layer_time(lay, brd, arm_gops), brd))
+        else:
+            row.update(_fpga_row(lay, engines[k], k, opts, clock, bandwidth, brd))
+        row["gops"] = lay.ops / (row["time_us"] * 1e3) if row["time_us"] > 0 and lay.ops else None
+        rows.append(row)
+    return {
+        "modelled": True,
+        "note": MODEL_NOTE,
+        "warnings": _warnings(work, places, engines, opts, brd),
+        "board": brd.describe(),
+        "pe": opts.pe,
+        "weight_bits": opts.weight_bits,
+        "options": dataclasses.asdict(opts),
+        "clock_mhz": clock,
+        "bandwidth_gbps": bandwidth,
+        "arm_gops": arm_gops,
+        "engines": [_engine_dict(par, opts, clock, brd) for par in engines.values()],
+        "layers": rows,
+        "total": _totals(rows),
+    }
+
+
+def _choose_engines(
+    work: list[Layer], places: list, brd: Board, opts: ModelOptions, clock: float, bandwidth: float
+) -> dict[int, Parallelism]:
+    """One engine per array kernel size k that the FPGA layers use: its (Pm, Pn), chosen
+    to minimise those layers' modelled time within the board's resources."""
     engines: dict[int, Parallelism] = {}
     for k in sorted({p[2] for p in places if p[0] == "fpga"}):
         members = [lay for lay, p in zip(work, places, strict=True) if p[0] == "fpga" and p[2] == k]
@@ -262,78 +298,69 @@ def model_network(
             opts.split,
             score,
         )
+    return engines
 
-    rows = []
-    for lay, orig, (where, reason, k), was_fused in zip(work, original, places, fused, strict=True):
-        row: dict[str, Any] = {
-            "name": orig.name,
-            "kind": orig.kind,
-            "shape": orig.shape_text(),
-            "kernel": orig.kernel if orig.kind in ("conv", "maxpool", "avgpool") else None,
-            "stride": orig.stride if orig.kind in ("conv", "maxpool", "avgpool") else None,
-            "groups": orig.groups if orig.kind == "conv" else None,
-            "ops": lay.ops,
-            "gop": lay.ops / 1e9,
-            "array_k": None,
-            "pm": None,
-            "pn": None,
-            "arrays": None,
-            "dsp": None,
-            "t_compute_us": None,
-            "t_stream_us": None,
-            "t_init_us": None,
-            "bw_needed_gbps": None,
-            "bw_eq38_gbps": None,
-            "utilisation": None,
-            "weights_bram18": None,
-        }
-        if was_fused:
-            row.update(where="fpga", reason=f"fused into {rows[-1]['name']}", bound="fused")
-            row.update(time_us=0.0, power_w=0.0, energy_uj=0.0)
-        elif where == "arm":
-            row.update(_arm_row(lay, reason, arm_layer_time(lay, brd, arm_gops), brd))
-        else:
-            par = engines[k]
-            t = fpga_layer_times(lay, par.pm, par.pn, opts, clock, bandwidth)
-            power = brd.static_w + engine_dynamic_w(opts.pe, opts.n_bits, k, par.arrays, clock)
-            peak_ops = par.peak_gops(clock) * 1e9
-            row.update(
-                where="fpga",
-                reason="",
-                bound=t["bound"],
-                array_k=k,
-                pm=par.pm,
-                pn=par.pn,
-                arrays=par.arrays,
-                dsp=par.dsp,
-                time_us=t["time_s"] * 1e6,
-                t_compute_us=t["t_compute_s"] * 1e6,
-                t_stream_us=t["t_stream_s"] * 1e6,
-                t_init_us=t["t_init_s"] * 1e6,
-                bw_needed_gbps=t["bw_needed_bps"] / 8e9,
-                bw_eq38_gbps=t["bw_eq38_bps"] / 8e9,
-                utilisation=lay.ops / (peak_ops * t["time_s"]),
-                weights_bram18=weight_bram18(lay, opts.weight_bits),
-                power_w=power,
-                energy_uj=power * t["time_s"] * 1e6,
-            )
-        row["gops"] = lay.ops / (row["time_us"] * 1e3) if row["time_us"] > 0 and lay.ops else None
-        rows.append(row)
+
+def _row_skeleton(lay: Layer, orig: Layer) -> dict[str, Any]:
+    """A layer's row with every FPGA-only field None (``orig``: the layer as given,
+    ``lay``: as modelled, a max-pool fused into it)."""
     return {
-        "modelled": True,
-        "note": MODEL_NOTE,
-        "warnings": _warnings(work, places, engines, opts, brd),
-        "board": brd.describe(),
-        "pe": opts.pe,
-        "weight_bits": opts.weight_bits,
-        "options": dataclasses.asdict(opts),
-        "clock_mhz": clock,
-        "bandwidth_gbps": bandwidth,
-        "arm_gops": arm_gops,
-        "engines": [_engine_dict(par, opts, clock, brd) for par in engines.values()],
-        "layers": rows,
-        "total": _totals(rows),
+        "name": orig.name,
+        "kind": orig.kind,
+        "shape": orig.shape_text(),
+        "kernel": orig.kernel if orig.kind in ("conv", "maxpool", "avgpool") else None,
+        "stride": orig.stride if orig.kind in ("conv", "maxpool", "avgpool") else None,
+        "groups": orig.groups if orig.kind == "conv" else None,
+        "ops": lay.ops,
+        "gop": lay.ops / 1e9,
+        "array_k": None,
+        "pm": None,
+        "pn": None,
+        "arrays": None,
+        "dsp": None,
+        "t_compute_us": None,
+        "t_stream_us": None,
+        "t_init_us": None,
+        "bw_needed_gbps": None,
+        "bw_eq38_gbps": None,
+        "utilisation": None,
+        "weights_bram18": None,
     }
+
+
+def _fpga_row(
+    lay: Layer,
+    par: Parallelism,
+    k: int,
+    opts: ModelOptions,
+    clock: float,
+    bandwidth: float,
+    brd: Board,
+) -> dict[str, Any]:
+    """The modelled fields of a layer on engine ``par`` (array kernel ``k``)."""
+    t = fpga_layer_times(lay, par.pm, par.pn, opts, clock, bandwidth)
+    power = brd.static_w + engine_dynamic_w(opts.pe, opts.n_bits, k, par.arrays, clock)
+    peak_ops = par.peak_gops(clock) * 1e9
+    return dict(
+        where="fpga",
+        reason="",
+        bound=t["bound"],
+        array_k=k,
+        pm=par.pm,
+        pn=par.pn,
+        arrays=par.arrays,
+        dsp=par.dsp,
+        time_us=t["time_s"] * 1e6,
+        t_compute_us=t["t_compute_s"] * 1e6,
+        t_stream_us=t["t_stream_s"] * 1e6,
+        t_init_us=t["t_init_s"] * 1e6,
+        bw_needed_gbps=t["bw_needed_bps"] / 8e9,
+        bw_eq38_gbps=t["bw_eq38_bps"] / 8e9,
+        utilisation=lay.ops / (peak_ops * t["time_s"]),
+        weights_bram18=weight_bram18(lay, opts.weight_bits),
+        power_w=power,
+        energy_uj=power * t["time_s"] * 1e6,
+    )
 
 
 def _warnings(
