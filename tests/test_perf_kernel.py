@@ -56,8 +56,10 @@ def test_two_twins_bound_the_pe_cost_and_the_range_is_reported():
         infra = kernel.infrastructure_lut(kernel.BUILDS[build][0], pm, pn)
         assert res["infra_lut_itemised"] == infra["total"] > kernel.INFRA_LUT
         assert res["lut_pessimistic"] > res["lut"]
-    # LUTRAM the source binds is not counted as BRAM
-    assert "windows" not in kernel.buffers_bram18("svpe3", 32, 8)
+    # what the source binds to block RAM is counted as BRAM18, not as LUTs
+    bram, lut = kernel.buffers_bram18("svpe3", 32, 8), kernel.infrastructure_lut("svpe", 32, 8)
+    assert bram["inbuf"] == kernel.bram18_for(16, 9 * 32 * 16) and "inbuf_lutram" not in lut
+    assert lut["wins_lutram"] == kernel.lutram_lut(2, 9 * 32 * 16) and "wins" not in bram
 
 
 def test_lane_cost_hits_the_measured_points_and_interpolates():
