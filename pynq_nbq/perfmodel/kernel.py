@@ -251,8 +251,11 @@ def build_resources(build: str, pm: int, pn: int, limits: dict | None = None) ->
 
 
 def fits(res: dict[str, Any], board: Board, dsp_budget: int | None) -> bool:
+    """Whether a build's resources fit: its PESSIMISTIC LUT count (the larger twin and
+    the itemised infrastructure, ``lut_pessimistic``) within :data:`LUT_FRACTION` of the
+    board's LUTs, FF, BRAM18 and DSP (or ``dsp_budget``) within the board's."""
     return (
-        res["lut"] <= LUT_FRACTION * board.lut
+        res["lut_pessimistic"] <= LUT_FRACTION * board.lut
         and res["ff"] <= board.ff
         and res["dsp"] <= (dsp_budget if dsp_budget is not None else board.dsp)
         and res["bram18"] <= board.bram18
@@ -260,9 +263,9 @@ def fits(res: dict[str, Any], board: Board, dsp_budget: int | None) -> bool:
 
 
 def choose_build(build: str, board: Board, limits: dict | None = None) -> tuple[int, int]:
-    """Default (Pm, Pn) of a build: the most arrays that fit (<= 70 % LUTs; the vpe build
-    also <= the paper's 768 DSPs), ties broken towards Pm = 4 Pn (the paper's ratio),
-    then the larger Pm.  Pn <= MAX_COUT, Pm <= MAX_CIN."""
+    """Default (Pm, Pn) of a build: the most arrays that fit (:func:`fits`: <= 70 % LUTs
+    at the pessimistic cost; the vpe build also <= the paper's 768 DSPs), ties broken
+    towards Pm = 4 Pn (the paper's ratio), then the larger Pm.  Pn <= MAX_COUT, Pm <= MAX_CIN."""
     lim = {**header_limits(), **(limits or {})}
     budget = PAPER_DSP_BUDGET if BUILDS[build][0] == "vpe" else None
     best = None
@@ -279,7 +282,8 @@ def choose_build(build: str, board: Board, limits: dict | None = None) -> tuple[
         small = build_resources(build, 1, 1, lim)
         raise ValueError(
             f"no (Pm, Pn) of build {build} fits {board.name}: even (1, 1) needs "
-            f"{small['lut']} LUT (of {LUT_FRACTION:.0%} x {board.lut}) and {small['bram18']} "
+            f"{small['lut_pessimistic']} LUT at the pessimistic cost (of {LUT_FRACTION:.0%} x "
+            f"{board.lut}) and {small['bram18']} "
             f"BRAM18 (of {board.bram18}) with buffers for {lim['max_w']} columns, "
             f"{lim['max_cin']} input and {lim['max_cout']} output channels"
         )
