@@ -33,13 +33,14 @@
 // ---- array parallelism (the paper's Pm x Pn arrays of k x k PEs) -------------
 // Defaults chosen by the cost model on the RTL twin's yosys report
 // (pynq_nbq/perfmodel/kernel.py, choose_build): the most arrays whose design fits 70 %
-// of the xczu9eg's LUTs, the vpe build also within the paper's 768 DSPs.
+// of the xczu9eg's LUTs at the pessimistic cost (the larger of two bit-exact PE twins,
+// the itemised infrastructure), the vpe build also within the paper's 768 DSPs.
 // tests/test_perf_kernel.py fails if these and the model's choice differ.
 #define NBQ_VPE_PM 16
 #define NBQ_VPE_PN 4
 #define NBQ_SVPE3_PM 32  // 3-bit svpe build (NBQ_CODE_BITS 3)
 #define NBQ_SVPE3_PN 8
-#define NBQ_SVPE5_PM 32  // 5-bit svpe build (NBQ_CODE_BITS 5, the default)
+#define NBQ_SVPE5_PM 16  // 5-bit svpe build (NBQ_CODE_BITS 5, the default)
 #define NBQ_SVPE5_PN 4
 #ifndef NBQ_CODE_BITS
 #define NBQ_CODE_BITS 5

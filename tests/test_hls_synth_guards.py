@@ -375,7 +375,7 @@ def test_aggregate_only_on_flat_structs():
 
 
 def test_ram_reads_after_writes_have_a_declared_distance_and_a_bypass():
-    """hist, inbuf, prow and pend are LUTRAM read again a run-time number of iterations
+    """hist, inbuf, prow and pend are RAMs read again a run-time number of iterations
     after the write: each carries DEPENDENCE ... RAW distance=2 (a read whose value is used
     is >= 2 iterations after its write), and the distance-1 case is bypassed through a
     register (one input group for hist/inbuf, one output group for pend)."""
@@ -389,6 +389,29 @@ def test_ram_reads_after_writes_have_a_declared_distance_and_a_bypass():
     assert re.search(r"else if \(g\.mg > 1\)\s*\{\s*win = inbuf\[mgi\];", compute)
     _, pool = _function(code, "pool")
     assert "g.cg == 1 ? even : pend[cgi]" in pool
+
+
+def test_storage_bindings_are_the_cost_models():
+    """Every BIND_STORAGE of the kernel is in the cost model's table (perfmodel.kernel
+    STORAGE) with the same type and impl, and the other way round; each buffer is counted
+    once, as LUTRAM LUTs or as BRAM18; a block RAM read again after its write (hist,
+    inbuf, prow: the distance-2 argument) pins read latency 1."""
+    from pynq_nbq.perfmodel import kernel
+
+    code = _code(_source("nbq_conv.cpp"))
+    found = re.findall(r"#pragma HLS BIND_STORAGE variable=(\w+) type=(\w+) impl=(\w+)(.*)", code)
+    bound = {name: (kind, impl) for name, kind, impl, _ in found}
+    assert len(bound) == len(found), "a variable bound twice"
+    assert bound == kernel.STORAGE
+    rest = {name: tail for name, _, impl, tail in found if impl == "bram"}
+    for name, tail in rest.items():
+        assert "latency=1" in tail, name
+    lut = kernel.infrastructure_lut("svpe", 32, 8)
+    bram = kernel.buffers_bram18("svpe3", 32, 8)
+    for name, (_, impl) in kernel.STORAGE.items():
+        assert (f"{name}_lutram" in lut) == (impl == "lutram"), name
+        assert (name in bram) == (impl == "bram"), name
+        assert (lut.get(f"{name}_lutram") or bram.get(name)) > 0, name
 
 
 def test_fifo_depths_are_named_constants_derived_in_the_header():

@@ -11,8 +11,9 @@ Resources of a build (Pm input x Pn output channels per cycle, code width nb):
 * everything else (AXI DMA, interconnect, reset, the kernel's reader, window, pool
   and packer stages, AXI-Lite control): :data:`INFRA_LUT` / :data:`INFRA_FF`, an
   **assumption** (not synthesised here);
-* BRAM18 from the buffers the source declares (line buffers, weights, window
-  history, pool row), each mapped onto 18 Kb blocks in its best aspect ratio.
+* BRAM18 from the buffers the source declares (line buffers, weights, and the window
+  history, window buffer and pool row it binds to block RAM: :data:`STORAGE`), each
+  mapped onto 18 Kb blocks in its best aspect ratio.
 
 Cycles of one call (one tile), from the stage description of :mod:`.stages` (which
 the dataflow simulation of :mod:`.dataflow` runs too).  DATAFLOW: the stages run
@@ -118,56 +119,95 @@ def lutram_lut(depth: int, width: int) -> int:
     return math.ceil(math.ceil(depth / 64) * width * LUTRAM_LUT_PER_BIT_64)
 
 
+#: How ``hls/nbq_conv.cpp`` binds each of its RAMs and FIFOs (its ``BIND_STORAGE``
+#: pragmas, read back by tests/test_hls_synth_guards.py): name -> (type, impl).  A
+#: "lutram" one is counted in :func:`infrastructure_lut`, a "bram" one in
+#: :func:`buffers_bram18`, never both.
+STORAGE = {
+    "hist": ("ram_2p", "bram"),
+    "inbuf": ("ram_2p", "bram"),
+    "prow": ("ram_2p", "bram"),
+    "pend": ("ram_2p", "lutram"),
+    "px": ("fifo", "lutram"),
+    "wins": ("fifo", "lutram"),
+}
+#: Activation width in the kernel's buffers, bits (act_t).
+ACT_BITS = 16
+
+
+def storage_shapes(pm: int, pn: int, limits: dict | None = None) -> dict[str, tuple[int, int, int]]:
+    """name -> (copies, depth in words, width in bits) of every buffer in :data:`STORAGE`
+    at (Pm, Pn), from the source's declarations: hist[2][3][MG] of Pm activations
+    (partitioned into 6 RAMs), inbuf[MG] and the wins FIFO of 9 Pm activations,
+    prow[(MAX_W / 2) CG] and pend[CG] of Pn, the px FIFO of Pm (depths
+    :func:`.stages.fifo_depths`)."""
+    lim = {**header_limits(), **(limits or {})}
+    mg, cg = _ceil(lim["max_cin"], pm), _ceil(lim["max_cout"], pn)
+    vec, win, outs = pm * ACT_BITS, 9 * pm * ACT_BITS, pn * ACT_BITS
+    depths = stages.fifo_depths(pm, lim["max_cin"])
+    return {
+        "hist": (6, mg, vec),
+        "inbuf": (1, mg, win),
+        "prow": (1, (lim["max_w"] // 2) * cg, outs),
+        "pend": (1, cg, outs),
+        "px": (1, depths["px"], vec),
+        "wins": (1, depths["wins"], win),
+    }
+
+
+def _bound(impl: str, pm: int, pn: int, limits: dict | None) -> dict[str, tuple[int, int, int]]:
+    shapes = storage_shapes(pm, pn, limits)
+    return {name: shapes[name] for name, (_type, how) in STORAGE.items() if how == impl}
+
+
 def infrastructure_lut(pe: str, pm: int, pn: int, limits: dict | None = None) -> dict[str, int]:
     """LUTs outside the PE lanes and requantisers, item by item from what
     ``hls/nbq_conv.cpp`` declares at (Pm, Pn) - a documented PESSIMISTIC estimate
     (each item rounded up; no Vitis or Vivado run behind it):
 
-    LUTRAM the source binds (hist, inbuf, prow, pend) and the px FIFO; the wins FIFO
-    (two 9 Pm x 16-bit words: a 2:1 read mux per bit); the window's and the compute
-    stage's wide selects (hist or its register bypass, 6 Pm x 16 bits; a window from the
-    stream, inbuf or the held one, 9 Pm x 16 bits, 3:1); the reader's lane demux (Pm x
-    16 bits from 8 lanes: 8:1); the packer's (Pn + 8) x 16-bit shift buffer (8:1); the
-    loader's vector register and code decode; the Xilinx IP (:data:`IP_LUT`).
+    the RAMs and FIFOs the source binds to LUTRAM (:data:`STORAGE`, ``<name>_lutram``);
+    the window's and the compute stage's wide selects (hist or its register bypass, 6 Pm
+    x 16 bits; the window from the stream or inbuf, 9 Pm x 16 bits - the held window is
+    the register's clock enable - each a 2:1 select, two per LUT6); the reader's lane
+    demux (Pm x 16 bits from 8 lanes: 8:1); the packer's (Pn + 8) x 16-bit shift buffer
+    (8:1); the loader's vector register and code decode; the Xilinx IP (:data:`IP_LUT`).
     """
-    lim = {**header_limits(), **(limits or {})}
-    mg, cg = _ceil(lim["max_cin"], pm), _ceil(lim["max_cout"], pn)
-    act = 16
-    vec, win, outs = pm * act, 9 * pm * act, pn * act
+    vec, win = pm * ACT_BITS, 9 * pm * ACT_BITS
     wv = stages.protocol.weight_vector_words(pe, pm) * stages.protocol.WORD_BITS
     items = {
-        "hist_lutram": 6 * lutram_lut(mg, vec),
-        "inbuf_lutram": lutram_lut(mg, win),
-        "prow_lutram": lutram_lut((lim["max_w"] // 2) * cg, outs),
-        "pend_lutram": lutram_lut(cg, outs),
-        "px_fifo": lutram_lut(stages.fifo_depths(pm, lim["max_cin"])["px"], vec),
-        "wins_fifo": win,  # 2 deep in registers, a 2:1 read mux per bit
-        "window_select": 6 * vec // 2,  # hist or hreg: two 2:1 muxes per LUT6
-        "compute_select": win,  # stream, inbuf or held: one LUT6 per bit
-        "reader_demux": 2 * vec,  # 8:1 per bit: 2 LUT6 + MUXF7
-        "packer": 2 * (pn + stages.ACT_LANES) * act,  # 8:1 shift per bit
-        "loader": wv // 2 + pm * 4,  # vector shift register select, code decode
-        "stage_control": 2000,  # counters, compares, FIFO flags of six stages
-        **IP_LUT,
+        f"{name}_lutram": copies * lutram_lut(depth, width)
+        for name, (copies, depth, width) in _bound("lutram", pm, pn, limits).items()
     }
+    items.update(
+        {
+            "window_select": 6 * vec // 2,  # hist or hreg: two 2:1 muxes per LUT6
+            "compute_select": win // 2,  # stream or inbuf: two 2:1 muxes per LUT6
+            "reader_demux": 2 * vec,  # 8:1 per bit: 2 LUT6 + MUXF7
+            "packer": 2 * (pn + stages.ACT_LANES) * ACT_BITS,  # 8:1 shift per bit
+            "loader": wv // 2 + pm * 4,  # vector shift register select, code decode
+            "stage_control": 2000,  # counters, compares, FIFO flags of six stages
+            **IP_LUT,
+        }
+    )
     items["total"] = sum(items.values())
     return items
 
 
 def buffers_bram18(build: str, pm: int, pn: int, limits: dict | None = None) -> dict[str, int]:
-    """BRAM18 of the kernel's buffers (sizes from the source's declarations)."""
+    """BRAM18 of the kernel's buffers (sizes from the source's declarations): the line
+    buffers, the weight banks and the RAMs :data:`STORAGE` binds to block RAM."""
     lim = {**header_limits(), **(limits or {})}
     mg, cg = _ceil(lim["max_cin"], pm), _ceil(lim["max_cout"], pn)
     vw = lim["max_w"] + 2
     out = {
         # 2 line buffers (K-1 rows), one Pm-channel word per (column, group)
-        "line_buffers": 2 * bram18_for(vw * mg, pm * 16),
+        "line_buffers": 2 * bram18_for(vw * mg, pm * ACT_BITS),
         # Pn x 9 weight banks, one Pm-code word per (output group, input group)
         "weights": pn * 9 * bram18_for(cg * mg, pm * weight_bits(build)),
-        # hist, inbuf, prow and pend are LUTRAM (BIND_STORAGE impl=lutram): counted in
-        # infrastructure_lut, not here
-        "infra": INFRA_BRAM18,
     }
+    for name, (copies, depth, width) in _bound("bram", pm, pn, limits).items():
+        out[name] = copies * bram18_for(depth, width)
+    out["infra"] = INFRA_BRAM18
     out["total"] = sum(out.values())
     return out
 
@@ -211,8 +251,11 @@ def build_resources(build: str, pm: int, pn: int, limits: dict | None = None) ->
 
 
 def fits(res: dict[str, Any], board: Board, dsp_budget: int | None) -> bool:
+    """Whether a build's resources fit: its PESSIMISTIC LUT count (the larger twin and
+    the itemised infrastructure, ``lut_pessimistic``) within :data:`LUT_FRACTION` of the
+    board's LUTs, FF, BRAM18 and DSP (or ``dsp_budget``) within the board's."""
     return (
-        res["lut"] <= LUT_FRACTION * board.lut
+        res["lut_pessimistic"] <= LUT_FRACTION * board.lut
         and res["ff"] <= board.ff
         and res["dsp"] <= (dsp_budget if dsp_budget is not None else board.dsp)
         and res["bram18"] <= board.bram18
@@ -220,9 +263,9 @@ def fits(res: dict[str, Any], board: Board, dsp_budget: int | None) -> bool:
 
 
 def choose_build(build: str, board: Board, limits: dict | None = None) -> tuple[int, int]:
-    """Default (Pm, Pn) of a build: the most arrays that fit (<= 70 % LUTs; the vpe build
-    also <= the paper's 768 DSPs), ties broken towards Pm = 4 Pn (the paper's ratio),
-    then the larger Pm.  Pn <= MAX_COUT, Pm <= MAX_CIN."""
+    """Default (Pm, Pn) of a build: the most arrays that fit (:func:`fits`: <= 70 % LUTs
+    at the pessimistic cost; the vpe build also <= the paper's 768 DSPs), ties broken
+    towards Pm = 4 Pn (the paper's ratio), then the larger Pm.  Pn <= MAX_COUT, Pm <= MAX_CIN."""
     lim = {**header_limits(), **(limits or {})}
     budget = PAPER_DSP_BUDGET if BUILDS[build][0] == "vpe" else None
     best = None
@@ -239,7 +282,8 @@ def choose_build(build: str, board: Board, limits: dict | None = None) -> tuple[
         small = build_resources(build, 1, 1, lim)
         raise ValueError(
             f"no (Pm, Pn) of build {build} fits {board.name}: even (1, 1) needs "
-            f"{small['lut']} LUT (of {LUT_FRACTION:.0%} x {board.lut}) and {small['bram18']} "
+            f"{small['lut_pessimistic']} LUT at the pessimistic cost (of {LUT_FRACTION:.0%} x "
+            f"{board.lut}) and {small['bram18']} "
             f"BRAM18 (of {board.bram18}) with buffers for {lim['max_w']} columns, "
             f"{lim['max_cin']} input and {lim['max_cout']} output channels"
         )
