@@ -93,7 +93,7 @@ def kernel_text(k: dict[str, Any]) -> str:
     lines = [
         "THIS KERNEL (hls/nbq_conv.cpp, streaming) - MODELLED: " + k["note"],
         f"builds at their default (Pm, Pn): the most arrays within {k['lut_fraction']:.0%} "
-        "of the LUTs (vpe also within the paper's 768 DSPs)",
+        "of the LUTs at the pessimistic cost (vpe also within the paper's 768 DSPs)",
         *(f"  {ln}" for ln in _build_lines(k)),
         *(
             f"  {b['build']}: {100 * b['of_device']['lut_pessimistic']:.1f} % of the LUTs at "
