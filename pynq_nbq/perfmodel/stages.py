@@ -231,8 +231,31 @@ def describe_call(
     ``depths`` overrides FIFO depths (what-if runs of the simulation); default: the
     build's (:func:`fifo_depths`).
     """
-    pm, pn = build.pm, build.pn
-    g = geometry(call, pm, pn)
+    g = geometry(call, build.pm, build.pn)
+    load = 0
+    if call.load:  # the flat loader: one word a cycle, then one requant word a channel
+        wv = protocol.weight_vector_words(build.pe, build.pm)
+        load = call.c_out * g.mg * call.k * call.k * wv + call.c_out
+    if call.k == 3:  # first emit: (vr, vx) = (2, 2), group 0
+        first = (2 * g.vw + 2) * g.mg
+    else:
+        first = 0
+    return CallDescription(
+        call,
+        build,
+        g,
+        _stages(call, g, build.pm, build.pn),
+        dict(FIFOS),
+        {**build.fifo_depths, **(depths or {})},
+        load,
+        first,
+        tail_cycles=2,  # the last, partial feature-map word and the status word
+    )
+
+
+def _stages(call: Call, g: Geometry, pm: int, pn: int) -> list[Stage]:
+    """The stages of one call: iterations, latency, and which iterations read and write
+    each FIFO (as functions returning boolean masks, evaluated only when simulated)."""
     quads = -(-pn // ACT_LANES)
     per_pixel = sum(-(-min(pm, call.c_in - i * pm) // ACT_LANES) for i in range(g.mg))
     n_win = g.vh * g.vw * g.mg
@@ -306,25 +329,7 @@ def describe_call(
             reads={"pooled": pack_reads, "st": last(g.oh * g.ow * g.cg * quads)},
         ),
     ]
-    load = 0
-    if call.load:  # the flat loader: one word a cycle, then one requant word a channel
-        wv = protocol.weight_vector_words(build.pe, pm)
-        load = call.c_out * g.mg * call.k * call.k * wv + call.c_out
-    if call.k == 3:  # first emit: (vr, vx) = (2, 2), group 0
-        first = (2 * g.vw + 2) * g.mg
-    else:
-        first = 0
-    return CallDescription(
-        call,
-        build,
-        g,
-        stages,
-        dict(FIFOS),
-        {**build.fifo_depths, **(depths or {})},
-        load,
-        first,
-        tail_cycles=2,  # the last, partial feature-map word and the status word
-    )
+    return stages
 
 
 def pipeline_depth(desc: CallDescription) -> int:
