@@ -1,0 +1,320 @@
+"""The per-op handlers of the QONNX import: each takes one graph node (and the nodes it
+fuses) into bundle layers, or refuses it by name."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from .. import datapath as dp
+from .qonnx_chain import _affine_chain
+from .qonnx_graph import _Importer
+from .qonnx_nodes import _Act, _Align, _attrs, _fail, _str
+from .qonnx_weights import _integer_grid
+
+
+def _weighted(imp: _Importer, node: onnx.NodeProto) -> None:
+    a = _attrs(node)
+    x = imp.act_of(node, node.input[0])
+    w = imp.const(node.input[1])
+    if w is None:
+        raise _fail(node, "weights must be constant")
+    bias = imp.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    if len(node.input) > 2 and node.input[2] and bias is None:
+        raise _fail(node, "bias must be constant")
+    gain = 1.0
+    if node.op_type == "Conv":
+        op = "conv"
+        if len(x.shape) != 3:
+            raise _fail(node, f"conv input must be a (C, H, W) map, got {list(x.shape)}")
+        k = list(a.get("kernel_shape", w.shape[2:]))
+        if len(k) != 2 or k[0] != k[1] or list(w.shape[2:]) != k:
+            raise _fail(node, f"kernel {k}: only square 2-D kernels")
+        if _str(a.get("auto_pad", "NOTSET")) not in ("NOTSET", ""):
+            raise _fail(node, "auto_pad: give explicit pads")
+        pads = list(a.get("pads", [0, 0, 0, 0]))
+        strides = list(a.get("strides", [1, 1]))
+        if len(set(pads)) != 1:
+            raise _fail(node, f"pads {pads}: only the same padding on all four sides")
+        if len(set(strides)) != 1:
+            raise _fail(node, f"strides {strides}: only equal strides")
+        if any(d != 1 for d in a.get("dilations", [1, 1])):
+            raise _fail(node, f"dilations {a['dilations']}: only 1")
+        groups = int(a.get("group", 1))
+        attrs = {
+            "kernel": int(k[0]),
+            "stride": int(strides[0]),
+            "padding": int(pads[0]),
+            "groups": groups,
+        }
+        if w.shape[1] * groups != x.shape[0]:
+            raise _fail(node, f"weights {list(w.shape)} do not fit {x.shape[0]} input channels")
+        wmat = w
+    else:
+        op = "linear"
+        if len(x.shape) != 1:
+            raise _fail(
+                node, f"{node.op_type} input must be a vector, got {list(x.shape)} (add a Flatten)"
+            )
+        if node.op_type == "Gemm":
+            if a.get("transA", 0):
+                raise _fail(node, "transA=1")
+            wmat = w if a.get("transB", 0) else w.T
+            gain = float(a.get("alpha", 1.0))
+            if bias is not None:
+                bias = bias * float(a.get("beta", 1.0))
+        else:
+            wmat = w.T
+        if wmat.ndim != 2 or wmat.shape[1] != x.shape[0]:
+            raise _fail(node, f"weights {list(w.shape)} do not fit {x.shape[0]} inputs")
+        attrs = {}
+    imp.take(node)
+    c_out = wmat.shape[0]
+    ints, e_w = _integer_grid(wmat, imp.weight_scale_exp(node.input[1]))
+    if np.any(ints != np.round(ints)):
+        raise _fail(node, f"weights are not integers times the scale 2**{e_w}")
+    chain = _affine_chain(imp, node, c_out, op)
+    scale, offset = chain.scale * gain, chain.offset
+    if bias is not None:
+        offset = offset + chain.scale * np.broadcast_to(np.ravel(bias), (c_out,))
+    f_in, f_out = x.frac, chain.frac
+    shape = (
+        (
+            c_out,
+            *dp.conv_output_hw(
+                x.shape[1], x.shape[2], attrs["kernel"], attrs["stride"], attrs["padding"]
+            ),
+        )
+        if op == "conv"
+        else (c_out,)
+    )
+    pool = 0
+    end = chain.end
+    nxt = imp.sole_consumer(end)
+    fuse_ok = op == "conv" and nxt is not None and nxt.op_type == "MaxPool"
+    if fuse_ok and _pool_attrs(nxt) == (2, 2) and nxt.name not in imp.standalone_pools():
+        imp.take(nxt)
+        pool, end = 2, nxt.output[0]
+        shape = (c_out, shape[1] // 2, shape[2] // 2)
+    out = imp.new_tensor(end, f_out, shape, end)
+    if op == "conv":
+        attrs["pool"] = pool
+    layer = imp.add_layer(node, op, [x], out, relu=chain.relu, weight_exp=int(e_w), **attrs)
+    if chain.note:
+        imp.notes.append(chain.note)
+
+    def requant(acc_max: int):
+        if chain.exact is not None:
+            m, b, s = chain.exact(e_w, f_in, f_out)
+            if m is not None and not dp.requant_problems(m, b, s, acc_max):
+                return m, b, s
+        try:
+            return dp.fold_requant(scale, offset, e_w - f_in, f_out, acc_max)
+        except ValueError as exc:
+            raise _fail(node, f"requantisation: {exc}") from exc
+
+    imp.weight_layers.append((layer, ints.reshape(wmat.shape), requant, c_out))
+
+
+def _pool_attrs(node: onnx.NodeProto) -> tuple[int, int]:
+    """(kernel, stride) of a MaxPool; refuses padding, dilation, ceil mode, 1-D/3-D."""
+    a = _attrs(node)
+    k = list(a.get("kernel_shape", []))
+    s = list(a.get("strides", [1] * len(k)))
+    if len(k) != 2 or k[0] != k[1] or len(s) != 2 or s[0] != s[1]:
+        raise _fail(node, f"kernel {k} strides {s}: only square 2-D pools with equal strides")
+    if any(p != 0 for p in a.get("pads", [])) or _str(a.get("auto_pad", "NOTSET")) not in (
+        "NOTSET",
+        "VALID",
+        "",
+    ):
+        raise _fail(node, "padded max-pool (the datapath pools without padding)")
+    if a.get("ceil_mode", 0):
+        raise _fail(node, "ceil_mode=1 (the datapath uses floor mode)")
+    if any(d != 1 for d in a.get("dilations", [1, 1])):
+        raise _fail(node, "dilated max-pool")
+    if a.get("storage_order", 0) or len(node.output) > 1:
+        raise _fail(node, "max-pool indices output / storage order")
+    return int(k[0]), int(s[0])
+
+
+def _maxpool(imp: _Importer, node: onnx.NodeProto) -> None:
+    x = imp.act_of(node, node.input[0])
+    if len(x.shape) != 3:
+        raise _fail(node, f"max-pool input must be a (C, H, W) map, got {list(x.shape)}")
+    k, s = _pool_attrs(node)
+    imp.take(node)
+    shape = (x.shape[0], *dp.conv_output_hw(x.shape[1], x.shape[2], k, s))
+    out = imp.new_tensor(node.output[0], x.frac, shape, node.output[0])
+    imp.add_layer(node, "maxpool", [x], out, kernel=k, stride=s)
+
+
+def _gap(imp: _Importer, node: onnx.NodeProto) -> None:
+    x = imp.act_of(node, node.input[0])
+    if len(x.shape) != 3:
+        raise _fail(node, f"input must be a (C, H, W) map, got {list(x.shape)}")
+    imp.take(node)
+    nxt = imp.only_consumer(node.output[0])
+    if nxt is None:
+        raise _fail(node, "needs a Quant after it (the output format)")
+    q, half = imp.half_then_quant(nxt)
+    frac, note = imp.act_quant(q, relu=False, half_added=half)
+    imp.take(q)
+    if note:
+        imp.notes.append(note)
+    end = q.output[0]
+    nxt = imp.sole_consumer(end)
+    while nxt is not None and (nxt.op_type in ("Cast", "Identity") or _is_flatten(imp, nxt)):
+        imp.take(nxt)
+        end = nxt.output[0]
+        nxt = imp.sole_consumer(end)
+    out = imp.new_tensor(end, frac, (x.shape[0],), end)
+    imp.add_layer(node, "gap", [x], out)
+
+
+def _is_flatten(imp: _Importer, node: onnx.NodeProto) -> bool:
+    """A Flatten(axis=1), or a Reshape to (N, -1) / (N, K) with a constant shape."""
+    if node.op_type == "Flatten":
+        return int(_attrs(node).get("axis", 1)) == 1
+    if node.op_type == "Reshape":
+        shape = imp.const(node.input[1])
+        return shape is not None and shape.size == 2
+    return False
+
+
+def _flatten(imp: _Importer, node: onnx.NodeProto) -> None:
+    if not _is_flatten(imp, node):
+        raise _fail(
+            node,
+            "only Flatten(axis=1) / Reshape to (N, -1): the datapath flattens "
+            "C, H, W into one vector",
+        )
+    x = imp.act_of(node, node.input[0])
+    imp.take(node)
+    if len(x.shape) == 1:  # a vector already: the same tensor
+        imp.acts[node.output[0]] = x
+        return
+    out = imp.new_tensor(node.output[0], x.frac, (int(np.prod(x.shape)),), node.output[0])
+    imp.add_layer(node, "flatten", [x], out)
+
+
+def _passthrough(imp: _Importer, node: onnx.NodeProto) -> None:
+    if node.input[0] in imp.aligns:
+        imp.aligns[node.output[0]] = imp.aligns[node.input[0]]
+    else:
+        imp.acts[node.output[0]] = imp.act_of(node, node.input[0])
+    imp.take(node)
+
+
+def _quant_on_act(imp: _Importer, node: onnx.NodeProto) -> None:
+    """A Quant (or half-Add + Quant) on a quantised tensor: an align of add/concat."""
+    src = imp.act_of(node, node.input[0])
+    q, half = imp.half_then_quant(node)
+    frac, _ = imp.act_quant(q, relu=False, half_added=half, in_chain=True)
+    note = None
+    if frac < src.frac:  # losing bits: the rounding counts (left shifts are exact)
+        _, note = imp.act_quant(q, relu=False, half_added=half)
+    imp.take(q)
+    imp.aligns[q.output[0]] = _Align(src, frac, note is None)
+
+
+def _add(imp: _Importer, node: onnx.NodeProto) -> None:
+    if any(imp.const(i) is not None for i in node.input):
+        if node.input[0] in imp.acts:  # Add(half) before a Quant: an align
+            _quant_on_act(imp, node)
+            return
+        raise _fail(node, "adding a constant to an activation outside a conv/linear chain")
+    terms = [node.input[0], node.input[1]]
+    imp.take(node)
+    t = node.output[0]
+    relu = False
+    while True:
+        nxt = imp.only_consumer(t)
+        if nxt is None:
+            raise _fail(node, "a residual add needs a Quant after it (the output format)")
+        if nxt.op_type == "Add" and not relu and all(imp.const(i) is None for i in nxt.input):
+            terms.append(nxt.input[1] if nxt.input[0] == t else nxt.input[0])
+        elif nxt.op_type == "Relu" and not relu:
+            relu = True
+        elif nxt.op_type == "Quant":
+            break
+        else:
+            raise _fail(nxt, "only Add, one Relu and a Quant may follow a residual add")
+        imp.take(nxt)
+        t = nxt.output[0]
+    frac, note = imp.act_quant(nxt, relu=relu, in_chain=True)
+    imp.take(nxt)
+    ins = [_aligned_input(imp, node, name, frac) for name in terms]
+    if any(a.frac > frac and name not in imp.aligns for a, name in zip(ins, terms)):
+        _, note = imp.act_quant(nxt, relu=relu)  # off the grid: the rounding counts
+        imp.notes.append(
+            f"{node.name}: an input loses bits in the sum's Quant, not before it "
+            "(rounding may differ by an LSB)"
+        )
+    if note:
+        imp.notes.append(note)
+    shape = ins[0].shape
+    if any(a.shape != shape for a in ins):
+        raise _fail(node, f"inputs of different shapes {[list(a.shape) for a in ins]}")
+    out = imp.new_tensor(nxt.output[0], frac, shape, nxt.output[0])
+    imp.add_layer(node, "add", ins, out, relu=relu)
+
+
+def _aligned_input(imp: _Importer, node: onnx.NodeProto, name: str, frac: int) -> _Act:
+    if name in imp.aligns:
+        al = imp.aligns[name]
+        if al.frac != frac:
+            raise _fail(
+                node,
+                f"input {name!r} is moved to 2**-{al.frac}, the result is "
+                f"2**-{frac}: two roundings the datapath does not have",
+            )
+        if not al.exact:
+            imp.notes.append(f"{node.name}: input {name!r} aligned with ties to even")
+        return al.source
+    return imp.act_of(node, name)
+
+
+def _concat(imp: _Importer, node: onnx.NodeProto) -> None:
+    a = _attrs(node)
+    ins = []
+    fracs = set()
+    for name in node.input:
+        if name in imp.aligns:
+            al = imp.aligns[name]
+            ins.append(al.source)
+            fracs.add(al.frac)
+            if not al.exact:
+                imp.notes.append(f"{node.name}: input {name!r} aligned with ties to even")
+        else:
+            act = imp.act_of(node, name)
+            ins.append(act)
+            fracs.add(act.frac)
+    if len(fracs) != 1:
+        raise _fail(node, f"inputs in formats {sorted(fracs)}: put a Quant on each to one format")
+    dims = {len(x.shape) for x in ins}
+    if int(a.get("axis", 1)) not in (1, -len(ins[0].shape) - 1) or len(dims) != 1:
+        raise _fail(node, "only concatenation along channels (axis 1) of like tensors")
+    if any(x.shape[1:] != ins[0].shape[1:] for x in ins):
+        raise _fail(node, "inputs differ in height/width")
+    imp.take(node)
+    shape = (sum(x.shape[0] for x in ins), *ins[0].shape[1:])
+    out = imp.new_tensor(node.output[0], fracs.pop(), shape, node.output[0])
+    imp.add_layer(node, "concat", ins, out)
+
+
+_HANDLERS = {
+    "Conv": _weighted,
+    "Gemm": _weighted,
+    "MatMul": _weighted,
+    "MaxPool": _maxpool,
+    "GlobalAveragePool": _gap,
+    "Flatten": _flatten,
+    "Reshape": _flatten,
+    "Add": _add,
+    "Concat": _concat,
+    "Cast": _passthrough,
+    "Identity": _passthrough,
+    "Quant": _quant_on_act,
+}
+_KNOWN = "known: " + ", ".join(sorted(_HANDLERS))
