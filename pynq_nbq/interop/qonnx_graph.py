@@ -5,6 +5,7 @@ activation ``Quant`` into a datapath format."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,10 @@ from .qonnx_nodes import (
     _str,
 )
 from .qonnx_weights import _float_quant, _int_quant
+
+#: a weighted layer's requantisation, once its accumulator bound is known:
+#: ``requant(acc_max) -> (mult, bias, shift)``, int64 arrays of shape [C_out]
+Requant = Callable[[int], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 class _Importer:
@@ -57,7 +62,7 @@ class _Importer:
         self.arrays: dict[str, np.ndarray] = {}
         self.notes: list[str] = []
         # (manifest layer, integer weights, requant(acc_max) -> (mult, bias, shift), C_out)
-        self.weight_layers: list[tuple[dict[str, Any], np.ndarray, Any, int]] = []
+        self.weight_layers: list[tuple[dict[str, Any], np.ndarray, Requant, int]] = []
 
     def standalone_pools(self) -> set[str]:
         """Names of the bundle's standalone maxpool layers (our metadata): never fused."""

@@ -49,3 +49,25 @@ def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
 
 def _str(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _pool_attrs(node: onnx.NodeProto) -> tuple[int, int]:
+    """(kernel, stride) of a MaxPool; refuses padding, dilation, ceil mode, 1-D/3-D."""
+    a = _attrs(node)
+    k = list(a.get("kernel_shape", []))
+    s = list(a.get("strides", [1] * len(k)))
+    if len(k) != 2 or k[0] != k[1] or len(s) != 2 or s[0] != s[1]:
+        raise _fail(node, f"kernel {k} strides {s}: only square 2-D pools with equal strides")
+    if any(p != 0 for p in a.get("pads", [])) or _str(a.get("auto_pad", "NOTSET")) not in (
+        "NOTSET",
+        "VALID",
+        "",
+    ):
+        raise _fail(node, "padded max-pool (the datapath pools without padding)")
+    if a.get("ceil_mode", 0):
+        raise _fail(node, "ceil_mode=1 (the datapath uses floor mode)")
+    if any(d != 1 for d in a.get("dilations", [1, 1])):
+        raise _fail(node, "dilated max-pool")
+    if a.get("storage_order", 0) or len(node.output) > 1:
+        raise _fail(node, "max-pool indices output / storage order")
+    return int(k[0]), int(s[0])
