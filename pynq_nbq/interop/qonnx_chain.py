@@ -3,16 +3,21 @@ folded into one scale and offset, the Relu, and our export's exact requant form.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import onnx
 
 from .. import datapath as dp
-from .qonnx_format import frac_of_scale, po2_exponent
+from .qonnx_format import po2_exponent
 from .qonnx_graph import _Importer
 from .qonnx_nodes import _attrs, _fail, _str
+
+_MaybeRequant = tuple[np.ndarray, np.ndarray, np.ndarray] | tuple[None, None, None]
+#: ``decode(e_w, f_in, f_out) -> (mult, bias, shift)`` int64 arrays [C_out], or three
+#: Nones when the constants are not our exact form for these formats
+ExactDecoder = Callable[[int, int, int], _MaybeRequant]
 
 
 @dataclass
@@ -23,7 +28,7 @@ class _Chain:
     frac: int
     end: str  # the graph tensor holding the layer's int16 output
     note: str | None
-    exact: Any  # callable(e_w, f_in, f_out) -> (mult, bias, shift) or (None,)*3, or None
+    exact: ExactDecoder | None  # our export's exact form, when the chain has its shape
 
 
 def _affine_chain(imp: _Importer, node: onnx.NodeProto, c: int, op: str) -> _Chain:
@@ -54,7 +59,7 @@ def _affine_chain(imp: _Importer, node: onnx.NodeProto, c: int, op: str) -> _Cha
             raise _fail(nxt, "only a Quant may follow the Relu of a conv/linear layer")
         if nxt.op_type == "BatchNormalization":
             g, b, mu, var = (imp.const(i) for i in nxt.input[1:5])
-            if any(v is None for v in (g, b, mu, var)):
+            if g is None or b is None or mu is None or var is None:
                 raise _fail(nxt, "batch norm parameters must be constant")
             s = g / np.sqrt(var + float(_attrs(nxt).get("epsilon", 1e-5)))
             scale, offset = scale * s, offset * s + b - mu * s
@@ -97,7 +102,7 @@ def _affine_chain(imp: _Importer, node: onnx.NodeProto, c: int, op: str) -> _Cha
             break
         imp.take(nxt)
         end = nxt.output[0]
-    exact = None
+    exact: ExactDecoder | None = None
     kinds = [k for k, _ in steps]
     if kinds == ["Mul", "Add", "Mul"] and floor and not half:
         exact = _exact_decoder(steps)
@@ -109,16 +114,16 @@ def _is_half_before_floor(imp: _Importer, add: onnx.NodeProto, t: str) -> bool:
     q = imp.only_consumer(add.output[0])
     if c is None or c.size != 1 or q is None or q.op_type != "Quant":
         return False
-    f = frac_of_scale(imp.const(q.input[1]))
+    f = imp.scale_frac(q.input[1])
     return f is not None and float(c.ravel()[0]) == 2.0 ** -(f + 1)
 
 
-def _exact_decoder(steps):
+def _exact_decoder(steps: list[tuple[str, np.ndarray]]) -> ExactDecoder:
     """Decode our exact form: Mul(mult * 2**(f_in - e_w)), Add(bias + half),
     Mul(2**-(shift + f_out)) -> the integer (mult, bias, shift), or Nones."""
     k, total, sh = (v for _, v in steps)
 
-    def decode(e_w: int, f_in: int, f_out: int):
+    def decode(e_w: int, f_in: int, f_out: int) -> _MaybeRequant:
         mult = k * 2.0 ** (e_w - f_in)
         exps = [po2_exponent(v) for v in sh]
         if any(e is None for e in exps) or np.any(mult != np.round(mult)):

@@ -82,14 +82,15 @@ class _Importer:
             self.not_const.add(name)
             return None
         a = _attrs(node)
+        value: np.ndarray
         if node.op_type == "Constant":
             value = numpy_helper.to_array(a["value"]).astype(np.float64)
         elif node.op_type in ("Identity", "Cast"):
-            value = ins[0]
+            value = _given(node, ins, 0)
         elif node.op_type == "Quant":
             value = _int_quant(node, ins, a)
         elif node.op_type == "BipolarQuant":
-            value = np.where(ins[0] >= 0, 1.0, -1.0) * ins[1]
+            value = np.where(_given(node, ins, 0) >= 0, 1.0, -1.0) * _given(node, ins, 1)
         elif node.op_type == "FloatQuant":
             value = _float_quant(node, ins, a)
         else:
@@ -105,8 +106,13 @@ class _Importer:
             node = self.producer.get(node.input[0])
         if node is None or node.op_type != "Quant":
             return None
-        f = frac_of_scale(self.const(node.input[1]))
+        f = self.scale_frac(node.input[1])
         return None if f is None else -f
+
+    def scale_frac(self, name: str) -> int | None:
+        """``f`` if ``name`` is a constant per-tensor scale ``2**-f``, else None."""
+        scale = self.const(name)
+        return None if scale is None else frac_of_scale(scale)
 
     # --- the graph ------------------------------------------------------------------------
     def is_const_node(self, node: onnx.NodeProto) -> bool:
@@ -248,8 +254,16 @@ class _Importer:
             c = self.const(node.input[1])
             q = self.only_consumer(node.output[0])
             if c is not None and q is not None and q.op_type == "Quant" and c.size == 1:
-                f = frac_of_scale(self.const(q.input[1]))
+                f = self.scale_frac(q.input[1])
                 if f is not None and float(c.ravel()[0]) == 2.0 ** -(f + 1):
                     self.take(node)
                     return q, True
         raise _fail(node, "expected a Quant (optionally after an Add of half its LSB)")
+
+
+def _given(node: onnx.NodeProto, ins: list[np.ndarray | None], k: int) -> np.ndarray:
+    """The constant value of ``node``'s input ``k``; refuses a missing one."""
+    v = ins[k] if k < len(ins) else None
+    if v is None:
+        raise _fail(node, f"input {k} is missing")
+    return v

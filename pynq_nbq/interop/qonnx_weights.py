@@ -3,6 +3,8 @@ integer grid ``w == ints * 2**e``, and the svpe width that holds the integers.""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import onnx
 
@@ -10,12 +12,20 @@ from .. import datapath as dp
 from .qonnx_format import quant_range
 from .qonnx_nodes import _fail, _str
 
+#: the weight ``Quant`` rounding modes evaluated here (qonnx's ROUND is half to even)
+_WEIGHT_ROUNDING: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "ROUND": np.round,
+    "HALF_EVEN": np.round,
+    "FLOOR": np.floor,
+    "CEIL": np.ceil,
+}
+
 
 def _int_quant(node: onnx.NodeProto, ins: list, a: dict) -> np.ndarray:
     """qonnx's ``Quant`` on constants (scale, zero point, bit width; clip, then round)."""
     x, scale, zp, bits = ins[:4]
     mode = _str(a.get("rounding_mode", "ROUND")).upper()
-    fn = {"ROUND": np.round, "HALF_EVEN": np.round, "FLOOR": np.floor, "CEIL": np.ceil}.get(mode)
+    fn = _WEIGHT_ROUNDING.get(mode)
     if fn is None:
         raise _fail(node, f"weight Quant rounding {mode} is not evaluated here")
     signed, n = bool(a.get("signed", 1)), int(np.ravel(bits)[0])
