@@ -10,9 +10,9 @@ import numpy as np
 
 from .. import datapath as dp
 from ..bundle import ROLES, weighted_fields
-from .qonnx_graph import _Importer
-from .qonnx_nodes import QonnxImportError, _fail
-from .qonnx_weights import _po2_problem, _svpe_bits
+from .qonnx_graph import Importer
+from .qonnx_nodes import QonnxImportError, fail
+from .qonnx_weights import po2_problem, svpe_bits
 
 
 @dataclass
@@ -25,15 +25,15 @@ class ImportResult:
     notes: list[str] = field(default_factory=list)
 
 
-def finish(imp: _Importer) -> ImportResult:
+def finish(imp: Importer) -> ImportResult:
     outs = [o.name for o in imp.graph.output]
     if len(outs) != 1:
-        raise _fail(None, f"needs exactly one output, has {len(outs)}")
+        raise fail(None, f"needs exactly one output, has {len(outs)}")
     if outs[0] not in imp.acts:
-        raise _fail(None, f"output {outs[0]!r} is not a quantised tensor (end with a Quant)")
+        raise fail(None, f"output {outs[0]!r} is not a quantised tensor (end with a Quant)")
     out = imp.acts[outs[0]]
     if len(out.shape) != 1:
-        raise _fail(
+        raise fail(
             None,
             f"output {outs[0]!r} has shape {list(out.shape)}; the logits "
             "must be a vector (add a Flatten)",
@@ -77,11 +77,11 @@ def finish(imp: _Importer) -> ImportResult:
     return ImportResult(manifest, imp.arrays, imp.notes)
 
 
-def _choose_datapath(imp: _Importer) -> tuple[dp.PEKind, int]:
+def _choose_datapath(imp: Importer) -> tuple[dp.PEKind, int]:
     """Choose svpe/vpe and the weight widths, fill in every weighted layer's arrays."""
     want = imp.options.get("datapath") or imp.meta.get("datapath")
     pe = dp.PEKind.parse(want) if want else None
-    po2_ok = all(_po2_problem(ints) is None for _, ints, _, _ in imp.weight_layers)
+    po2_ok = all(po2_problem(ints) is None for _, ints, _, _ in imp.weight_layers)
     if pe is None:
         pe = dp.PEKind.SVPE if po2_ok else dp.PEKind.VPE
     layer_bits: dict[str, int] = imp.meta.get("layer_weight_bits", {})
@@ -89,10 +89,10 @@ def _choose_datapath(imp: _Importer) -> tuple[dp.PEKind, int]:
     for layer, ints, requant, _ in imp.weight_layers:
         name = layer["name"]
         if pe is dp.PEKind.SVPE:
-            problem = _po2_problem(ints)
+            problem = po2_problem(ints)
             if problem:
                 raise QonnxImportError(f"layer {name}: {problem} (svpe needs 0 or +-2**k)")
-            n = _svpe_bits(ints, layer_bits.get(name))
+            n = svpe_bits(ints, layer_bits.get(name))
             codes = dp.encode_svpe(ints, n)
             imp.arrays[f"{name}.weights"] = codes
         else:

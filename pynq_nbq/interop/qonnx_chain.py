@@ -11,8 +11,8 @@ import onnx
 
 from .. import datapath as dp
 from .qonnx_format import po2_exponent
-from .qonnx_graph import _Importer
-from .qonnx_nodes import _attrs, _fail, _str
+from .qonnx_graph import Importer
+from .qonnx_nodes import attr_str, fail, node_attrs
 
 _MaybeRequant = tuple[np.ndarray, np.ndarray, np.ndarray] | tuple[None, None, None]
 #: ``decode(e_w, f_in, f_out) -> (mult, bias, shift)`` int64 arrays [C_out], or three
@@ -21,7 +21,7 @@ ExactDecoder = Callable[[int, int, int], _MaybeRequant]
 
 
 @dataclass
-class _Chain:
+class Chain:
     scale: np.ndarray
     offset: np.ndarray
     relu: bool
@@ -31,7 +31,7 @@ class _Chain:
     exact: ExactDecoder | None  # our export's exact form, when the chain has its shape
 
 
-def _affine_chain(imp: _Importer, node: onnx.NodeProto, c: int, op: str) -> _Chain:
+def affine_chain(imp: Importer, node: onnx.NodeProto, c: int, op: str) -> Chain:
     """Follow a Conv/Gemm output through per-channel affine ops, Relu and its Quant."""
     scale, offset = np.ones(c), np.zeros(c)
     steps: list[tuple[str, np.ndarray]] = []
@@ -40,14 +40,14 @@ def _affine_chain(imp: _Importer, node: onnx.NodeProto, c: int, op: str) -> _Cha
     while True:
         nxt = imp.only_consumer(t)
         if nxt is None:
-            raise _fail(node, "its output must reach a Quant (the output format)")
+            raise fail(node, "its output must reach a Quant (the output format)")
         if nxt.op_type in ("Cast", "Identity"):
             imp.take(nxt)
             t = nxt.output[0]
             continue
         if nxt.op_type == "Relu":
             if relu:
-                raise _fail(nxt, "a second Relu")
+                raise fail(nxt, "a second Relu")
             imp.take(nxt)
             relu, t = True, nxt.output[0]
             continue
@@ -56,21 +56,21 @@ def _affine_chain(imp: _Importer, node: onnx.NodeProto, c: int, op: str) -> _Cha
         if nxt.op_type == "Add" and relu is False and _is_half_before_floor(imp, nxt, t):
             break
         if relu:
-            raise _fail(nxt, "only a Quant may follow the Relu of a conv/linear layer")
+            raise fail(nxt, "only a Quant may follow the Relu of a conv/linear layer")
         if nxt.op_type == "BatchNormalization":
             g, b, mu, var = (imp.const(i) for i in nxt.input[1:5])
             if g is None or b is None or mu is None or var is None:
-                raise _fail(nxt, "batch norm parameters must be constant")
-            s = g / np.sqrt(var + float(_attrs(nxt).get("epsilon", 1e-5)))
+                raise fail(nxt, "batch norm parameters must be constant")
+            s = g / np.sqrt(var + float(node_attrs(nxt).get("epsilon", 1e-5)))
             scale, offset = scale * s, offset * s + b - mu * s
             steps.append(("bn", s))
         elif nxt.op_type in ("Mul", "Div", "Add", "Sub"):
             other = nxt.input[1] if nxt.input[0] == t else nxt.input[0]
             v = imp.const(other)
             if v is None:
-                raise _fail(nxt, "only per-channel constants may scale or shift a conv output")
+                raise fail(nxt, "only per-channel constants may scale or shift a conv output")
             if nxt.op_type in ("Div", "Sub") and nxt.input[0] != t:
-                raise _fail(nxt, "the constant must be the second operand")
+                raise fail(nxt, "the constant must be the second operand")
             v = _per_channel(nxt, v, c, op)
             if nxt.op_type == "Mul":
                 scale, offset = scale * v, offset * v
@@ -82,7 +82,7 @@ def _affine_chain(imp: _Importer, node: onnx.NodeProto, c: int, op: str) -> _Cha
                 offset = offset - v
             steps.append((nxt.op_type, v))
         else:
-            raise _fail(
+            raise fail(
                 nxt,
                 f"op {nxt.op_type} between {node.name} ({node.op_type}) and its output Quant "
                 "(allowed: per-channel Mul/Div/Add/Sub, BatchNormalization, Relu)",
@@ -92,7 +92,7 @@ def _affine_chain(imp: _Importer, node: onnx.NodeProto, c: int, op: str) -> _Cha
     q, half = imp.half_then_quant(nxt)
     frac, note = imp.act_quant(q, relu=relu, half_added=half, in_chain=True)
     imp.take(q)
-    floor = _str(_attrs(q).get("rounding_mode", "")).upper() == "FLOOR"
+    floor = attr_str(node_attrs(q).get("rounding_mode", "")).upper() == "FLOOR"
     if floor and not half:  # floor(v) is round half up of v - half; fold adds the half
         offset = offset - 2.0 ** -(frac + 1)
     end = q.output[0]
@@ -106,10 +106,10 @@ def _affine_chain(imp: _Importer, node: onnx.NodeProto, c: int, op: str) -> _Cha
     kinds = [k for k, _ in steps]
     if kinds == ["Mul", "Add", "Mul"] and floor and not half:
         exact = _exact_decoder(steps)
-    return _Chain(scale, offset, relu, frac, end, note, exact)
+    return Chain(scale, offset, relu, frac, end, note, exact)
 
 
-def _is_half_before_floor(imp: _Importer, add: onnx.NodeProto, t: str) -> bool:
+def _is_half_before_floor(imp: Importer, add: onnx.NodeProto, t: str) -> bool:
     c = imp.const(add.input[1]) if add.input[0] == t else None
     q = imp.only_consumer(add.output[0])
     if c is None or c.size != 1 or q is None or q.op_type != "Quant":
@@ -152,5 +152,5 @@ def _per_channel(node: onnx.NodeProto, v: np.ndarray, c: int, op: str) -> np.nda
         shape = shape[1:]
     ok = (op == "conv" and shape in ([c, 1, 1],)) or (op == "linear" and shape == [c])
     if not ok or v.size != c:
-        raise _fail(node, f"constant of shape {list(v.shape)} is not per-channel for {c} channels")
+        raise fail(node, f"constant of shape {list(v.shape)} is not per-channel for {c} channels")
     return v.reshape(c)

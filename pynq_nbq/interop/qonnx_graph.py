@@ -15,22 +15,22 @@ from onnx import numpy_helper
 from .. import datapath as dp
 from .qonnx_format import METADATA_KEY, frac_of_scale, quant_range
 from .qonnx_nodes import (
-    _ACT_ROUNDING_EXACT,
-    _ACT_ROUNDING_TIES,
-    _Act,
-    _Align,
-    _attrs,
-    _fail,
-    _str,
+    ACT_ROUNDING_EXACT,
+    ACT_ROUNDING_TIES,
+    Act,
+    Align,
+    attr_str,
+    fail,
+    node_attrs,
 )
-from .qonnx_weights import _float_quant, _int_quant
+from .qonnx_weights import eval_float_quant, eval_int_quant
 
 #: a weighted layer's requantisation, once its accumulator bound is known:
 #: ``requant(acc_max) -> (mult, bias, shift)``, int64 arrays of shape [C_out]
 Requant = Callable[[int], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
-class _Importer:
+class Importer:
     """One import: the graph's indexes, the quantised tensors found so far (``acts``),
     pending aligns, and the bundle fields being built."""
 
@@ -54,8 +54,8 @@ class _Importer:
             for i in node.input:
                 if i:
                     self.consumers.setdefault(i, []).append(node)
-        self.acts: dict[str, _Act] = {}
-        self.aligns: dict[str, _Align] = {}
+        self.acts: dict[str, Act] = {}
+        self.aligns: dict[str, Align] = {}
         self.done: set[int] = set()  # id() of nodes already taken into a layer
         self.layers: list[dict[str, Any]] = []
         self.tensors: dict[str, dict[str, Any]] = {}
@@ -81,18 +81,18 @@ class _Importer:
         if any(v is None for i, v in zip(node.input, ins) if i):
             self.not_const.add(name)
             return None
-        a = _attrs(node)
+        a = node_attrs(node)
         value: np.ndarray
         if node.op_type == "Constant":
             value = numpy_helper.to_array(a["value"]).astype(np.float64)
         elif node.op_type in ("Identity", "Cast"):
             value = _given(node, ins, 0)
         elif node.op_type == "Quant":
-            value = _int_quant(node, ins, a)
+            value = eval_int_quant(node, ins, a)
         elif node.op_type == "BipolarQuant":
             value = np.where(_given(node, ins, 0) >= 0, 1.0, -1.0) * _given(node, ins, 1)
         elif node.op_type == "FloatQuant":
-            value = _float_quant(node, ins, a)
+            value = eval_float_quant(node, ins, a)
         else:
             self.not_const.add(name)
             return None
@@ -121,17 +121,17 @@ class _Importer:
     def take(self, node: onnx.NodeProto) -> None:
         self.done.add(id(node))
 
-    def act_of(self, node: onnx.NodeProto, name: str) -> _Act:
+    def act_of(self, node: onnx.NodeProto, name: str) -> Act:
         """The quantised activation ``name`` (an input of ``node``), or refuse."""
         if name in self.acts:
             return self.acts[name]
         if name in self.aligns:
-            raise _fail(
+            raise fail(
                 node,
                 f"input {name!r} is a standalone requantisation (a Quant on a "
                 "quantised tensor), which the datapath has only inside add/concat",
             )
-        raise _fail(node, f"input {name!r} is not a quantised activation (no Quant before it)")
+        raise fail(node, f"input {name!r} is not a quantised activation (no Quant before it)")
 
     def only_consumer(self, tensor: str) -> onnx.NodeProto | None:
         """The single node reading ``tensor`` (None if none, or if it is a graph output);
@@ -140,7 +140,7 @@ class _Importer:
         if tensor in {o.name for o in self.graph.output}:
             return None
         if len(users) > 1:
-            raise _fail(users[1], f"tensor {tensor!r} is read twice inside a layer's chain")
+            raise fail(users[1], f"tensor {tensor!r} is read twice inside a layer's chain")
         return users[0] if users else None
 
     def sole_consumer(self, tensor: str) -> onnx.NodeProto | None:
@@ -150,21 +150,21 @@ class _Importer:
         outputs = {o.name for o in self.graph.output}
         return users[0] if len(users) == 1 and tensor not in outputs else None
 
-    def new_tensor(self, name: str, frac: int, shape: tuple[int, ...], graph_name: str) -> _Act:
+    def new_tensor(self, name: str, frac: int, shape: tuple[int, ...], graph_name: str) -> Act:
         if not dp.FRAC_MIN <= frac <= dp.FRAC_MAX:
-            raise _fail(
+            raise fail(
                 self.producer.get(graph_name),
                 f"format 2**-{frac} outside the datapath's "
                 f"frac range [{dp.FRAC_MIN}, {dp.FRAC_MAX}]",
             )
         if name in self.tensors:
-            raise _fail(self.producer.get(graph_name), f"tensor {name!r} defined twice")
+            raise fail(self.producer.get(graph_name), f"tensor {name!r} defined twice")
         self.tensors[name] = {"shape": list(shape), "frac": frac}
-        act = _Act(name, frac, shape)
+        act = Act(name, frac, shape)
         self.acts[graph_name] = act
         return act
 
-    def add_layer(self, node: onnx.NodeProto, op: str, ins: list[_Act], out: _Act, **attrs):
+    def add_layer(self, node: onnx.NodeProto, op: str, ins: list[Act], out: Act, **attrs):
         layer = {
             "name": node.name or f"{op}{len(self.layers)}",
             "op": op,
@@ -181,10 +181,10 @@ class _Importer:
     def read_input(self, vi: onnx.ValueInfoProto) -> None:
         dims = [d.dim_value for d in vi.type.tensor_type.shape.dim]
         if len(dims) != 4 or not all(d > 0 for d in dims[1:]):
-            raise _fail(None, f"input {vi.name!r} must be (N, C, H, W) with fixed C, H, W")
+            raise fail(None, f"input {vi.name!r} must be (N, C, H, W) with fixed C, H, W")
         users = self.consumers.get(vi.name, [])
         if len(users) != 1 or users[0].op_type != "Quant":
-            raise _fail(None, f"input {vi.name!r} must go into one Quant (its format)")
+            raise fail(None, f"input {vi.name!r} must go into one Quant (its format)")
         q = users[0]
         # only the format counts: a bundle quantises its input itself (the exact pixel
         # table, datapath.pixel_table), so the Quant's rounding mode is not a note
@@ -201,45 +201,45 @@ class _Importer:
         ends a conv/linear chain, where a FLOOR is exact whatever the offset (the
         caller moves the missing half into the folded offset)."""
         if q.op_type != "Quant":
-            raise _fail(q, "an activation format must be a Quant node")
+            raise fail(q, "an activation format must be a Quant node")
         scale, zp, bits = (self.const(i) for i in q.input[1:4])
         if scale is None or zp is None or bits is None:
-            raise _fail(q, "scale, zero point and bit width must be constants")
+            raise fail(q, "scale, zero point and bit width must be constants")
         frac = frac_of_scale(scale)
         if frac is None:
-            raise _fail(
+            raise fail(
                 q,
                 f"scale {np.ravel(scale)[:4]} is not one power of two "
                 "(the datapath's formats are 2**-f per tensor)",
             )
         if np.any(zp != 0):
-            raise _fail(q, "zero point must be 0 (the datapath is symmetric)")
-        a = _attrs(q)
+            raise fail(q, "zero point must be 0 (the datapath is symmetric)")
+        a = node_attrs(q)
         lo, hi = quant_range(
             int(np.ravel(bits)[0]), bool(a.get("signed", 1)), bool(a.get("narrow", 0))
         )
         ok = (lo, hi) == (dp.ACT_MIN, dp.ACT_MAX) or (relu and lo <= 0 and hi == dp.ACT_MAX)
         if not ok:
-            raise _fail(
+            raise fail(
                 q,
                 f"clip range [{lo}, {hi}] is not int16's [{dp.ACT_MIN}, {dp.ACT_MAX}]"
                 + (" (or [0, 32767] after a Relu)" if relu else "")
                 + ": the datapath saturates to int16 only",
             )
-        mode = _str(a.get("rounding_mode", "ROUND")).upper()
-        if mode in _ACT_ROUNDING_EXACT:
+        mode = attr_str(a.get("rounding_mode", "ROUND")).upper()
+        if mode in ACT_ROUNDING_EXACT:
             if not half_added and not in_chain:
-                raise _fail(
+                raise fail(
                     q,
                     "FLOOR without a half LSB added before it (the datapath "
                     "rounds half up; floor alone is not available)",
                 )
             return frac, None
-        if mode in _ACT_ROUNDING_TIES:
+        if mode in ACT_ROUNDING_TIES:
             if half_added:
-                raise _fail(q, f"rounding {mode} after an added half LSB rounds twice")
+                raise fail(q, f"rounding {mode} after an added half LSB rounds twice")
             return frac, f"{q.name}: rounding {mode} taken as round half up (differs on ties)"
-        raise _fail(
+        raise fail(
             q,
             f"rounding mode {mode} (the datapath rounds half up: use FLOOR after "
             "a half-LSB Add, or ROUND)",
@@ -258,12 +258,12 @@ class _Importer:
                 if f is not None and float(c.ravel()[0]) == 2.0 ** -(f + 1):
                     self.take(node)
                     return q, True
-        raise _fail(node, "expected a Quant (optionally after an Add of half its LSB)")
+        raise fail(node, "expected a Quant (optionally after an Add of half its LSB)")
 
 
 def _given(node: onnx.NodeProto, ins: list[np.ndarray | None], k: int) -> np.ndarray:
     """The constant value of ``node``'s input ``k``; refuses a missing one."""
     v = ins[k] if k < len(ins) else None
     if v is None:
-        raise _fail(node, f"input {k} is missing")
+        raise fail(node, f"input {k} is missing")
     return v

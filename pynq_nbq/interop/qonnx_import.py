@@ -39,25 +39,25 @@ from typing import Any
 import onnx
 
 from .qonnx_assemble import ImportResult, finish
-from .qonnx_graph import _Importer
-from .qonnx_nodes import QonnxImportError, _fail
-from .qonnx_ops import _HANDLERS, _KNOWN
+from .qonnx_graph import Importer
+from .qonnx_nodes import QonnxImportError, fail
+from .qonnx_ops import HANDLERS, KNOWN
 
 __all__ = ["ImportResult", "QonnxImportError", "import_qonnx"]
 
 
-def _walk(imp: _Importer) -> ImportResult:
+def _walk(imp: Importer) -> ImportResult:
     """Take the graph input, then every node in order through its handler."""
     inputs = [i for i in imp.graph.input if i.name not in imp.consts]
     if len(inputs) != 1:
-        raise _fail(None, f"needs exactly one (non-constant) input, has {len(inputs)}")
+        raise fail(None, f"needs exactly one (non-constant) input, has {len(inputs)}")
     imp.read_input(inputs[0])
     for node in imp.graph.node:
         if id(node) in imp.done or imp.is_const_node(node):
             continue
-        handler = _HANDLERS.get(node.op_type)
+        handler = HANDLERS.get(node.op_type)
         if handler is None:
-            raise _fail(node, f"op {node.op_type} has no datapath form ({_KNOWN})")
+            raise fail(node, f"op {node.op_type} has no datapath form ({KNOWN})")
         handler(imp, node)
     return finish(imp)
 
@@ -75,4 +75,4 @@ def import_qonnx(model: onnx.ModelProto | str | Path, **options: Any) -> ImportR
         m = onnx.shape_inference.infer_shapes(m)
     except Exception:  # noqa: BLE001 - custom ops; shapes are computed here anyway
         pass
-    return _walk(_Importer(m, options))
+    return _walk(Importer(m, options))

@@ -16,7 +16,7 @@ class QonnxImportError(NbqError):
 
 
 @dataclass
-class _Act:
+class Act:
     """A quantised activation: the bundle tensor it is, its format and shape."""
 
     tensor: str
@@ -25,49 +25,49 @@ class _Act:
 
 
 @dataclass
-class _Align:
+class Align:
     """A ``Quant`` (with an optional half-LSB ``Add``) that moves ``source`` to ``frac``:
     legal only as an input of an add or concat."""
 
-    source: _Act
+    source: Act
     frac: int
     exact: bool  # FLOOR after half: the datapath's align; else a rounding note
 
 
-_ACT_ROUNDING_EXACT = ("FLOOR",)
-_ACT_ROUNDING_TIES = ("ROUND", "HALF_EVEN", "HALF_UP")
+ACT_ROUNDING_EXACT = ("FLOOR",)
+ACT_ROUNDING_TIES = ("ROUND", "HALF_EVEN", "HALF_UP")
 
 
-def _fail(node: onnx.NodeProto | None, why: str) -> QonnxImportError:
+def fail(node: onnx.NodeProto | None, why: str) -> QonnxImportError:
     where = f"node {node.name or '(unnamed)'} ({node.op_type})" if node is not None else "graph"
     return QonnxImportError(f"{where}: {why}")
 
 
-def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
+def node_attrs(node: onnx.NodeProto) -> dict[str, Any]:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
 
-def _str(v: Any) -> str:
+def attr_str(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def _pool_attrs(node: onnx.NodeProto) -> tuple[int, int]:
+def pool_attrs(node: onnx.NodeProto) -> tuple[int, int]:
     """(kernel, stride) of a MaxPool; refuses padding, dilation, ceil mode, 1-D/3-D."""
-    a = _attrs(node)
+    a = node_attrs(node)
     k = list(a.get("kernel_shape", []))
     s = list(a.get("strides", [1] * len(k)))
     if len(k) != 2 or k[0] != k[1] or len(s) != 2 or s[0] != s[1]:
-        raise _fail(node, f"kernel {k} strides {s}: only square 2-D pools with equal strides")
-    if any(p != 0 for p in a.get("pads", [])) or _str(a.get("auto_pad", "NOTSET")) not in (
+        raise fail(node, f"kernel {k} strides {s}: only square 2-D pools with equal strides")
+    if any(p != 0 for p in a.get("pads", [])) or attr_str(a.get("auto_pad", "NOTSET")) not in (
         "NOTSET",
         "VALID",
         "",
     ):
-        raise _fail(node, "padded max-pool (the datapath pools without padding)")
+        raise fail(node, "padded max-pool (the datapath pools without padding)")
     if a.get("ceil_mode", 0):
-        raise _fail(node, "ceil_mode=1 (the datapath uses floor mode)")
+        raise fail(node, "ceil_mode=1 (the datapath uses floor mode)")
     if any(d != 1 for d in a.get("dilations", [1, 1])):
-        raise _fail(node, "dilated max-pool")
+        raise fail(node, "dilated max-pool")
     if a.get("storage_order", 0) or len(node.output) > 1:
-        raise _fail(node, "max-pool indices output / storage order")
+        raise fail(node, "max-pool indices output / storage order")
     return int(k[0]), int(s[0])

@@ -11,13 +11,13 @@ import numpy as np
 import onnx
 
 from .. import datapath as dp
-from .qonnx_chain import _affine_chain, _Chain
-from .qonnx_graph import Requant, _Importer
-from .qonnx_nodes import _Act, _attrs, _fail, _pool_attrs, _str
-from .qonnx_weights import _integer_grid
+from .qonnx_chain import Chain, affine_chain
+from .qonnx_graph import Importer, Requant
+from .qonnx_nodes import Act, attr_str, fail, node_attrs, pool_attrs
+from .qonnx_weights import integer_grid
 
 
-def _weighted(imp: _Importer, node: onnx.NodeProto) -> None:
+def weighted_layer(imp: Importer, node: onnx.NodeProto) -> None:
     """Take ``node`` and the nodes it fuses into one weighted layer, or refuse."""
     x, w, bias = _operands(imp, node)
     gain = 1.0
@@ -29,10 +29,10 @@ def _weighted(imp: _Importer, node: onnx.NodeProto) -> None:
         wmat, gain, bias = _linear_matrix(node, x, w, bias)
     imp.take(node)
     c_out = wmat.shape[0]
-    ints, e_w = _integer_grid(wmat, imp.weight_scale_exp(node.input[1]))
+    ints, e_w = integer_grid(wmat, imp.weight_scale_exp(node.input[1]))
     if np.any(ints != np.round(ints)):
-        raise _fail(node, f"weights are not integers times the scale 2**{e_w}")
-    chain = _affine_chain(imp, node, c_out, op)
+        raise fail(node, f"weights are not integers times the scale 2**{e_w}")
+    chain = affine_chain(imp, node, c_out, op)
     scale, offset = chain.scale * gain, chain.offset
     if bias is not None:
         offset = offset + chain.scale * np.broadcast_to(np.ravel(bias), (c_out,))
@@ -44,41 +44,41 @@ def _weighted(imp: _Importer, node: onnx.NodeProto) -> None:
     imp.weight_layers.append((layer, ints.reshape(wmat.shape), requant, c_out))
 
 
-def _operands(imp: _Importer, node: onnx.NodeProto) -> tuple[_Act, np.ndarray, np.ndarray | None]:
+def _operands(imp: Importer, node: onnx.NodeProto) -> tuple[Act, np.ndarray, np.ndarray | None]:
     """(the quantised input, the constant weights, the constant bias or None)."""
     x = imp.act_of(node, node.input[0])
     w = imp.const(node.input[1])
     if w is None:
-        raise _fail(node, "weights must be constant")
+        raise fail(node, "weights must be constant")
     has_bias = len(node.input) > 2 and bool(node.input[2])
     bias = imp.const(node.input[2]) if has_bias else None
     if has_bias and bias is None:
-        raise _fail(node, "bias must be constant")
+        raise fail(node, "bias must be constant")
     return x, w, bias
 
 
-def _conv_attrs(node: onnx.NodeProto, x: _Act, w: np.ndarray) -> dict[str, int]:
+def _conv_attrs(node: onnx.NodeProto, x: Act, w: np.ndarray) -> dict[str, int]:
     """The layer's ``kernel``, ``stride``, ``padding``, ``groups``; refuses non-square
     kernels, unequal pads or strides, dilation and auto_pad."""
-    a = _attrs(node)
+    a = node_attrs(node)
     if len(x.shape) != 3:
-        raise _fail(node, f"conv input must be a (C, H, W) map, got {list(x.shape)}")
+        raise fail(node, f"conv input must be a (C, H, W) map, got {list(x.shape)}")
     k = list(a.get("kernel_shape", w.shape[2:]))
     if len(k) != 2 or k[0] != k[1] or list(w.shape[2:]) != k:
-        raise _fail(node, f"kernel {k}: only square 2-D kernels")
-    if _str(a.get("auto_pad", "NOTSET")) not in ("NOTSET", ""):
-        raise _fail(node, "auto_pad: give explicit pads")
+        raise fail(node, f"kernel {k}: only square 2-D kernels")
+    if attr_str(a.get("auto_pad", "NOTSET")) not in ("NOTSET", ""):
+        raise fail(node, "auto_pad: give explicit pads")
     pads = list(a.get("pads", [0, 0, 0, 0]))
     strides = list(a.get("strides", [1, 1]))
     if len(set(pads)) != 1:
-        raise _fail(node, f"pads {pads}: only the same padding on all four sides")
+        raise fail(node, f"pads {pads}: only the same padding on all four sides")
     if len(set(strides)) != 1:
-        raise _fail(node, f"strides {strides}: only equal strides")
+        raise fail(node, f"strides {strides}: only equal strides")
     if any(d != 1 for d in a.get("dilations", [1, 1])):
-        raise _fail(node, f"dilations {a['dilations']}: only 1")
+        raise fail(node, f"dilations {a['dilations']}: only 1")
     groups = int(a.get("group", 1))
     if w.shape[1] * groups != x.shape[0]:
-        raise _fail(node, f"weights {list(w.shape)} do not fit {x.shape[0]} input channels")
+        raise fail(node, f"weights {list(w.shape)} do not fit {x.shape[0]} input channels")
     return {
         "kernel": int(k[0]),
         "stride": int(strides[0]),
@@ -88,18 +88,18 @@ def _conv_attrs(node: onnx.NodeProto, x: _Act, w: np.ndarray) -> dict[str, int]:
 
 
 def _linear_matrix(
-    node: onnx.NodeProto, x: _Act, w: np.ndarray, bias: np.ndarray | None
+    node: onnx.NodeProto, x: Act, w: np.ndarray, bias: np.ndarray | None
 ) -> tuple[np.ndarray, float, np.ndarray | None]:
     """(weights as [C_out, C_in], Gemm's alpha, bias times Gemm's beta) of a Gemm/MatMul."""
     if len(x.shape) != 1:
-        raise _fail(
+        raise fail(
             node, f"{node.op_type} input must be a vector, got {list(x.shape)} (add a Flatten)"
         )
     gain = 1.0
     if node.op_type == "Gemm":
-        a = _attrs(node)
+        a = node_attrs(node)
         if a.get("transA", 0):
-            raise _fail(node, "transA=1")
+            raise fail(node, "transA=1")
         wmat = w if a.get("transB", 0) else w.T
         gain = float(a.get("alpha", 1.0))
         if bias is not None:
@@ -107,13 +107,11 @@ def _linear_matrix(
     else:
         wmat = w.T
     if wmat.ndim != 2 or wmat.shape[1] != x.shape[0]:
-        raise _fail(node, f"weights {list(w.shape)} do not fit {x.shape[0]} inputs")
+        raise fail(node, f"weights {list(w.shape)} do not fit {x.shape[0]} inputs")
     return wmat, gain, bias
 
 
-def _output(
-    imp: _Importer, op: str, x: _Act, c_out: int, attrs: dict[str, Any], chain: _Chain
-) -> _Act:
+def _output(imp: Importer, op: str, x: Act, c_out: int, attrs: dict[str, Any], chain: Chain) -> Act:
     """The layer's output tensor; fuses a following 2x2/2 MaxPool into a conv (setting
     ``attrs["pool"]``) unless our metadata names it a standalone pool."""
     if op != "conv":
@@ -126,7 +124,7 @@ def _output(
     if (
         nxt is not None
         and nxt.op_type == "MaxPool"
-        and _pool_attrs(nxt) == (2, 2)
+        and pool_attrs(nxt) == (2, 2)
         and nxt.name not in imp.standalone_pools()
     ):
         imp.take(nxt)
@@ -138,7 +136,7 @@ def _output(
 
 def _requant(
     node: onnx.NodeProto,
-    chain: _Chain,
+    chain: Chain,
     scale: np.ndarray,
     offset: np.ndarray,
     e_w: int,
@@ -157,6 +155,6 @@ def _requant(
         try:
             return dp.fold_requant(scale, offset, e_w - f_in, f_out, acc_max)
         except ValueError as exc:
-            raise _fail(node, f"requantisation: {exc}") from exc
+            raise fail(node, f"requantisation: {exc}") from exc
 
     return requant

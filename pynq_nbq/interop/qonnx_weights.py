@@ -10,7 +10,7 @@ import onnx
 
 from .. import datapath as dp
 from .qonnx_format import quant_range
-from .qonnx_nodes import _fail, _str
+from .qonnx_nodes import attr_str, fail
 
 #: the weight ``Quant`` rounding modes evaluated here (qonnx's ROUND is half to even)
 _WEIGHT_ROUNDING: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -21,13 +21,13 @@ _WEIGHT_ROUNDING: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
-def _int_quant(node: onnx.NodeProto, ins: list, a: dict) -> np.ndarray:
+def eval_int_quant(node: onnx.NodeProto, ins: list, a: dict) -> np.ndarray:
     """qonnx's ``Quant`` on constants (scale, zero point, bit width; clip, then round)."""
     x, scale, zp, bits = ins[:4]
-    mode = _str(a.get("rounding_mode", "ROUND")).upper()
+    mode = attr_str(a.get("rounding_mode", "ROUND")).upper()
     fn = _WEIGHT_ROUNDING.get(mode)
     if fn is None:
-        raise _fail(node, f"weight Quant rounding {mode} is not evaluated here")
+        raise fail(node, f"weight Quant rounding {mode} is not evaluated here")
     signed, n = bool(a.get("signed", 1)), int(np.ravel(bits)[0])
     if n == 1 and signed:  # qonnx: a signed 1-bit Quant is bipolar (+-1), not {-1, 0}
         return np.where(x / scale + zp >= 0, 1.0, -1.0) * scale
@@ -36,25 +36,25 @@ def _int_quant(node: onnx.NodeProto, ins: list, a: dict) -> np.ndarray:
     return (fn(y) - zp) * scale
 
 
-def _float_quant(node: onnx.NodeProto, ins: list, a: dict) -> np.ndarray:
+def eval_float_quant(node: onnx.NodeProto, ins: list, a: dict) -> np.ndarray:
     """qonnx's ``FloatQuant`` on constants (needs the qonnx package)."""
     try:
         from qonnx.custom_op.general.floatquant import float_quant
     except ImportError as exc:  # pragma: no cover - qonnx is in the interop extra
-        raise _fail(node, "FloatQuant weights need the qonnx package to evaluate") from exc
+        raise fail(node, "FloatQuant weights need the qonnx package to evaluate") from exc
     kw = {
         k: a[k]
         for k in ("has_inf", "has_nan", "has_subnormal", "rounding_mode", "saturation")
         if k in a
     }
     if "rounding_mode" in kw:
-        kw["rounding_mode"] = _str(kw["rounding_mode"])
+        kw["rounding_mode"] = attr_str(kw["rounding_mode"])
     return np.asarray(
         float_quant(*[np.asarray(v, dtype=np.float32) for v in ins[:6]], **kw), dtype=np.float64
     )
 
 
-def _integer_grid(w: np.ndarray, exp: int | None) -> tuple[np.ndarray, int]:
+def integer_grid(w: np.ndarray, exp: int | None) -> tuple[np.ndarray, int]:
     """(integers, e) with ``w == integers * 2**e``: ``e`` given (a weight Quant's scale)
     or the exponent of the smallest set bit of any weight."""
     nz = w[w != 0]
@@ -70,7 +70,7 @@ def _integer_grid(w: np.ndarray, exp: int | None) -> tuple[np.ndarray, int]:
     return ints, exp
 
 
-def _po2_problem(ints: np.ndarray) -> str | None:
+def po2_problem(ints: np.ndarray) -> str | None:
     """Why the integer weights are not all 0 or +-2**k with k <= 14, or None."""
     nz = np.abs(ints[ints != 0])
     if nz.size == 0:
@@ -84,7 +84,7 @@ def _po2_problem(ints: np.ndarray) -> str | None:
     return None
 
 
-def _svpe_bits(ints: np.ndarray, stated: int | None) -> int:
+def svpe_bits(ints: np.ndarray, stated: int | None) -> int:
     """The layer's n: ``stated`` (our metadata) if it holds the weights, else the
     smallest n that does (1 only for weights that are all +-1)."""
     nz = np.abs(ints[ints != 0])
