@@ -26,6 +26,10 @@ class ImportResult:
 
 
 def finish(imp: Importer) -> ImportResult:
+    """The bundle fields of a walked graph: checks its one output is a quantised vector
+    (the logits), fills in the weighted layers' arrays (:func:`_choose_datapath`), and
+    builds the manifest; the input block comes from the options, else our metadata, else
+    identity normalisation (mean 0, std 1) for 1 (L) or 3 (RGB) channels."""
     outs = [o.name for o in imp.graph.output]
     if len(outs) != 1:
         raise fail(None, f"needs exactly one output, has {len(outs)}")

@@ -22,6 +22,9 @@ ExactDecoder = Callable[[int, int, int], _MaybeRequant]
 
 @dataclass
 class Chain:
+    """A weighted layer's output side: ``y = scale * conv_real + offset`` per channel
+    ([C_out] float64), whether a Relu follows, the output format ``2**-frac``."""
+
     scale: np.ndarray
     offset: np.ndarray
     relu: bool
