@@ -105,6 +105,16 @@ def test_a_conv_output_without_a_quant_is_refused(model):
         import_qonnx(model)
 
 
+def test_a_constant_node_without_its_input_is_refused_by_name(model):
+    """A Cast with an empty input name in the weights' constant chain: named, not a crash."""
+    q = _node(model, "features.0.weight_quant")
+    q.input[0] = "features.0.weight_cast"
+    model.graph.node.insert(0, helper.make_node("Cast", [""], [q.input[0]],
+                                                 "features.0.cast", to=1))  # fmt: skip
+    with pytest.raises(QonnxImportError, match=r"features\.0\.cast \(Cast\): input 0 is missing"):
+        import_qonnx(model)
+
+
 def test_input_without_a_quant_is_refused(model):
     first = _node(model, "input.quant")
     first.op_type, first.domain = "Identity", ""

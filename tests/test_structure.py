@@ -118,7 +118,7 @@ LAYERS = {
     "ops": 1, "opset": 2, "manifest": 3, "validation": 4, "bundle": 5,
     "kernel": 6, "native": 6, "sim": 7, "backends": 8, "engine": 9,
     "preprocess": 10, "perfmodel": 10, "testing": 10, "streams": 10, "api": 11,
-    "server": 12, "bench": 12, "cli": 12, "commands": 13,
+    "server": 12, "bench": 12, "cli": 12, "interop": 12, "commands": 13,
 }  # fmt: skip
 #: known breaks of the rule (issue 24, "Layering"); TODO: fix, then remove
 LAYER_EXCEPTIONS = {

@@ -70,9 +70,10 @@ def run(args: argparse.Namespace) -> int:
         std=_floats(args.std, "std"),
         invert=args.invert,
     )
-    bundle = save_bundle(result.manifest, result.arrays, args.out)
+    out = Path(args.out)
+    bundle = save_bundle(result.manifest, result.arrays, out)
     if result.notes:
-        (bundle.path / "import_notes.json").write_text(json.dumps(result.notes, indent=1) + "\n")
+        (out / "import_notes.json").write_text(json.dumps(result.notes, indent=1) + "\n")
     for note in result.notes:
         print(f"note: {note}")
     print(f"wrote {bundle.path} ({bundle.datapath}, arrays sha256 {bundle.sha256[:16]}...)")

@@ -102,16 +102,16 @@ def fused_bundle(bundle: Bundle) -> Bundle:
     Raises ValueError if an offset is not a whole number of the layer's 2**-shift units
     (it then has no bundle form)."""
     from ..bundle import validate
-    from .qonnx_export import fused_constants
+    from .qonnx_export import fused_constants, weight_format
 
     arrays = dict(bundle.arrays)
-    for layer in bundle.spec.layers:
+    for layer in bundle.view.layers:
         if not layer.weighted:
             continue
         arrs = bundle.layer_arrays(layer)
         shift = arrs["shift"]
-        _, b = fused_constants(arrs["mult"], arrs["bias"], shift,
-                               layer.in_fracs[0] - layer.weight_exp, layer.out_frac)  # fmt: skip
+        acc_exp = layer.in_fracs[0] - weight_format(layer)[1]
+        _, b = fused_constants(arrs["mult"], arrs["bias"], shift, acc_exp, layer.out_frac)
         total = b.astype(np.float64) * 2.0 ** (shift + layer.out_frac).astype(np.float64)
         if np.any(total != np.round(total)) or np.abs(total).max() >= dp.FLOAT64_EXACT:
             raise ValueError(f"{layer.name}: the float32 offset is not a whole bias")
@@ -168,7 +168,7 @@ def _hls4ml_graph(bundle: Bundle):
     for node in list(g.node):
         c = m.get_initializer(node.input[1]) if node.op_type == "Add" else None
         q = m.find_consumer(node.output[0]) if c is not None else None
-        if q is None or q.op_type != "Quant" or c.size != 1:
+        if c is None or q is None or q.op_type != "Quant" or c.size != 1:
             continue
         scale = float(m.get_initializer(q.input[1]))
         if float(c) != scale / 2:
@@ -211,16 +211,18 @@ def _exact_precisions(model, layers: dict, input_frac: int) -> None:
         conf = layers.get(node.name)
         if conf is None:
             continue
-        if node.op_type == "Mul" and consts.get(node.name) is not None:
+        scale = consts.get(node.name)
+        if node.op_type == "Mul" and scale is not None:
             # hls4ml folds Mul (scale) and the Add after it (offset) into one ApplyAlpha
             # that takes either node's config: state both types on both
             add = model.find_consumer(node.output[0])
             pair = [node] + ([add] if add is not None and add.op_type == "Add" else [])
+            offset = consts.get(add.name) if len(pair) == 2 else None
             for n in pair:
                 prec = layers.get(n.name, {}).setdefault("Precision", {})
-                prec["scale"] = _fixed(*exact_fixed(consts[node.name]))
-                if len(pair) == 2 and consts.get(add.name) is not None:
-                    prec["bias"] = _fixed(*exact_fixed(consts[add.name]))
+                prec["scale"] = _fixed(*exact_fixed(scale))
+                if offset is not None:
+                    prec["bias"] = _fixed(*exact_fixed(offset))
         if node.op_type == "GlobalAveragePool":
             conf["Precision"]["accum"] = _fixed(*POOL_SUM)
             conf["Precision"]["result"] = _fixed(*POOL_SUM)
@@ -257,7 +259,7 @@ def hls4ml_model(
         model, granularity="name", backend=backend, default_precision="fixed<16,6>"
     )
     if configure:
-        _exact_precisions(model, cfg["LayerName"], bundle.spec.input_frac)
+        _exact_precisions(model, cfg["LayerName"], bundle.view.input_frac)
     hm = hls4ml.converters.convert_from_onnx_model(
         model, output_dir=str(output_dir), io_type=io_type, backend=backend, hls_config=cfg
     )

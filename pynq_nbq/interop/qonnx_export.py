@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx
@@ -106,7 +107,7 @@ class _Graph:
         *,
         narrow: bool = False,
         rounding: str = ACT_ROUNDING,
-        dtype=np.float32,
+        dtype: type[np.floating[Any]] = np.float32,
     ) -> str:
         """``Quant(x, scale, zero point 0, bits)``, signed, constants of ``dtype``."""
         return self.node(
@@ -186,18 +187,27 @@ def _metadata(bundle: Bundle) -> dict:
 
 
 # --- one emitter per bundle op ------------------------------------------------------------
+def weight_format(layer: LayerSpec) -> tuple[int, int]:
+    """(weight_bits, weight_exp) of a conv/linear layer; QonnxExportError if either is
+    missing (a validated bundle's weighted layers have both)."""
+    if layer.weight_bits is None or layer.weight_exp is None:
+        raise QonnxExportError(f"{layer.name}: a weighted layer without weight_bits/weight_exp")
+    return layer.weight_bits, layer.weight_exp
+
+
 def _weights(g: _Graph, bundle: Bundle, layer: LayerSpec) -> str:
     """The layer's weights as ``Quant(w * 2**e_w, scale 2**e_w)``: the real values, with
     the integer grid they lie on stated (exact in float32: w has at most 16 bits)."""
+    n_bits, e_w = weight_format(layer)
     w = bundle.layer_arrays(layer)["weights"]
-    ints = dp.decode_svpe(w, layer.weight_bits) if bundle.pe is dp.PEKind.SVPE else w
-    bits = weight_quant_bits(bundle.pe, layer.weight_bits)
-    w_name = g.const(f"{layer.name}.weight_real", ints.astype(np.float32) * 2.0**layer.weight_exp)
+    ints = dp.decode_svpe(w, n_bits) if bundle.pe is dp.PEKind.SVPE else w
+    bits = weight_quant_bits(bundle.pe, n_bits)
+    w_name = g.const(f"{layer.name}.weight_real", ints.astype(np.float32) * 2.0**e_w)
     return g.quant(
         w_name,
         g.name(f"{layer.name}.weight"),
         f"{layer.name}.weight_quant",
-        2.0**layer.weight_exp,
+        2.0**e_w,
         bits,
         narrow=bundle.pe is dp.PEKind.SVPE,
         rounding="ROUND",
@@ -224,7 +234,7 @@ def _requant(g: _Graph, bundle: Bundle, layer: LayerSpec, x: str, requant: str) 
     returns the int16 tensor (before any fused pool)."""
     arrs = bundle.layer_arrays(layer)
     mult, bias, shift = (arrs[r].astype(np.int64) for r in ("mult", "bias", "shift"))
-    f_in, f_out, e_w = layer.in_fracs[0], layer.out_frac, layer.weight_exp
+    f_in, f_out, e_w = layer.in_fracs[0], layer.out_frac, weight_format(layer)[1]
     total = bias + dp.half(shift)  # the integer the datapath adds before the shift
     per_channel = (-1, 1, 1) if layer.op == "conv" else (-1,)
     n = layer.name
@@ -241,7 +251,7 @@ def _requant(g: _Graph, bundle: Bundle, layer: LayerSpec, x: str, requant: str) 
         s = 2.0 ** -(shift + f_out).astype(np.float64)
         y = g.node("Mul", [y, g.const(f"{n}.shift", s.reshape(per_channel))],
                    g.name(f"{n}.shifted"), f"{n}.shift")  # fmt: skip
-        dtype = np.float64
+        dtype: type[np.floating[Any]] = np.float64
     else:
         k, b = fused_constants(mult, bias, shift, f_in - e_w, f_out)
         y = g.node("Mul", [x, g.const(f"{n}.scale", k.reshape(per_channel))],
