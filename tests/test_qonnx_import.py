@@ -221,3 +221,20 @@ def test_a_foreign_graph_is_folded_and_runs_like_the_qonnx_executor(tmp_path):
         theirs = peers.qonnx_run(peers.qonnx_prepare(model), real)
         a = peers.agreement(theirs, ours, engine.output_frac)
         assert a.max_lsb <= 1.0, (seed, a)
+
+
+@pytest.mark.parametrize(
+    ("init", "value", "match"),
+    [
+        ("div", [2.0, 0.0, 1.0], r"fc\.div \(Div\): divides by a constant that is 0"),
+        ("off", [0.5, np.inf, 0.0], r"fc\.sub \(Sub\): its constant holds inf or NaN"),
+        ("var", [1.0, -2.0, 1.0, 1.0], r"bn1 \(BatchNormalization\): variance \+ epsilon"),
+    ],
+)
+def test_scale_and_shift_constants_that_cannot_fold_are_refused_by_name(init, value, match):
+    """A per-channel Div by 0, a non-finite constant or a negative BN variance would fold
+    into inf/NaN requantisation: refused, naming the node (not numpy warnings)."""
+    model = _foreign_graph(np.random.default_rng(5))
+    _replace_init(model, init, value)
+    with pytest.raises(QonnxImportError, match=match):
+        import_qonnx(model, classes=["a", "b", "c"])

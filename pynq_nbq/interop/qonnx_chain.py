@@ -64,7 +64,10 @@ def affine_chain(imp: Importer, node: onnx.NodeProto, c: int, op: str) -> Chain:
             g, b, mu, var = (imp.const(i) for i in nxt.input[1:5])
             if g is None or b is None or mu is None or var is None:
                 raise fail(nxt, "batch norm parameters must be constant")
-            s = g / np.sqrt(var + float(node_attrs(nxt).get("epsilon", 1e-5)))
+            denom = var + float(node_attrs(nxt).get("epsilon", 1e-5))
+            if not np.all(np.isfinite(denom) & (denom > 0)):
+                raise fail(nxt, "variance + epsilon must be positive and finite in every channel")
+            s = g / np.sqrt(denom)
             scale, offset = scale * s, offset * s + b - mu * s
             steps.append(("bn", s))
         elif nxt.op_type in ("Mul", "Div", "Add", "Sub"):
@@ -75,6 +78,10 @@ def affine_chain(imp: Importer, node: onnx.NodeProto, c: int, op: str) -> Chain:
             if nxt.op_type in ("Div", "Sub") and nxt.input[0] != t:
                 raise fail(nxt, "the constant must be the second operand")
             v = _per_channel(nxt, v, c, op)
+            if not np.all(np.isfinite(v)):
+                raise fail(nxt, "its constant holds inf or NaN")
+            if nxt.op_type == "Div" and np.any(v == 0):
+                raise fail(nxt, "divides by a constant that is 0 in some channel")
             if nxt.op_type == "Mul":
                 scale, offset = scale * v, offset * v
             elif nxt.op_type == "Div":
