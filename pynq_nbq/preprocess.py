@@ -288,7 +288,7 @@ def preprocess(img: Image.Image, spec: dict) -> np.ndarray:
     if a.ndim == 2:
         a = a[:, :, None]
     if spec.get("invert"):
-        a = 255 - a
+        a = np.uint8(255) - a  # stays uint8 (no wrap: a <= 255)
     return np.ascontiguousarray(a.transpose(2, 0, 1))
 
 

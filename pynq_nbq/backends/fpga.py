@@ -21,6 +21,7 @@ import importlib.util
 import os
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,6 +31,10 @@ from ..bundle import Manifest
 from ..kernel.checks import check_manifest
 from ..kernel.scheduler import CompiledLayers
 from ..ops import ConvSpec
+
+if TYPE_CHECKING:  # both import pynq, which this module imports only when used
+    from ..kernel.driver import FpgaConvDevice
+    from ..sim.board import SimZcu102
 
 #: Environment variable naming the overlay source (a directory, or ``sim``).
 OVERLAY_ENV = "NBQ_OVERLAY"
@@ -66,13 +71,14 @@ class FpgaBackend:
         self.sim = source == "sim" or source.startswith("sim:")
         self.source = source
         self.timeout_s = driver.DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
-        self.board = None
-        self.board_name = (source.partition(":")[2] or "zcu102") if self.sim else None
+        self.board: SimZcu102 | None = None
+        self.board_name: str | None = None
         if self.sim:
             from ..sim.board import shared_board  # the simulated ZCU102, by explicit request
 
+            self.board_name = source.partition(":")[2] or "zcu102"
             self.board = shared_board(self.board_name)
-        self._device = None
+        self._device: FpgaConvDevice | None = None
         self._layers: CompiledLayers | None = None
         self._lock = threading.Lock()
         self.arm_conv = native.fastest_conv()  # the engine's ARM-side conv/linear layers
@@ -87,7 +93,7 @@ class FpgaBackend:
             )
         return f"overlay through pynq ({self.source})"
 
-    def device(self, pe: str):
+    def device(self, pe: str) -> FpgaConvDevice:
         """The :class:`~pynq_nbq.kernel.driver.FpgaConvDevice` of the ``pe`` overlay
         (loaded on first use; replaces an overlay of the other kind)."""
         pe = dp.PEKind.parse(pe)
@@ -102,9 +108,10 @@ class FpgaBackend:
             else:
                 path = self._driver.bitstream_path(pe, self.source)
                 ol = self._driver.load_overlay(pe, path)
-            self._device = self._driver.FpgaConvDevice(ol, self.timeout_s)
-            self._layers = CompiledLayers(self._device.max_packet_bytes)
-            return self._device
+            device = self._driver.FpgaConvDevice(ol, self.timeout_s)
+            self._device = device
+            self._layers = CompiledLayers(device.max_packet_bytes)
+            return device
 
     def check_bundle(self, manifest: Manifest) -> None:
         """Load the bundle's overlay and refuse (ValueError, every reason) what it cannot run
@@ -114,6 +121,7 @@ class FpgaBackend:
     def run_conv(self, x: np.ndarray, spec: ConvSpec) -> np.ndarray:
         """int16 NHWC in, int16 NHWC out: exactly :func:`pynq_nbq.ops.conv_layer`."""
         dev = self.device(spec.datapath)
+        assert self._layers is not None, "device() sets the compiled layers with the device"
         return self._layers.get(spec, dev.info).run(dev, x)
 
     def close(self) -> None:

@@ -128,7 +128,7 @@ def load_source(args: argparse.Namespace) -> tuple[str, list, int | None]:
     if path.is_dir() and (path / "arrays.npz").exists():  # a whole bundle: its parsed layers
         from ..bundle import load_bundle
 
-        spec = load_bundle(path).spec
+        spec = load_bundle(path).view  # validated by load_bundle
         bits = spec.weight_bits if spec.pe is dp.PEKind.SVPE else None
         return spec.name or path.name, layers_from_manifest(spec), bits  # the typed Manifest
     manifest_path = path if path.suffix == ".json" else path / "manifest.json"

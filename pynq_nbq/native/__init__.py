@@ -40,7 +40,7 @@ import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 
 import numpy as np
@@ -135,7 +135,7 @@ def build(target: tuple[str, ...] | None = None) -> Path:
         try:
             return buildcache.build_once(
                 out,
-                lambda tmp, f=flags: compile_command(tmp, cc, f),
+                partial(compile_command, cc=cc, target=flags),
                 "the native kernel",
                 NativeError,
             )
@@ -268,7 +268,7 @@ class LayerPlan:
     @cached_property
     def addresses(self) -> tuple[int, int, int, int]:
         """Data addresses of packed, mult, offset, shift (the plan keeps them alive)."""
-        return tuple(_addr(a) for a in (self.packed, self.mult, self.offset, self.shift))
+        return (_addr(self.packed), _addr(self.mult), _addr(self.offset), _addr(self.shift))
 
 
 def layer_rows(spec: ConvSpec) -> tuple[str, np.ndarray, int] | None:

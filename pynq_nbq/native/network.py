@@ -36,11 +36,14 @@ GAP_MAX_SHIFT = 30
 
 def _describe(
     chain: Sequence[tuple[LayerSpec, ConvSpec | None]], input_name: str, output_name: str, lib
-) -> tuple[np.ndarray, list[np.ndarray], list, tuple[int, ...]] | None:
-    """(int64 descriptors, arrays the descriptors point into, plans, input shape CHW) of
-    ``chain``, or None when it is not a chain the C side runs."""
-    current, shape = input_name, None
-    rows, keep, plans = [], [], []
+) -> tuple[np.ndarray, list[np.ndarray | None], list, tuple[int, ...]] | None:
+    """(int64 descriptors, arrays the descriptors point into (None: a null pointer),
+    plans, input shape CHW) of ``chain``, or None when it is not a chain the C side runs."""
+    current: str = input_name
+    shape: tuple[int, ...] | None = None
+    rows: list[np.ndarray] = []
+    keep: list[np.ndarray | None] = []
+    plans: list = []
     for layer, spec in chain:
         if list(layer.inputs) != [current]:
             return None
@@ -54,7 +57,9 @@ def _describe(
         )
         d = np.zeros(NET_DESC, np.int64)
         if layer.op in ("conv", "linear"):
-            plan = lib.plan(spec) if spec is not None else None
+            if spec is None:
+                return None
+            plan = lib.plan(spec)
             if plan is None or (layer.op == "conv" and len(in_shape) != 3):
                 return None
             if layer.op == "linear":
@@ -86,6 +91,7 @@ def _describe(
         current = layer.output
     if current != output_name or not rows or len(chain[-1][0].out_shape) != 1:
         return None  # not the whole network, or not ending in a (N, classes) vector
+    assert shape is not None, "a chain with rows has an input shape"
     return np.stack(rows), keep, plans, shape
 
 

@@ -53,8 +53,11 @@ def create_app(config: ServerConfig | dict[str, Any] | None = None) -> Flask:
     # text fields may be as large as the body (Flask >= 3.1 caps them at 500 kB with the
     # same 413 as too many parts); so a multipart 413 within the body limit means parts
     app.config["MAX_FORM_MEMORY_SIZE"] = config.max_body_bytes
-    if hasattr(app, "json"):  # Flask >= 2.2
-        app.json.sort_keys = False
+    # Flask >= 2.2: the default provider's attribute (``app.json`` is typed as the base
+    # JSONProvider, which has no ``sort_keys``); getattr because Flask 2.1 has no app.json
+    provider = getattr(app, "json", None)
+    if provider is not None:
+        provider.sort_keys = False
     else:  # Flask 2.1 (the PYNQ 3.0 image's)
         app.config["JSON_SORT_KEYS"] = False
     app.extensions["nbq"] = svc

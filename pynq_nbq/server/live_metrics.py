@@ -64,7 +64,8 @@ def live_metrics(service: Service) -> list[Metric]:
                     float(s.modelled["power_w"]),
                 )
             )
-    latest = service.power.latest() if service.power is not None else {}
+    power = service.power
+    latest = power.latest() if power is not None else {}
     on = bool(latest.get("available"))
     out.append(gauge("nbq_power_available", "1 when board rail power is measured, 0 when not.", on))
     watts = {k[:-2]: v for k, v in latest.items() if k.endswith("_w") and isinstance(v, float)}
@@ -73,7 +74,7 @@ def live_metrics(service: Service) -> list[Metric]:
             "nbq_power_watts", "Latest measured power per rail group (W).", "group", watts
         )
     )
-    if on:
+    if on and power is not None:  # a reading is available only from a sampler
         out.append(
             gauge(
                 "nbq_power_sample_age_seconds",
@@ -86,7 +87,7 @@ def live_metrics(service: Service) -> list[Metric]:
                 "nbq_energy_joules",
                 "Measured board energy per rail group since start (J; trapezoid over samples).",
                 "group",
-                service.power.energy_totals_j(),
+                power.energy_totals_j(),
             )
         )
     return out

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request, send_from_directory
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
 from ..errors import NbqError
 from . import errors
@@ -134,7 +134,7 @@ def register_error_handlers(app: Flask) -> None:
         if isinstance(exc, RequestEntityTooLarge):
             msg = too_large_message(app)
         headers = {}
-        if code == 405 and exc.valid_methods:
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:  # werkzeug's only 405
             headers["Allow"] = ", ".join(sorted(exc.valid_methods))
         return jsonify(error=msg, status=code), code, headers
 

@@ -39,7 +39,13 @@ from ..decode_cost import (
 from ..errors import NbqError
 from ..manifest import Manifest
 from ..preprocess import ImageError, ImageTooLarge, preprocess
-from ..rails import MIN_ENERGY_WINDOW_S, PowerSampler, modelled_energy, open_power_source
+from ..rails import (
+    MIN_ENERGY_WINDOW_S,
+    PowerSampler,
+    RailSource,
+    modelled_energy,
+    open_power_source,
+)
 from ..safe_files import UnsafeFile, check_bundle_files
 from . import errors, memory
 from .budget import BudgetBusy, MemoryBudget, OverBudget
@@ -140,20 +146,26 @@ class Service:
         except BaseException:
             self.worker.close()
             raise
+        src: RailSource | None
         if config.power_source is not None:
             src, why = config.power_source, config.power_source.description
         else:
             src, why = open_power_source(config.power)
-        self.power = PowerSampler(
-            src, why, config.power_interval_s, counter=lambda: self.images_done
-        )
-        self.power.start()
+        sampler = PowerSampler(src, why, config.power_interval_s, counter=lambda: self.images_done)
+        self.power = sampler
+        sampler.start()
 
     def close(self) -> None:
         """Stop the power sampler and the device worker."""
         if self.power is not None:
             self.power.stop()
         self.worker.close()
+
+    def _sampler(self) -> PowerSampler:
+        """The power sampler (set at the end of ``__init__``, before any request)."""
+        if self.power is None:
+            raise RuntimeError("server: the power sampler is not started yet")
+        return self.power
 
     # --- the model -------------------------------------------------------------------
     def served(self) -> ServedModel:
@@ -398,7 +410,7 @@ class Service:
             "datapath": s.datapath,
             "queue": {"waiting": self.worker.waiting, "limit": self.config.max_queue},
             "deadline_s": self.config.deadline_s,
-            "power_available": self.power.available,
+            "power_available": self._sampler().available,
             "uptime_s": round(time.monotonic() - self.started, 3),
         }
         return body, ok
@@ -412,9 +424,10 @@ class Service:
     def power_block(self) -> dict[str, Any]:
         """The ``power`` part of an answer: the latest reading with its age, measured
         energy per image over the window, and the modelled estimate."""
-        measured = self.power.latest()
+        power = self._sampler()
+        measured = power.latest()
         if measured.get("available"):
-            w = self.power.window_energy(self.config.energy_window_s)
+            w = power.window_energy(self.config.energy_window_s)
             if w is None:
                 measured["energy_per_image_mj"] = None
                 measured["energy_note"] = (

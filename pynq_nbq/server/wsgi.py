@@ -193,5 +193,10 @@ def make_server(
     server.read_timeout_s = float(read_timeout_s)
     server.write_timeout_s = float(write_timeout_s)
     # a subclass per server, so that two servers in one process keep their own cap
-    server.channel_class = type("Channel", (_Channel,), {"max_pipelined": int(max_pipelined)})
+    cap = int(max_pipelined)
+
+    class Channel(_Channel):
+        max_pipelined = cap
+
+    server.channel_class = Channel
     return server

@@ -377,9 +377,10 @@ class SimZcu102(pynq.Device):
         info = self._kernel().info
         f = int(regs["FLAGS"])
         k = 3 if f & Flag.K3 else 1
-        pads = tuple(
+        top, bottom, left, right = (
             int(bool(f & b)) for b in (Flag.PAD_TOP, Flag.PAD_BOTTOM, Flag.PAD_LEFT, Flag.PAD_RIGHT)
         )
+        pads = (top, bottom, left, right)
         h, w, ci, co = (int(regs[r]) for r in ("IN_H", "IN_W", "C_IN", "C_OUT"))
         if not (1 <= h <= info.max_h and 1 <= w <= info.max_w and 1 <= ci <= info.max_cin):
             return 1
@@ -402,6 +403,8 @@ class SimZcu102(pynq.Device):
                 self._done = False
             return bits
         name = KERNEL_NAMES.get(off)
+        if name is None:
+            return 0  # an offset with no register reads as zero
         if name in self._ro:
             return self._ro[name]
         return self._regs.get(name, 0)
@@ -421,6 +424,8 @@ class SimZcu102(pynq.Device):
 
     def _kernel(self) -> csim.CsimKernel:
         kind = self._kind
+        if kind is None:
+            raise RuntimeError("simulated board: no overlay loaded")
         if kind not in self._kinds:
             self._kinds[kind] = csim.CsimKernel(kind, self.defines, private=True)
         return self._kinds[kind]
