@@ -125,6 +125,24 @@ def test_check_vitis_header():
     assert S.check_vitis_header(bad) == ["PM: Vitis put it at 0x5c, pynq_nbq expects 0x58"]
 
 
+def test_check_header_command_fails_on_a_misplaced_register(tmp_path, capsys):
+    """``python3 -m pynq_nbq.kernel check-header``: exit 1 when a register moved (it used
+    to print the problem and exit 0), 0 when every register is where the host expects."""
+    from pynq_nbq.kernel.header import main
+
+    lines = [
+        f"#define XNBQ_CONV_CTRL_ADDR_{S.PORT_NAMES[r].upper()}_DATA 0x{S.REGISTERS[r]:x}"
+        for r in (*S.WRITE_REGISTERS, *S.READ_REGISTERS)
+    ]
+    good = tmp_path / "good.h"
+    good.write_text("\n".join(lines))
+    bad = tmp_path / "bad.h"
+    bad.write_text(good.read_text().replace("PM_DATA 0x58", "PM_DATA 0x5c"))
+    assert main(["check-header", str(good)]) == 0
+    assert main(["check-header", str(bad)]) == 1
+    assert "PM: Vitis put it at 0x5c" in capsys.readouterr().out
+
+
 # --- packing --------------------------------------------------------------------------
 def test_activation_layout_is_little_endian_lanes_with_zero_padding():
     items = [1, -2, 3, 0x1234, -32768, 5, 6, 7, -1]

@@ -84,10 +84,10 @@ def check_manifest(manifest: Manifest, info: KernelInfo) -> None:
         if not layer.on_conv_engine:
             continue  # runs on the ARM cores
         cin = layer.in_shape[0]
-        if layer.weight_bits is not None and layer.weight_bits > info.weight_bits:
+        if layer.weight_bits is not None and layer.weight_bits > info.code_bits:
             problems.append(
                 f"layer {layer.name!r}: {layer.weight_bits}-bit weights > WEIGHT_BITS "
-                f"{info.weight_bits} (use a build with a wider code, e.g. NBQ_CODE_BITS=5)"
+                f"{info.code_bits} (use a build with a wider code, e.g. NBQ_CODE_BITS=5)"
             )
         if cin > info.max_cin:
             problems.append(f"layer {layer.name!r}: {cin} input channels > MAX_CIN {info.max_cin}")

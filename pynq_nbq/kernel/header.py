@@ -68,3 +68,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     problems = check_vitis_header(Path(args.header).read_text())
     for p in problems:
         print(p)
+    if not problems:
+        print(f"{args.header}: every register where pynq_nbq expects it")
+    return 1 if problems else 0

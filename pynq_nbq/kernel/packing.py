@@ -82,8 +82,9 @@ def pack_weights(w: np.ndarray, pe: dp.PEKind | str, pm: int) -> np.ndarray:
     kind = dp.PEKind.parse(pe)
     w = np.asarray(w)
     c_out, groups, taps, lanes = _vectors(w.shape, pm)
+    dtype: np.dtype  # one code byte (svpe) or one little-endian int16 (vpe) a weight
     if kind is dp.PEKind.SVPE:
-        items, dtype = encode_svpe_codes(w), np.uint8
+        items, dtype = encode_svpe_codes(w), np.dtype(np.uint8)
     else:
         w64 = w.astype(np.int64)
         if w64.size and (w64.min() < dp.VPE_WEIGHT_MIN or w64.max() > dp.VPE_WEIGHT_MAX):

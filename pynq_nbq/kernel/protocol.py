@@ -300,6 +300,11 @@ class KernelInfo:
             object.__setattr__(self, "weight_bits", widest_weight_bits(self.pe))
 
     @property
+    def code_bits(self) -> int:
+        """``weight_bits`` as set (``__post_init__`` fills a None with the widest)."""
+        return self.weight_bits if self.weight_bits is not None else widest_weight_bits(self.pe)
+
+    @property
     def weight_item_bytes(self) -> int:
         """Bytes one weight takes in this kernel's weight packet."""
         return WEIGHT_ITEM_BYTES[self.pe]
@@ -365,7 +370,7 @@ class KernelInfo:
             "MAX_COUT": self.max_cout,
             "ACC_BITS": self.acc_bits,
             "WORD_BITS": self.word_bits,
-            "WEIGHT_BITS": self.weight_bits,
+            "WEIGHT_BITS": self.code_bits,
         }
 
 

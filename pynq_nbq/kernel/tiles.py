@@ -186,7 +186,7 @@ def plan_layer(
 
 
 def _make_tile(rows, cols, p, h, w, step) -> Tile:
-    in_rows, in_cols = _in_range(*rows, p, h), _in_range(*cols, p, w)
+    in_rows, in_cols = _in_range(rows[0], rows[1], p, h), _in_range(cols[0], cols[1], p, w)
     pads = (
         rows[0] - p < 0,
         rows[1] + p > h,

@@ -138,7 +138,12 @@ def load_board(name_or_path: str | Path | Board) -> Board:
         if key not in known:
             raise ValueError(f"unknown board {text!r}: known boards are {', '.join(known)}")
         origin = f"pynq_nbq/boards/{key}.json"
-        raw = resources.files("pynq_nbq").joinpath("boards", f"{key}.json").read_text("utf-8")
+        raw = (
+            resources.files("pynq_nbq")
+            .joinpath("boards")
+            .joinpath(f"{key}.json")
+            .read_text("utf-8")
+        )
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
@@ -163,15 +168,20 @@ def _get(data: dict[str, Any], key: str, origin: str, kind: type = float) -> Any
     return kind(value)
 
 
+def _section(data: Any, name: str, origin: str) -> dict[str, Any]:
+    """The object ``data[name]`` of a board file; ValueError naming it when missing."""
+    value = data.get(name) if isinstance(data, dict) else None
+    if not isinstance(value, dict):
+        raise ValueError(f"board file {origin}: missing section {name!r}")
+    return value
+
+
 def board_from_dict(data: dict[str, Any], origin: str = "<dict>") -> Board:
     """Build a :class:`Board` from the JSON structure of ``pynq_nbq/boards/*.json``."""
-    res = data.get("resources") if isinstance(data, dict) else None
-    mem = data.get("memory") if isinstance(data, dict) else None
-    arm = data.get("arm") if isinstance(data, dict) else None
-    power = data.get("power") if isinstance(data, dict) else None
-    for section, value in (("resources", res), ("memory", mem), ("arm", arm), ("power", power)):
-        if not isinstance(value, dict):
-            raise ValueError(f"board file {origin}: missing section {section!r}")
+    res = _section(data, "resources", origin)
+    mem = _section(data, "memory", origin)
+    arm = _section(data, "arm", origin)
+    power = _section(data, "power", origin)
     cores = ArmCores(
         description=_get(arm, "description", origin, str),
         cores=_get(arm, "cores", origin, int),

@@ -333,7 +333,7 @@ def layer_cycles(
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     calls = plan_calls(layer, build)
-    per = [call_cycles(c, build) for c in calls]
+    per: list[dict[str, Any]] = [call_cycles(c, build) for c in calls]
     for p in per:
         p["total"] -= p["load"] - p["load"] / batch
         p["load"] /= batch
@@ -344,12 +344,12 @@ def layer_cycles(
         * _ceil(layer.out_channels, build.pn)
     )
     load = sum(p["load"] for p in per)
-    out = {
+    out: dict[str, Any] = {
         "calls": len(calls),
         "cycles": sum(p["total"] for p in per),
         "load_cycles": load,
         "stage_cycles": totals,
-        "bound": "load" if load > max(totals.values()) else max(totals, key=totals.get),
+        "bound": "load" if load > max(totals.values()) else max(totals, key=lambda s: totals[s]),
         "eq36_cycles": eq36,
     }
     if simulate:

@@ -244,7 +244,7 @@ def model_network(
 
     engines = _choose_engines(work, places, brd, opts, clock, bandwidth)
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for lay, orig, (where, reason, k), was_fused in zip(work, original, places, fused, strict=True):
         row = _row_skeleton(lay, orig)
         if was_fused:
@@ -253,6 +253,7 @@ def model_network(
         elif where == "arm":
             row.update(_arm_row(lay, reason, arm_layer_time(lay, brd, arm_gops), brd))
         else:
+            assert k is not None, f"{lay.name}: an FPGA layer without an array size"
             row.update(_fpga_row(lay, engines[k], k, opts, clock, bandwidth, brd))
         row["gops"] = lay.ops / (row["time_us"] * 1e3) if row["time_us"] > 0 and lay.ops else None
         rows.append(row)

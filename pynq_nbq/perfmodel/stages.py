@@ -30,6 +30,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from .. import datapath as dp
 from ..kernel import protocol
 from ..kernel.tiles import plan_layer
 
@@ -101,7 +102,13 @@ class Build:
     def info(self) -> protocol.KernelInfo:
         """What the host's planner sees in this build's read-only registers."""
         return protocol.KernelInfo(
-            self.pe, self.pm, self.pn, self.max_h, self.max_w, self.max_cin, self.max_cout
+            dp.PEKind(self.pe),
+            self.pm,
+            self.pn,
+            self.max_h,
+            self.max_w,
+            self.max_cin,
+            self.max_cout,
         )
 
     @property
@@ -159,7 +166,7 @@ def plan_calls(
     for co0, co1 in plan.groups:
         for i, t in enumerate(plan.tiles):
             in_h, in_w = t.in_rows[1] - t.in_rows[0], t.in_cols[1] - t.in_cols[0]
-            pads = tuple(int(p) for p in t.pads)
+            pads = (int(t.pads[0]), int(t.pads[1]), int(t.pads[2]), int(t.pads[3]))
             calls.append(Call(in_h, in_w, c_in, co1 - co0, k, pool, pads, load=i == 0))
     return calls
 
