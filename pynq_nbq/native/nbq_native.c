@@ -530,8 +530,6 @@ static void conv_direct(const conv_t *L, const int16_t *xi, int16_t *yi, int r0,
                                    : yi + ((size_t)(cr0 + ly) * owc + ox) * cout + c0;
             if (in32)
                 requant_i32(s->C + (size_t)m * ldc + c0, nc, s->rq, (int32_t)lo, out);
-            else if (in32)
-                requant_i32(s->C + (size_t)m * ldc + c0, nc, s->rq, (int32_t)lo, out);
             else
                 requant32(s->C + (size_t)m * ldc + c0, nc, L->mult + c0, L->off + c0,
                           L->shift + c0, lo, out);
