@@ -40,12 +40,21 @@ MARKERS = {
     "needs_pynq": "imports the pynq library (the simulated board, the fpga backend)",
     "needs_rtl": "runs iverilog or yosys (the RTL twin)",
     "needs_browser": "drives chromium through selenium",
+    "needs_interop": "imports onnx / qonnx / Brevitas / hls4ml (the [interop] extra)",
     "slow": "takes more than a few seconds; left out of the fast loop (-m 'not slow')",
 }
 
 #: test file -> its markers (a file not listed needs nothing beyond the base install)
 TIERS: dict[str, tuple[str, ...]] = {
     "test_bench.py": ("needs_gxx", "needs_pynq", "slow"),
+    "test_bench_engine.py": ("needs_gxx", "needs_torch", "slow"),
+    "test_brevitas_peer.py": ("needs_torch", "needs_interop", "slow"),
+    "test_hls4ml_peer.py": ("needs_gxx", "needs_interop", "slow"),
+    "test_perf_dataflow.py": ("slow",),
+    "test_qonnx_cli.py": ("needs_interop",),
+    "test_qonnx_export.py": ("needs_interop",),
+    "test_qonnx_import.py": ("needs_interop",),
+    "test_qonnx_roundtrip.py": ("needs_interop",),
     "test_bench_train.py": ("needs_torch",),
     "test_check.py": ("needs_gxx",),
     "test_distributed.py": ("needs_torch", "slow"),
