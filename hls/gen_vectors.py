@@ -110,7 +110,7 @@ def random_input(rng: np.random.Generator, n: int, h: int, w: int, c: int, edge=
 
 def vector_layers(info: KernelInfo, rng: np.random.Generator):
     """(spec, input) pairs covering the kernel's features for one PE kind."""
-    bits = (1, 2, 3, 4, 5) if info.pe == "svpe" else (16,)
+    bits = tuple(range(1, info.code_bits + 1)) if info.pe == "svpe" else (16,)
     cases = []
     for i, n in enumerate(bits * 2):
         k = (3, 1)[i % 2]
@@ -143,10 +143,20 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--max-packet-bytes", type=int, default=4096, help="small, so that rows are tiled too"
     )
+    ap.add_argument(
+        "--code-bits",
+        type=int,
+        choices=(3, 5),
+        default=defaults["NBQ_CODE_BITS"],
+        help="svpe builds: the kernel's NBQ_CODE_BITS (vectors use n <= it; default the header's)",
+    )
     a = ap.parse_args(argv)
-    pm = a.pm or defaults[f"NBQ_{a.pe.upper()}_PM"]  # nbq_params.h's per-kind defaults
-    pn = a.pn or defaults[f"NBQ_{a.pe.upper()}_PN"]
-    info = KernelInfo(a.pe, pm, pn, a.max_h, a.max_w, a.max_cin, a.max_cout)
+    # nbq_params.h's per-kind defaults (svpe: those of the build's code width)
+    kind = f"SVPE{a.code_bits}" if a.pe == "svpe" else "VPE"
+    pm = a.pm or defaults[f"NBQ_{kind}_PM"]
+    pn = a.pn or defaults[f"NBQ_{kind}_PN"]
+    bits = a.code_bits if a.pe == "svpe" else None
+    info = KernelInfo(a.pe, pm, pn, a.max_h, a.max_w, a.max_cin, a.max_cout, weight_bits=bits)
     rng = np.random.default_rng(a.seed)
     rec = RecordingDevice(ReferenceDevice(info))
     for spec, x in vector_layers(info, rng):

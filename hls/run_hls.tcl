@@ -25,6 +25,11 @@ if {[info exists ::env(NBQ_PERIOD_NS)]} {
     set period [exec env PYTHONPATH=[file dirname $hls_dir] python3 -m pynq_nbq.kernel.design period]
 }
 
+# The svpe build's code width (3: n <= 3 models, (Pm, Pn) = NBQ_SVPE3_*; 5: n <= 5,
+# NBQ_SVPE5_*): overlay/Makefile passes NBQ_CODE_BITS; unset, nbq_params.h's default.
+set code_bits ""
+if {[info exists ::env(NBQ_CODE_BITS)]} { set code_bits $::env(NBQ_CODE_BITS) }
+
 set kinds {svpe vpe}
 set steps {csim csynth export}
 if {$argc >= 1} { set kinds [lindex $argv 0] }
@@ -35,6 +40,11 @@ foreach kind $kinds {
     # Vitis HLS's own ap_int.h, hls_stream.h and ap_axi_sdata.h: hls/csim_include/
     # (the g++ stand-in) must NOT be on this include path.
     set cflags "-std=c++14 -I$hls_dir -DNBQ_PE_KIND=NBQ_PE_$KIND"
+    set vector_args {}
+    if {$kind eq "svpe" && $code_bits ne ""} {
+        append cflags " -DNBQ_CODE_BITS=$code_bits"
+        set vector_args [list --code-bits $code_bits]
+    }
 
     open_project -reset nbq_conv_$kind
     set_top nbq_conv
@@ -47,7 +57,7 @@ foreach kind $kinds {
     if {[lsearch $steps csim] >= 0} {
         # expected outputs from the numpy reference (pynq_nbq.sim.reference), default limits
         set vectors [file normalize nbq_conv_$kind/tb_vectors_$kind.bin]
-        exec python3 $hls_dir/gen_vectors.py --pe $kind --out $vectors >@ stdout
+        exec python3 $hls_dir/gen_vectors.py --pe $kind --out $vectors {*}$vector_args >@ stdout
         csim_design -argv $vectors
     }
     if {[lsearch $steps csynth] >= 0} {

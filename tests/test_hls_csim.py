@@ -424,3 +424,17 @@ def test_kernel_under_address_and_undefined_behaviour_sanitizers(tmp_path):
         )
         assert res.returncode == 0 and "PASS" in res.stdout, res.stdout + res.stderr
         assert "runtime error" not in res.stderr and "Sanitizer" not in res.stderr, res.stderr
+
+
+def test_testbench_of_a_3_bit_build_replays_vectors_made_for_it(tmp_path):
+    """gen_vectors --code-bits 3 (what run_hls.tcl passes for NBQ_CODE_BITS=3) writes vectors
+    of n <= 3 layers that the 3-bit build's testbench replays bit for bit."""
+    d = {**SMALL["svpe"], "NBQ_CODE_BITS": 3}
+    tb = csim.build("svpe", d, target="testbench")
+    vec = tmp_path / "svpe3.bin"
+    args = ["--pe", "svpe", "--code-bits", "3", "--out", str(vec), "--max-packet-bytes", "512"]
+    for key in ("PM", "PN", "MAX_H", "MAX_W", "MAX_CIN", "MAX_COUT"):
+        args += [f"--{key.lower().replace('_', '-')}", str(d[f"NBQ_{key}"])]
+    assert gen_vectors.main(args) == 0
+    res = subprocess.run([str(tb), str(vec)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and "PASS" in res.stdout, res.stdout + res.stderr

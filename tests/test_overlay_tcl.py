@@ -294,3 +294,35 @@ def test_hls_clock_comes_from_design_py_without_the_makefile(tmp_path):
     (clock,) = calls_of(result, "create_clock")
     assert float(clock[clock.index("-period") + 1]) == pytest.approx(1000 / 187.5)
     assert design.pl_period_ns() == pytest.approx(1000 / design.PL_CLOCK_MHZ)
+
+
+@pytest.mark.parametrize("bits", ["3", "5"])
+def test_svpe_code_width_reaches_the_hls_build(tmp_path, bits):
+    """NBQ_CODE_BITS (overlay/Makefile's CODE_BITS) selects the svpe build's code width:
+    it reaches the svpe kernel's and testbench's cflags; the vpe kernel has no such width."""
+    env = {**os.environ, "NBQ_CODE_BITS": bits}
+    for kind in design.PE_KINDS:
+        (tmp_path / kind).mkdir()
+        result = run_tcl(tmp_path / kind, ROOT / "hls" / "run_hls.tcl", [kind, "csynth"], env)
+        assert result["rc"] == 0, result["error"]
+        flags = [" ".join(c) for c in calls_of(result, "add_files")]
+        assert len(flags) == 2
+        has = [f"-DNBQ_CODE_BITS={bits}" in f for f in flags]
+        assert has == ([True, True] if kind == "svpe" else [False, False]), flags
+
+
+def test_makefile_builds_the_3_bit_svpe_kernel_by_default():
+    """The embedded model is 3-bit: `make` builds the (32, 8) 3-bit svpe kernel unless told
+    CODE_BITS=5 (n <= 5 models)."""
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make not installed")
+    for extra, bits in (([], "3"), (["CODE_BITS=5"], "5")):
+        text = subprocess.run(
+            [make, "-n", "-C", str(ROOT / "overlay"), "BOARD=zcu102", "KINDS=svpe", *extra],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        assert f"NBQ_CODE_BITS={bits}" in text
