@@ -121,8 +121,18 @@ class Bundle:
 
 
 # --- reading ----------------------------------------------------------------------------
-def load_bundle(path: str | os.PathLike) -> Bundle:
-    """Load and validate the bundle directory at ``path``."""
+def load_bundle(
+    path: str | os.PathLike,
+    within: str | os.PathLike | None = None,
+    within_name: str = "the bundle directory",
+) -> Bundle:
+    """Load and validate the bundle directory at ``path``.
+
+    Its files are read only as bounded regular files inside ``within`` (default: the
+    bundle directory itself; ``nbq serve`` passes its models directory), named
+    ``within_name`` in errors, and the arrays' declared sizes are checked before anything
+    is decompressed (:mod:`pynq_nbq.safe_files`).
+    """
     root = Path(path)
     mpath, apath = root / MANIFEST, root / ARRAYS
     if not root.is_dir():
@@ -131,15 +141,21 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
         raise BundleError(f"{root}: missing {MANIFEST}")
     if not apath.exists():
         raise BundleError(f"{root}: missing {ARRAYS}")
-    # regular files inside the bundle directory only, bounded reads, the archive's declared
-    # sizes checked before anything is decompressed (safe_files; issue 22)
+    base = Path(within) if within is not None else root
+    rel = Path()
+    if within is not None:
+        try:
+            rel = root.resolve().relative_to(base.resolve())
+        except ValueError:
+            raise BundleError(f"{root}: not inside {within_name}") from None
     try:
         text = safe_files.read_regular(
-            root, MANIFEST, safe_files.MAX_MANIFEST_BYTES, "the bundle directory"
+            base, rel / MANIFEST, safe_files.MAX_MANIFEST_BYTES, within_name
         )
         raw = safe_files.read_regular(
-            root, ARRAYS, safe_files.MAX_ARRAYS_FILE_BYTES, "the bundle directory"
+            base, rel / ARRAYS, safe_files.MAX_ARRAYS_FILE_BYTES, within_name
         )
+        safe_files.check_npz(raw, str(rel / ARRAYS), headers=False)  # a zip bomb, unopened
     except safe_files.UnsafeFile as exc:
         raise BundleError(f"{root}: {exc}") from None
     try:
@@ -157,7 +173,7 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
             f"{manifest.get('arrays_sha256')!r}, file {digest})"
         )
     try:
-        safe_files.check_npz(raw, ARRAYS)
+        safe_files.check_npz(raw, str(rel / ARRAYS))  # .npy headers vs members, before np.load
     except safe_files.UnsafeFile as exc:
         raise BundleError(f"{root}: {exc}") from None
     arrays = _read_npz(raw, apath)

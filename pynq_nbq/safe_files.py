@@ -8,8 +8,8 @@
 * :func:`check_npz` checks an ``.npz`` archive's **declared** sizes before anything is
   decompressed: every member's uncompressed size from the zip central directory, their
   total against a limit, and each ``.npy`` header's shape x item size against its member;
-* :func:`check_bundle_files` applies both to a bundle directory (``manifest.json``,
-  ``arrays.npz``).
+* :func:`pynq_nbq.bundle.load_bundle` applies both to a bundle's ``manifest.json`` and
+  ``arrays.npz`` (``nbq serve`` with its models directory as the root).
 
 Errors are :class:`UnsafeFile` (an :class:`~pynq_nbq.errors.NbqError`) and name paths
 relative to the root, never the root itself.
@@ -84,14 +84,17 @@ def read_regular(
     return data
 
 
-def check_npz(raw: bytes, where: str = "arrays.npz", max_total: int | None = None) -> int:
+def check_npz(
+    raw: bytes, where: str = "arrays.npz", max_total: int | None = None, headers: bool = True
+) -> int:
     """Check an ``.npz`` archive from its declared sizes, decompressing nothing but each
     member's ``.npy`` header; return the total declared uncompressed bytes.
 
     Refuses: more than :data:`MAX_MEMBERS` members; a total above ``max_total`` (default
-    :data:`MAX_ARRAYS_BYTES`); an
-    ``.npy`` header whose shape x item size is larger than its member.  (Python's zipfile
-    never inflates a member past its declared size, so the declared sizes bound memory.)"""
+    :data:`MAX_ARRAYS_BYTES`); with ``headers``, an ``.npy`` header whose shape x item size
+    is larger than its member (``headers=False``: the central directory alone, nothing
+    decompressed).  (Python's zipfile never inflates a member past its declared size, so
+    the declared sizes bound memory.)"""
     if max_total is None:
         max_total = MAX_ARRAYS_BYTES
     try:
@@ -108,7 +111,7 @@ def check_npz(raw: bytes, where: str = "arrays.npz", max_total: int | None = Non
                 f"{where}: its arrays declare {total} bytes uncompressed, more than the limit "
                 f"of {max_total}"
             )
-        for info in infos:
+        for info in infos if headers else ():
             _check_npy_header(zf, info, where)
     return total
 
@@ -133,13 +136,3 @@ def _check_npy_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) ->
             f"{where}: member {info.filename!r} declares {count * dtype.itemsize} bytes of "
             f"array in {info.file_size} bytes"
         )
-
-
-def check_bundle_files(root: str | os.PathLike, bundle: str | os.PathLike) -> None:
-    """Check the files of the bundle directory ``root/bundle`` before a loader reads them:
-    ``manifest.json`` and ``arrays.npz`` regular files inside ``root`` within the size
-    limits, the archive's declared sizes within :data:`MAX_ARRAYS_BYTES`."""
-    rel = Path(bundle)
-    read_regular(root, rel / "manifest.json", MAX_MANIFEST_BYTES)
-    raw = read_regular(root, rel / "arrays.npz", MAX_ARRAYS_FILE_BYTES)
-    check_npz(raw, str(rel / "arrays.npz"))

@@ -46,7 +46,6 @@ from ..rails import (
     modelled_energy,
     open_power_source,
 )
-from ..safe_files import UnsafeFile, check_bundle_files
 from . import errors, memory
 from .budget import BudgetBusy, MemoryBudget, OverBudget
 from .config import ServerConfig
@@ -201,9 +200,9 @@ class Service:
         leaves the current model serving (422 names the field at fault)."""
         path = resolve_model_dir(self.config.models_dir, name)
         try:
-            check_bundle_files(path.parent, path.name)  # regular files, declared sizes
-            bundle = load_bundle(path)
-        except (BundleError, UnsafeFile) as exc:
+            # regular files inside the models directory, declared sizes checked first
+            bundle = load_bundle(path, within=path.parent, within_name="the models directory")
+        except BundleError as exc:
             msg = relative_paths(str(exc), path)
             raise errors.Unprocessable(
                 f"bundle refused, the current model keeps serving: {msg}"
