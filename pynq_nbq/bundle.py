@@ -155,7 +155,6 @@ def load_bundle(
         raw = safe_files.read_regular(
             base, rel / ARRAYS, safe_files.MAX_ARRAYS_FILE_BYTES, within_name
         )
-        safe_files.check_npz(raw, str(rel / ARRAYS), headers=False)  # a zip bomb, unopened
     except safe_files.UnsafeFile as exc:
         raise BundleError(f"{root}: {exc}") from None
     try:
@@ -166,6 +165,10 @@ def load_bundle(
         raise BundleError(f"{mpath}: bad JSON (nested too deeply)") from None
     if not isinstance(manifest, dict):
         raise BundleError(f"{mpath}: the manifest must be a JSON object")
+    try:
+        safe_files.check_npz(raw, str(rel / ARRAYS), headers=False)  # a zip bomb, unopened
+    except safe_files.UnsafeFile as exc:
+        raise BundleError(f"{root}: {exc}") from None
     digest = hashlib.sha256(raw).hexdigest()
     if manifest.get("arrays_sha256") != digest:
         raise BundleError(
