@@ -15,6 +15,10 @@ from typing import Any
 
 from .constants import URAM_BRAM18_EQUIV
 
+#: The processing-system families a board file may name: Zynq UltraScale+ (PS8, as on
+#: the ZCU102, ZCU104 and KV260) and Zynq-7000 (PS7, as on the PYNQ-Z2).
+PS_FAMILIES = ("ps8", "ps7")
+
 
 @dataclass(frozen=True)
 class ArmCores:
@@ -41,7 +45,8 @@ class ArmCores:
 
 @dataclass(frozen=True)
 class Board:
-    """One Zynq UltraScale+ board: resources, clocks, memory, ARM cores, static power."""
+    """One Zynq board (UltraScale+ PS8 or Zynq-7000 PS7): resources, clocks, memory,
+    ARM cores, static power."""
 
     name: str
     title: str
@@ -62,6 +67,15 @@ class Board:
     pl_static_w: float  #: programmable-logic static power (W)
     sources: dict[str, str]
     pl_bandwidth_override_gbps: float | None = None
+    ps_family: str = "ps8"  #: "ps8" (Zynq UltraScale+) or "ps7" (Zynq-7000)
+    pl_pll_mhz: float = 1500.0  #: the PS PLL the fabric clock is divided from (MHz)
+    pl_clock_divisor: int = 8  #: fabric clock = pl_pll_mhz / pl_clock_divisor
+
+    @property
+    def kernel_clock_mhz(self) -> float:
+        """The overlay's one PL clock on this board (MHz): the PS's PLL over an integer
+        divisor, the clock the kernel's cycle model and the block design use."""
+        return self.pl_pll_mhz / self.pl_clock_divisor
 
     @property
     def ddr_peak_gbps(self) -> float:
@@ -104,6 +118,8 @@ class Board:
             "bram18": self.bram18,
             "uram": self.uram,
             "pl_clock_mhz": self.pl_clock_mhz,
+            "ps_family": self.ps_family,
+            "kernel_clock_mhz": round(self.kernel_clock_mhz, 3),
             "ddr_peak_gbps": round(self.ddr_peak_gbps, 3),
             "pl_bandwidth_gbps": round(self.pl_bandwidth_gbps(), 3),
             "arm": self.arm.description,
@@ -119,7 +135,7 @@ def available_boards() -> list[str]:
 
 
 def load_board(name_or_path: str | Path | Board) -> Board:
-    """Load a board by name (``zcu102``, ``zcu104``, ``kv260``) or from a JSON file path.
+    """Load a board by name (``zcu102``, ``zcu104``, ``kv260``, ``pynq-z2``) or a JSON file path.
 
     Raises ``ValueError`` naming the unknown board or the missing/invalid field.
     """
@@ -192,6 +208,12 @@ def board_from_dict(data: dict[str, Any], origin: str = "<dict>") -> Board:
         active_power_w=_get(arm, "active_power_w", origin),
     )
     override = mem.get("pl_bandwidth_gbps")
+    ps = _section(data, "ps", origin)
+    family = _get(ps, "family", origin, str)
+    if family not in PS_FAMILIES:
+        raise ValueError(
+            f"board file {origin}: ps family {family!r} is not one of {', '.join(PS_FAMILIES)}"
+        )
     board = Board(
         name=_get(data, "name", origin, str),
         title=str(data.get("title", data.get("name", ""))),
@@ -212,11 +234,20 @@ def board_from_dict(data: dict[str, Any], origin: str = "<dict>") -> Board:
         pl_static_w=_get(power, "pl_static_w", origin),
         sources={
             k: str(v.get("source", ""))
-            for k, v in (("resources", res), ("memory", mem), ("arm", arm), ("power", power))
+            for k, v in (
+                ("resources", res),
+                ("memory", mem),
+                ("arm", arm),
+                ("power", power),
+                ("ps", ps),
+            )
         },
         pl_bandwidth_override_gbps=None if override is None else float(override),
+        ps_family=family,
+        pl_pll_mhz=_get(ps, "pl_pll_mhz", origin),
+        pl_clock_divisor=_get(ps, "pl_clock_divisor", origin, int),
     )
-    for field in ("dsp", "lut", "ff", "pl_clock_mhz"):
+    for field in ("dsp", "lut", "ff", "pl_clock_mhz", "pl_pll_mhz", "pl_clock_divisor"):
         if getattr(board, field) <= 0:
             raise ValueError(f"board file {origin}: field {field!r} must be positive")
     if not 0 < board.ddr_efficiency <= 1 or not 0 < cores.efficiency <= 1:
