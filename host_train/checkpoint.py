@@ -88,6 +88,13 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 PORTABLE_KEYS = ("config", "classes", "input_shape", "mean", "std", "dataset", "epoch", "metrics")
 
 
+def model_state(ck: dict) -> dict:
+    """The state dict a checkpoint's model is made from: the finished model
+    (``final_model``: batch norm re-estimated or the weight average,
+    :mod:`host_train.finish`) where the run made one, else the weights as trained."""
+    return ck.get("final_model") or ck["model"]
+
+
 def save_portable(ck: dict, stem: str | os.PathLike) -> None:
     """Model-only checkpoint without pickle: ``STEM.json`` (config, classes, input
     spec, metrics) + ``STEM.npz`` (the model's state dict, deterministic bytes)."""
@@ -95,7 +102,7 @@ def save_portable(ck: dict, stem: str | os.PathLike) -> None:
 
     stem = Path(stem)
     meta = {k: ck[k] for k in PORTABLE_KEYS if k in ck}
-    arrays = {k: v.detach().cpu().numpy() for k, v in ck["model"].items()}
+    arrays = {k: v.detach().cpu().numpy() for k, v in model_state(ck).items()}
     stem.with_suffix(".npz").write_bytes(npz_bytes(arrays, compress=True))
     stem.with_suffix(".json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
 

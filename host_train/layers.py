@@ -244,3 +244,21 @@ def convert(
                 new.weight.copy_(child.weight)
             setattr(parent, child_name, new)
     return model
+
+
+class ActQuant(nn.Module):
+    """Optional activation quantisation after a ReLU (Theorem 3, clipped pass-through)."""
+
+    def __init__(self, bits: int) -> None:
+        super().__init__()
+        self.bits = bits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return quant.ClippedActivationQuant.apply(x, self.bits)
+
+
+def insert_act_quant(model: nn.Module, bits: int) -> None:
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.ReLU):
+                setattr(parent, name, nn.Sequential(child, ActQuant(bits)))

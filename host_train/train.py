@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import distributed, methods, quant
+from . import distributed, finish, methods, quant
 from . import layers as L
 from .augment import apply_augment, augment_pad, augment_params  # noqa: F401 (re-exported)
 from .checkpoint import (  # noqa: F401  (re-exported: train's public names)
@@ -41,6 +41,7 @@ from .checkpoint import (  # noqa: F401  (re-exported: train's public names)
     first_line,
     load_checkpoint,
     load_portable,
+    model_state,
     save_portable,
 )
 from .data import Dataset, hold_out, load_dataset
@@ -85,6 +86,8 @@ class TrainConfig:
     distill_weight: float = 0.5
     distill_temperature: float = 4.0
     val_split: int = 0
+    ema_decay: float = 0.0  #: > 0: keep a weight average (host_train.finish.WeightAverage)
+    finish: str = "none"  #: the final model: one of host_train.finish.FINISHES
 
     def validate(self) -> None:
         trains = methods.get(self.method).trains
@@ -108,6 +111,7 @@ class TrainConfig:
             raise ValueError("the distillation temperature must be > 0")
         if self.val_split < 0:
             raise ValueError("--val-split must be >= 0 images")
+        finish.check_finish(self.finish, self.ema_decay)
 
 
 # --- data on tensors -----------------------------------------------------------------
@@ -118,30 +122,12 @@ def normalise(x_u8: torch.Tensor, mean: list[float], std: list[float]) -> torch.
     return (x_u8.float() / 255.0 - m) / s
 
 
-class ActQuant(nn.Module):
-    """Optional activation quantisation after a ReLU (Theorem 3, clipped pass-through)."""
-
-    def __init__(self, bits: int) -> None:
-        super().__init__()
-        self.bits = bits
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return quant.ClippedActivationQuant.apply(x, self.bits)
-
-
-def insert_act_quant(model: nn.Module, bits: int) -> None:
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, nn.ReLU):
-                setattr(parent, name, nn.Sequential(child, ActQuant(bits)))
-
-
 # --- model construction ----------------------------------------------------------------
 def make_model(cfg: TrainConfig, ds_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     """The float model of ``cfg`` converted to power-of-two layers (method set)."""
     model = build_model(cfg.model, num_classes, ds_shape[0], cfg.width)
     if cfg.act_bits:
-        insert_act_quant(model, cfg.act_bits)
+        L.insert_act_quant(model, cfg.act_bits)
     bits: int | dict[str, int] = cfg.bits
     if cfg.bits_per_layer:
         bits = {"default": cfg.bits, **cfg.bits_per_layer}
@@ -161,7 +147,7 @@ def model_from_checkpoint(ckpt: dict) -> tuple[nn.Module, TrainConfig]:
     try:
         cfg = TrainConfig(**ckpt["config"])
         model = make_model(cfg, tuple(ckpt["input_shape"]), len(ckpt["classes"]))
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(model_state(ckpt))
     except (TypeError, ValueError, KeyError, RuntimeError) as exc:
         raise CheckpointError(f"the checkpoint does not make a model: {first_line(exc)}") from None
     model.eval()
@@ -187,26 +173,9 @@ def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, mean, std) -> float
     return float((predict(model, x, mean, std).argmax(1) == y).mean())
 
 
-@torch.no_grad()
 def reestimate_bn(model: nn.Module, x_u8: np.ndarray, mean, std, batch: int = 200) -> None:
-    """Recompute every batch norm's running statistics on ``x_u8`` (cumulative average),
-    with the weights the model uses at evaluation (pure staircase for quantized layers)."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = {}
-    for bn in bns:
-        bn.reset_running_stats()
-        saved[bn] = bn.momentum
-        bn.momentum = None
-    # forward in train mode for BN, but quantized layers use eval-time weights
-    pow_layers = [m for _, m in L.pow2_layers(model)]
-    model.train()
-    for m in pow_layers:
-        m.train(False)
-    for i in range(0, len(x_u8), batch):
-        model(normalise(torch.from_numpy(np.ascontiguousarray(x_u8[i : i + batch])), mean, std))
-    for bn in bns:
-        bn.momentum = saved[bn]
-    model.eval()
+    """:func:`host_train.finish.reestimate_bn` with the dataset normalisation (mean, std)."""
+    finish.reestimate_bn(model, x_u8, lambda xb: normalise(xb, mean, std), batch)
 
 
 # --- training --------------------------------------------------------------------------
@@ -340,12 +309,13 @@ def train(
     opt = _optimizer(cfg, model)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: _lr_factor(cfg, e))
     ck_path = out / CHECKPOINT
-    metrics, start = _resume(ck_path, base, model, opt, sched) if resume else ([], 0)
+    average = finish.WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
+    metrics, start = _resume(ck_path, base, model, opt, sched, average) if resume else ([], 0)
     if resume and d.is_main:
         log(f"resuming at epoch {start + 1}/{cfg.epochs}")
 
     run = _Run(cfg, d, ds, model, distributed.wrap(model, d), teacher, opt, strategy,
-               train_x, train_y, augment_pad(ds.input_shape), on_step)  # fmt: skip
+               train_x, train_y, augment_pad(ds.input_shape), on_step, average)  # fmt: skip
     step = start * math.ceil(len(train_y) / cfg.batch_size)
     end = cfg.epochs if stop_after is None else min(cfg.epochs, start + stop_after)
     ck: dict = {}
@@ -362,32 +332,31 @@ def train(
             "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(),
             "metrics": metrics,
+            **({"weight_average": average.state()} if average else {}),
         }
         if not d.is_main:
             continue
-        rec = {
-            "epoch": epoch + 1,
-            "alpha": alpha,
-            "lr": opt.param_groups[0]["lr"],
-            "train_loss": tot_loss / seen,
-            "train_acc": tot_ok / seen,
-            **_accuracies(model, ds, val_x, val_y),
-            "epoch_seconds": train_s,
-            "processes": d.world,
-        }
+        rec = {"epoch": epoch + 1, "alpha": alpha, "lr": opt.param_groups[0]["lr"],
+               "train_loss": tot_loss / seen, "train_acc": tot_ok / seen,
+               **_accuracies(model, ds, val_x, val_y), "epoch_seconds": train_s,
+               "processes": d.world}  # fmt: skip
         metrics.append(rec)
         _save_atomic(ck, ck_path)
         write_metrics(out, metrics)
         log(json.dumps(rec))
+    if ck and d.is_main and end == cfg.epochs and (cfg.finish != "none" or average):
+        _finish(run, ck, val_x, val_y, ck_path, log)
     distributed.barrier(d)
     if not ck:
         ck = load_checkpoint(ck_path)
     return ck
 
 
-def _resume(ck_path: Path, base: dict, model: nn.Module, opt, sched) -> tuple[list[dict], int]:
-    """Load ``ck_path`` into the model, optimizer and scheduler of a run whose fixed
-    fields are ``base``; return (the metrics so far, the epochs done)."""
+def _resume(
+    ck_path: Path, base: dict, model: nn.Module, opt, sched, average=None
+) -> tuple[list[dict], int]:
+    """Load ``ck_path`` into the model, optimizer, scheduler (and weight average) of a
+    run whose fixed fields are ``base``; return (the metrics so far, the epochs done)."""
     if not ck_path.exists():
         raise FileNotFoundError(f"--resume: no checkpoint at {ck_path}")
     ck = load_checkpoint(ck_path)
@@ -396,7 +365,29 @@ def _resume(ck_path: Path, base: dict, model: nn.Module, opt, sched) -> tuple[li
     model.load_state_dict(ck["model"])
     opt.load_state_dict(ck["optimizer"])
     sched.load_state_dict(ck["scheduler"])
+    if average is not None:
+        average.load(ck["weight_average"])
     return list(ck["metrics"]), int(ck["epoch"])
+
+
+def _finish(run: _Run, ck: dict, val_x: np.ndarray, val_y: np.ndarray, ck_path: Path, log) -> None:
+    """After the last epoch: every treatment of :mod:`host_train.finish` evaluated into
+    the last metrics record, ``cfg.finish``'s model saved as ``final_model``."""
+    cfg, ds = run.cfg, run.ds
+    extra, state = finish.finish_run(
+        run.model,
+        run.average,
+        cfg.finish,
+        finish.bn_images(run.train_x, cfg.bn_images, cfg.seed),
+        lambda xb: normalise(xb, ds.mean, ds.std),
+        lambda m: _accuracies(m, ds, val_x, val_y),
+    )
+    ck["metrics"][-1].update(extra)
+    if state is not None:
+        ck["final_model"] = state
+    _save_atomic(ck, ck_path)
+    write_metrics(ck_path.parent, ck["metrics"])
+    log(json.dumps({"finish": cfg.finish, **extra}))
 
 
 def _accuracies(model: nn.Module, ds: Dataset, val_x: np.ndarray, val_y: np.ndarray) -> dict:
@@ -423,6 +414,7 @@ class _Run:
     train_y: np.ndarray
     pad: int
     on_step: Callable[[nn.Module, int], None] | None
+    average: finish.WeightAverage | None = None
 
 
 def _train_epoch(run: _Run, epoch: int, step: int, progress: bool) -> tuple[float, int, list]:
@@ -465,6 +457,8 @@ def _train_epoch(run: _Run, epoch: int, step: int, progress: bool) -> tuple[floa
         (loss * weight if weight != 1.0 else loss).backward()
         run.strategy.adjust_gradients(pow2, alpha, cfg.rg_compensate)
         run.opt.step()
+        if run.average is not None:
+            run.average.update(model)
         distributed.average_bn_stats(model, d)
         if run.on_step is not None:
             run.on_step(model, step)
@@ -480,9 +474,7 @@ def _post_training_quantize(cfg, model, ds, train_x, out, base, log) -> dict:
     """Round-to-nearest quantisation of a trained float model, BN re-estimated."""
     L.set_method(model, "rtn")
     before = accuracy(model, ds.test_x, ds.test_y, ds.mean, ds.std)
-    gen = np.random.RandomState(cfg.seed)
-    pick = gen.choice(len(train_x), size=min(cfg.bn_images, len(train_x)), replace=False)
-    reestimate_bn(model, train_x[np.sort(pick)], ds.mean, ds.std)
+    reestimate_bn(model, finish.bn_images(train_x, cfg.bn_images, cfg.seed), ds.mean, ds.std)
     after = accuracy(model, ds.test_x, ds.test_y, ds.mean, ds.std)
     rec = {"epoch": 0, "test_acc": after, "test_acc_before_bn_reestimate": before}
     log(json.dumps(rec))

@@ -73,6 +73,23 @@ def register(sub) -> None:
         default=0,
         help="hold out this many training images (fixed subset) and report val_acc",
     )
+    p.add_argument(
+        "--ema-decay",
+        type=float,
+        default=0.0,
+        help="keep an exponential moving average of the weights with this decay per step "
+        "(e.g. 0.999; 0: off); with it the run also reports the average's accuracy",
+    )
+    p.add_argument(
+        "--finish",
+        choices=("none", "bn", "ema-bn"),
+        default="none",
+        help="the run's final model: as trained (none), batch norm re-estimated on clean "
+        "training images (bn), or the weight average with batch norm re-estimated (ema-bn)",
+    )
+    p.add_argument(
+        "--bn-images", type=int, default=1000, help="training images batch norm is re-estimated on"
+    )
     p.add_argument("--act-bits", type=int, default=0, help="optional activation bits (0: off)")
     p.add_argument("--init", default=None, help="start from this checkpoint (fine-tune / rtn)")
     p.add_argument("--train-limit", type=int, default=None, help="use the first N images")
@@ -141,6 +158,9 @@ def _config(args: argparse.Namespace):
         distill_weight=args.distill_weight,
         distill_temperature=args.distill_temperature,
         val_split=args.val_split,
+        ema_decay=args.ema_decay,
+        finish=args.finish,
+        bn_images=args.bn_images,
     )
 
 
