@@ -34,6 +34,7 @@ threads); far longer on a shared machine.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -98,11 +99,14 @@ ROUNDS = {
 }
 
 
+ROUND = 1
+
+
 def use_round(n: int) -> None:
     """Make round ``n``'s recipe and choice rows the plan's (module state: the script
     runs one round per process)."""
-    global COMMON, CHOICES
-    COMMON, CHOICES = ROUNDS[n][0], ROUNDS[n][1]
+    global COMMON, CHOICES, ROUND
+    COMMON, CHOICES, ROUND = ROUNDS[n][0], ROUNDS[n][1], n
 
 
 def config_for(overrides: dict, out: Path, seed: int = 0):
@@ -118,15 +122,65 @@ def config_for(overrides: dict, out: Path, seed: int = 0):
     return TrainConfig(**kw)
 
 
+#: The ledger of finished runs (``--ledger``; module state like the round): a committed
+#: JSON file of each finished run's config, last metrics record and machine, so that a
+#: plan that runs for longer than one machine lives can go on where it stopped on
+#: another.  A run found there counts as finished (its checkpoint is not: no bundle
+#: checks for it); the run's own checkpoint in OUT, where there is one, comes first.
+LEDGER: Path | None = None
+
+
+def _ledger() -> dict:
+    if LEDGER is None or not LEDGER.exists():
+        return {}
+    return json.loads(LEDGER.read_text())["runs"]
+
+
 def _finished(out: Path, name: str) -> dict | None:
-    """The checkpoint of a finished run, else None."""
+    """The checkpoint of a finished run (or its :data:`LEDGER` entry, marked
+    ``from_ledger``), else None."""
     from host_train.train import load_checkpoint
 
     p = out / name / "checkpoint.pt"
     if not p.exists():
-        return None
+        entry = _ledger().get(name)
+        return None if entry is None else {**entry, "from_ledger": True}
     ck = load_checkpoint(p)
     return ck if int(ck["epoch"]) >= ck["config"]["epochs"] else None
+
+
+def update_ledger(out: Path, path: Path) -> list[str]:
+    """Add every run finished in ``out`` (config, last metrics, epoch times, machine) to
+    the ledger at ``path``, keeping the entries already there; returns the names added."""
+    import platform
+
+    import torch
+
+    data = json.loads(path.read_text()) if path.exists() else {"runs": {}}
+    data.update(round=ROUND, common=COMMON, note=LEDGER_NOTE)
+    added = []
+    for name, *_ in plan(out):
+        ck = _finished(out, name)
+        if ck is None or ck.get("from_ledger"):
+            continue
+        data["runs"][name] = {
+            "config": ck["config"],
+            "epoch": int(ck["epoch"]),
+            "metrics": [ck["metrics"][-1]],
+            "epoch_seconds": [round(e["epoch_seconds"], 1) for e in ck["metrics"]],
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
+        }
+        added.append(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    return added
+
+
+LEDGER_NOTE = (
+    "Finished runs of scripts/bench_train.py (written by --report --ledger FILE): each "
+    "run's config, last metrics record (fractions; *_bn, *_ema_bn: host_train.finish) "
+    "and per-epoch seconds. The plan counts a run listed here as finished."
+)
 
 
 def variants(ck: dict) -> dict[str, dict[str, float]]:
@@ -194,7 +248,8 @@ def copy_finished(out: Path, dest: Path) -> list[str]:
     home for results on a machine whose work tree may go); returns the names copied."""
     copied = []
     for name, *_ in plan(out):
-        if _finished(out, name) is None:
+        ck = _finished(out, name)
+        if ck is None or ck.get("from_ledger"):
             continue
         (dest / name).mkdir(parents=True, exist_ok=True)
         for f in ("checkpoint.pt", "metrics.json"):
@@ -241,9 +296,16 @@ def run_plan(
     while done_any:  # the choice stage unlocks the later ones
         done_any = False
         for name, _, overrides, seed, _ in plan(out):
-            if (only and name not in only) or _finished(out, name):
+            done = _finished(out, name)
+            if only and name not in only:
                 continue
             cfg = config_for(overrides, out, seed)
+            if done is not None and done["config"] == dataclasses.asdict(cfg):
+                continue
+            if done is not None and not done.get("from_ledger"):
+                continue  # a finished checkpoint of another config: kept as it is
+            if done is not None:
+                print(f"[{name}] the ledger's run had another config: training it", flush=True)
             if cfg.teacher and _finished(out, Path(cfg.teacher).name) is None:
                 print(f"[{name}] waits for its teacher {cfg.teacher}", flush=True)
                 continue
@@ -294,6 +356,7 @@ def summarise(out: Path) -> dict:
             "seed": seed,
             "finish": own,
             "model_finish": own,  #: the finish of the checkpoint's own final model
+            "from_ledger": bool(ck.get("from_ledger")),
             "test_acc": vs.get(own, vs["none"])["test_acc"],
             "val_acc": vs.get(own, vs["none"])["val_acc"],
             "variants": vs,
@@ -345,7 +408,7 @@ def add_agreement(out: Path, summary: dict, images: int) -> None:
     for name, r in summary["rows"].items():
         if r["bits"] is None:  # float rows have no svpe form
             continue
-        if r["finish"] != r["model_finish"]:  # the row is a finish its model does not have
+        if r["finish"] != r["model_finish"] or r["from_ledger"]:  # no such model here
             continue
         cache = out / name / "agreement.json"
         if cache.exists() and json.loads(cache.read_text()).get("images") == images:
@@ -473,6 +536,12 @@ def main() -> int:
     ap.add_argument("--plot", default=None, help="write the accuracy-vs-bits plot here (PNG)")
     ap.add_argument("--copy-to", default=None, help="copy finished runs to this directory")
     ap.add_argument(
+        "--ledger",
+        default=None,
+        help="the committed ledger of finished runs (JSON): runs listed there count as "
+        "finished; with --report, the runs finished in --out are added to it",
+    )
+    ap.add_argument(
         "--agreement",
         type=int,
         default=0,
@@ -480,6 +549,8 @@ def main() -> int:
     )
     args = ap.parse_args()
     use_round(args.round)
+    global LEDGER
+    LEDGER = Path(args.ledger) if args.ledger else None
     out = Path(args.out or ROUNDS[args.round][2])
     out.mkdir(parents=True, exist_ok=True)
     if not args.report:
@@ -489,6 +560,8 @@ def main() -> int:
         run_plan(out, args.only, args.stop_after, Path(args.copy_to) if args.copy_to else None)
     if args.copy_to:
         print("copied:", ", ".join(copy_finished(out, Path(args.copy_to))) or "nothing")
+    if args.report and LEDGER is not None:
+        print("ledger: added", ", ".join(update_ledger(out, LEDGER)) or "nothing")
     summary = summarise(out)
     if args.agreement:
         add_agreement(out, summary, args.agreement)

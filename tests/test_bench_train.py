@@ -3,6 +3,9 @@ validation accuracy (never test), gate and bits rows follow it, the gate arithme
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -103,3 +106,77 @@ def test_a_run_is_claimed_by_one_live_worker(tmp_path):
     gone = subprocess.run([sys.executable, "-c", code], capture_output=True)
     (run / bt.LOCK).write_text(gone.stdout.decode().strip())  # a finished process: stale
     assert bt._claim(run) and (run / bt.LOCK).read_text() == str(os.getpid())
+
+
+@pytest.fixture
+def round2():
+    bt.use_round(2)
+    yield
+    bt.use_round(1)
+    bt.LEDGER = None
+
+
+def _fake_round2_run(out, name, overrides, seed, val_test: dict):
+    """A finished round-2 run with its real config and every finish's accuracies
+    (``val_test``: finish -> (val %, test %))."""
+    import dataclasses
+
+    from host_train.finish import metric_suffix
+
+    cfg = dataclasses.asdict(bt.config_for(overrides, out, seed))
+    rec = {"train_loss": 0.2, "epoch_seconds": 9.0}
+    for fin, (val, test) in val_test.items():
+        rec |= {
+            "val_acc" + metric_suffix(fin): val / 100,
+            "test_acc" + metric_suffix(fin): test / 100,
+        }
+    (out / name).mkdir(parents=True, exist_ok=True)
+    ck = {"config": cfg, "epoch": cfg["epochs"], "metrics": [rec]}
+    torch.save(ck, out / name / "checkpoint.pt")
+
+
+def test_round2_picks_run_and_finish_on_validation(tmp_path, round2):
+    vt = {
+        "float-s0": {"none": (94.0, 93.0), "bn": (94.1, 93.1), "ema-bn": (94.0, 93.9)},
+        "rg-s0": {"none": (93.0, 92.0), "bn": (93.6, 92.1), "ema-bn": (93.2, 92.9)},
+        "rg-long-s0": {"none": (93.1, 92.5), "bn": (93.2, 92.6), "ema-bn": (93.3, 92.7)},
+        "float-long-s0": {"none": (93.9, 93.5), "bn": (93.8, 93.4), "ema-bn": (93.7, 93.3)},
+    }
+    for name, _, o in bt.CHOICES:
+        _fake_round2_run(tmp_path, name, o, 0, vt[name])
+    (q_name, q_over), (f_name, f_over) = bt.best_choices(tmp_path)
+    assert (q_name, q_over["finish"]) == ("rg-s0", "bn")  # not ema-bn's better test figure
+    assert (f_name, f_over["finish"]) == ("float-s0", "bn")
+    rows = {r[0]: r for r in bt.plan(tmp_path)}
+    cfg = bt.config_for(rows["gate-q3-s1"][2], tmp_path, 1)
+    assert cfg.finish == "bn" and cfg.ema_decay == 0.999 and cfg.method == "rg"
+    s = bt.summarise(tmp_path)
+    assert s["gate"]["q3"]["acc"] == [pytest.approx(92.1)]  # seed 0 at the picked finish
+    assert s["gate"]["q3"]["setting"] == "rg-s0 [bn]"
+    text = bt.report(s)
+    assert "| rg-s0 [ema-bn] |" in text and "| float-long-s0 [none] |" in text
+
+
+def test_ledger_carries_finished_runs_to_a_new_machine(tmp_path, round2, monkeypatch):
+    old, new, ledger = tmp_path / "old", tmp_path / "new", tmp_path / "ledger.json"
+    for name, _, o in bt.CHOICES[:2]:
+        _fake_round2_run(old, name, o, 0, {"none": (93.0, 92.0), "bn": (93.5, 92.5)})
+    assert bt.update_ledger(old, ledger) == ["float-s0", "rg-s0"]
+    bt.LEDGER = ledger
+    assert bt._finished(new, "rg-s0")["from_ledger"]
+    assert bt._finished(new, "rg-long-s0") is None
+    trained = []
+    import host_train.train as ht
+
+    monkeypatch.setattr(ht, "train", lambda cfg, out, **kw: trained.append(Path(out).name))
+    bt.run_plan(new, ["float-s0", "rg-s0", "rg-long-s0"], stop_after=1)
+    assert trained == ["rg-long-s0"]  # the ledger's runs are not trained again
+    s = bt.summarise(new)
+    assert s["rows"]["rg-s0"]["from_ledger"] and s["rows"]["rg-s0"]["variants"]["bn"]
+    # a ledger run whose config differs from the plan's is trained again
+    data = json.loads(ledger.read_text())
+    data["runs"]["rg-s0"]["config"]["lr"] = 0.1
+    ledger.write_text(json.dumps(data))
+    trained.clear()
+    bt.run_plan(new, ["rg-s0"], stop_after=1)
+    assert trained == ["rg-s0"]
