@@ -539,3 +539,17 @@ def test_32_bit_dma_refuses_a_buffer_above_4_gib():
     sim._next_addr = 0x1800_0000  # back in the PYNQ-Z2's 512 MiB
     got, status = dev.call(regs, packets, len(data))
     assert status == 0 and bytes(got) == bytes(data)
+
+
+def test_kind_defines_build_each_kind_of_a_board_apart():
+    """A board's kernel builds per PE kind (issue 26: sized per board): the svpe kernel
+    of this PYNQ-Z2 is the small build, its vpe kernel today's default."""
+    from pynq_nbq.kernel.driver import FpgaConvDevice
+    from pynq_nbq.sim.board import SimBoard
+
+    sim = SimBoard("pynq-z2", kind_defines={"svpe": SMALL["svpe"]})
+    svpe = FpgaConvDevice(sim.load("svpe"), timeout_s=TIMEOUT_S).info
+    d = SMALL["svpe"]
+    assert (svpe.pm, svpe.pn, svpe.max_w) == (d["NBQ_PM"], d["NBQ_PN"], d["NBQ_MAX_W"])
+    vpe = FpgaConvDevice(sim.load("vpe"), timeout_s=TIMEOUT_S).info
+    assert vpe.max_w > d["NBQ_MAX_W"]  # not the small build

@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -60,11 +61,18 @@ class FpgaBackend:
         overlay: a directory of bitstreams, or ``"sim"``; default ``$NBQ_OVERLAY`` or
             the package's ``overlays/``.
         timeout_s: base deadline of one kernel call (the driver adds time per byte).
+        kind_defines: simulated boards only: per PE kind, the ``NBQ_*`` defines of the
+            board's kernel builds (default: the build of ``hls/nbq_params.h``).
     """
 
     name = "fpga"
 
-    def __init__(self, overlay: str | Path | None = None, timeout_s: float | None = None):
+    def __init__(
+        self,
+        overlay: str | Path | None = None,
+        timeout_s: float | None = None,
+        kind_defines: Mapping[str, Mapping[str, int]] | None = None,
+    ):
         _require_pynq()
         from ..kernel import driver
 
@@ -79,7 +87,7 @@ class FpgaBackend:
             from ..sim.board import shared_board  # a simulated board, by explicit request
 
             self.board_name = source.partition(":")[2] or "zcu102"
-            self.board = shared_board(self.board_name)
+            self.board = shared_board(self.board_name, kind_defines)
         self._device: FpgaConvDevice | None = None
         self._layers: CompiledLayers | None = None
         self._lock = threading.Lock()
