@@ -118,8 +118,7 @@ class PsFamily:
     in ``actual_clock_param`` (the overlay build reads it back).
     """
 
-    name: str  #: "ps8" or "ps7" (the board file's ``ps.family``)
-    title: str
+    name: str  #: "ps8" (Zynq UltraScale+) or "ps7" (Zynq-7000): the board file's ps.family
     vlnv: str
     cell: str
     ctrl_interconnect_cell: str
@@ -130,7 +129,8 @@ class PsFamily:
     clock_pin: str  #: the fabric clock output
     reset_pin: str  #: the fabric reset output (active low)
     ctrl_base: int  #: first address of the control window (bytes)
-    hp_port_bits: int  #: data width of ``data_slave`` (bits)
+    hp_port_bits: int  #: data width of ``data_slave`` (bits), set through ``hp_width_param``
+    hp_width_param: str
     addr_bits: int  #: the DMA's address width (PG021 c_addr_width)
     fixed_parameters: tuple[tuple[str, int], ...]
     clock_param: str
@@ -138,14 +138,17 @@ class PsFamily:
 
     def parameters(self, clock_mhz: float) -> dict[str, int | float]:
         """The PS cell's CONFIG values for a fabric clock of ``clock_mhz`` MHz."""
-        return {**dict(self.fixed_parameters), self.clock_param: _number(clock_mhz)}
+        return {
+            **dict(self.fixed_parameters),
+            self.hp_width_param: self.hp_port_bits,
+            self.clock_param: _number(clock_mhz),
+        }
 
 
 #: The PS families, by the board file's ``ps.family``.
 FAMILIES = {
     "ps8": PsFamily(
         name="ps8",
-        title="Zynq UltraScale+ PS (PS8)",
         vlnv="xilinx.com:ip:zynq_ultra_ps_e:3.4",
         cell="zynq_ultra_ps_e_0",
         ctrl_interconnect_cell="ps8_0_axi_periph",
@@ -157,6 +160,7 @@ FAMILIES = {
         reset_pin="pl_resetn0",
         ctrl_base=0xA000_0000,
         hp_port_bits=128,
+        hp_width_param="PSU__SAXIGP2__DATA_WIDTH",
         addr_bits=64,
         # HPM0_FPD on (32-bit AXI-Lite), HPM1_FPD and HPM0_LPD off, S_AXI_HP0_FPD (Vivado's
         # S_AXI_GP2) on at 128 bits, fabric clock 0 on
@@ -166,7 +170,6 @@ FAMILIES = {
             ("PSU__USE__M_AXI_GP1", 0),
             ("PSU__USE__M_AXI_GP2", 0),
             ("PSU__USE__S_AXI_GP2", 1),
-            ("PSU__SAXIGP2__DATA_WIDTH", 128),
             ("PSU__FPGA_PL0_ENABLE", 1),
         ),
         clock_param="PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ",
@@ -174,7 +177,6 @@ FAMILIES = {
     ),
     "ps7": PsFamily(
         name="ps7",
-        title="Zynq-7000 PS (PS7)",
         vlnv="xilinx.com:ip:processing_system7:5.5",
         cell="processing_system7_0",
         ctrl_interconnect_cell="ps7_0_axi_periph",
@@ -186,13 +188,13 @@ FAMILIES = {
         reset_pin="FCLK_RESET0_N",
         ctrl_base=0x4000_0000,
         hp_port_bits=64,
+        hp_width_param="PCW_S_AXI_HP0_DATA_WIDTH",
         addr_bits=32,
         # M_AXI_GP0 on (32-bit, fixed), S_AXI_HP0 on at 64 bits (its widest), FCLK_CLK0
         # and FCLK_RESET0_N brought out
         fixed_parameters=(
             ("PCW_USE_M_AXI_GP0", 1),
             ("PCW_USE_S_AXI_HP0", 1),
-            ("PCW_S_AXI_HP0_DATA_WIDTH", 64),
             ("PCW_EN_CLK0_PORT", 1),
             ("PCW_EN_RST0_PORT", 1),
             ("PCW_FPGA_FCLK0_ENABLE", 1),
