@@ -1,5 +1,5 @@
 # build_overlay.tcl - Vivado batch script: the block design, bitstream, .hwh and reports of
-# ONE overlay (one PE kind, one board).  overlay/Makefile runs it once per PE kind; see
+# ONE overlay (one PE kind, one board: a Zynq UltraScale+ PS8 or a Zynq-7000 PS7 board).  overlay/Makefile runs it once per PE kind; see
 # overlay/README.md.  Written for Vivado 2022.1; never run here (no Vivado on the machines
 # this project is developed on) - tests/test_overlay_tcl.py runs it under tclsh with stub
 # Vivado commands and checks every call against pynq_nbq/kernel/design.py.
@@ -7,7 +7,8 @@
 #   vivado -mode batch -source build_overlay.tcl -tclargs DESIGN_TCL IP_REPO OUT_DIR [JOBS]
 #
 # DESIGN_TCL  the description written by `python3 -m pynq_nbq.kernel.design tcl KIND BOARD F`
-#             (part, board part, cell names, VLNVs, DMA/PS parameters, address map)
+#             (part, board part, PS family, cell names, ports and pins, VLNVs, DMA/PS
+#             parameters, fabric clock, address map)
 # IP_REPO     the HLS IP export of that kind (nbq_conv_<kind>/solution1/impl/ip)
 # OUT_DIR     receives <name>.bit, <name>.hwh, <name>_utilization.rpt, <name>_timing.rpt and
 #             <name>_report.json (<name> = nbq_svpe / nbq_vpe)
@@ -133,11 +134,29 @@ foreach vlnv [list [d ps vlnv] [d dma vlnv] [d reset vlnv] [d interconnect vlnv]
 # ---- block design ---------------------------------------------------------------------
 create_bd_design $name
 
-# Zynq UltraScale+ PS: the board preset (DDR, MIO), then our ports and the fabric clock.
+# The PS: the board preset (DDR, MIO), then our ports and the fabric clock.  Zynq-7000's
+# automation also makes its DDR and FIXED_IO pins external (PS8 has none to make).
 add_cell [d ps vlnv] $ps
-apply_bd_automation -rule xilinx.com:bd_rule:zynq_ultra_ps_e \
-    -config {apply_board_preset "1"} [get_bd_cells $ps]
+switch -- [d ps family] {
+    ps8 {
+        apply_bd_automation -rule xilinx.com:bd_rule:zynq_ultra_ps_e \
+            -config {apply_board_preset "1"} [get_bd_cells $ps]
+    }
+    ps7 {
+        apply_bd_automation -rule xilinx.com:bd_rule:processing_system7 \
+            -config {make_external "FIXED_IO, DDR" apply_board_preset "1"\
+                     Master "Disable" Slave "Disable"} [get_bd_cells $ps]
+    }
+    default { error "unknown PS family [d ps family] in $design_tcl" }
+}
 set_property -dict [config_list [d ps parameters]] [get_bd_cells $ps]
+# The clock the PS makes (its PLL over integer divisors) must be the one the kernel was
+# synthesised and modelled for: stop, naming both, if Vivado's configuration differs.
+set actual_mhz [get_property CONFIG.[d ps actual_clock_param] [get_bd_cells $ps]]
+if {abs($actual_mhz - [d pl_clock_mhz]) > 0.001 * [d pl_clock_mhz]} {
+    error "the PS makes a fabric clock of $actual_mhz MHz ([d ps actual_clock_param]), not\
+           the [d pl_clock_mhz] MHz of pynq_nbq/kernel/design.py and the board file"
+}
 
 add_cell [d kernel vlnv] $kernel
 add_cell [d dma vlnv] $dma [d dma parameters]
@@ -145,25 +164,26 @@ add_cell [d reset vlnv] $rst
 add_cell [d interconnect vlnv] $ctrl {NUM_SI 1 NUM_MI 2}
 add_cell [d interconnect vlnv] $data {NUM_SI 2 NUM_MI 1}
 
-# AXI-Lite: HPM0_FPD -> interconnect -> DMA registers and the kernel's control registers.
-intf $ps/M_AXI_HPM0_FPD $ctrl/S00_AXI
+# AXI-Lite: the PS's control master -> interconnect -> DMA and kernel registers.
+intf $ps/[d ps ctrl_master] $ctrl/S00_AXI
 intf $ctrl/M00_AXI $dma/S_AXI_LITE
 intf $ctrl/M01_AXI $kernel/[d kernel ctrl_port]
 # Streams: DMA MM2S -> kernel -> DMA S2MM.
 intf $dma/M_AXIS_MM2S $kernel/[d kernel in_port]
 intf $kernel/[d kernel out_port] $dma/S_AXIS_S2MM
-# DMA data: both masters -> interconnect -> S_AXI_HP0_FPD (DDR).
+# DMA data: both masters -> interconnect -> the HP port (DDR).  The DMA's memory map is
+# [d stream_bits] bits; on a PS7 the interconnect converts it to the 64-bit HP port.
 intf $dma/M_AXI_MM2S $data/S00_AXI
 intf $dma/M_AXI_S2MM $data/S01_AXI
-intf $data/M00_AXI $ps/S_AXI_HP0_FPD
+intf $data/M00_AXI $ps/[d ps data_slave]
 
-# One clock (pl_clk0) for everything, one reset block.
-wire $ps/pl_clk0 [list \
-    $ps/maxihpm0_fpd_aclk $ps/saxihp0_fpd_aclk $rst/slowest_sync_clk $kernel/ap_clk \
+# One fabric clock for everything, one reset block.
+wire $ps/[d ps clock_pin] [list \
+    $ps/[d ps ctrl_clock_pin] $ps/[d ps data_clock_pin] $rst/slowest_sync_clk $kernel/ap_clk \
     $dma/s_axi_lite_aclk $dma/m_axi_mm2s_aclk $dma/m_axi_s2mm_aclk \
     $ctrl/ACLK $ctrl/S00_ACLK $ctrl/M00_ACLK $ctrl/M01_ACLK \
     $data/ACLK $data/S00_ACLK $data/S01_ACLK $data/M00_ACLK]
-wire $ps/pl_resetn0 [list $rst/ext_reset_in]
+wire $ps/[d ps reset_pin] [list $rst/ext_reset_in]
 wire $rst/interconnect_aresetn [list $ctrl/ARESETN $data/ARESETN]
 wire $rst/peripheral_aresetn [list \
     $kernel/ap_rst_n $dma/axi_resetn \
@@ -171,7 +191,7 @@ wire $rst/peripheral_aresetn [list \
     $data/S00_ARESETN $data/S01_ARESETN $data/M00_ARESETN]
 
 # Address map: the register windows where design.py puts them, the rest automatic
-# (the DMA's data masters see DDR through HP0).
+# (the DMA's data masters see DDR through the HP port).
 set slaves [dict create $dma S_AXI_LITE $kernel [d kernel ctrl_port]]
 dict for {cell port} $slaves {
     lassign [d address_map $cell] base range

@@ -75,6 +75,7 @@ TIERS: dict[str, tuple[str, ...]] = {
     "test_rtl_twin.py": ("needs_rtl", "slow"),
     "test_server_browser.py": ("needs_browser", "slow"),
     "test_server_load.py": ("slow",),
+    "test_sim_hwh.py": ("needs_pynq",),
     "test_train.py": ("needs_torch", "slow"),
     "test_train_methods.py": ("needs_torch", "slow"),
     "test_wheel.py": ("needs_gxx", "needs_pynq", "slow"),

@@ -1,11 +1,14 @@
-"""The ``fpga`` backend through the unmodified pynq library, on the simulated ZCU102.
+"""The ``fpga`` backend through the unmodified pynq library, on simulated boards.
 
 ``pynq.Overlay(download=False)``, ``MMIO``, ``allocate`` and ``pynq.lib.dma.DMA``
 drive :mod:`pynq_nbq.sim.board` (PG021 DMA model, DDR behind a CPU cache, the csim
-kernel behind its register file).  Checked here: bit-exactness on random layers
-(every n, tiling, saturation), the register transactions of one call in order,
+kernel behind its register file).  Checked on the ZCU102 (its buffers above 4 GiB, so
+every call needs both halves of the 64-bit DMA addresses): bit-exactness on random
+layers (every n, tiling, saturation), the register transactions of one call in order,
 compile-once packing, flush/invalidate, every injected fault (clear error within
-the deadline, next call correct), check-before-use, the CLI and the server.
+the deadline, next call correct), check-before-use, the CLI and the server.  On every
+board's block design (ZCU104, KV260: PS8; PYNQ-Z2: PS7, 32-bit DMA): the shipped
+bundles bit-exact through the backend, and the DMA addressing of its width.
 """
 
 from __future__ import annotations
@@ -45,17 +48,20 @@ from pynq_nbq.sim.reference import RecordingDevice, ReferenceDevice  # noqa: E40
 
 PES = ("svpe", "vpe")
 TIMEOUT_S = 0.3  #: the driver's base deadline in these tests
+#: DMA buffers of the ZCU102 tests: in its upper DDR, above 4 GiB (a driver that drops the
+#: high half of an address gets a decode error there)
+HIGH_DDR = 0x8_0000_0000
 
 
 @pytest.fixture(scope="module")
 def boards():
-    """{pe: (SimZcu102 with the small build, FpgaConvDevice)}."""
+    """{pe: (simulated ZCU102 with the small build, FpgaConvDevice)}."""
     from pynq_nbq.kernel.driver import FpgaConvDevice
-    from pynq_nbq.sim.board import SimZcu102
+    from pynq_nbq.sim.board import SimBoard
 
     out = {}
     for pe in PES:
-        board = SimZcu102(defines=SMALL[pe])
+        board = SimBoard("zcu102", defines=SMALL[pe], ddr_base=HIGH_DDR)
         out[pe] = (board, FpgaConvDevice(board.load(pe), timeout_s=TIMEOUT_S))
     return out
 
@@ -449,8 +455,101 @@ def test_dma_length_registers_keep_26_bits(boards):
     dev.call(regs, packets, len(data))  # channels running and idle
     recv = len(data) + WORD_BYTES
     out = dev.pool.get("out", recv)
-    board.write_registers(base + A.S2MM + A.ADDR, int(out.device_address).to_bytes(4, "little"))
+    addr = int(out.device_address)
+    board.write_registers(base + A.S2MM + A.ADDR, (addr & 0xFFFF_FFFF).to_bytes(4, "little"))
+    board.write_registers(base + A.S2MM + A.ADDR_MSB, (addr >> 32).to_bytes(4, "little"))
     board.write_registers(base + A.S2MM + A.LENGTH, ((1 << 26) | recv).to_bytes(4, "little"))
     raw = board.read_registers(base + A.S2MM + A.LENGTH, 4)
     assert int.from_bytes(raw, "little") == recv  # bit 26 is not part of the register
     dev._recover()
+
+
+# --- every board's block design (issue 26) ------------------------------------------------
+OTHER_BOARDS = ("zcu104", "kv260", "pynq-z2")
+
+
+@pytest.mark.parametrize("board", OTHER_BOARDS)
+def test_shipped_bundles_bit_exact_on_each_boards_design(board):
+    """A few images of both shipped bundles through the fpga backend on the board's own
+    block design (its .hwh, register windows, DMA address width): the numpy result."""
+    from pynq_nbq import api
+    from pynq_nbq.backends.fpga import FpgaBackend
+    from pynq_nbq.kernel import design
+
+    backend = FpgaBackend(f"sim:{board}", timeout_s=TIMEOUT_S)
+    x = np.random.default_rng(26).random((2, 1, 28, 28), np.float32)
+    for name in ("fmnist-svpe", "fmnist-vpe"):
+        ref = api.load_model(name, "numpy")
+        q = ref.engine.quantize_input(x)
+        got = api.load_model(name, backend).engine.run(q)
+        np.testing.assert_array_equal(got, ref.engine.run(q), err_msg=f"{name} on {board}")
+    ip = backend.device("vpe").ol.overlay.ip_dict
+    spans = {c: (ip[c]["phys_addr"], ip[c]["addr_range"]) for c in design.address_map(board)}
+    assert spans == design.address_map(board)
+    assert backend.device("vpe").addr_bits == design.target(board).ps.addr_bits
+    assert f"simulated {board}" in backend.description
+
+
+def _msb_writes(log):
+    return [(reg, v) for op, _, reg, v in log if op == "W" and reg.endswith("_MSB")]
+
+
+@pytest.mark.parametrize(
+    "board,ddr_base", [("zcu102", HIGH_DDR), ("kv260", HIGH_DDR), ("pynq-z2", 0x1000_0000)]
+)
+def test_dma_addresses_as_wide_as_the_boards_dma(board, ddr_base):
+    """64-bit DMA (PS8): both halves of every address, the high half non-zero for buffers
+    above 4 GiB (dropping it would miss DDR); 32-bit DMA (PS7, PG021: no MSB registers):
+    no write to 0x1C/0x4C at all."""
+    from pynq_nbq.kernel import design
+    from pynq_nbq.kernel.driver import FpgaConvDevice
+    from pynq_nbq.sim.board import SimBoard
+
+    sim = SimBoard(board, defines=SMALL["svpe"], ddr_base=ddr_base)
+    dev = FpgaConvDevice(sim.load("svpe"), timeout_s=TIMEOUT_S)
+    assert dev.addr_bits == sim.dma_addr_bits == design.target(board).ps.addr_bits
+    regs, packets, data = _one_call("svpe", dev.info, seed=11)
+    with sim.record() as log:
+        got, status = dev.call(regs, packets, len(data))
+    assert status == 0 and bytes(got) == bytes(data)
+    names = [reg for op, _, reg, _ in log if op == "W"]
+    if dev.addr_bits == 64:
+        highs = _msb_writes(log)
+        assert [r for r, _ in highs] == ["S2MM_DA_MSB"] + ["MM2S_SA_MSB"] * len(packets)
+        assert all(v == ddr_base >> 32 for _, v in highs)
+    else:
+        assert not _msb_writes(log) and sim.reserved_writes == 0
+        assert names.count("MM2S_SA") == len(packets) and names.count("S2MM_DA") == 1
+
+
+def test_32_bit_dma_refuses_a_buffer_above_4_gib():
+    """A buffer the 32-bit DMA cannot address is refused naming the width, not sent to
+    the wrong address; nothing was started, so the next call on reachable buffers works."""
+    from pynq_nbq.kernel.driver import FpgaConvDevice
+    from pynq_nbq.sim.board import SimBoard
+
+    sim = SimBoard("pynq-z2", defines=SMALL["svpe"])
+    dev = FpgaConvDevice(sim.load("svpe"), timeout_s=TIMEOUT_S)  # PROBE: low buffers
+    regs, packets, data = _one_call("svpe", dev.info, seed=12)
+    sim._next_addr = HIGH_DDR  # the next buffers land above 4 GiB
+    with pytest.raises(DeviceError, match="32-bit AXI DMA"):
+        dev.call(regs, packets, len(data))
+    assert sim.kernel_runs == 1  # the PROBE only
+    dev.pool.close()
+    sim._next_addr = 0x1800_0000  # back in the PYNQ-Z2's 512 MiB
+    got, status = dev.call(regs, packets, len(data))
+    assert status == 0 and bytes(got) == bytes(data)
+
+
+def test_kind_defines_build_each_kind_of_a_board_apart():
+    """A board's kernel builds per PE kind (issue 26: sized per board): the svpe kernel
+    of this PYNQ-Z2 is the small build, its vpe kernel today's default."""
+    from pynq_nbq.kernel.driver import FpgaConvDevice
+    from pynq_nbq.sim.board import SimBoard
+
+    sim = SimBoard("pynq-z2", kind_defines={"svpe": SMALL["svpe"]})
+    svpe = FpgaConvDevice(sim.load("svpe"), timeout_s=TIMEOUT_S).info
+    d = SMALL["svpe"]
+    assert (svpe.pm, svpe.pn, svpe.max_w) == (d["NBQ_PM"], d["NBQ_PN"], d["NBQ_MAX_W"])
+    vpe = FpgaConvDevice(sim.load("vpe"), timeout_s=TIMEOUT_S).info
+    assert vpe.max_w > d["NBQ_MAX_W"]  # not the small build

@@ -105,30 +105,95 @@ def config_of(result: dict, cell: str) -> dict[str, str]:
     }
 
 
+#: What each PS family's block design must ask Vivado for, written out here (not read
+#: from design.py) so that a change of the description has to change the test too.
+EXPECTED_PS = {
+    "ps8": {
+        "vlnv": "xilinx.com:ip:zynq_ultra_ps_e:3.4",
+        "cell": "zynq_ultra_ps_e_0",
+        "ctrl_interconnect": "ps8_0_axi_periph",
+        "rule": "xilinx.com:bd_rule:zynq_ultra_ps_e",
+        "ctrl": "M_AXI_HPM0_FPD",
+        "data": "S_AXI_HP0_FPD",
+        "clock": "pl_clk0",
+        "reset": "pl_resetn0",
+        "port_clocks": {"maxihpm0_fpd_aclk", "saxihp0_fpd_aclk"},
+        "hp_width": ("PSU__SAXIGP2__DATA_WIDTH", "128"),
+        "clock_param": "PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ",
+        "actual": "PSU__CRL_APB__PL0_REF_CTRL__ACT_FREQMHZ",
+        "ctrl_base": 0xA000_0000,
+        "addr_width": "64",
+    },
+    "ps7": {
+        "vlnv": "xilinx.com:ip:processing_system7:5.5",
+        "cell": "processing_system7_0",
+        "ctrl_interconnect": "ps7_0_axi_periph",
+        "rule": "xilinx.com:bd_rule:processing_system7",
+        "ctrl": "M_AXI_GP0",
+        "data": "S_AXI_HP0",
+        "clock": "FCLK_CLK0",
+        "reset": "FCLK_RESET0_N",
+        "port_clocks": {"M_AXI_GP0_ACLK", "S_AXI_HP0_ACLK"},
+        "hp_width": ("PCW_S_AXI_HP0_DATA_WIDTH", "64"),
+        "clock_param": "PCW_FPGA0_PERIPHERAL_FREQMHZ",
+        "actual": "PCW_ACT_FPGA0_PERIPHERAL_FREQMHZ",
+        "ctrl_base": 0x4000_0000,
+        "addr_width": "32",
+    },
+}
+#: The boards' families and fabric clocks (MHz), as the board files give them.
+EXPECTED_BOARDS = {
+    "zcu102": ("ps8", "187.5"),
+    "zcu104": ("ps8", "187.5"),
+    "kv260": ("ps8", "187.5"),
+    "pynq-z2": ("ps7", "125"),
+}
+
+
+def test_every_board_has_a_design_and_the_board_files_agree():
+    from pynq_nbq.perfmodel.boards import available_boards, load_board
+
+    assert sorted(design.BOARD_TARGETS) == sorted(EXPECTED_BOARDS) == available_boards()
+    for name, t in design.BOARD_TARGETS.items():
+        b = load_board(name)  # the performance model's reading of the same file
+        assert (t.part, t.family) == (b.part, b.ps_family)
+        assert t.pl_clock_mhz == pytest.approx(b.kernel_clock_mhz)
+        assert (t.family, str(design.describe("svpe", name)["pl_clock_mhz"])) == (
+            EXPECTED_BOARDS[name]
+        )
+    assert design.PL_CLOCK_MHZ == 187.5  # the default board's: 1500 MHz IOPLL / 8
+    with pytest.raises(ValueError, match="unknown board 'zcu106'"):
+        design.describe("svpe", "zcu106")
+
+
 @pytest.mark.parametrize("board", sorted(design.BOARD_TARGETS))
 @pytest.mark.parametrize("kind", design.PE_KINDS)
 def test_block_design_matches_design_py(tmp_path, kind, board):
     result, out = build_overlay(tmp_path, kind, board)
     assert result["rc"] == 0 and result["error"] == "", result["error"]
     d = design.describe(kind, board)
+    t = design.target(board)
+    family, clock = EXPECTED_BOARDS[board]
+    want = EXPECTED_PS[family]
     cells = d["cells"]
+    assert (cells["ps"], cells["ctrl_interconnect"]) == (want["cell"], want["ctrl_interconnect"])
 
     # project: the board's part and board part, the HLS export as IP repository
     (project,) = calls_of(result, "create_project")
-    assert project[project.index("-part") + 1] == design.BOARD_TARGETS[board].part
+    assert project[project.index("-part") + 1] == t.part
     props = {(k, obj): v for k, v, obj in calls_of(result, "set_property")}
     # the latest version of the board part the installation carries (the stub has two
     # zcu102 versions, 3.3 and 3.4: 3.4 is taken)
-    assert props[("board_part", "project")] == design.BOARD_TARGETS[board].board_part_full
+    assert props[("board_part", "project")] == t.board_part_full
     assert calls_of(result, "get_board_parts") == [
-        ["-quiet", "-latest_file_version", design.BOARD_TARGETS[board].board_part + ":*"]
+        ["-quiet", "-latest_file_version", t.board_part + ":*"]
     ]
     assert props[("ip_repo_paths", "project")] == str(tmp_path / "ip")
 
     # cells and their IP
     created = dict((name, vlnv) for vlnv, name in calls_of(result, "create_bd_cell"))
     assert created == {
-        cells["ps"]: design.PS_VLNV,
+        want["cell"]: want["vlnv"],
         cells["kernel"]: design.kernel_vlnv(kind),
         cells["dma"]: design.DMA_VLNV,
         cells["reset"]: design.RESET_VLNV,
@@ -136,63 +201,74 @@ def test_block_design_matches_design_py(tmp_path, kind, board):
         cells["data_interconnect"]: design.INTERCONNECT_VLNV,
     }
 
-    # the PS: board preset first, then our ports, the 128-bit HP port and the fabric clock
+    # the PS: its family's board preset first, then our ports, the HP port's width and the
+    # fabric clock, then the clock it makes read back
     (automation,) = calls_of(result, "apply_bd_automation")
-    assert "apply_board_preset" in " ".join(automation) and automation[-1] == f"/{cells['ps']}"
-    ps_config = config_of(result, cells["ps"])
-    assert ps_config == {k: str(v) for k, v in design.PS_PARAMETERS.items()}
-    # 187.5 MHz: the PS's 1500 MHz IOPLL / 8, a clock the PS makes exactly
-    assert ps_config["PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ"] == str(design.PL_CLOCK_MHZ) == "187.5"
-    assert design.PL_IOPLL_MHZ / design.PL_CLOCK_DIVISOR == design.PL_CLOCK_MHZ
-    assert ps_config["PSU__SAXIGP2__DATA_WIDTH"] == str(design.STREAM_BITS) == "128"
+    assert automation[:2] == ["-rule", want["rule"]] and automation[-1] == f"/{want['cell']}"
+    assert "apply_board_preset" in " ".join(automation)
+    assert ("FIXED_IO, DDR" in " ".join(automation)) == (family == "ps7")
+    ps_config = config_of(result, want["cell"])
+    assert ps_config == {k: str(v) for k, v in d["ps"]["parameters"].items()}
+    assert ps_config[want["clock_param"]] == clock
+    assert ps_config[want["hp_width"][0]] == want["hp_width"][1]
+    assert calls_of(result, "get_property") == [[f"CONFIG.{want['actual']}", f"/{want['cell']}"]]
 
-    # the DMA: simple mode, 26-bit length register, 128-bit streams, 256-beat bursts
+    # the DMA: simple mode, 26-bit length register, 128-bit streams and memory map on
+    # every board, 256-beat bursts, the PS's address width
     dma_config = config_of(result, cells["dma"])
-    assert dma_config == {k: str(v) for k, v in design.DMA_PARAMETERS.items()}
+    assert dma_config == {k: str(v) for k, v in design.dma_parameters(board).items()}
     assert dma_config["c_include_sg"] == "0" and dma_config["c_sg_length_width"] == "26"
     assert dma_config["c_m_axis_mm2s_tdata_width"] == "128"
+    assert dma_config["c_m_axi_mm2s_data_width"] == dma_config["c_m_axi_s2mm_data_width"] == "128"
     assert dma_config["c_mm2s_burst_size"] == dma_config["c_s2mm_burst_size"] == "256"
+    assert dma_config["c_addr_width"] == want["addr_width"]
     assert config_of(result, cells["ctrl_interconnect"]) == {"NUM_SI": "1", "NUM_MI": "2"}
     assert config_of(result, cells["data_interconnect"]) == {"NUM_SI": "2", "NUM_MI": "1"}
 
-    # interfaces: AXI-Lite from HPM0, the stream loop, DMA data to HP0
-    ps, k, dma = cells["ps"], cells["kernel"], cells["dma"]
+    # interfaces: AXI-Lite from the control master, the stream loop, DMA data to the HP port
+    ps, k, dma = want["cell"], cells["kernel"], cells["dma"]
     ctrl, data = cells["ctrl_interconnect"], cells["data_interconnect"]
     kp = d["kernel"]
     assert {tuple(c) for c in calls_of(result, "connect_bd_intf_net")} == {
-        (f"/{ps}/M_AXI_HPM0_FPD", f"/{ctrl}/S00_AXI"),
+        (f"/{ps}/{want['ctrl']}", f"/{ctrl}/S00_AXI"),
         (f"/{ctrl}/M00_AXI", f"/{dma}/S_AXI_LITE"),
         (f"/{ctrl}/M01_AXI", f"/{k}/{kp['ctrl_port']}"),
         (f"/{dma}/M_AXIS_MM2S", f"/{k}/{kp['in_port']}"),
         (f"/{k}/{kp['out_port']}", f"/{dma}/S_AXIS_S2MM"),
         (f"/{dma}/M_AXI_MM2S", f"/{data}/S00_AXI"),
         (f"/{dma}/M_AXI_S2MM", f"/{data}/S01_AXI"),
-        (f"/{data}/M00_AXI", f"/{ps}/S_AXI_HP0_FPD"),
+        (f"/{data}/M00_AXI", f"/{ps}/{want['data']}"),
     }
 
-    # one clock: pl_clk0 drives every cell; the reset block drives every reset
+    # one clock: the fabric clock drives every cell and both PS ports; the reset block
+    # drives every reset
     nets = {c[0]: c[1:] for c in calls_of(result, "connect_bd_net")}
     assert set(nets) == {
-        f"/{ps}/pl_clk0",
-        f"/{ps}/pl_resetn0",
+        f"/{ps}/{want['clock']}",
+        f"/{ps}/{want['reset']}",
         f"/{cells['reset']}/interconnect_aresetn",
         f"/{cells['reset']}/peripheral_aresetn",
     }
-    clocked = {p.split("/")[1] for p in nets[f"/{ps}/pl_clk0"]}
-    assert clocked == set(cells.values())
-    assert f"/{k}/ap_clk" in nets[f"/{ps}/pl_clk0"]
+    clocked = nets[f"/{ps}/{want['clock']}"]
+    assert {p.split("/")[1] for p in clocked} == set(cells.values())
+    assert {p.split("/")[2] for p in clocked if p.startswith(f"/{ps}/")} == want["port_clocks"]
+    assert f"/{k}/ap_clk" in clocked
+    assert nets[f"/{ps}/{want['reset']}"] == [f"/{cells['reset']}/ext_reset_in"]
     reset_sinks = nets[f"/{cells['reset']}/peripheral_aresetn"]
     assert f"/{k}/ap_rst_n" in reset_sinks and f"/{dma}/axi_resetn" in reset_sinks
 
-    # address map as design.py says, then automatic assignment of the rest
+    # address map: the register windows in the PS's control window, then the rest
     addresses = calls_of(result, "assign_bd_address")
     explicit = {
         seg.split("/")[1]: (space, int(off, 16), int(rng, 16))
         for space, seg, off, rng in (a for a in addresses if a)
     }
+    base = want["ctrl_base"]
     assert explicit == {
-        cell: (f"/{ps}/Data", base, span) for cell, (base, span) in design.ADDRESS_MAP.items()
+        cells["dma"]: (f"/{ps}/Data", base, 0x1_0000),
+        cells["kernel"]: (f"/{ps}/Data", base + 0x1_0000, 0x1_0000),
     }
+    assert explicit == {c: (f"/{ps}/Data", *span) for c, span in design.address_map(board).items()}
     assert [] in addresses
 
     # order: validate, save, then runs through write_bitstream
@@ -206,19 +282,31 @@ def test_block_design_matches_design_py(tmp_path, kind, board):
     name = design.bitstream_name(kind)
     assert (out / f"{name}.bit").is_file() and (out / f"{name}.hwh").is_file()
     report = json.loads((out / f"{name}_report.json").read_text())
-    assert report["part"] == design.BOARD_TARGETS[board].part
-    assert report["pl_clock_mhz"] == design.PL_CLOCK_MHZ
+    assert report["part"] == t.part and report["board"] == board
+    assert report["pl_clock_mhz"] == pytest.approx(t.pl_clock_mhz)
     assert report["timing_ns"]["wns"] == pytest.approx(0.1)
     assert report["utilization"]["CLB LUTs"] == {"used": 12345, "available": 274080}
     assert report["utilization"]["DSPs"] == {"used": 7, "available": 2520}
     assert report["utilization"]["Block RAM Tile"] == {"used": 100, "available": 912}
 
 
+@pytest.mark.parametrize("board", ["zcu102", "pynq-z2"])
+def test_a_clock_the_ps_cannot_make_stops_the_build(tmp_path, board):
+    """Vivado reports the clock the PS makes (PLL / integer divisors); one that is not the
+    design's stops the build before synthesis, naming both."""
+    result, out = build_overlay(tmp_path, "svpe", board, env={"STUB_ACT_MHZ": "200.000000"})
+    assert result["rc"] == 1
+    clock = design.describe("svpe", board)["pl_clock_mhz"]
+    assert "fabric clock of 200.000000 MHz" in result["error"]
+    assert f"not the {clock} MHz" in result["error"]
+    assert not calls_of(result, "launch_runs")
+
+
 @pytest.mark.parametrize("slack", [{"STUB_WNS": "-0.052"}, {"STUB_WHS": "-0.003"}])
 def test_negative_slack_fails_the_build(tmp_path, slack):
     result, out = build_overlay(tmp_path, "svpe", "zcu102", env=slack)
     assert result["rc"] == 1
-    assert f"timing not met at {design.PL_CLOCK_MHZ} MHz" in result["error"]
+    assert "timing not met at 187.5 MHz" in result["error"]
     assert not (out / "nbq_svpe.bit").exists() and not (out / "nbq_svpe.hwh").exists()
     assert (out / "nbq_svpe_report.json").is_file()  # the reports are there to read
 
@@ -239,13 +327,15 @@ def test_design_tcl_refuses_unsafe_words():
 @pytest.mark.parametrize("board", sorted(design.BOARD_TARGETS))
 @pytest.mark.parametrize("kind", design.PE_KINDS)
 def test_hls_export_matches_design_py(tmp_path, kind, board):
-    """hls/run_hls.tcl exports the VLNV the block design instantiates, for the board's part."""
-    env = {"NBQ_PART": design.BOARD_TARGETS[board].part} if board != "zcu102" else {}
+    """hls/run_hls.tcl exports the VLNV the block design instantiates, for the board's part
+    and fabric clock (as overlay/Makefile passes them)."""
+    t = design.target(board)
+    env = {"NBQ_PART": t.part, "NBQ_PERIOD_NS": str(design.pl_period_ns(board))}
     result = run_tcl(tmp_path, ROOT / "hls" / "run_hls.tcl", [kind, "csynth export"], env)
     assert result["rc"] == 0 and result["error"] == "", result["error"]
-    assert calls_of(result, "set_part") == [[design.BOARD_TARGETS[board].part]]
+    assert calls_of(result, "set_part") == [[t.part]]
     (clock,) = calls_of(result, "create_clock")
-    assert float(clock[clock.index("-period") + 1]) == pytest.approx(1000 / design.PL_CLOCK_MHZ)
+    assert float(clock[clock.index("-period") + 1]) == pytest.approx(1000 / t.pl_clock_mhz)
     (export,) = calls_of(result, "export_design")
     opt = {export[i]: export[i + 1] for i in range(len(export) - 1) if export[i].startswith("-")}
     vlnv = ":".join((opt["-vendor"], opt["-library"], opt["-ipname"], opt["-version"]))
@@ -253,12 +343,15 @@ def test_hls_export_matches_design_py(tmp_path, kind, board):
     assert calls_of(result, "csynth_design") == [[]] and not calls_of(result, "csim_design")
 
 
-def test_makefile_runs_hls_then_vivado_for_the_board(tmp_path):
+@pytest.mark.parametrize("board", ["zcu104", "pynq-z2"])
+def test_makefile_runs_hls_then_vivado_for_the_board(tmp_path, board):
+    """The board's part and fabric clock period reach the HLS step, its design the Vivado
+    step (187.5 MHz -> 5.333333 ns on the ZU+ boards, 125 MHz -> 8.0 ns on the PYNQ-Z2)."""
     make = shutil.which("make")
     if make is None:
         pytest.skip("make not installed")
     proc = subprocess.run(
-        [make, "-n", "-C", str(ROOT / "overlay"), "BOARD=zcu104", "KINDS=vpe"],
+        [make, "-n", "-C", str(ROOT / "overlay"), f"BOARD={board}", "KINDS=vpe"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -267,8 +360,10 @@ def test_makefile_runs_hls_then_vivado_for_the_board(tmp_path):
     text = proc.stdout
     hls_at, vivado_at = text.index("vitis_hls"), text.index("vivado -mode batch")
     assert hls_at < vivado_at
-    assert f"NBQ_PART={design.BOARD_TARGETS['zcu104'].part}" in text
-    assert "-tclargs vpe" in text and "design tcl vpe zcu104" in text
+    assert f"NBQ_PART={design.target(board).part}" in text
+    period = {"zcu104": "5.333333", "pynq-z2": "8.0"}[board]
+    assert f"NBQ_PERIOD_NS={period} " in text
+    assert "-tclargs vpe" in text and f"design tcl vpe {board}" in text
     assert "build_overlay.tcl" in text
 
 

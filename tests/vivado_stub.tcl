@@ -6,7 +6,8 @@
 # repositories, runs finish at 100 % and write their outputs into STUB_DIR.
 #
 # Environment: STUB_DIR (scratch directory), STUB_LOG (JSON log written at exit),
-# STUB_WNS / STUB_WHS (the slack the implementation run reports, default 0.1 / 0.01 ns).
+# STUB_WNS / STUB_WHS (the slack the implementation run reports, default 0.1 / 0.01 ns),
+# STUB_ACT_MHZ (the fabric clock the PS reports making; default: the one requested).
 
 set ::stub_calls {}
 set ::stub_cells [dict create]
@@ -14,12 +15,15 @@ set ::stub_repos {}
 set ::stub_top ""
 set ::stub_dir $::env(STUB_DIR)
 #: The Xilinx IP a Vivado install has (any version: a missing one is design.py's problem).
-set ::stub_xilinx_ip {zynq_ultra_ps_e axi_dma proc_sys_reset axi_interconnect}
+set ::stub_xilinx_ip {zynq_ultra_ps_e processing_system7 axi_dma proc_sys_reset axi_interconnect}
+# CONFIG.* values set per cell: {cell {NAME value ...}}
+set ::stub_config [dict create]
 # Board parts the stub's "installation" carries (STUB_BOARD_PARTS overrides; "" = none),
 # several versions of some, as a Vivado with updated board files has.
 set ::stub_board_parts {
     xilinx.com:zcu102:part0:3.3 xilinx.com:zcu102:part0:3.4 xilinx.com:zcu104:part0:1.1
     xilinx.com:kv260_som:part0:1.2 xilinx.com:kv260_som:part0:1.3
+    tul.com.tw:pynq-z2:part0:1.0
 }
 if {[info exists ::env(STUB_BOARD_PARTS)]} { set ::stub_board_parts $::env(STUB_BOARD_PARTS) }
 
@@ -61,6 +65,7 @@ proc set_property {args} {
     if {[string match CONFIG.* $k]} {
         set cell [string trimleft $obj /]
         if {![dict exists $::stub_cells $cell]} { error "set_property $k on unknown cell $obj" }
+        dict set ::stub_config $cell [string range $k 7 end] $v
     }
     stub_log set_property $k $v $obj
 }
@@ -192,6 +197,20 @@ proc launch_runs {args} {
 proc wait_on_run {run} { stub_log wait_on_run $run }
 
 proc get_property {name obj} {
+    if {[string match CONFIG.* $name]} {
+        # a PS's ACT_ (actual) clock: what was requested, or STUB_ACT_MHZ
+        set key [string range $name 7 end]
+        if {[string match *ACT_* $key] && [info exists ::env(STUB_ACT_MHZ)]} {
+            return $::env(STUB_ACT_MHZ)
+        }
+        set asked [string map {ACT_ ""} $key]
+        set cell [string trimleft $obj /]
+        if {![dict exists $::stub_config $cell $asked]} {
+            error "stub get_property: $name of $obj (no CONFIG.$asked set)"
+        }
+        stub_log get_property $name $obj
+        return [dict get $::stub_config $cell $asked]
+    }
     switch -- $name {
         PROGRESS { return "100%" }
         STATUS { return "write_bitstream Complete!" }

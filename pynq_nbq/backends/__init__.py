@@ -27,8 +27,8 @@ registry's names:
 * ``numpy`` - the reference;
 * ``native`` - the same integers in a C kernel built at first use (fast; x86, Arm);
 * ``csim``  - the HLS C++ kernel compiled with g++, fed the DMA byte streams;
-* ``fpga``  - the overlay on a ZCU102 through pynq (board only; ``overlay="sim"``: the
-  simulated board).
+* ``fpga``  - the overlay on a Zynq board through pynq (board only; ``overlay="sim"`` or
+  ``"sim:<board>"``: a simulated board).
 """
 
 from __future__ import annotations

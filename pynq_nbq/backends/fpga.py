@@ -4,9 +4,11 @@ Where the overlay comes from (``overlay`` argument, else ``$NBQ_OVERLAY``):
 
 * a directory holding ``nbq_svpe.bit``/``.hwh`` and/or ``nbq_vpe.bit``/``.hwh``
   (default: ``pynq_nbq/overlays/`` of the installed package) - a PYNQ board;
-* ``sim`` (or ``sim:zcu102``) - the simulated ZCU102 of :mod:`pynq_nbq.sim.board`:
-  the unmodified pynq library driving a model of the DMA and the csim kernel, on
-  any host with pynq, g++ and the hls4ml headers.  Explicit opt-in only.
+* ``sim`` (the ZCU102) or ``sim:<board>`` (any board of ``kernel.design.BOARD_TARGETS``:
+  ``zcu102``, ``zcu104``, ``kv260``, ``pynq-z2``) - a simulated board of
+  :mod:`pynq_nbq.sim.board` loading that board's block design: the unmodified pynq
+  library driving a model of the DMA and the csim kernel, on any host with pynq, g++
+  and the hls4ml headers.  Explicit opt-in only.
 
 The overlay for a PE kind is loaded when a bundle of that kind is checked (or a
 layer of that kind runs); loading the other kind replaces it, as on a board with
@@ -20,6 +22,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,7 +37,7 @@ from ..ops import ConvSpec
 
 if TYPE_CHECKING:  # both import pynq, which this module imports only when used
     from ..kernel.driver import FpgaConvDevice
-    from ..sim.board import SimZcu102
+    from ..sim.board import SimBoard
 
 #: Environment variable naming the overlay source (a directory, or ``sim``).
 OVERLAY_ENV = "NBQ_OVERLAY"
@@ -47,7 +50,7 @@ def _require_pynq() -> None:
         raise ValueError(
             "backend 'fpga' needs the pynq library: it is part of a PYNQ board image "
             "(on another host: pip install 'pynq==3.0.1' 'pycparser<3'; then "
-            f"{OVERLAY_ENV}=sim runs against the simulated ZCU102)"
+            f"{OVERLAY_ENV}=sim runs against a simulated ZCU102, sim:<board> another board)"
         )
 
 
@@ -58,11 +61,18 @@ class FpgaBackend:
         overlay: a directory of bitstreams, or ``"sim"``; default ``$NBQ_OVERLAY`` or
             the package's ``overlays/``.
         timeout_s: base deadline of one kernel call (the driver adds time per byte).
+        kind_defines: simulated boards only: per PE kind, the ``NBQ_*`` defines of the
+            board's kernel builds (default: the build of ``hls/nbq_params.h``).
     """
 
     name = "fpga"
 
-    def __init__(self, overlay: str | Path | None = None, timeout_s: float | None = None):
+    def __init__(
+        self,
+        overlay: str | Path | None = None,
+        timeout_s: float | None = None,
+        kind_defines: Mapping[str, Mapping[str, int]] | None = None,
+    ):
         _require_pynq()
         from ..kernel import driver
 
@@ -71,13 +81,13 @@ class FpgaBackend:
         self.sim = source == "sim" or source.startswith("sim:")
         self.source = source
         self.timeout_s = driver.DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
-        self.board: SimZcu102 | None = None
+        self.board: SimBoard | None = None
         self.board_name: str | None = None
         if self.sim:
-            from ..sim.board import shared_board  # the simulated ZCU102, by explicit request
+            from ..sim.board import shared_board  # a simulated board, by explicit request
 
             self.board_name = source.partition(":")[2] or "zcu102"
-            self.board = shared_board(self.board_name)
+            self.board = shared_board(self.board_name, kind_defines)
         self._device: FpgaConvDevice | None = None
         self._layers: CompiledLayers | None = None
         self._lock = threading.Lock()

@@ -2,8 +2,8 @@
 
 The ``fpga`` driver polls these registers with its own deadline (pynq's
 ``DMA.wait()`` has none) and resets the DMA after a fault; the simulated board
-(:mod:`pynq_nbq.sim.board`) models them.  Offsets are from the DMA's AXI-Lite base
-(``design.ADDRESS_MAP[design.DMA_CELL]``).
+(:mod:`pynq_nbq.sim.dma_model`) models them.  Offsets are from the DMA's AXI-Lite base
+(``design.address_map(board)[design.DMA_CELL]``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ S2MM = 0x30
 DMACR = 0x00  #: control
 DMASR = 0x04  #: status
 ADDR = 0x18  #: source (MM2S_SA) / destination (S2MM_DA) address, low 32 bits
-ADDR_MSB = 0x1C  #: the high 32 bits
+#: the high 32 bits: only on a DMA with c_addr_width > 32 (PS8 boards); PG021 has no
+#: register here on a 32-bit DMA (PS7 boards)
+ADDR_MSB = 0x1C
 LENGTH = 0x28  #: bytes to transfer; writing it starts the transfer; S2MM: bytes received
 
 

@@ -15,9 +15,16 @@ registers; arm the receive for (feature-map words + 1) words; ``ap_start``; send
 each packet from a pooled ``pynq.allocate`` buffer, waiting for the previous send
 with a deadline (and stopping early if the kernel already wrote its status word);
 poll S2MM status and ``ap_idle`` against the call's deadline (pynq's
-``DMA.wait()`` has no timeout); ``recvchannel.wait()`` to invalidate the buffer and
-read ``transferred``; split the received bytes into the feature map and the
-status word.  On a timeout or a DMA error bit the DMA is reset and a
+``DMA.wait()`` has no timeout); invalidate the receive buffer and read the bytes
+received from S2MM LENGTH; split them into the feature map and the status word.
+
+Transfers are programmed here, not with pynq's ``channel.transfer``: the DMA's
+address width is the ``.hwh``'s ``c_addr_width`` (64 bits on Zynq UltraScale+
+boards, 32 on Zynq-7000 ones).  A 64-bit DMA gets both halves of the address
+(ADDR, then ADDR_MSB); a 32-bit DMA has no MSB registers (PG021), so none are
+written, and a buffer above 4 GiB is refused with an error naming the width.
+
+On a timeout or a DMA error bit the DMA is reset and a
 :class:`~pynq_nbq.kernel.protocol.DeviceError` names the cause; the next call
 works.  After a refused call (BAD_CONFIG / NO_WEIGHTS) the DMA is reset too, so
 packets the kernel did not read are dropped.
@@ -113,7 +120,7 @@ def load_overlay(
         raise ValueError(
             f"fpga backend: overlay files not found: {', '.join(missing)} (build them with "
             "the overlay flow, or set NBQ_OVERLAY to their directory, or NBQ_OVERLAY=sim "
-            "for the simulated ZCU102)"
+            "(sim:<board>) for a simulated board)"
         )
     ol = pynq.Overlay(str(bitfile), download=download, device=device)
     for cell in (design.KERNEL_CELL, design.DMA_CELL):
@@ -183,6 +190,8 @@ class FpgaConvDevice:
         target = getattr(ol.overlay, "device", None)
         self.pool = BufferPool(target)
         self.max_packet_bytes = int(self.dma.buffer_max_size) // WORD_BYTES * WORD_BYTES
+        #: the DMA's address width in bits (the .hwh's c_addr_width; PG021's default 32)
+        self.addr_bits = int(self.dma.description["parameters"].get("c_addr_width", 32))
         #: seconds spent per phase of all calls: checking the DMA and kernel are ready,
         #: copying packets into DMA buffers, register writes + sends, waiting
         self.timings = {"ready": 0.0, "copy": 0.0, "registers": 0.0, "wait": 0.0, "calls": 0}
@@ -279,7 +288,7 @@ class FpgaConvDevice:
             bufs.append(buf)
         t1 = time.perf_counter()
         self.ip.write_call_registers(regs)
-        self.dma.recvchannel.transfer(out, nbytes=recv_nbytes)  # armed before ap_start
+        self._transfer(dma_regs.S2MM, out, recv_nbytes)  # armed before ap_start
         self.ip.start()
         try:
             early = False
@@ -287,11 +296,11 @@ class FpgaConvDevice:
                 if i and self._wait_send(deadline):
                     early = True  # the kernel already ended the call: send no more
                     break
-                self.dma.sendchannel.transfer(buf, nbytes=len(buf))
+                self._transfer(dma_regs.MM2S, buf, len(buf))
             t2 = time.perf_counter()
             self._wait_receive(deadline)
-            self.dma.recvchannel.wait()  # returns at once: invalidates, reads LENGTH
-            transferred = int(self.dma.recvchannel.transferred)
+            out.invalidate()  # the DMA wrote DDR: drop the CPU's cached view
+            transferred = self._mmio.read(dma_regs.S2MM + dma_regs.LENGTH)
             while not self.ip.ap_ctrl & (ApCtrl.DONE | ApCtrl.IDLE):
                 if time.monotonic() > deadline:
                     raise DeviceTimeout(
@@ -318,6 +327,23 @@ class FpgaConvDevice:
         self.timings["wait"] += t3 - t2
         self.timings["calls"] += 1
         return np.array(data, dtype=np.uint8, copy=True), status
+
+    def _transfer(self, channel: int, buf, nbytes: int) -> None:
+        """Program one simple-mode transfer of ``nbytes`` from/to ``buf`` on ``channel``
+        (MM2S: flush the buffer first).  The address goes out in as many halves as the
+        DMA has address registers (:attr:`addr_bits`)."""
+        if channel == dma_regs.MM2S:
+            buf.flush()  # the CPU wrote the packet: DDR must hold it before the DMA reads
+        addr = int(buf.physical_address)
+        if addr >> self.addr_bits:
+            raise DeviceError(
+                f"buffer at 0x{addr:x} is beyond the reach of the {self.addr_bits}-bit AXI "
+                "DMA (c_addr_width): allocate DMA buffers in the low 4 GiB"
+            )
+        self._mmio.write(channel + dma_regs.ADDR, addr & 0xFFFF_FFFF)
+        if self.addr_bits > 32:
+            self._mmio.write(channel + dma_regs.ADDR_MSB, addr >> 32)
+        self._mmio.write(channel + dma_regs.LENGTH, int(nbytes))
 
     def _recover(self) -> None:
         try:

@@ -1,12 +1,17 @@
-"""A simulated ZCU102 that runs the unmodified ``pynq`` library (test and notebook code).
+"""A simulated board (any of ``design.BOARD_TARGETS``: PS8 or PS7) that runs the
+unmodified ``pynq`` library (test and notebook code).
 
-:class:`SimZcu102` is a ``pynq.Device``: pynq's ``Overlay(..., download=False)``,
+:class:`SimBoard` is a ``pynq.Device``: pynq's ``Overlay(..., download=False)``,
 ``MMIO``, ``allocate`` and ``pynq.lib.dma.DMA`` work on it exactly as on a board,
-and the ``fpga`` driver runs unchanged.  Behind the registers:
+and the ``fpga`` driver runs unchanged.  The board's block design
+(:mod:`pynq_nbq.kernel.design`) sets the ``.hwh`` (parsed as pynq parses a Zynq
+UltraScale+ or a Zynq-7000 one), the register windows and the DMA's address width.
+Behind the registers:
 
-* **AXI DMA in simple mode** (Xilinx PG021): per channel DMACR (run/stop, reset),
-  DMASR (halted, idle, internal/slave/decode error), address and LENGTH registers.
-  A reset takes a few register reads and leaves both channels halted.
+* **AXI DMA in simple mode** (Xilinx PG021, :mod:`.dma_model`): per channel DMACR
+  (run/stop, reset), DMASR (halted, idle, internal/slave/decode error), address and
+  LENGTH registers; the MSB address registers only on a 64-bit DMA (PS8).  A reset
+  takes a few register reads and leaves both channels halted.
 * **DDR and the CPU cache**: every ``allocate`` buffer has a CPU view (the numpy
   array) and a separate DDR copy; the DMA reads and writes DDR only, ``flush`` copies
   CPU -> DDR and ``invalidate`` DDR -> CPU, so a missing flush or invalidate gives
@@ -25,23 +30,25 @@ and the ``fpga`` driver runs unchanged.  Behind the registers:
   stream leaves it) until the receive is armed.  Output sizes come from the latched
   registers and the kernel's geometry (``perfmodel.stages.geometry``).
 * **LENGTH** registers keep their low ``c_sg_length_width`` (26) bits, as PG021's do.
-* **Fault injection** (:meth:`SimZcu102.inject`): ``decode_error`` (the next
+* **Fault injection** (:meth:`SimBoard.inject`): ``decode_error`` (the next
   receive hits no memory), ``no_tlast`` (the kernel's next packet has no TLAST),
   ``bad_magic`` (its last word is not a status word),
   ``stall`` (the next receive never completes), ``reset_in_progress`` (a DMA reset
   is under way when the next call starts), ``stuck_reset`` (the DMA never leaves
-  reset until :meth:`SimZcu102.clear_faults`); and register overrides
+  reset until :meth:`SimBoard.clear_faults`); and register overrides
   (``overrides={"HW_VERSION": 1 << 16}``, ``{"PE_KIND": 2}``) for a foreign bitstream.
-* **A transaction log** (:meth:`SimZcu102.record`): every register access of the
+* **A transaction log** (:meth:`SimBoard.record`): every register access of the
   host, in order, as ``(op, cell, register, value)``.
 
 Entry point (stable for notebooks, other tests, ``NBQ_OVERLAY=sim``)::
 
     from pynq_nbq.sim.board import shared_board
     board = shared_board()                 # one simulated ZCU102 per process
+    z2 = shared_board("pynq-z2")           # ... and one PYNQ-Z2 (PS7, 32-bit DMA)
     ol = board.load("svpe")                # pynq.Overlay + kernel + DMA (driver.Overlay)
     from pynq_nbq.backends.fpga import FpgaBackend
     backend = FpgaBackend("sim")           # or: NBQ_OVERLAY=sim nbq classify --backend fpga
+    backend = FpgaBackend("sim:pynq-z2")   # another board
 
 Limits of the model: one call's input is run when the host polls, not word by word
 (back-pressure is decided per packet: a feature map is taken whole or held);
@@ -63,6 +70,7 @@ import pynq
 from pynq.buffer import PynqBuffer
 from pynq.pl_server import hwh_parser
 
+from .. import datapath as dp
 from ..backends import csim
 from ..kernel import axi_dma as A
 from ..kernel import design
@@ -76,43 +84,58 @@ from ..kernel.protocol import (
     words_for,
 )
 from .buffer import SimBuffer
+from .dma_model import DmaModel
 from .hwh import write_overlay_files
 from .register_names import DMA_NAMES, KERNEL_NAMES
 
-DDR_BASE = 0x1000_0000  #: first physical address handed out by allocate
+#: First physical address ``allocate`` hands out (inside the PS DDR of every board: the
+#: PYNQ-Z2 has 512 MiB at 0); ``SimBoard(ddr_base=...)`` moves it, e.g. above 4 GiB
+#: (0x8_0000_0000: the ZCU102's upper DDR) to exercise the 64-bit DMA's MSB registers.
+DDR_BASE = 0x1000_0000
 PAGE = 4096
 STALE_BYTE = 0xA5  #: what a CPU view holds before the first invalidate
 FIFO_WORDS = 64  #: stream words the kernel's input FIFO holds before ap_start
 #: Output words the kernel holds while no receive is armed (the packer's buffer, the
 #: stream's register slices): an estimate; past it the kernel stops taking input.
 OUT_FIFO_WORDS = 16
-#: What a LENGTH register keeps: its low c_sg_length_width bits (PG021).
-LENGTH_MASK = (1 << design.DMA_PARAMETERS["c_sg_length_width"]) - 1
-RESET_READS = 3  #: DMACR reads a DMA reset takes
 FAULTS = ("decode_error", "no_tlast", "bad_magic", "stall", "reset_in_progress", "stuck_reset")
 _CALL_OVERREAD = 1  # nbq_host_call.h: the kernel wanted more input than was sent
 _CALL_OUT_OVERFLOW = 3
+#: pynq's .hwh parser class per PS family (pynq 3.0.1 ``pynq.pl_server.hwh_parser``)
+_HWH_PARSERS = {"ps8": "_HWHUltrascale", "ps7": "_HWHZynq"}
 
 
-class SimZcu102(pynq.Device):
-    """A simulated ZCU102 (see the module docstring).
+class SimBoard(pynq.Device, DmaModel):
+    """A simulated board (see the module docstring).
 
     Args:
-        board: a board of ``design.BOARD_TARGETS`` (only names the ``.hwh``).
-        defines: ``NBQ_*`` overrides of the csim kernel build (e.g. small buffers).
+        board: a board of ``design.BOARD_TARGETS``: its ``.hwh``, register windows and
+            DMA address width.
+        defines: ``NBQ_*`` overrides of the csim kernel build for both PE kinds (e.g.
+            small buffers); default: the build of ``hls/nbq_params.h``.
         overrides: read-only kernel registers to report instead of the build's.
+        kind_defines: per PE kind, ``NBQ_*`` overrides applied over ``defines`` (a
+            board's own kernel builds, e.g. ``{"svpe": {"NBQ_PM": 16}}``).
+        ddr_base: first physical address ``allocate`` hands out (:data:`DDR_BASE`).
     """
 
     def __init__(
         self,
-        board: str = "zcu102",
+        board: str = design.DEFAULT_BOARD,
         defines: Mapping[str, int] | None = None,
         overrides: Mapping[str, int] | None = None,
+        kind_defines: Mapping[str, Mapping[str, int]] | None = None,
+        ddr_base: int = DDR_BASE,
     ):
+        target = design.target(board)  # ValueError naming the known boards
         super().__init__(f"sim-{board}")
         self.name = board
+        self.family = target.family
         self.capabilities = {"REGISTER_RW": True}
         self.defines = dict(defines or {})
+        self.kind_defines: dict[str, dict[str, int]] = {
+            str(dp.PEKind.parse(k)): {**self.defines, **v} for k, v in (kind_defines or {}).items()
+        }
         self.overrides = dict(overrides or {})
         self.faults: dict[str, int] = {}
         self.allocations = 0  #: buffers allocated so far
@@ -120,20 +143,18 @@ class SimZcu102(pynq.Device):
         self._log: list | None = None
         self._lock = threading.RLock()
         self._ddr: dict[int, bytearray] = {}
-        self._next_addr = DDR_BASE
+        self._next_addr = ddr_base
         self._dir = Path(tempfile.mkdtemp(prefix="nbq_sim_overlays_"))
         self._kinds: dict[str, csim.CsimKernel] = {}
         self._kind: str | None = None
-        (self._dma_base, _), (self._kernel_base, _) = (
-            design.ADDRESS_MAP[design.DMA_CELL],
-            design.ADDRESS_MAP[design.KERNEL_CELL],
-        )
+        self._windows = design.address_map(board)
+        self._dma_setup(design.dma_parameters(board)["c_addr_width"])
         self._power_on()
 
     # --- the board as pynq sees it ----------------------------------------------------------
     def get_bitfile_metadata(self, bitfile_name: str):
-        # the parser a Zynq UltraScale+ board uses (pynq picks it by the CPU; here: x86)
-        parser = getattr(hwh_parser, "_HWHUltrascale", hwh_parser.HWH)
+        # the parser this board's pynq uses (pynq picks it by the CPU; here: x86)
+        parser = getattr(hwh_parser, _HWH_PARSERS[self.family], hwh_parser.HWH)
         hwh = parser(hwh_name=hwh_parser.get_hwh_name(bitfile_name))
         hwh.systemgraph = None  # what pynq's own bitstream handler leaves without a graph
         return hwh
@@ -208,7 +229,7 @@ class SimZcu102(pynq.Device):
                 self._kernel_write(off, value)
 
     def _decode(self, address: int) -> tuple[str, int]:
-        for cell, (base, size) in design.ADDRESS_MAP.items():
+        for cell, (base, size) in self._windows.items():
             if base <= address < base + size:
                 return cell, address - base
         raise RuntimeError(f"simulated board: no AXI slave at 0x{address:x} (a bus error)")
@@ -248,102 +269,16 @@ class SimZcu102(pynq.Device):
             return True
         return False
 
-    # --- the DMA (PG021, simple mode) --------------------------------------------------------
+    # --- the DMA (PG021, simple mode: :class:`.dma_model.DmaModel`) and the stream ----------
     def _power_on(self) -> None:
-        self._cr = {A.MM2S: 0, A.S2MM: 0}
-        self._sr = {A.MM2S: int(A.Status.HALTED), A.S2MM: int(A.Status.HALTED)}
-        self._addr = {A.MM2S: 0, A.S2MM: 0}
-        self._length = {A.MM2S: 0, A.S2MM: 0}
-        self._reset_left = 0
+        self._dma_power_on()
         self._pending: list[bytes] = []  # sends waiting for room in the kernel's FIFO
         self._fifo: list[bytes] = []  # packets in the kernel's input stream
-        self._armed = False  # an S2MM transfer is programmed and not complete
-        self._stalled = False
         self._regs = dict.fromkeys(WRITE_REGISTERS, 0)
         self._call_regs = dict(self._regs)  # latched at ap_start
         self._ro = dict.fromkeys(READ_REGISTERS, 0)
         self._running = False
         self._done = False
-
-    def _begin_reset(self) -> None:
-        self._reset_left = RESET_READS
-        for ch in (A.MM2S, A.S2MM):
-            self._cr[ch] = int(A.Control.RESET)
-            self._sr[ch] = int(A.Status.HALTED)
-        self._pending.clear()
-        self._fifo.clear()
-        self._armed = self._stalled = False
-
-    def _dma_read(self, off: int) -> int:
-        ch = A.S2MM if off >= A.S2MM else A.MM2S
-        reg = off - ch
-        if reg == A.DMACR:
-            if self._reset_left:
-                if not self.faults.get("stuck_reset"):
-                    self._reset_left -= 1
-                if self._reset_left == 0:
-                    self._cr = {A.MM2S: 0, A.S2MM: 0}
-                    self.faults.pop("reset_in_progress", None)
-            return self._cr[ch]
-        if reg == A.DMASR:
-            if ch == A.S2MM:
-                self._advance()
-            return self._sr[ch]
-        if reg == A.ADDR:
-            return self._addr[ch] & 0xFFFF_FFFF
-        if reg == A.ADDR_MSB:
-            return self._addr[ch] >> 32
-        if reg == A.LENGTH:
-            return self._length[ch]
-        return 0
-
-    def _dma_write(self, off: int, value: int) -> None:
-        ch = A.S2MM if off >= A.S2MM else A.MM2S
-        reg = off - ch
-        if reg == A.DMACR:
-            if value & A.Control.RESET:
-                self._begin_reset()
-            elif self._reset_left:
-                return  # ignored while the reset runs
-            elif value & A.Control.RUN:
-                self._cr[ch] = value
-                self._sr[ch] &= ~int(A.Status.HALTED)
-            else:
-                self._cr[ch] = value
-                self._sr[ch] |= int(A.Status.HALTED)
-        elif reg == A.DMASR:
-            self._sr[ch] &= ~(value & int(A.Status.IOC_IRQ | A.Status.ERR_IRQ))  # W1C
-        elif reg == A.ADDR:
-            self._addr[ch] = (self._addr[ch] & ~0xFFFF_FFFF) | value
-        elif reg == A.ADDR_MSB:
-            self._addr[ch] = (self._addr[ch] & 0xFFFF_FFFF) | (value << 32)
-        elif reg == A.LENGTH:
-            self._start_transfer(ch, value & LENGTH_MASK)
-
-    def _fail(self, ch: int, bit: A.Status) -> None:
-        self._sr[ch] |= int(bit | A.Status.HALTED)
-        self._sr[ch] &= ~int(A.Status.IDLE)
-
-    def _start_transfer(self, ch: int, nbytes: int) -> None:
-        if self._sr[ch] & A.Status.HALTED or self._reset_left:
-            return  # a halted channel ignores LENGTH
-        self._length[ch] = nbytes
-        self._sr[ch] &= ~int(A.Status.IDLE)
-        if nbytes == 0:
-            self._fail(ch, A.Status.INTERNAL_ERROR)
-            return
-        if ch == A.S2MM:
-            self._armed = True
-            self._stalled = self._take("stall")
-            self._feed()  # the output can drain now: a held send may complete
-            return
-        span = self._ddr_span(self._addr[ch], nbytes)
-        if span is None:
-            self._fail(ch, A.Status.DECODE_ERROR)
-            return
-        mem, at = span
-        self._pending.append(bytes(mem[at : at + nbytes]))
-        self._feed()
 
     def _feed(self) -> None:
         """Move sends into the kernel's input stream: all once it runs, else what fits;
@@ -427,7 +362,9 @@ class SimZcu102(pynq.Device):
         if kind is None:
             raise RuntimeError("simulated board: no overlay loaded")
         if kind not in self._kinds:
-            self._kinds[kind] = csim.CsimKernel(kind, self.defines, private=True)
+            self._kinds[kind] = csim.CsimKernel(
+                kind, self.kind_defines.get(kind, self.defines), private=True
+            )
         return self._kinds[kind]
 
     def _advance(self) -> None:
@@ -482,17 +419,22 @@ class SimZcu102(pynq.Device):
         self._sr[A.S2MM] |= int(A.Status.IDLE)
 
 
-_BOARDS: dict[str, SimZcu102] = {}
+#: The simulated board of before the per-board designs (any board, default ZCU102).
+SimZcu102 = SimBoard
+_BOARDS: dict[tuple, SimBoard] = {}
 _BOARDS_LOCK = threading.Lock()
 
 
-def shared_board(board: str = "zcu102") -> SimZcu102:
-    """The process-wide simulated board of that name (created on first use)."""
+def shared_board(
+    board: str = design.DEFAULT_BOARD, kind_defines: Mapping[str, Mapping[str, int]] | None = None
+) -> SimBoard:
+    """The process-wide simulated board of that name and kernel builds (created on first
+    use; ``kind_defines`` as for :class:`SimBoard`, default: today's build)."""
+    key = (
+        board,
+        tuple(sorted((k, tuple(sorted(v.items()))) for k, v in (kind_defines or {}).items())),
+    )
     with _BOARDS_LOCK:
-        if board not in _BOARDS:
-            if board not in design.BOARD_TARGETS:
-                raise ValueError(
-                    f"unknown board {board!r}; expected one of {sorted(design.BOARD_TARGETS)}"
-                )
-            _BOARDS[board] = SimZcu102(board)
-        return _BOARDS[board]
+        if key not in _BOARDS:
+            _BOARDS[key] = SimBoard(board, kind_defines=kind_defines)
+        return _BOARDS[key]

@@ -1,10 +1,13 @@
-"""A ``.hwh`` (Vivado hardware handoff) for one nbq build, from :mod:`pynq_nbq.kernel.design`.
+"""A ``.hwh`` (Vivado hardware handoff) for one nbq build on one board, from
+:mod:`pynq_nbq.kernel.design`.
 
-Only what ``pynq``'s HWH parser reads: the PS cell with its PL clock parameters and
-its memory map (one MEMRANGE per AXI-Lite slave), the DMA cell with its
-parameters, the kernel cell with its VLNV and register map.  ``pynq.Overlay(...,
-download=False)`` on this file binds the same drivers to the same cell names and
-addresses as the Vivado-written file of the real overlay.
+Only what ``pynq``'s HWH parser reads: the PS cell (``zynq_ultra_ps_e`` on PS8 boards,
+``processing_system7`` on PS7 boards: the MODTYPE pynq's ``_HWHUltrascale`` and
+``_HWHZynq`` look for) with its fabric clock parameters and its memory map (one
+MEMRANGE per AXI-Lite slave), the DMA cell with its parameters, the kernel cell with
+its VLNV and register map.  ``pynq.Overlay(..., download=False)`` on this file binds
+the same drivers to the same cell names and addresses as the Vivado-written file of
+the real overlay.
 """
 
 from __future__ import annotations
@@ -15,7 +18,12 @@ from xml.etree import ElementTree as ET
 from ..kernel import design
 from ..kernel.protocol import PORT_NAMES, READ_REGISTERS, REGISTERS, WRITE_REGISTERS
 
-PS_VLNV = "xilinx.com:ip:zynq_ultra_ps_e:3.4"
+#: Per PS family: the SYSTEMINFO ARCH Vivado writes and the names of the PS cell's clock
+#: parameters pynq's parser reads (``{i}``: fabric clock 0..3, ``{j}``: divisor 0..1).
+HWH_PS = {
+    "ps8": ("zynquplus", "PSU__FPGA_PL{i}_ENABLE", "PSU__CRL_APB__PL{i}_REF_CTRL__DIVISOR{j}"),
+    "ps7": ("zynq", "PCW_FPGA_FCLK{i}_ENABLE", "PCW_FCLK{i}_PERIPHERAL_DIVISOR{j}"),
+}
 
 
 def _params(parent: ET.Element, values: dict) -> None:
@@ -45,31 +53,33 @@ def _register(regs: ET.Element, name: str, offset: int, access: str, text: str) 
         ET.SubElement(f, "PROPERTY", NAME=k, VALUE=v)
 
 
-def hwh_xml(kind: str, board: str = "zcu102") -> str:
-    """The ``.hwh`` text of the ``kind`` build for ``board``."""
+def hwh_xml(kind: str, board: str = design.DEFAULT_BOARD) -> str:
+    """The ``.hwh`` text of the ``kind`` build for ``board`` (a ``design.BOARD_TARGETS`` name)."""
     d = design.describe(kind, board)
+    t = design.target(board)
+    arch, enable, divisor = HWH_PS[t.family]
     root = ET.Element("EDKSYSTEM", EDWVERSION="1.2", VIVADOVERSION="sim")
     ET.SubElement(
         root,
         "SYSTEMINFO",
-        ARCH="zynquplus",
-        BOARD=design.BOARD_TARGETS[d["board"]].board_part_full,
+        ARCH=arch,
+        BOARD=t.board_part_full,
         DEVICE=d["part"],
         NAME=d["bitstream"],
     )
     ET.SubElement(root, "EXTERNALPORTS")
     modules = ET.SubElement(root, "MODULES")
 
-    ps = _module(modules, design.PS_CELL, "zynq_ultra_ps_e", PS_VLNV)
-    clocks = {}  # PL0 = IOPLL / DIVISOR0 / DIVISOR1 = design.PL_CLOCK_MHZ
+    ps = _module(modules, t.ps.cell, t.ps.vlnv.split(":")[2], t.ps.vlnv)
+    clocks: dict[str, int] = {}  # clock 0 = PLL / DIVISOR0 / DIVISOR1 = t.pl_clock_mhz
     for i in range(4):
-        clocks[f"PSU__FPGA_PL{i}_ENABLE"] = 1 if i == 0 else 0
-        clocks[f"PSU__CRL_APB__PL{i}_REF_CTRL__DIVISOR0"] = design.PL_CLOCK_DIVISOR
-        clocks[f"PSU__CRL_APB__PL{i}_REF_CTRL__DIVISOR1"] = 1
-    _params(ps, clocks)
+        clocks[enable.format(i=i)] = 1 if i == 0 else 0
+        clocks[divisor.format(i=i, j=0)] = t.pl_clock_divisor
+        clocks[divisor.format(i=i, j=1)] = 1
+    _params(ps, {**clocks, t.ps.clock_param: d["pl_clock_mhz"]})
     memmap = ET.SubElement(ps, "MEMORYMAP")
     slaves = {design.DMA_CELL: "S_AXI_LITE", design.KERNEL_CELL: design.KERNEL_CTRL_PORT}
-    for cell, (base, size) in design.ADDRESS_MAP.items():
+    for cell, (base, size) in design.address_map(board).items():
         ET.SubElement(
             memmap,
             "MEMRANGE",
@@ -81,13 +91,13 @@ def hwh_xml(kind: str, board: str = "zcu102") -> str:
             INSTANCE=cell,
             IS_DATA="TRUE",
             IS_INSTRUCTION="TRUE",
-            MASTERBUSINTERFACE="M_AXI_HPM0_FPD",
+            MASTERBUSINTERFACE=t.ps.ctrl_master,
             MEMTYPE="REGISTER",
             SLAVEBUSINTERFACE=slaves[cell],
         )
 
     dma = _module(modules, design.DMA_CELL, "axi_dma", design.DMA_VLNV)
-    _params(dma, design.DMA_PARAMETERS)
+    _params(dma, design.dma_parameters(board))
 
     kernel = _module(
         modules, design.KERNEL_CELL, design.kernel_ipname(kind), design.kernel_vlnv(kind)
@@ -105,7 +115,9 @@ def hwh_xml(kind: str, board: str = "zcu102") -> str:
     )
 
 
-def write_overlay_files(directory: str | Path, kind: str, board: str = "zcu102") -> Path:
+def write_overlay_files(
+    directory: str | Path, kind: str, board: str = design.DEFAULT_BOARD
+) -> Path:
     """Write ``nbq_<kind>.hwh`` and a placeholder ``nbq_<kind>.bit``; returns the ``.bit``.
 
     The ``.bit`` holds no bitstream: the simulated board never downloads one.

@@ -1,5 +1,5 @@
 """Names of the kernel's and the AXI DMA's registers by address offset, for the
-simulated board's transaction record (``SimZcu102.record``)."""
+simulated board's transaction record (``SimBoard.record``)."""
 
 from __future__ import annotations
 
