@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..kernel.design import fabric_clock_mhz
 from .constants import URAM_BRAM18_EQUIV
 
 #: The processing-system families a board file may name: Zynq UltraScale+ (PS8, as on
@@ -75,7 +76,7 @@ class Board:
     def kernel_clock_mhz(self) -> float:
         """The overlay's one PL clock on this board (MHz): the PS's PLL over an integer
         divisor, the clock the kernel's cycle model and the block design use."""
-        return self.pl_pll_mhz / self.pl_clock_divisor
+        return fabric_clock_mhz(self.pl_pll_mhz, self.pl_clock_divisor)
 
     @property
     def ddr_peak_gbps(self) -> float:
