@@ -122,3 +122,22 @@ def test_resolution_on_aarch64_and_armv7l(local_index, tmp_path):
     assert got.problems == ["needs a compiler: PyPI has binary wheels of fastpkg, none for armv7l"]
     got = cbw.resolve([cbw.Requirement("numpy>=1.22")], z2, tmp_path / "c", local_index)
     assert got.problems == ["needs a compiler: PyPI has binary wheels of numpy, none for armv7l"]
+
+
+def test_board_doc_states_the_recorded_image_facts():
+    """docs/board.md's image table quotes IMAGES (the one place the facts live)."""
+    rows = [
+        line
+        for line in (ROOT / "docs" / "board.md").read_text().splitlines()
+        if line.startswith("| `") and "| source" not in line
+    ]
+    seen = set()
+    for row in rows:
+        first = row.split("|")[1]
+        for tag in (t for t in cbw.IMAGES if f"`{t}`" in first):
+            seen.add(tag)
+            image = cbw.IMAGES[tag]
+            for name in ("numpy", "flask", "werkzeug", "prometheus-client"):
+                assert image.version(name) in row, (tag, name, row)
+            assert (image.version("pillow") or "not installed") in row, (tag, row)
+    assert seen == set(cbw.IMAGES)
