@@ -367,6 +367,22 @@ def test_build_flags_follow_the_cpu(machine, features, first):
     assert neon == (machine.startswith("armv") and bool(features & {"neon", "asimd"}))
 
 
+def test_cpu_features_and_float_abi_of_an_armv7l_board(tmp_path, monkeypatch):
+    """A Zynq-7000's /proc/cpuinfo (the PYNQ-Z2's two Cortex-A9) lists NEON; the armhf
+    Python of its Ubuntu image names the hard-float ABI."""
+    info = tmp_path / "cpuinfo"
+    info.write_text(
+        "processor\t: 0\nmodel name\t: ARMv7 Processor rev 0 (v7l)\nBogoMIPS\t: 650.00\n"
+        "Features\t: half thumb fastmult vfp edsp neon vfpv3 tls vfpd32\n"
+        "CPU implementer\t: 0x41\nCPU part\t: 0xc09\n"
+    )
+    assert {"neon", "vfpv3"} <= native.cpu_features(info)
+    assert native.cpu_features(tmp_path / "missing") == set()
+    for multiarch, abi in [("arm-linux-gnueabihf", "hard"), ("arm-linux-gnueabi", "softfp")]:
+        monkeypatch.setattr(native.sysconfig, "get_config_var", lambda v, m=multiarch: m)
+        assert native.float_abi() == abi
+
+
 @pytest.mark.parametrize(
     "features,isa", [({"neon", "vfpv3"}, "armv7 NEON"), ({"vfp"}, "generic C")]
 )

@@ -91,11 +91,12 @@ def c_compiler() -> str:
 ARMV7_NEON_FLAGS = ("-mfpu=neon",)
 
 
-def cpu_features() -> set[str]:
-    """This CPU's feature flags from /proc/cpuinfo (x86 ``flags``, Arm ``Features``;
-    lower case); empty where it cannot be read."""
+def cpu_features(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
+    """This CPU's feature flags from ``cpuinfo`` (x86 ``flags``, Arm ``Features``, e.g.
+    a Zynq-7000's ``half thumb fastmult vfp edsp neon vfpv3 tls vfpd32``; lower case);
+    empty where it cannot be read."""
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(cpuinfo) as f:
             for line in f:
                 key, _, value = line.partition(":")
                 if key.strip().lower() in ("flags", "features"):
