@@ -21,7 +21,10 @@ BOARD_FILES = sorted(p.stem for p in (ROOT / "pynq_nbq" / "boards").glob("*.json
 
 
 def test_every_board_has_an_image_and_every_fact_a_source():
-    assert sorted(cbw.BOARD_IMAGES) == BOARD_FILES
+    assert sorted(cbw.BOARD_IMAGES) == BOARD_FILES, (
+        "every pynq_nbq/boards/*.json needs its image(s) in BOARD_IMAGES of "
+        "scripts/check_board_wheels.py"
+    )
     for tags in cbw.BOARD_IMAGES.values():
         assert tags and all(t in cbw.IMAGES for t in tags)
     for image in cbw.IMAGES.values():

@@ -668,8 +668,9 @@ def _harness_networks(records) -> bytes:
 
 @cross_builds
 def test_cross_whole_network_is_exact_under_qemu(cross, tmp_path):
-    """Each board build runs whole networks (1-3 threads, shared and whole images)
-    equal to the numpy engine, under qemu-user."""
+    """Each board build runs whole networks (1-3 threads, shared and whole images; random
+    chains and the two shipped Fashion-MNIST models) equal to the numpy engine, under
+    qemu-user."""
     if cross.missing():
         pytest.skip(cross.missing())
     exe = cross.harness(tmp_path)
@@ -684,6 +685,11 @@ def test_cross_whole_network_is_exact_under_qemu(cross, tmp_path):
             for n in (1, 2, 5):
                 records.append((engine, x[:n], threads))
                 want.append(engine.run(x[:n]))
+    for name in ("fmnist-svpe", "fmnist-vpe"):  # the shipped models, 2 threads, 3 images
+        engine = api.load_model(name, "numpy").engine
+        x = _batch(engine, 3, seed=5)
+        records.append((engine, x, 2))
+        want.append(engine.run(x))
     (tmp_path / "in").write_bytes(_harness_networks(records))
     assert cross.isa in cross.run(exe, "--net", str(tmp_path / "in"), str(tmp_path / "out"))
     got = np.frombuffer((tmp_path / "out").read_bytes(), np.int16)
