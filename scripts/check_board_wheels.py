@@ -311,17 +311,20 @@ BOARD_TESTS = (
 TEST_TOOLS = ("pytest", "hypothesis")
 
 
-def run_board_tests(image: Image, python: str, workdir: Path) -> int:
+def run_board_tests(image: Image, python: str, workdir: Path, every_pin: bool = False) -> int:
     """The board subset of the tests with what the image would have after the install, on
     ``python`` (the image's Python version, e.g. a python3.10 on this host): a fresh venv
     gets the image's kept packages pinned, the other requirements and TEST_TOOLS from
-    PyPI, then pytest runs this checkout (PYTHONPATH) on :data:`BOARD_TESTS`.  Returns
-    pytest's exit status."""
+    PyPI, then pytest runs this checkout (PYTHONPATH) on :data:`BOARD_TESTS`.
+    ``every_pin``: pin every package the image ships, also those a requirement excludes
+    (what lowering that bound would give).  Returns pytest's exit status."""
     venv = workdir / "venv"
     subprocess.run([python, "-m", "venv", str(venv)], check=True)
     vpy = str(venv / "bin" / "python")
     reqs = base_requirements()
     kept = kept_packages(reqs, image)
+    if every_pin:
+        kept = {name: version for name, (version, _) in image.packages.items()}
     pins = [f"{n}=={v}" for n, v in kept.items()]
     rest = [str(r) for r in reqs if canonicalize_name(r.name) not in kept]
     subprocess.run([vpy, "-m", "pip", "install", "-q", *pins, *rest, *TEST_TOOLS], check=True)
@@ -362,6 +365,12 @@ def main(argv: list[str] | None = None) -> int:
         help="also run the board subset of the tests with the image's package versions, "
         "in a venv of this interpreter (the image's Python version, e.g. python3.10)",
     )
+    parser.add_argument(
+        "--every-image-version",
+        action="store_true",
+        help="with --test-with: every package at the image's version, also those a "
+        "requirement excludes (would lowering that bound work?)",
+    )
     args = parser.parse_args(argv)
     tags = list(args.image or [])
     tags += [t for b in args.board or [] for t in BOARD_IMAGES[b]]
@@ -372,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         failed |= not report(tag, image, reqs)
         if args.test_with:
             with tempfile.TemporaryDirectory() as tmp:
-                status = run_board_tests(image, args.test_with, Path(tmp))
+                status = run_board_tests(image, args.test_with, Path(tmp), args.every_image_version)
             print(f"\nboard subset of the tests with {tag}'s versions: exit status {status}")
             failed |= status != 0
     return 1 if failed else 0
