@@ -2,8 +2,8 @@
 # Set up a fresh machine and run the whole test suite (what CI runs via .ci/run).
 #  - Debian packages: the Fashion-MNIST dataset, g++ (HLS C-simulation; its gcc builds the
 #    native engine), Chromium + driver (browser test), lm-sensors, tcl + make (the overlay
-#    build scripts run with stub Vivado commands), an aarch64 cross gcc and qemu-user (the
-#    native engine's NEON build, checked under emulation), iverilog + yosys (the RTL twin,
+#    build scripts run with stub Vivado commands), aarch64 and armhf cross gccs and qemu-user
+#    (the native engine's board builds, checked under emulation), iverilog + yosys (the RTL twin,
 #    hls/rtl/); installed only when missing, only where apt-get runs as root, without
 #    "recommended" extras (--no-install-recommends) and without upgrading a package that is
 #    already installed (--no-upgrade), apt's own progress shown.
@@ -23,9 +23,11 @@ command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 command -v sensors >/dev/null || need_apt+=(lm-sensors)
 command -v tclsh >/dev/null || need_apt+=(tcl)
 command -v make >/dev/null || need_apt+=(make)
-# the native kernel's aarch64 (board) build: cross-compiled and run under qemu-user in tests
+# the native kernel's board builds, cross-compiled and run under qemu-user in tests: aarch64
+# (ZU+ boards' Cortex-A53) and 32-bit armhf (the PYNQ-Z2's Cortex-A9, NEON and plain C)
 command -v aarch64-linux-gnu-gcc >/dev/null || need_apt+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
-command -v qemu-aarch64 >/dev/null || need_apt+=(qemu-user)
+command -v arm-linux-gnueabihf-gcc >/dev/null || need_apt+=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross)
+{ command -v qemu-aarch64 && command -v qemu-arm; } >/dev/null || need_apt+=(qemu-user)
 command -v iverilog >/dev/null || need_apt+=(iverilog)  # RTL twin simulation (hls/rtl/)
 command -v yosys >/dev/null || need_apt+=(yosys)        # RTL twin synthesis report check
 if [ ${#need_apt[@]} -gt 0 ]; then

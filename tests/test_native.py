@@ -2,14 +2,15 @@
 
 Every code path of the kernel that this CPU can run is built and checked: the build
 tuned for this CPU (AVX-512 VNNI here), AVX2 without AVX-512, and plain C (the path
-of a CPU without a SIMD version); aarch64 NEON is checked for compilation only
-(`tests/test_native.py::test_neon_source_compiles_for_aarch64`, when a cross compiler
-is installed).
+of a CPU without a SIMD version); the boards' builds (aarch64 NEON, armv7 NEON, armv7
+plain C) are cross-compiled and run under qemu-user on layers and whole networks
+(`CROSS`, when the cross compilers and qemu-user are installed).
 """
 
 import copy
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -271,18 +272,135 @@ def test_a_failed_build_is_reported(monkeypatch, tmp_path):
     assert not list(tmp_path.glob("*.so"))  # nothing half-built left in the cache
 
 
-AARCH64_GCC = "aarch64-linux-gnu-gcc"
 HARNESS = Path(__file__).resolve().parent / "native_harness.c"
 
 
-@pytest.mark.skipif(shutil.which(AARCH64_GCC) is None, reason="no aarch64 cross compiler")
-def test_neon_source_compiles_for_aarch64(tmp_path):
-    """The NEON path (the board's Cortex-A53) compiles cleanly and uses smlal."""
+@dataclass(frozen=True)
+class Cross:
+    """A cross-compiled build of the kernel run under qemu-user (the boards' CPUs)."""
+
+    id: str
+    cc: str
+    flags: tuple[str, ...]
+    qemu: tuple[str, ...]  #: the emulator and the CPU it emulates
+    isa: str  #: what nbq_native_isa() says
+    insn: str  #: the multiply-accumulate the build must contain
+
+    def missing(self) -> str | None:
+        tools = [t for t in (self.cc, self.qemu[0]) if shutil.which(t) is None]
+        return f"{' and '.join(tools)} not installed" if tools else None
+
+    def harness(self, tmp_path: Path) -> Path:
+        exe = tmp_path / f"harness-{self.id}"
+        cmd = [self.cc, "-O3", *self.flags, "-std=c11", "-static", "-pthread"]
+        subprocess.run([*cmd, str(HARNESS), str(native.SOURCE), "-o", str(exe)], check=True)
+        return exe
+
+    def run(self, exe: Path, *args: str) -> str:
+        res = subprocess.run([*self.qemu, str(exe), *args], capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        return res.stdout
+
+
+#: The boards' CPUs: the ZU+ boards' Cortex-A53 (aarch64), the PYNQ-Z2's Cortex-A9 (armv7l,
+#: armhf) with NEON (the flags the board build adds: native.arch_targets) and without it
+#: (the plain-C kernel a CPU without NEON gets)
+CROSS = [
+    Cross(
+        "aarch64-neon",
+        "aarch64-linux-gnu-gcc",
+        ("-mcpu=cortex-a53",),
+        ("qemu-aarch64", "-cpu", "cortex-a53"),
+        "aarch64 NEON",
+        "smlal",
+    ),
+    Cross(
+        "armv7-neon",
+        "arm-linux-gnueabihf-gcc",
+        ("-mcpu=cortex-a9", *native.ARMV7_NEON_FLAGS, "-mfloat-abi=hard"),
+        ("qemu-arm", "-cpu", "cortex-a9"),
+        "armv7 NEON",
+        "vmlal.s16",
+    ),
+    Cross(
+        "armv7-plain",
+        "arm-linux-gnueabihf-gcc",
+        ("-mcpu=cortex-a9", "-mfpu=vfpv3-d16", "-mfloat-abi=hard"),  # armhf's baseline FPU
+        ("qemu-arm", "-cpu", "cortex-a9"),
+        "generic C",
+        "mla",
+    ),
+]
+cross_builds = pytest.mark.parametrize("cross", CROSS, ids=lambda c: c.id)
+
+
+@cross_builds
+def test_cross_source_compiles_with_its_simd(cross, tmp_path):
+    """Each board build compiles cleanly (-Wall -Wextra -Werror) to its ISA."""
+    if cross.missing():
+        pytest.skip(cross.missing())
     asm = tmp_path / "k.s"
-    cmd = [AARCH64_GCC, "-O3", "-mcpu=cortex-a53", "-std=c11", "-Wall", "-Wextra", "-Werror"]
+    cmd = [cross.cc, "-O3", *cross.flags, "-std=c11", "-Wall", "-Wextra", "-Werror"]
     subprocess.run([*cmd, "-S", str(native.SOURCE), "-o", str(asm)], check=True)
     text = asm.read_text()
-    assert "smlal" in text and "aarch64 NEON" in text
+    assert cross.insn in text and cross.isa in text
+    if "NEON" not in cross.isa:  # no NEON instruction at all (a CPU without NEON runs it)
+        assert "vld1" not in text and "vmlal" not in text
+
+
+@pytest.mark.parametrize(
+    "machine,features,first",
+    [
+        ("x86_64", {"avx2"}, ("-march=native",)),
+        ("aarch64", {"asimd"}, ("-mcpu=native",)),
+        ("armv7l", {"half", "vfp", "neon", "vfpv3"}, ("-mcpu=native", "-mfpu=neon")),
+        ("armv8l", {"asimd"}, ("-mcpu=native", "-mfpu=neon")),
+        ("armv7l", {"half", "vfp", "vfpv3d16"}, ()),
+        ("riscv64", set(), ()),
+    ],
+)
+def test_build_flags_follow_the_cpu(machine, features, first):
+    """NEON flags on 32-bit Arm only when the CPU lists NEON; plain C is always last."""
+    targets = native.arch_targets(machine, features)
+    assert targets[0][: len(first)] == first and targets[-1] == ()
+    neon = any("-mfpu=neon" in t for t in targets)
+    assert neon == (machine.startswith("armv") and bool(features & {"neon", "asimd"}))
+
+
+def test_cpu_features_and_float_abi_of_an_armv7l_board(tmp_path, monkeypatch):
+    """A Zynq-7000's /proc/cpuinfo (the PYNQ-Z2's two Cortex-A9) lists NEON; the armhf
+    Python of its Ubuntu image names the hard-float ABI."""
+    info = tmp_path / "cpuinfo"
+    info.write_text(
+        "processor\t: 0\nmodel name\t: ARMv7 Processor rev 0 (v7l)\nBogoMIPS\t: 650.00\n"
+        "Features\t: half thumb fastmult vfp edsp neon vfpv3 tls vfpd32\n"
+        "CPU implementer\t: 0x41\nCPU part\t: 0xc09\n"
+    )
+    assert {"neon", "vfpv3"} <= native.cpu_features(info)
+    assert native.cpu_features(tmp_path / "missing") == set()
+    for multiarch, abi in [("arm-linux-gnueabihf", "hard"), ("arm-linux-gnueabi", "softfp")]:
+        monkeypatch.setattr(native.sysconfig, "get_config_var", lambda v, m=multiarch: m)
+        assert native.float_abi() == abi
+
+
+@pytest.mark.parametrize(
+    "features,isa", [({"neon", "vfpv3"}, "armv7 NEON"), ({"vfp"}, "generic C")]
+)
+def test_armv7l_board_build_picks_neon_when_the_cpu_has_it(monkeypatch, tmp_path, features, isa):
+    """native.build() as on the PYNQ-Z2 (armv7l, armhf, with or without NEON), through the
+    armhf cross compiler: the library it caches is the NEON kernel exactly when the CPU
+    has NEON (a -mcpu=native the cross compiler refuses falls through to the next flags)."""
+    cc = CROSS[1].cc
+    if shutil.which(cc) is None:
+        pytest.skip(f"{cc} not installed")
+    monkeypatch.setenv("CC", cc)
+    monkeypatch.setenv("NBQ_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(native.platform, "machine", lambda: "armv7l")
+    monkeypatch.setattr(native, "cpu_features", lambda: features)
+    monkeypatch.setattr(native, "float_abi", lambda: "hard")
+    built = native.build().read_bytes()
+    assert isa.encode() in built
+    assert (b"armv7 NEON" in built) == ("neon" in features)
 
 
 def _harness_input(specs_and_inputs) -> bytes:
@@ -300,15 +418,14 @@ def _harness_input(specs_and_inputs) -> bytes:
     return b"".join(np.ascontiguousarray(p).tobytes() for p in parts)
 
 
-@pytest.mark.skipif(
-    shutil.which(AARCH64_GCC) is None or shutil.which("qemu-aarch64") is None,
-    reason="no aarch64 cross compiler or qemu-user",
-)
-def test_neon_kernel_is_exact_under_qemu(tmp_path):
-    """The aarch64 NEON build, run under qemu-user, equals the numpy reference."""
-    exe = tmp_path / "harness"
-    cmd = [AARCH64_GCC, "-O3", "-mcpu=cortex-a53", "-std=c11", "-static"]
-    subprocess.run([*cmd, str(HARNESS), str(native.SOURCE), "-o", str(exe)], check=True)
+@cross_builds
+def test_cross_kernel_is_exact_under_qemu(cross, tmp_path):
+    """Each board build (aarch64 NEON, armv7 NEON, armv7 plain C), run under qemu-user,
+    equals the numpy reference: int32 and split layers, saturating inputs, a fan-in at
+    the int32 limit."""
+    if cross.missing():
+        pytest.skip(cross.missing())
+    exe = cross.harness(tmp_path)
     rng = np.random.default_rng(11)
     cases = []
     for datapath, n_bits in [("svpe", 1), ("svpe", 3), ("svpe", 5), ("vpe", 16)]:
@@ -318,13 +435,7 @@ def test_neon_kernel_is_exact_under_qemu(tmp_path):
     cases.append((_edge_spec(16384, -4), np.full((1, 1, 1, 16384), -32768, np.int16)))
     assert {native.layer_rows(s)[0] for s, _ in cases} == {"int32", "split"}
     (tmp_path / "in").write_bytes(_harness_input(cases))
-    res = subprocess.run(
-        ["qemu-aarch64", str(exe), str(tmp_path / "in"), str(tmp_path / "out")],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert "aarch64 NEON" in res.stdout
+    assert cross.isa in cross.run(exe, str(tmp_path / "in"), str(tmp_path / "out"))
     got = np.frombuffer((tmp_path / "out").read_bytes(), np.int16)
     want = [ops.conv_layer(x, s) for s, x in cases]
     assert got.size == sum(w.size for w in want)
@@ -555,16 +666,14 @@ def _harness_networks(records) -> bytes:
     return b"".join(np.ascontiguousarray(p).tobytes() for p in parts)
 
 
-@pytest.mark.skipif(
-    shutil.which(AARCH64_GCC) is None or shutil.which("qemu-aarch64") is None,
-    reason="no aarch64 cross compiler or qemu-user",
-)
-def test_neon_whole_network_is_exact_under_qemu(tmp_path):
-    """The aarch64 NEON build runs whole networks (1-3 threads, shared and whole images)
-    equal to the numpy engine, under qemu-user."""
-    exe = tmp_path / "harness"
-    cmd = [AARCH64_GCC, "-O3", "-mcpu=cortex-a53", "-std=c11", "-static", "-pthread"]
-    subprocess.run([*cmd, str(HARNESS), str(native.SOURCE), "-o", str(exe)], check=True)
+@cross_builds
+def test_cross_whole_network_is_exact_under_qemu(cross, tmp_path):
+    """Each board build runs whole networks (1-3 threads, shared and whole images; random
+    chains and the two shipped Fashion-MNIST models) equal to the numpy engine, under
+    qemu-user."""
+    if cross.missing():
+        pytest.skip(cross.missing())
+    exe = cross.harness(tmp_path)
     records, want = [], []
     for i, (datapath, n_bits, width, gap_frac) in enumerate(
         [("svpe", 3, 40, 12), ("vpe", 16, 20, 4), ("svpe", 1, 6, None)]
@@ -576,14 +685,13 @@ def test_neon_whole_network_is_exact_under_qemu(tmp_path):
             for n in (1, 2, 5):
                 records.append((engine, x[:n], threads))
                 want.append(engine.run(x[:n]))
+    for name in ("fmnist-svpe", "fmnist-vpe"):  # the shipped models, 2 threads, 3 images
+        engine = api.load_model(name, "numpy").engine
+        x = _batch(engine, 3, seed=5)
+        records.append((engine, x, 2))
+        want.append(engine.run(x))
     (tmp_path / "in").write_bytes(_harness_networks(records))
-    res = subprocess.run(
-        ["qemu-aarch64", str(exe), "--net", str(tmp_path / "in"), str(tmp_path / "out")],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert "aarch64 NEON" in res.stdout
+    assert cross.isa in cross.run(exe, "--net", str(tmp_path / "in"), str(tmp_path / "out"))
     got = np.frombuffer((tmp_path / "out").read_bytes(), np.int16)
     assert got.size == sum(w.size for w in want)
     offset = 0

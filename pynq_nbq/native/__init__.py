@@ -2,7 +2,8 @@
 
 :func:`conv_layer` is bit-identical to :func:`pynq_nbq.ops.conv_layer` (the numpy
 reference) and several times faster: int16 x int16 products summed in int32 SIMD
-lanes (x86 ``vpmaddwd``/``vpdpwssd``, aarch64 NEON ``smlal``) instead of float64
+lanes (x86 ``vpmaddwd``/``vpdpwssd``, aarch64 NEON ``smlal``, armv7 NEON
+``vmlal.s16``) instead of float64
 matrix products.  How a layer is summed exactly is chosen here, per layer, from its
 actual weights (see :class:`LayerPlan`):
 
@@ -20,7 +21,9 @@ Build
 -----
 The library is compiled on first use with the system C compiler (``$CC``, else
 ``cc``/``gcc``) for the machine it runs on (``-O3 -march=native`` on x86,
-``-mcpu=native`` on Arm; without those flags if the compiler refuses them) and
+``-mcpu=native`` on Arm, plus ``-mfpu=neon -mfloat-abi=hard`` on a 32-bit armhf
+system whose CPU has NEON; fewer flags if the compiler refuses them:
+:func:`arch_targets`) and
 cached next to the csim library (``$NBQ_CACHE_DIR``, else
 ``~/.cache/pynq_nbq/native``), named by a hash of the source, the compiler, its
 flags and this CPU's model and feature flags, so a cache shared between machines
@@ -36,6 +39,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sysconfig
 import threading
 import weakref
 from collections.abc import Callable
@@ -82,14 +86,57 @@ def c_compiler() -> str:
     )
 
 
-def arch_flags() -> tuple[str, ...]:
-    """Flags that tune the build for this CPU (the cache key includes the CPU)."""
-    machine = platform.machine().lower()
+#: NEON on 32-bit Arm (armv7l, e.g. the PYNQ-Z2's Cortex-A9): armhf compilers default
+#: to VFPv3-D16 without NEON, so the build asks for it (with :func:`float_abi`)
+ARMV7_NEON_FLAGS = ("-mfpu=neon",)
+
+
+def cpu_features(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
+    """This CPU's feature flags from ``cpuinfo`` (x86 ``flags``, Arm ``Features``, e.g.
+    a Zynq-7000's ``half thumb fastmult vfp edsp neon vfpv3 tls vfpd32``; lower case);
+    empty where it cannot be read."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip().lower() in ("flags", "features"):
+                    return set(value.lower().split())
+    except OSError:
+        pass
+    return set()
+
+
+def float_abi() -> str:
+    """The float ABI of this Python on 32-bit Arm: "hard" for an armhf build (Debian and
+    Ubuntu ``arm-linux-gnueabihf``, e.g. the PYNQ-Z2 image), else "softfp" (armel)."""
+    names = (sysconfig.get_config_var(v) or "" for v in ("MULTIARCH", "HOST_GNU_TYPE"))
+    return "hard" if any(n.endswith("hf") for n in names) else "softfp"
+
+
+def arch_targets(
+    machine: str | None = None, features: set[str] | None = None
+) -> list[tuple[str, ...]]:
+    """Code-generation flag sets to try for this CPU, best first, ending with ``()``
+    (plain C, the build every C compiler takes): x86 ``-march=native``; aarch64
+    ``-mcpu=native`` (NEON is part of the base ISA); 32-bit Arm (armv7l, armv8l)
+    ``-mcpu=native`` with :data:`ARMV7_NEON_FLAGS` and ``-mfloat-abi=`` :func:`float_abi`
+    only when /proc/cpuinfo lists ``neon`` (or ``asimd``); without, only the compiler's
+    defaults (the distribution's baseline, no NEON), so that a CPU without NEON gets the
+    plain-C kernel rather than an illegal instruction.  ``machine``,
+    ``features``: default this machine's (``platform.machine()``, :func:`cpu_features`).
+    """
+    machine = (machine or platform.machine()).lower()
     if machine in ("x86_64", "amd64", "i686", "i386"):
-        return ("-march=native",)
-    if machine.startswith(("aarch64", "arm")):
-        return ("-mcpu=native",)
-    return ()
+        return [("-march=native",), ()]
+    if machine.startswith("aarch64") or machine == "arm64":
+        return [("-mcpu=native",), ()]
+    if machine.startswith("arm"):  # 32-bit Arm: armv7l, armv8l (32-bit userland), armv6l
+        features = cpu_features() if features is None else features
+        if features & {"neon", "asimd"}:
+            neon = (*ARMV7_NEON_FLAGS, f"-mfloat-abi={float_abi()}")
+            return [("-mcpu=native", *neon), neon, ()]
+        return [()]  # not -mcpu=native: with -mfpu=auto it turns NEON on for any A9
+    return [()]
 
 
 def _cpu_identity() -> str:
@@ -117,15 +164,15 @@ def build(target: tuple[str, ...] | None = None) -> Path:
     """Build the library (or find it in the cache); returns its path.
 
     ``target``: code-generation flags, e.g. ``("-mavx2",)`` or ``()`` for plain C;
-    None = tuned for this CPU (:func:`arch_flags`), falling back to no flags if the
-    compiler refuses them.
+    None = the first of :func:`arch_targets` the compiler takes (tuned for this CPU,
+    down to plain C).
     """
     if not SOURCE.is_file():
         raise NativeError(f"native engine: kernel source {SOURCE} is missing")
     cc = c_compiler()
     version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
     errors = []
-    targets = [target] if target is not None else list(dict.fromkeys([arch_flags(), ()]))
+    targets = [target] if target is not None else arch_targets()
     for flags in targets:
         cmd = compile_command(Path("OUT"), cc, flags)
         h = hashlib.sha256(SOURCE.read_bytes())

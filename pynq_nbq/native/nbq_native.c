@@ -14,6 +14,7 @@
  *   x86 AVX-512BW : vpmaddwd / AVX-512 VNNI vpdpwssd, 16 int32 lanes, k in pairs
  *   x86 AVX2      : vpmaddwd, 8 int32 lanes, k in pairs
  *   aarch64 NEON  : smlal/smlal2 (int16 x int16 -> int32), 4 lanes per register
+ *   armv7 NEON    : vmlal.s16 by lane (the same products and int32 sums), 3 pixels
  *   anything else : plain C loops (the compiler vectorises what it can)
  *
  * Exactness.  int32 accumulation is used only in two ways, chosen by the caller:
@@ -62,6 +63,17 @@
 #define NV 2
 #define P 6
 #define ISA "aarch64 NEON (smlal)"
+#elif defined(__arm__) && defined(__ARM_NEON)
+/* 32-bit Arm (armv7-a, e.g. the PYNQ-Z2's Cortex-A9; -mfpu=neon): 16 q registers, not
+ * 32, so 3 pixels (12 int32x4 accumulators, 2 weight registers, 1 d register of
+ * pixel values); vmlal.s16 by lane, as aarch64's smlal/smlal2 but without the _high
+ * forms (aarch64-only). */
+#include <arm_neon.h>
+#define KU 1
+#define LANES 8
+#define NV 2
+#define P 3
+#define ISA "armv7 NEON (vmlal.s16)"
 #else
 #define KU 1
 #define LANES 8
@@ -106,7 +118,8 @@ void nbq_native_pack(const int16_t *w, int cols, int klen, int16_t *out) {
  * every accumulator (c<pixel><vector>) so that the compiler keeps them all in
  * registers (arrays of vectors get spilled to the stack).
  */
-#define REPEAT4(M) M(0) M(1) M(2) M(3)
+#define REPEAT3(M) M(0) M(1) M(2)
+#define REPEAT4(M) REPEAT3(M) M(3)
 #define REPEAT6(M) REPEAT4(M) M(4) M(5)
 #define REPEAT12(M) REPEAT6(M) M(6) M(7) M(8) M(9) M(10) M(11)
 
@@ -215,6 +228,39 @@ static void micro(const int16_t *A, int lda, const int16_t *B, int k0, int k1, i
     }
     REPEAT6(STORE)
 #undef DECL
+#undef STEP
+#undef STORE
+}
+#elif defined(__arm__) && defined(__ARM_NEON)
+static void micro(const int16_t *A, int lda, const int16_t *B, int k0, int k1, int32_t *C,
+                  int ldc, int nky, size_t arow, size_t brow) {
+#define DECL(p) int32x4_t c##p##0 = vdupq_n_s32(0), c##p##1 = c##p##0, c##p##2 = c##p##0, \
+                          c##p##3 = c##p##0;
+#define LOAD(p) a = vld1_lane_s16(Ay + (size_t)(p) * lda + k, a, p);
+#define STEP(p)                                                      \
+    c##p##0 = vmlal_lane_s16(c##p##0, vget_low_s16(w0), a, p);       \
+    c##p##1 = vmlal_lane_s16(c##p##1, vget_high_s16(w0), a, p);      \
+    c##p##2 = vmlal_lane_s16(c##p##2, vget_low_s16(w1), a, p);       \
+    c##p##3 = vmlal_lane_s16(c##p##3, vget_high_s16(w1), a, p);
+#define STORE(p)                                  \
+    vst1q_s32(C + (size_t)(p) * ldc, c##p##0);     \
+    vst1q_s32(C + (size_t)(p) * ldc + 4, c##p##1); \
+    vst1q_s32(C + (size_t)(p) * ldc + 8, c##p##2); \
+    vst1q_s32(C + (size_t)(p) * ldc + 12, c##p##3);
+    REPEAT3(DECL)
+    for (int ky = 0; ky < nky; ky++) {
+        const int16_t *Ay = A + ky * arow, *By = B + ky * brow;
+        for (int k = k0; k < k1; k++) {
+            const int16_t *b = By + (size_t)k * NB;
+            int16x8_t w0 = vld1q_s16(b), w1 = vld1q_s16(b + 8);
+            int16x4_t a = vdup_n_s16(0); /* lane p: pixel p's value at k */
+            REPEAT3(LOAD)
+            REPEAT3(STEP)
+        }
+    }
+    REPEAT3(STORE)
+#undef DECL
+#undef LOAD
 #undef STEP
 #undef STORE
 }
@@ -339,8 +385,8 @@ static int rq_prepare(const int64_t *mult, const int64_t *off, const int64_t *sh
                       int32_t *rq) {
     for (int c = 0; c < n; c++) {
         int64_t m = mult[c], o = off[c], s = shift[c], oh = o >> 16;
-        if (m < -32768 || m > 32767 || s < 16 || s > 47 || oh <= -(1L << 30) + (1L << 16) ||
-            oh >= (1L << 30) - (1L << 16))
+        if (m < -32768 || m > 32767 || s < 16 || s > 47 || oh <= -((int64_t)1 << 30) + (1 << 16) ||
+            oh >= ((int64_t)1 << 30) - (1 << 16))
             return 0;
         rq[c] = (int32_t)m, rq[n + c] = (int32_t)(o & 0xFFFF);
         rq[2 * n + c] = (int32_t)oh, rq[3 * n + c] = (int32_t)(s - 16);
@@ -402,10 +448,10 @@ static void conv_init(conv_t *L, int h, int w, int cin, const int16_t *packed, i
      * odd, the copy gets a zero channel (cinp = cin + 1, weights repacked to match). */
     L->wp = w + 2 * pad;
     L->own = NULL;
-    long tiles_direct = ((long)L->ohc * L->wp + P - 1) / P;
-    long tiles_gather = ((long)L->ohc * L->owc + P - 1) / P;
-    L->direct = !split && stride == 1 &&
-                10L * L->npan * tiles_direct <= tiles_gather * (10L * L->npan + 3);
+    int64_t tiles_direct = ((int64_t)L->ohc * L->wp + P - 1) / P;
+    int64_t tiles_gather = ((int64_t)L->ohc * L->owc + P - 1) / P;
+    int64_t npan = L->npan;
+    L->direct = !split && stride == 1 && 10 * npan * tiles_direct <= tiles_gather * (10 * npan + 3);
     L->cinp = L->direct && (k * cin) % KU ? cin + 1 : cin;
     if (L->cinp != cin) L->kp = round_up(k * k * L->cinp, KU);
 }
@@ -683,7 +729,7 @@ int nbq_native_conv(const int16_t *x, int n, int h, int w, int cin, const int16_
 
 #if defined(__x86_64__) || defined(__i386__)
 #define RELAX() __builtin_ia32_pause()
-#elif defined(__aarch64__)
+#elif defined(__aarch64__) || (defined(__arm__) && __ARM_ARCH >= 7)
 #define RELAX() __asm__ volatile("yield")
 #else
 #define RELAX() ((void)0)
@@ -843,10 +889,10 @@ static int conv_parts(const conv_t *L, int T, part_t *out) {
     for (int a = 0; a < pg; a++)
         for (int b = 0; b < rg; b++) {
             part_t *q = &out[n++];
-            q->p0 = pan == 1 ? 0 : (int)((long)L->npan * a / pg);
-            q->p1 = pan == 1 ? L->npan : (int)((long)L->npan * (a + 1) / pg);
-            q->r0 = (int)((long)tiles * b / rg) * tile;
-            q->r1 = b == rg - 1 ? units : (int)((long)tiles * (b + 1) / rg) * tile;
+            q->p0 = pan == 1 ? 0 : (int)((int64_t)L->npan * a / pg);
+            q->p1 = pan == 1 ? L->npan : (int)((int64_t)L->npan * (a + 1) / pg);
+            q->r0 = (int)((int64_t)tiles * b / rg) * tile;
+            q->r1 = b == rg - 1 ? units : (int)((int64_t)tiles * (b + 1) / rg) * tile;
         }
     return n;
 }
