@@ -61,7 +61,7 @@ class BuildPyWithHls(build_py):
 
 #: What the package needs everywhere.  The lower bounds admit the PYNQ 3.0/3.1 images' own
 #: versions (Ubuntu 22.04: numpy 1.21.5, Pillow 9.0.1; Flask 2.1.3 in pynq-venv), so that
-#: pip keeps them; scripts/check_board_wheels.py checks this and that every one resolves to
+#: pip keeps them (prometheus-client: the images' pynq-venv 0.14.1); scripts/check_board_wheels.py checks this and that every one resolves to
 #: a binary wheel for aarch64 / Python 3.10.
 BASE = [
     "numpy>=1.21",
@@ -69,7 +69,7 @@ BASE = [
     "flask>=2.1",
     "waitress>=2.1",
     "threadpoolctl>=3",
-    "prometheus-client>=0.17",
+    "prometheus-client>=0.14",
 ]
 TRAIN = ["torch>=2.1,<3", "tqdm>=4.60", "matplotlib>=3.5", "scikit-learn>=1.0"]
 CSIM = ["hls4ml>=1.0"]
