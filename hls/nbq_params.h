@@ -86,6 +86,18 @@
 #define NBQ_MAX_H 1024
 #endif
 
+// ---- storage binding: which buffers sit in UltraRAM (4K x 72) instead of block RAM ----
+// 0: block RAM (every part); 1: UltraRAM (parts that have it: ZCU104, KV260).  A board's
+// build sets them (pynq_nbq/kernel/builds.py, chosen by pynq_nbq/perfmodel/sizing.py).
+// NBQ_URAM_LINES    the two line buffers lb0, lb1 (MAX_W + 2) x MG words of Pm activations
+// NBQ_URAM_WEIGHTS  the Pn x 9 weight banks wbuf, CG x MG words of Pm codes / weights
+#ifndef NBQ_URAM_LINES
+#define NBQ_URAM_LINES 0
+#endif
+#ifndef NBQ_URAM_WEIGHTS
+#define NBQ_URAM_WEIGHTS 0
+#endif
+
 // ---- FIFO depths of the DATAFLOW region (nbq_conv.cpp) ------------------------------
 // Derived from the stages' bursts; pynq_nbq/perfmodel/stages.py computes the same
 // formulas for the dataflow simulation (tests/test_perf_dataflow.py checks they agree).

@@ -35,9 +35,14 @@ and the pipeline depth:
   batch, so a batch of B images pays it once (``batch``).
 
 The calls are the host's own plan (:func:`pynq_nbq.kernel.tiles.plan_layer`, through
-:func:`.stages.plan_calls`), the buffer limits ``hls/nbq_params.h``'s.  The clock is the
-overlay's one PL clock (``kernel/design.py`` PL_CLOCK_MHZ).  Call overhead on the host
-(register writes, DMA start) is a parameter.
+:func:`.stages.plan_calls`), the buffer limits ``hls/nbq_params.h``'s unless a build sets
+its own (:mod:`.sizing` sizes them for the networks a user ships).  The clock is the
+board's PL clock (:attr:`.boards.Board.kernel_clock_mhz`: the PS's PLL over an integer
+divisor).  Call overhead on the host (register writes, DMA start) is a parameter.
+
+The arithmetic's costs come from the yosys family of the board's part (:func:`family_of`:
+``xcup`` for Zynq UltraScale+, ``xc7`` for Zynq-7000).  A build may bind its weight banks
+and line buffers to UltraRAM where the part has it (:data:`URAM_SWITCHES`).
 """
 
 from __future__ import annotations
@@ -45,15 +50,17 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..kernel import design
 from . import costs, stages
 from .boards import Board
-from .constants import PAPER_DSP_BUDGET
+from .constants import PAPER_DSP_BUDGET, URAM_DEPTH, URAM_WIDTH
 from .layers import Layer
 from .stages import Build, Call, describe_call, header_limits, pipeline_depth
 
 #: Fraction of the device's LUTs a build may use (the rest: routing slack, timing).
 LUT_FRACTION = 0.70
+#: Fraction of the device's BRAM18s, and of its UltraRAMs, a build may use.
+BRAM_FRACTION = 0.80
+URAM_FRACTION = 0.80
 #: LUTs / FFs outside the PE arrays and requantisers (AXI DMA, interconnect, reset,
 #: reader/window/pool/packer stages, control).  ASSUMPTION, not synthesised here:
 #: Xilinx's AXI DMA alone is ~2-3k LUT in simple mode (PG021 resource tables).
@@ -84,6 +91,19 @@ def bram18_for(depth: int, width: int) -> int:
         return 0
     shapes = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
     return min(math.ceil(depth / d) * math.ceil(width / w) for d, w in shapes)
+
+
+def uram_for(depth: int, width: int) -> int:
+    """UltraRAMs (4K x 72 bits, one aspect ratio) for a depth x width memory."""
+    if depth <= 0 or width <= 0:
+        return 0
+    return math.ceil(depth / URAM_DEPTH) * math.ceil(width / URAM_WIDTH)
+
+
+def family_of(board: Board | None) -> str:
+    """The yosys family whose costs apply to the board's part: ``xc7`` for a Zynq-7000
+    (PS7) board, ``xcup`` for Zynq UltraScale+ (PS8) and when no board is given."""
+    return "xc7" if board is not None and board.ps_family == "ps7" else "xcup"
 
 
 def _ceil(a: int, b: int) -> int:
@@ -130,6 +150,14 @@ STORAGE = {
     "pend": ("ram_2p", "lutram"),
     "px": ("fifo", "lutram"),
     "wins": ("fifo", "lutram"),
+}
+#: The buffers a build may bind to UltraRAM instead of block RAM: part name (as in
+#: :func:`buffers_bram18`) -> (the macro ``hls/nbq_conv.cpp`` switches on, the source's
+#: variables).  Under ``#if <macro>`` the source binds them ``impl=uram``, else
+#: ``impl=bram``; tests/test_hls_synth_guards.py reads the pragmas back.
+URAM_SWITCHES = {
+    "weights": ("NBQ_URAM_WEIGHTS", ("wbuf",)),
+    "line_buffers": ("NBQ_URAM_LINES", ("lb0", "lb1")),
 }
 #: Activation width in the kernel's buffers, bits (act_t).
 ACT_BITS = 16
@@ -193,17 +221,30 @@ def infrastructure_lut(pe: str, pm: int, pn: int, limits: dict | None = None) ->
     return items
 
 
-def buffers_bram18(build: str, pm: int, pn: int, limits: dict | None = None) -> dict[str, int]:
-    """BRAM18 of the kernel's buffers (sizes from the source's declarations): the line
-    buffers, the weight banks and the RAMs :data:`STORAGE` binds to block RAM."""
+def switchable_shapes(
+    build: str, pm: int, pn: int, limits: dict | None = None
+) -> dict[str, tuple[int, int, int]]:
+    """(copies, depth, width in bits) of the buffers of :data:`URAM_SWITCHES`: 2 line
+    buffers (K-1 rows), one Pm-channel word per (padded column, group); Pn x 9 weight
+    banks, one Pm-code word per (output group, input group)."""
     lim = {**header_limits(), **(limits or {})}
     mg, cg = _ceil(lim["max_cin"], pm), _ceil(lim["max_cout"], pn)
-    vw = lim["max_w"] + 2
+    return {
+        "line_buffers": (2, (lim["max_w"] + 2) * mg, pm * ACT_BITS),
+        "weights": (pn * 9, cg * mg, pm * weight_bits(build)),
+    }
+
+
+def buffers_bram18(
+    build: str, pm: int, pn: int, limits: dict | None = None, uram: frozenset[str] = frozenset()
+) -> dict[str, int]:
+    """BRAM18 of the kernel's buffers (sizes from the source's declarations): the line
+    buffers and the weight banks unless ``uram`` names them (:data:`URAM_SWITCHES`),
+    and the RAMs :data:`STORAGE` binds to block RAM."""
     out = {
-        # 2 line buffers (K-1 rows), one Pm-channel word per (column, group)
-        "line_buffers": 2 * bram18_for(vw * mg, pm * ACT_BITS),
-        # Pn x 9 weight banks, one Pm-code word per (output group, input group)
-        "weights": pn * 9 * bram18_for(cg * mg, pm * weight_bits(build)),
+        name: copies * bram18_for(depth, width)
+        for name, (copies, depth, width) in switchable_shapes(build, pm, pn, limits).items()
+        if name not in uram
     }
     for name, (copies, depth, width) in _bound("bram", pm, pn, limits).items():
         out[name] = copies * bram18_for(depth, width)
@@ -212,16 +253,41 @@ def buffers_bram18(build: str, pm: int, pn: int, limits: dict | None = None) -> 
     return out
 
 
-def build_resources(build: str, pm: int, pn: int, limits: dict | None = None) -> dict[str, Any]:
-    """LUT/FF/DSP/BRAM18 of one build (estimate: yosys for the arithmetic, see module doc)."""
+def buffers_uram(
+    build: str, pm: int, pn: int, limits: dict | None = None, uram: frozenset[str] = frozenset()
+) -> dict[str, int]:
+    """UltraRAMs of the buffers ``uram`` binds to UltraRAM (:data:`URAM_SWITCHES`)."""
+    unknown = sorted(set(uram) - set(URAM_SWITCHES))
+    if unknown:
+        raise ValueError(f"no URAM switch for {unknown}; switchable: {sorted(URAM_SWITCHES)}")
+    out = {
+        name: copies * uram_for(depth, width)
+        for name, (copies, depth, width) in switchable_shapes(build, pm, pn, limits).items()
+        if name in uram
+    }
+    out["total"] = sum(out.values())
+    return out
+
+
+def build_resources(
+    build: str,
+    pm: int,
+    pn: int,
+    limits: dict | None = None,
+    uram: frozenset[str] = frozenset(),
+    family: str = "xcup",
+) -> dict[str, Any]:
+    """LUT/FF/DSP/BRAM18/URAM of one build (estimate: yosys ``family`` for the arithmetic,
+    see module doc); ``uram`` names the buffers bound to UltraRAM (:data:`URAM_SWITCHES`)."""
     pe, nb = BUILDS[build]
-    lane = costs.lane_cost(pe, nb, pm)
-    rq = costs.cells("requant")
+    lane = costs.lane_cost(pe, nb, pm, family)
+    rq = costs.cells("requant", family)
     lut = pn * (lane["lut"] + lane["lutram"] + rq["lut"] + rq["lutram"])
     ff = pn * (lane["ff"] + rq["ff"])
     dsp = pn * (lane["dsp"] + rq["dsp"])
-    bram = buffers_bram18(build, pm, pn, limits)
-    factor = costs.twin_factor(pe, nb)
+    bram = buffers_bram18(build, pm, pn, limits, uram)
+    urams = buffers_uram(build, pm, pn, limits, uram)
+    factor = costs.twin_factor(pe, nb, family)
     infra = infrastructure_lut(pe, pm, pn, limits)
     lane_lut = lane["lut"] + lane["lutram"]
     pessimistic = pn * (factor * lane_lut + rq["lut"] + rq["lutram"]) + infra["total"]
@@ -239,12 +305,17 @@ def build_resources(build: str, pm: int, pn: int, limits: dict | None = None) ->
         "requant_dsp": pn * rq["dsp"],
         "bram18": bram["total"],
         "bram18_parts": bram,
+        "uram": urams["total"],
+        "uram_parts": urams,
+        "uram_bound": sorted(uram),
+        "family": family,
         # the pessimistic end of the range: the larger twin's lanes, the itemised
         # infrastructure (infrastructure_lut) instead of the assumed INFRA_LUT
         "lut_pessimistic": round(pessimistic),
         "twin_factor": round(factor, 3),
         "infra_lut_itemised": infra["total"],
-        "source": f"{costs.COST_NOTE}; infrastructure {INFRA_LUT} LUT / {INFRA_FF} FF assumed "
+        "source": f"{costs.COST_NOTE} (-family {family}); infrastructure {INFRA_LUT} LUT / "
+        f"{INFRA_FF} FF assumed "
         f"(pessimistic: the larger of two bit-exact twins, x{factor:.2f}, and "
         f"{infra['total']} LUT itemised)",
     }
@@ -253,41 +324,67 @@ def build_resources(build: str, pm: int, pn: int, limits: dict | None = None) ->
 def fits(res: dict[str, Any], board: Board, dsp_budget: int | None) -> bool:
     """Whether a build's resources fit: its PESSIMISTIC LUT count (the larger twin and
     the itemised infrastructure, ``lut_pessimistic``) within :data:`LUT_FRACTION` of the
-    board's LUTs, FF, BRAM18 and DSP (or ``dsp_budget``) within the board's."""
+    board's LUTs, BRAM18 and URAM within :data:`BRAM_FRACTION` / :data:`URAM_FRACTION`
+    of the board's, FF within the board's, DSP within ``dsp_budget`` capped at the
+    board's DSPs."""
+    dsp = board.dsp if dsp_budget is None else min(dsp_budget, board.dsp)
     return (
         res["lut_pessimistic"] <= LUT_FRACTION * board.lut
         and res["ff"] <= board.ff
-        and res["dsp"] <= (dsp_budget if dsp_budget is not None else board.dsp)
-        and res["bram18"] <= board.bram18
+        and res["dsp"] <= dsp
+        and res["bram18"] <= BRAM_FRACTION * board.bram18
+        and res.get("uram", 0) <= URAM_FRACTION * board.uram
     )
 
 
-def choose_build(build: str, board: Board, limits: dict | None = None) -> tuple[int, int]:
-    """Default (Pm, Pn) of a build: the most arrays that fit (:func:`fits`: <= 70 % LUTs
-    at the pessimistic cost; the vpe build also <= the paper's 768 DSPs), ties broken
-    towards Pm = 4 Pn (the paper's ratio), then the larger Pm.  Pn <= MAX_COUT, Pm <= MAX_CIN."""
+def uram_options(board: Board) -> list[frozenset[str]]:
+    """The UltraRAM bindings a build may take on ``board``: none on a part without
+    UltraRAM, else every subset of :data:`URAM_SWITCHES` (block RAM first)."""
+    if board.uram <= 0:
+        return [frozenset()]
+    names = sorted(URAM_SWITCHES)
+    return [
+        frozenset(n for i, n in enumerate(names) if mask >> i & 1)
+        for mask in range(1 << len(names))
+    ]
+
+
+def choose(build: str, board: Board, limits: dict | None = None) -> tuple[int, int, frozenset[str]]:
+    """Default (Pm, Pn, UltraRAM binding) of a build on ``board``: the most arrays that
+    fit (:func:`fits`: <= 70 % LUTs at the pessimistic cost, <= 80 % BRAM18 / URAM; the
+    vpe build also <= the paper's 768 DSPs capped at the part's), ties broken towards
+    Pm = 4 Pn (the paper's ratio), then the larger Pm, then the fewest buffers in
+    UltraRAM.  Pn <= MAX_COUT, Pm <= MAX_CIN.  ValueError names what even (1, 1) needs."""
     lim = {**header_limits(), **(limits or {})}
     budget = PAPER_DSP_BUDGET if BUILDS[build][0] == "vpe" else None
+    family = family_of(board)
     best = None
     for pm in PM_CHOICES:
         for pn in PN_CHOICES:
             if pm > lim["max_cin"] or pn > lim["max_cout"]:
                 continue
-            if not fits(build_resources(build, pm, pn, lim), board, budget):
-                continue
-            key = (pm * pn, -abs(math.log2(pm / pn) - 2), pm)
-            if best is None or key > best[0]:
-                best = (key, (pm, pn))
+            for uram in uram_options(board):
+                if not fits(build_resources(build, pm, pn, lim, uram, family), board, budget):
+                    continue
+                key = (pm * pn, -abs(math.log2(pm / pn) - 2), pm, -len(uram))
+                if best is None or key > best[0]:
+                    best = (key, (pm, pn, uram))
     if best is None:
-        small = build_resources(build, 1, 1, lim)
+        small = build_resources(build, 1, 1, lim, frozenset(), family)
         raise ValueError(
             f"no (Pm, Pn) of build {build} fits {board.name}: even (1, 1) needs "
             f"{small['lut_pessimistic']} LUT at the pessimistic cost (of {LUT_FRACTION:.0%} x "
             f"{board.lut}) and {small['bram18']} "
-            f"BRAM18 (of {board.bram18}) with buffers for {lim['max_w']} columns, "
-            f"{lim['max_cin']} input and {lim['max_cout']} output channels"
+            f"BRAM18 (of {BRAM_FRACTION:.0%} x {board.bram18}) with buffers for "
+            f"{lim['max_w']} columns, {lim['max_cin']} input and {lim['max_cout']} output channels"
         )
     return best[1]
+
+
+def choose_build(build: str, board: Board, limits: dict | None = None) -> tuple[int, int]:
+    """Default (Pm, Pn) of a build on ``board`` (:func:`choose` without the binding)."""
+    pm, pn, _uram = choose(build, board, limits)
+    return pm, pn
 
 
 def build_of(build: str, pm: int, pn: int, limits: dict | None = None) -> Build:
@@ -373,14 +470,16 @@ def model_kernel(
     simulate: bool = True,
 ) -> dict[str, Any]:
     """This kernel on ``board``: the build that runs (pe, n_bits), its default (Pm, Pn)
-    and resources, and per engine layer its modelled cycles beside Eq. 36's (and the
-    dataflow simulation's, with ``simulate``)."""
+    and UltraRAM binding for the buffer ``limits`` (default ``hls/nbq_params.h``'s;
+    :func:`.sizing.network_limits` sizes them for a network) and its resources, and per
+    engine layer its modelled cycles at the board's PL clock (or ``clock_mhz``) beside
+    Eq. 36's (and the dataflow simulation's, with ``simulate``)."""
     from .model import fuse_pools, placement  # model imports nothing from here
 
     build = build_for(pe, n_bits)
-    pm, pn = choose_build(build, board, limits)
+    pm, pn, uram = choose(build, board, limits)
     spec = build_of(build, pm, pn, limits)
-    clock = (clock_mhz or design.PL_CLOCK_MHZ) * 1e6  # the overlay's one PL clock
+    clock = (clock_mhz or board.kernel_clock_mhz) * 1e6  # the overlay's one PL clock
     places = [placement(lay, "engine") for lay in layers]
     work, fused = fuse_pools(list(layers), places)
     rows = []
@@ -397,7 +496,8 @@ def model_kernel(
         "batch": batch,
         "clock_mhz": clock / 1e6,
         "build": build,
-        "resources": build_resources(build, pm, pn, limits),
+        "limits": {**header_limits(), **(limits or {})},
+        "resources": build_resources(build, pm, pn, limits, uram, family_of(board)),
         "layers": rows,
         "fpga_time_us": sum(r["time_us"] for r in rows),
         "eq36_time_us": sum(r["eq36_us"] for r in rows),
@@ -405,17 +505,19 @@ def model_kernel(
 
 
 def builds_table(board: Board, limits: dict | None = None) -> list[dict[str, Any]]:
-    """Every build at its default (Pm, Pn) with its resources against the board's totals."""
+    """Every build at its default (Pm, Pn) and UltraRAM binding (:func:`choose`) with its
+    resources against the board's totals (``uram`` 0 on a part without UltraRAM)."""
     out = []
     for build in BUILDS:
-        pm, pn = choose_build(build, board, limits)
-        res = build_resources(build, pm, pn, limits)
+        pm, pn, uram = choose(build, board, limits)
+        res = build_resources(build, pm, pn, limits, uram, family_of(board))
         res["of_device"] = {
             "lut": res["lut"] / board.lut,
             "lut_pessimistic": res["lut_pessimistic"] / board.lut,
             "ff": res["ff"] / board.ff,
             "dsp": res["dsp"] / board.dsp,
             "bram18": res["bram18"] / board.bram18,
+            "uram": res["uram"] / board.uram if board.uram else 0.0,
         }
         out.append(res)
     return out
