@@ -84,7 +84,8 @@ def _build_lines(k: dict[str, Any]) -> list[str]:
             f"{100 * f['lut_pessimistic']:5.1f} {b['ff']:8d} {100 * f['ff']:5.1f} "
             f"{b['dsp']:5d} {100 * f['dsp']:5.1f} {b['bram18']:6d} {100 * f['bram18']:5.1f} "
             f"{b['uram']:5d} {100 * f['uram']:5.1f}"
-            + (f"  URAM: {', '.join(b['uram_bound'])}" if b["uram_bound"] else "")
+            + f"  {_limits(b['limits'])}"
+            + (f"; URAM: {', '.join(b['uram_bound'])}" if b["uram_bound"] else "")
         )
     return lines
 
@@ -109,7 +110,7 @@ def kernel_text(k: dict[str, Any]) -> str:
         f"builds at their default (Pm, Pn): the most arrays within {k['lut_fraction']:.0%} "
         "of the LUTs at the pessimistic cost, 80 % of the BRAM18 / URAM (vpe also within "
         f"the paper's 768 DSPs); costs: yosys -family {k['builds'][0]['family']}; buffers "
-        f"sized for this network: {_limits(k['limits'])}",
+        "sized for this network (MAX_COUT lowered where that fits more arrays)",
         *(f"  {ln}" for ln in _build_lines(k)),
         *(
             f"  {b['build']}: {100 * b['of_device']['lut_pessimistic']:.1f} % of the LUTs at "

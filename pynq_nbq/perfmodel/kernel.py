@@ -504,13 +504,18 @@ def model_kernel(
     }
 
 
-def builds_table(board: Board, limits: dict | None = None) -> list[dict[str, Any]]:
+def builds_table(
+    board: Board, limits: dict | None = None, by_build: dict[str, dict] | None = None
+) -> list[dict[str, Any]]:
     """Every build at its default (Pm, Pn) and UltraRAM binding (:func:`choose`) with its
-    resources against the board's totals (``uram`` 0 on a part without UltraRAM)."""
+    resources against the board's totals (``uram`` 0 on a part without UltraRAM); the
+    buffer maxima ``limits``, or per build name ``by_build`` (:mod:`.sizing`)."""
     out = []
     for build in BUILDS:
-        pm, pn, uram = choose(build, board, limits)
-        res = build_resources(build, pm, pn, limits, uram, family_of(board))
+        lim = by_build[build] if by_build else limits
+        pm, pn, uram = choose(build, board, lim)
+        res = build_resources(build, pm, pn, lim, uram, family_of(board))
+        res["limits"] = {**header_limits(), **(lim or {})}
         res["of_device"] = {
             "lut": res["lut"] / board.lut,
             "lut_pessimistic": res["lut_pessimistic"] / board.lut,

@@ -65,13 +65,15 @@ def network_limits(networks: Iterable[list[Layer]]) -> dict[str, int]:
     }
 
 
-def kernel_limits(layers: list[Layer]) -> dict[str, int] | None:
-    """:func:`network_limits` of one network, or None (``hls/nbq_params.h``'s limits)
-    when it has no engine layer."""
+def network_build_limits(board: Board, layers: list[Layer]) -> dict[str, dict[str, int]] | None:
+    """Per build name, the buffer maxima :func:`size_build` gives for one network on
+    ``board``; None (``hls/nbq_params.h``'s limits) when the network has no engine layer.
+    ValueError when a build fits at no MAX_COUT."""
     try:
-        return network_limits([layers])
+        network_limits([layers])
     except ValueError:
         return None
+    return {build: size_build(board, build, [layers]).limits for build in BUILDS}
 
 
 def embedded_networks() -> dict[str, tuple[str, int, list[Layer]]]:
@@ -88,14 +90,39 @@ def embedded_networks() -> dict[str, tuple[str, int, list[Layer]]]:
     return out
 
 
-def size_build(
-    board: Board | str, build: str, networks: Iterable[list[Layer]], name: str | None = None
-) -> KernelBuild:
+def cout_candidates(max_cout: int) -> list[int]:
+    """MAX_COUT values to try, largest first: the networks' own, then the powers of two
+    below it down to 8 (the host cuts a layer's outputs into groups of MAX_COUT, each
+    loading its weights once per batch: a smaller weight buffer for more loads)."""
+    out = [max_cout]
+    p = 1 << (max_cout - 1).bit_length() - 1 if max_cout > 1 else 1
+    while p >= 8:
+        if p < max_cout:
+            out.append(p)
+        p //= 2
+    return out
+
+
+def size_build(board: Board | str, build: str, networks: Iterable[list[Layer]]) -> KernelBuild:
     """The build ``build`` (``vpe``, ``svpe3``, ``svpe5``) sized for ``networks`` on
-    ``board``: maxima :func:`network_limits`, (Pm, Pn, URAM) :func:`.kernel.choose`."""
+    ``board``: maxima :func:`network_limits`, MAX_COUT lowered (:func:`cout_candidates`)
+    while that lets more arrays fit, (Pm, Pn, URAM) :func:`.kernel.choose`.  ValueError
+    (naming what the smallest build needs) when no MAX_COUT fits."""
     b = load_board(board)
-    limits = network_limits(networks)
-    pm, pn, uram = choose(build, b, limits)
+    limits = network_limits(list(networks))
+    best, first_error = None, None
+    for cout in cout_candidates(limits["max_cout"]):
+        lim = {**limits, "max_cout": cout}
+        try:
+            pm, pn, uram = choose(build, b, lim)
+        except ValueError as exc:
+            first_error = first_error or exc
+            continue
+        if best is None or pm * pn > best[0] * best[1]:
+            best = (pm, pn, uram, lim)
+    if best is None:
+        raise ValueError(f"{first_error} (MAX_COUT down to {cout} tried)")
+    pm, pn, uram, lim = best
     pe, bits = BUILDS[build]
     return KernelBuild(
         board=b.name,
@@ -103,10 +130,10 @@ def size_build(
         code_bits=bits,
         pm=pm,
         pn=pn,
-        max_h=limits["max_h"],
-        max_w=limits["max_w"],
-        max_cin=limits["max_cin"],
-        max_cout=limits["max_cout"],
+        max_h=lim["max_h"],
+        max_w=lim["max_w"],
+        max_cin=lim["max_cin"],
+        max_cout=lim["max_cout"],
         uram=tuple(sorted(uram)),
     )
 
