@@ -50,11 +50,21 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from . import costs, stages
+from . import costs, stages, storage
 from .boards import Board
-from .constants import PAPER_DSP_BUDGET, URAM_DEPTH, URAM_WIDTH
+from .constants import PAPER_DSP_BUDGET
 from .layers import Layer
 from .stages import Build, Call, describe_call, header_limits, pipeline_depth
+from .storage import (  # noqa: F401 - the memory model, re-exported for callers
+    ACT_BITS,
+    INFRA_BRAM18,
+    STORAGE,
+    URAM_SWITCHES,
+    bound,
+    bram18_for,
+    lutram_lut,
+    uram_for,
+)
 
 #: Fraction of the device's LUTs a build may use (the rest: routing slack, timing).
 LUT_FRACTION = 0.70
@@ -66,8 +76,6 @@ URAM_FRACTION = 0.80
 #: Xilinx's AXI DMA alone is ~2-3k LUT in simple mode (PG021 resource tables).
 INFRA_LUT = 15000
 INFRA_FF = 20000
-#: BRAM18s outside the kernel's own buffers (DMA FIFOs): an assumption.
-INFRA_BRAM18 = 16
 #: name -> (PE kind, code width) of every build: a 3-bit svpe build runs bundles with
 #: n <= 3, a 5-bit one n <= 5; vpe takes int16 weights.
 BUILDS = {"vpe": ("vpe", 16), "svpe3": ("svpe", 3), "svpe5": ("svpe", 5)}
@@ -83,21 +91,6 @@ def build_for(pe: str, n_bits: int) -> str:
         if n_bits <= nb:
             return f"svpe{nb}"
     raise ValueError(f"no svpe build runs n = {n_bits} (widths {costs.SVPE_BUILD_BITS})")
-
-
-def bram18_for(depth: int, width: int) -> int:
-    """BRAM18s for a depth x width memory, in the 18 Kb block's best aspect ratio."""
-    if depth <= 0 or width <= 0:
-        return 0
-    shapes = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
-    return min(math.ceil(depth / d) * math.ceil(width / w) for d, w in shapes)
-
-
-def uram_for(depth: int, width: int) -> int:
-    """UltraRAMs (4K x 72 bits, one aspect ratio) for a depth x width memory."""
-    if depth <= 0 or width <= 0:
-        return 0
-    return math.ceil(depth / URAM_DEPTH) * math.ceil(width / URAM_WIDTH)
 
 
 def family_of(board: Board | None) -> str:
@@ -116,10 +109,6 @@ def weight_bits(build: str) -> int:
 
 
 # --- the infrastructure, itemised from the source's declarations (pessimistic) ---------------
-#: LUTs per bit of a simple dual-port LUTRAM of depth <= 32 (RAM32M: 32 x 6 in 4 LUTs) and
-#: per bit per 64 words beyond (RAM64M: 64 x 3 in 4 LUTs): UltraScale+ CLB primitives.
-LUTRAM_LUT_PER_BIT_32 = 4 / 6
-LUTRAM_LUT_PER_BIT_64 = 4 / 3
 #: Xilinx IP of the block design, LUTs: ESTIMATES (not synthesised; PG021/PG059 give
 #: 1.5-3k for a 32/64-bit simple-mode DMA, more for 128 bits; an AXI interconnect with
 #: width converters 1-3k).  Taken at the top of those ranges: pessimistic.
@@ -130,62 +119,6 @@ IP_LUT = {
     "proc_sys_reset": 50,
     "s_axilite_control": 800,
 }
-
-
-def lutram_lut(depth: int, width: int) -> int:
-    """LUTs of a depth x width simple dual-port LUTRAM (the source's impl=lutram)."""
-    if depth <= 32:
-        return math.ceil(width * LUTRAM_LUT_PER_BIT_32)
-    return math.ceil(math.ceil(depth / 64) * width * LUTRAM_LUT_PER_BIT_64)
-
-
-#: How ``hls/nbq_conv.cpp`` binds each of its RAMs and FIFOs (its ``BIND_STORAGE``
-#: pragmas, read back by tests/test_hls_synth_guards.py): name -> (type, impl).  A
-#: "lutram" one is counted in :func:`infrastructure_lut`, a "bram" one in
-#: :func:`buffers_bram18`, never both.
-STORAGE = {
-    "hist": ("ram_2p", "bram"),
-    "inbuf": ("ram_2p", "bram"),
-    "prow": ("ram_2p", "bram"),
-    "pend": ("ram_2p", "lutram"),
-    "px": ("fifo", "lutram"),
-    "wins": ("fifo", "lutram"),
-}
-#: The buffers a build may bind to UltraRAM instead of block RAM: part name (as in
-#: :func:`buffers_bram18`) -> (the macro ``hls/nbq_conv.cpp`` switches on, the source's
-#: variables).  Under ``#if <macro>`` the source binds them ``impl=uram``, else
-#: ``impl=bram``; tests/test_hls_synth_guards.py reads the pragmas back.
-URAM_SWITCHES = {
-    "weights": ("NBQ_URAM_WEIGHTS", ("wbuf",)),
-    "line_buffers": ("NBQ_URAM_LINES", ("lb0", "lb1")),
-}
-#: Activation width in the kernel's buffers, bits (act_t).
-ACT_BITS = 16
-
-
-def storage_shapes(pm: int, pn: int, limits: dict | None = None) -> dict[str, tuple[int, int, int]]:
-    """name -> (copies, depth in words, width in bits) of every buffer in :data:`STORAGE`
-    at (Pm, Pn), from the source's declarations: hist[2][3][MG] of Pm activations
-    (partitioned into 6 RAMs), inbuf[MG] and the wins FIFO of 9 Pm activations,
-    prow[(MAX_W / 2) CG] and pend[CG] of Pn, the px FIFO of Pm (depths
-    :func:`.stages.fifo_depths`)."""
-    lim = {**header_limits(), **(limits or {})}
-    mg, cg = _ceil(lim["max_cin"], pm), _ceil(lim["max_cout"], pn)
-    vec, win, outs = pm * ACT_BITS, 9 * pm * ACT_BITS, pn * ACT_BITS
-    depths = stages.fifo_depths(pm, lim["max_cin"])
-    return {
-        "hist": (6, mg, vec),
-        "inbuf": (1, mg, win),
-        "prow": (1, (lim["max_w"] // 2) * cg, outs),
-        "pend": (1, cg, outs),
-        "px": (1, depths["px"], vec),
-        "wins": (1, depths["wins"], win),
-    }
-
-
-def _bound(impl: str, pm: int, pn: int, limits: dict | None) -> dict[str, tuple[int, int, int]]:
-    shapes = storage_shapes(pm, pn, limits)
-    return {name: shapes[name] for name, (_type, how) in STORAGE.items() if how == impl}
 
 
 def infrastructure_lut(pe: str, pm: int, pn: int, limits: dict | None = None) -> dict[str, int]:
@@ -204,7 +137,7 @@ def infrastructure_lut(pe: str, pm: int, pn: int, limits: dict | None = None) ->
     wv = stages.protocol.weight_vector_words(pe, pm) * stages.protocol.WORD_BITS
     items = {
         f"{name}_lutram": copies * lutram_lut(depth, width)
-        for name, (copies, depth, width) in _bound("lutram", pm, pn, limits).items()
+        for name, (copies, depth, width) in bound("lutram", pm, pn, limits).items()
     }
     items.update(
         {
@@ -224,49 +157,22 @@ def infrastructure_lut(pe: str, pm: int, pn: int, limits: dict | None = None) ->
 def switchable_shapes(
     build: str, pm: int, pn: int, limits: dict | None = None
 ) -> dict[str, tuple[int, int, int]]:
-    """(copies, depth, width in bits) of the buffers of :data:`URAM_SWITCHES`: 2 line
-    buffers (K-1 rows), one Pm-channel word per (padded column, group); Pn x 9 weight
-    banks, one Pm-code word per (output group, input group)."""
-    lim = {**header_limits(), **(limits or {})}
-    mg, cg = _ceil(lim["max_cin"], pm), _ceil(lim["max_cout"], pn)
-    return {
-        "line_buffers": (2, (lim["max_w"] + 2) * mg, pm * ACT_BITS),
-        "weights": (pn * 9, cg * mg, pm * weight_bits(build)),
-    }
+    """:func:`.storage.switchable_shapes` of build ``build``."""
+    return storage.switchable_shapes(pm, pn, weight_bits(build), limits)
 
 
 def buffers_bram18(
     build: str, pm: int, pn: int, limits: dict | None = None, uram: frozenset[str] = frozenset()
 ) -> dict[str, int]:
-    """BRAM18 of the kernel's buffers (sizes from the source's declarations): the line
-    buffers and the weight banks unless ``uram`` names them (:data:`URAM_SWITCHES`),
-    and the RAMs :data:`STORAGE` binds to block RAM."""
-    out = {
-        name: copies * bram18_for(depth, width)
-        for name, (copies, depth, width) in switchable_shapes(build, pm, pn, limits).items()
-        if name not in uram
-    }
-    for name, (copies, depth, width) in _bound("bram", pm, pn, limits).items():
-        out[name] = copies * bram18_for(depth, width)
-    out["infra"] = INFRA_BRAM18
-    out["total"] = sum(out.values())
-    return out
+    """BRAM18 of build ``build``'s buffers (:func:`.storage.buffers_bram18`)."""
+    return storage.buffers_bram18(pm, pn, weight_bits(build), limits, uram)
 
 
 def buffers_uram(
     build: str, pm: int, pn: int, limits: dict | None = None, uram: frozenset[str] = frozenset()
 ) -> dict[str, int]:
-    """UltraRAMs of the buffers ``uram`` binds to UltraRAM (:data:`URAM_SWITCHES`)."""
-    unknown = sorted(set(uram) - set(URAM_SWITCHES))
-    if unknown:
-        raise ValueError(f"no URAM switch for {unknown}; switchable: {sorted(URAM_SWITCHES)}")
-    out = {
-        name: copies * uram_for(depth, width)
-        for name, (copies, depth, width) in switchable_shapes(build, pm, pn, limits).items()
-        if name in uram
-    }
-    out["total"] = sum(out.values())
-    return out
+    """UltraRAMs of build ``build``'s buffers (:func:`.storage.buffers_uram`)."""
+    return storage.buffers_uram(pm, pn, weight_bits(build), limits, uram)
 
 
 def build_resources(
