@@ -218,12 +218,47 @@ def table_markdown(table: dict[str, dict[str, KernelBuild]]) -> str:
     return "\n".join(rows)
 
 
+def perf_markdown(network: str, batch: int) -> str:
+    """Per board, the vpe and svpe builds ``nbq perf --network <network> --batch <batch>``
+    sizes (:func:`network_build_limits`) and their modelled times and SVPE/VPE."""
+    from .kernel import model_kernel
+    from .networks import builtin_network
+
+    layers = builtin_network(network)
+    rows = [
+        "| board | PL clock | vpe build | svpe build | VPE µs | SVPE µs | SVPE/VPE |",
+        "|---|---:|---|---|---:|---:|---:|",
+    ]
+    for name in available_boards():
+        board = load_board(name)
+        by_build = network_build_limits(board, layers)
+        runs = {}
+        for pe, bits in (("vpe", 16), ("svpe", 3)):
+            lim = by_build[build_for(pe, bits)] if by_build else None
+            runs[pe] = model_kernel(layers, board, pe, bits, limits=lim, batch=batch)
+        v, s = runs["vpe"], runs["svpe"]
+        desc = {
+            pe: f"{r['build']} ({r['resources']['pm']}, {r['resources']['pn']})"
+            for pe, r in runs.items()
+        }
+        rows.append(
+            f"| {name} | {board.kernel_clock_mhz:g} MHz | {desc['vpe']} | {desc['svpe']} "
+            f"| {v['fpga_time_us']:.2f} | {s['fpga_time_us']:.2f} "
+            f"| {v['fpga_time_us'] / s['fpga_time_us']:.2f}x |"
+        )
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Print every board's default builds: a Markdown table, or with ``--source`` the
-    lines of ``pynq_nbq/kernel/builds.py``'s TABLE (what the model picks today)."""
+    """Print every board's default builds: a Markdown table, with ``--source`` the lines
+    of ``pynq_nbq/kernel/builds.py``'s TABLE (what the model picks today), with
+    ``--perf NETWORK [BATCH]`` the modelled SVPE/VPE per board (all modelled)."""
     import sys
 
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--perf"] and len(args) in (2, 3):
+        print(perf_markdown(args[1], int(args[2]) if len(args) == 3 else 64))
+        return 0
     table = default_table()
     print(table_source(table) if "--source" in args else table_markdown(table))
     return 0
