@@ -179,3 +179,24 @@ def test_nbq_perf_gives_a_vpe_and_an_svpe_build_on_every_board(board_name, capsy
     assert f"SVPE/VPE on {board_name} (modelled, vpe vs {k['svpe_build']}): " in out
     assert f"{k['svpe_over_vpe']:.2f}x" in out
     assert f"-family {kernel.family_of(board)}" in out
+
+
+def test_kernel_time_has_the_boards_bandwidth_as_a_floor():
+    """The streaming kernel's time per layer is at least its DMA words over the board's PL
+    bandwidth (the PYNQ-Z2's 16-bit DDR3: 1.47 GB/s); on a board with a starved port
+    every layer is bound by it."""
+    import dataclasses
+
+    layers = builtin_network("nbq-fmnist")
+    z2 = load_board("pynq-z2")
+    kb = builds.build("pynq-z2", "vpe")
+    run = kernel.model_kernel(layers, z2, "vpe", 16, limits=kb.limits, batch=64)
+    assert run["clock_mhz"] == 125 and run["pl_bandwidth_gbps"] == pytest.approx(1.47)
+    for row in run["layers"]:
+        assert row["time_us"] >= row["ddr_us"] > 0
+        assert row["time_us"] >= row["cycles"] / run["clock_mhz"] - 1e-9
+        assert (row["bound"] == "ddr") == (row["ddr_us"] > row["cycles"] / run["clock_mhz"])
+    slow = dataclasses.replace(z2, pl_bandwidth_override_gbps=0.01)
+    starved = kernel.model_kernel(layers, slow, "vpe", 16, limits=kb.limits, batch=64)
+    assert all(r["bound"] == "ddr" for r in starved["layers"])
+    assert starved["fpga_time_us"] > 10 * run["fpga_time_us"]

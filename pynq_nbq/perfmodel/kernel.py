@@ -379,13 +379,16 @@ def model_kernel(
     and UltraRAM binding for the buffer ``limits`` (default ``hls/nbq_params.h``'s;
     :func:`.sizing.network_limits` sizes them for a network) and its resources, and per
     engine layer its modelled cycles at the board's PL clock (or ``clock_mhz``) beside
-    Eq. 36's (and the dataflow simulation's, with ``simulate``)."""
+    Eq. 36's (and the dataflow simulation's, with ``simulate``).  A layer's time is at
+    least its DMA bytes (words read, written and loaded) over the board's PL bandwidth
+    (:meth:`.boards.Board.pl_bandwidth_gbps`; ``bound`` "ddr" then)."""
     from .model import fuse_pools, placement  # model imports nothing from here
 
     build = build_for(pe, n_bits)
     pm, pn, uram = choose(build, board, limits)
     spec = build_of(build, pm, pn, limits)
     clock = (clock_mhz or board.kernel_clock_mhz) * 1e6  # the overlay's one PL clock
+    bandwidth = board.pl_bandwidth_gbps(clock / 1e6)  # DDR / HP ports, reads + writes
     places = [placement(lay, "engine") for lay in layers]
     work, fused = fuse_pools(list(layers), places)
     rows = []
@@ -394,13 +397,27 @@ def model_kernel(
             continue
         c = layer_cycles(lay, spec, batch, simulate)
         t = c["cycles"] / clock + c["calls"] * call_overhead_us * 1e-6
+        # the DMA's bytes: every word the reader takes and the packer writes, and the
+        # weight words (shared by the batch); DDR/HP bandwidth a floor under the time
+        st = c["stage_cycles"]
+        words = st["reader"] + st["packer"] + c["load_cycles"]
+        ddr_s = words * stages.protocol.WORD_BYTES / (bandwidth * 1e9)
+        if ddr_s > t:
+            c["bound"] = "ddr"
         rows.append(
-            {"name": lay.name, **c, "time_us": t * 1e6, "eq36_us": c["eq36_cycles"] / clock * 1e6}
+            {
+                "name": lay.name,
+                **c,
+                "time_us": max(t, ddr_s) * 1e6,
+                "ddr_us": ddr_s * 1e6,
+                "eq36_us": c["eq36_cycles"] / clock * 1e6,
+            }
         )
     return {
         "modelled": True,
         "batch": batch,
         "clock_mhz": clock / 1e6,
+        "pl_bandwidth_gbps": bandwidth,
         "build": build,
         "limits": {**header_limits(), **(limits or {})},
         "resources": build_resources(build, pm, pn, limits, uram, family_of(board)),
