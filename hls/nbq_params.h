@@ -13,6 +13,9 @@
 // Override any NBQ_* default with -D on the compiler line (run_hls.tcl, the
 // csim backend) - e.g. a small-buffer build for tests:
 //   -DNBQ_PE_KIND=NBQ_PE_VPE -DNBQ_MAX_W=8 -DNBQ_MAX_COUT=8
+// The defaults below are the generic large-buffer build the model sizes for the ZCU102;
+// each board's own build (sized for the embedded networks, with its URAM binding) is a
+// set of such -D overrides: pynq_nbq/kernel/builds.py, which overlay/Makefile passes.
 #ifndef NBQ_PARAMS_H
 #define NBQ_PARAMS_H
 

@@ -4,9 +4,10 @@ The twin is hand-written Verilog of the kernel's arithmetic at the kernel's widt
 (the svpe/vpe PE, one 3x3 array, one output lane of Pm arrays with its adder tree and
 int48 accumulator, the requantisation).  It is simulated bit-exact against
 ``pynq_nbq.datapath`` (``tests/test_rtl_twin.py``) and synthesised with
-``yosys synth_xilinx -family xcup`` for an *open-synthesis estimate* of its cost
-(``scripts/rtl_synth.py`` writes ``pynq_nbq/perfmodel/yosys_report.json``).  Figures
-from yosys are not Vivado's: ABC's LUT mapping usually comes out above Vivado's.
+``yosys synth_xilinx -family xcup`` (or ``xc7``, :attr:`Design.family`) for an
+*open-synthesis estimate* of its cost (``scripts/rtl_synth.py`` writes
+``pynq_nbq/perfmodel/yosys_report.json``).  Figures from yosys are not Vivado's:
+ABC's LUT mapping usually comes out above Vivado's.
 
 Needs ``iverilog``/``vvp`` (simulation) and ``yosys`` (synthesis) on PATH; nothing
 else.  Import it with ``hls/rtl`` on ``sys.path`` (as the test and script do).

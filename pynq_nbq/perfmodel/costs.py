@@ -4,10 +4,12 @@
 lane of Pm arrays with its adder tree and int48 accumulator, the requantisation),
 simulated bit-exact against :mod:`pynq_nbq.datapath`.  ``scripts/rtl_synth.py``
 synthesises the designs listed in :data:`DESIGNS` with
-``yosys synth_xilinx -family xcup`` and writes :data:`REPORT_PATH`; this module reads
-it.  Every number from it is an **open-synthesis estimate (yosys, not Vivado)**:
-ABC's LUT mapping usually comes out above Vivado's, and yosys 0.23 packs no adder
-into a DSP48E2 for UltraScale+.
+``yosys synth_xilinx -family xcup`` (UltraScale+) and their ``*_xc7`` copies with
+``-family xc7`` (7-series, the PYNQ-Z2's Zynq-7000; lanes at :data:`XC7_LANE_PMS`) and
+writes :data:`REPORT_PATH`; this module reads it (:func:`cells` with a family).
+Every number from it is an **open-synthesis estimate (yosys, not Vivado)**: ABC's LUT
+mapping usually comes out above Vivado's, and yosys 0.23 packs no adder into a DSP48E2
+for UltraScale+ (for xc7 it packs the vpe multiply-add into the DSP48E1).
 
 Lane cost at any Pm: the report measures lanes at Pm = 4, 8, 16, 32; between the
 points the cost is interpolated linearly, beyond them extrapolated from the last two.
@@ -131,6 +133,8 @@ CI_DESIGNS = (
     "vpe_array",
     "requant",
     "svpe_array_nb5_alt",  # the other twin, where it costs most
+    "vpe_array_xc7",  # 7-series: the multiply-add packed into DSP48E1s
+    "requant_xc7",
 )
 
 
