@@ -268,6 +268,15 @@ void window(hls::stream<vec_t>& px, hls::stream<win_t>& wins, const geom_t g) {
 #pragma HLS AGGREGATE variable=lb1
 #pragma HLS DEPENDENCE variable=lb0 inter false
 #pragma HLS DEPENDENCE variable=lb1 inter false
+  // Block RAM, or UltraRAM on a part that has it (NBQ_URAM_LINES: the build's choice,
+  // pynq_nbq/kernel/builds.py; counted in perfmodel/kernel.py URAM_SWITCHES).
+#if NBQ_URAM_LINES
+#pragma HLS BIND_STORAGE variable=lb0 type=ram_2p impl=uram
+#pragma HLS BIND_STORAGE variable=lb1 type=ram_2p impl=uram
+#else
+#pragma HLS BIND_STORAGE variable=lb0 type=ram_2p impl=bram
+#pragma HLS BIND_STORAGE variable=lb1 type=ram_2p impl=bram
+#endif
   static vec_t hist[2][3][MG];  // [column x-2, x-1][row][group]
 #pragma HLS ARRAY_PARTITION variable=hist complete dim=1
 #pragma HLS ARRAY_PARTITION variable=hist complete dim=2
@@ -631,6 +640,12 @@ void nbq_conv(hls::stream<nbq_word_t>& s_in, hls::stream<nbq_word_t>& s_out,
 #pragma HLS ARRAY_PARTITION variable=wbuf complete dim=1
 #pragma HLS ARRAY_PARTITION variable=wbuf complete dim=2
 #pragma HLS AGGREGATE variable=wbuf
+  // Pn x 9 banks in block RAM, or UltraRAM (NBQ_URAM_WEIGHTS; see lb0 above).
+#if NBQ_URAM_WEIGHTS
+#pragma HLS BIND_STORAGE variable=wbuf type=ram_2p impl=uram
+#else
+#pragma HLS BIND_STORAGE variable=wbuf type=ram_2p impl=bram
+#endif
   static mult_t rq_mult[PN][CG];
   static req_t rq_bias[PN][CG];
   static shift_t rq_shift[PN][CG];

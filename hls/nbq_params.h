@@ -13,6 +13,9 @@
 // Override any NBQ_* default with -D on the compiler line (run_hls.tcl, the
 // csim backend) - e.g. a small-buffer build for tests:
 //   -DNBQ_PE_KIND=NBQ_PE_VPE -DNBQ_MAX_W=8 -DNBQ_MAX_COUT=8
+// The defaults below are the generic large-buffer build the model sizes for the ZCU102;
+// each board's own build (sized for the embedded networks, with its URAM binding) is a
+// set of such -D overrides: pynq_nbq/kernel/builds.py, which overlay/Makefile passes.
 #ifndef NBQ_PARAMS_H
 #define NBQ_PARAMS_H
 
@@ -84,6 +87,18 @@
 #endif
 #ifndef NBQ_MAX_H
 #define NBQ_MAX_H 1024
+#endif
+
+// ---- storage binding: which buffers sit in UltraRAM (4K x 72) instead of block RAM ----
+// 0: block RAM (every part); 1: UltraRAM (parts that have it: ZCU104, KV260).  A board's
+// build sets them (pynq_nbq/kernel/builds.py, chosen by pynq_nbq/perfmodel/sizing.py).
+// NBQ_URAM_LINES    the two line buffers lb0, lb1 (MAX_W + 2) x MG words of Pm activations
+// NBQ_URAM_WEIGHTS  the Pn x 9 weight banks wbuf, CG x MG words of Pm codes / weights
+#ifndef NBQ_URAM_LINES
+#define NBQ_URAM_LINES 0
+#endif
+#ifndef NBQ_URAM_WEIGHTS
+#define NBQ_URAM_WEIGHTS 0
 #endif
 
 // ---- FIFO depths of the DATAFLOW region (nbq_conv.cpp) ------------------------------

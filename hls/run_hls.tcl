@@ -30,6 +30,16 @@ if {[info exists ::env(NBQ_PERIOD_NS)]} {
 set code_bits ""
 if {[info exists ::env(NBQ_CODE_BITS)]} { set code_bits $::env(NBQ_CODE_BITS) }
 
+# The board's build (pynq_nbq/kernel/builds.py: Pm, Pn, buffer maxima, URAM binding, the
+# svpe code width), as NAME=value words: overlay/Makefile passes NBQ_BUILD_DEFINES_SVPE and
+# NBQ_BUILD_DEFINES_VPE (`python3 -m pynq_nbq.kernel.builds defines <board> <kind>`); they
+# reach the kernel, the testbench and gen_vectors.  Unset: nbq_params.h's defaults.
+proc build_defines {kind} {
+    set var NBQ_BUILD_DEFINES_[string toupper $kind]
+    if {[info exists ::env($var)]} { return $::env($var) }
+    return ""
+}
+
 set kinds {svpe vpe}
 set steps {csim csynth export}
 if {$argc >= 1} { set kinds [lindex $argv 0] }
@@ -41,9 +51,20 @@ foreach kind $kinds {
     # (the g++ stand-in) must NOT be on this include path.
     set cflags "-std=c++14 -I$hls_dir -DNBQ_PE_KIND=NBQ_PE_$KIND"
     set vector_args {}
-    if {$kind eq "svpe" && $code_bits ne ""} {
+    set defines [build_defines $kind]
+    if {$kind eq "svpe" && $code_bits ne "" && ![string match "*NBQ_CODE_BITS=*" $defines]} {
         append cflags " -DNBQ_CODE_BITS=$code_bits"
         set vector_args [list --code-bits $code_bits]
+    }
+    foreach def $defines {
+        if {![regexp {^(NBQ_[A-Z0-9_]+)=([0-9]+)$} $def -> name value]} {
+            error "NBQ_BUILD_DEFINES_$KIND: '$def' is not NBQ_NAME=integer"
+        }
+        append cflags " -D$name=$value"
+        # gen_vectors.py takes the parallelism, the limits and the code width
+        if {[regexp {^NBQ_(PM|PN|MAX_W|MAX_H|MAX_CIN|MAX_COUT|CODE_BITS)$} $name -> arg]} {
+            lappend vector_args --[string map {_ -} [string tolower $arg]] $value
+        }
     }
 
     open_project -reset nbq_conv_$kind
@@ -55,7 +76,7 @@ foreach kind $kinds {
     create_clock -period $period -name default
 
     if {[lsearch $steps csim] >= 0} {
-        # expected outputs from the numpy reference (pynq_nbq.sim.reference), default limits
+        # expected outputs from the numpy reference (pynq_nbq.sim.reference), the build's limits
         set vectors [file normalize nbq_conv_$kind/tb_vectors_$kind.bin]
         exec python3 $hls_dir/gen_vectors.py --pe $kind --out $vectors {*}$vector_args >@ stdout
         csim_design -argv $vectors

@@ -20,6 +20,7 @@ from pynq_nbq.backends import csim
 from pynq_nbq.ops import conv_layer
 
 sys.path.insert(0, str(S.HLS_DIR))
+import gen_vectors  # noqa: E402
 from gen_vectors import random_input, random_spec  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
@@ -69,3 +70,37 @@ def test_three_bit_build_reports_weight_bits_and_refuses_wider_bundles():
         S.check_manifest(conv_manifest("svpe", 4, [("c1", 4, 3, 1, 30)]), info)
     assert csim.get_kernel("svpe").info.weight_bits == 5
     assert csim.get_kernel("vpe").info.weight_bits == 16
+
+
+# --- every board's default builds (issue 26: pynq_nbq/kernel/builds.py) ----------------------
+def _board_builds():
+    from pynq_nbq.kernel import builds
+
+    return [(board, kind) for board in builds.TABLE for kind in ("vpe", "svpe")]
+
+
+@pytest.mark.parametrize(("board", "kind"), _board_builds())
+def test_each_boards_build_compiles_reports_its_defines_and_is_bit_exact(board, kind):
+    """The csim kernel compiled with a board's build defines (Pm, Pn, the maxima sized for
+    the embedded networks, the URAM switches) reports that build in its read-only
+    registers and runs the testbench's vector layers (every n the build takes, 3x3 and
+    1x1, ReLU, pool, edge values, a layer over MAX_W and MAX_COUT that tiles) bit-exact."""
+    from pynq_nbq.kernel import builds
+
+    kb = builds.build(board, kind)
+    defs = builds.defines(board, kind)
+    info = csim.get_kernel(kind, defs).info
+    assert (info.pm, info.pn) == (kb.pm, kb.pn)
+    assert (info.max_w, info.max_h, info.max_cin, info.max_cout) == (
+        kb.max_w,
+        kb.max_h,
+        kb.max_cin,
+        kb.max_cout,
+    )
+    assert info.weight_bits == (kb.code_bits if kind == "svpe" else 16)
+    backend = csim.CsimBackend(kind, defs, max_packet_bytes=4096)
+    rng = np.random.default_rng(sorted(builds.TABLE).index(board) * 2 + (kind == "svpe"))
+    cases = gen_vectors.vector_layers(info, rng)
+    assert any(x.shape[2] > info.max_w for _spec, x in cases)  # one layer tiles its columns
+    for spec, x in cases:
+        assert np.array_equal(backend.run_conv(x, spec), conv_layer(x, spec)), (board, spec.name)

@@ -399,6 +399,7 @@ def test_storage_bindings_are_the_cost_models():
     from pynq_nbq.perfmodel import kernel
 
     code = _code(_source("nbq_conv.cpp"))
+    code = _check_uram_switches(code)  # the switchable buffers, then the fixed ones
     found = re.findall(r"#pragma HLS BIND_STORAGE variable=(\w+) type=(\w+) impl=(\w+)(.*)", code)
     bound = {name: (kind, impl) for name, kind, impl, _ in found}
     assert len(bound) == len(found), "a variable bound twice"
@@ -412,6 +413,35 @@ def test_storage_bindings_are_the_cost_models():
         assert (f"{name}_lutram" in lut) == (impl == "lutram"), name
         assert (name in bram) == (impl == "bram"), name
         assert (lut.get(f"{name}_lutram") or bram.get(name)) > 0, name
+
+
+def _check_uram_switches(code: str) -> str:
+    """Each ``#if NBQ_URAM_<X>`` block binds its variables impl=uram and its ``#else``
+    impl=bram, as perfmodel.kernel.URAM_SWITCHES and kernel.builds.URAM_MACROS say;
+    returns the code without those blocks."""
+    from pynq_nbq.kernel.builds import URAM_MACROS
+    from pynq_nbq.perfmodel import kernel
+
+    pattern = r"#if (NBQ_URAM_\w+)\n(.*?)#else\n(.*?)#endif"
+    blocks = re.findall(pattern, code, flags=re.S)
+    seen = {}
+    for macro, on, off in blocks:
+        names = []
+        for branch, impl in ((on, "uram"), (off, "bram")):
+            pragmas = re.findall(
+                r"#pragma HLS BIND_STORAGE variable=(\w+) type=(\w+) impl=(\w+)", branch
+            )
+            assert pragmas and {p[2] for p in pragmas} == {impl}, (macro, pragmas)
+            assert {p[1] for p in pragmas} == {"ram_2p"}, (macro, pragmas)
+            names.append(tuple(sorted(p[0] for p in pragmas)))
+        assert names[0] == names[1], macro
+        seen[macro] = names[0]
+    want = {m: tuple(sorted(v)) for m, v in kernel.URAM_SWITCHES.values()}
+    assert seen == want
+    assert {k: m for k, (m, _v) in kernel.URAM_SWITCHES.items()} == URAM_MACROS
+    header = S.parse_params_header()
+    assert all(header[m] == 0 for m in want)  # block RAM unless a build says otherwise
+    return re.sub(pattern, "", code, flags=re.S)
 
 
 def test_fifo_depths_are_named_constants_derived_in_the_header():

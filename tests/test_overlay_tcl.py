@@ -421,3 +421,83 @@ def test_makefile_builds_the_3_bit_svpe_kernel_by_default():
             check=True,
         ).stdout
         assert f"NBQ_CODE_BITS={bits}" in text
+
+
+# --- the board's kernel build (issue 26: pynq_nbq/kernel/builds.py) -----------------------------
+def _make_n(*args: str) -> str:
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make not installed")
+    return subprocess.run(
+        [make, "-n", "-C", str(ROOT / "overlay"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+
+
+def _words(defines: dict[str, int]) -> str:
+    return " ".join(f"{k}={v}" for k, v in defines.items())
+
+
+def test_makefile_passes_each_boards_build_defines_to_the_hls_flow():
+    """`make -n -C overlay BOARD=<b>` hands run_hls.tcl the board's build of each kind
+    (Pm, Pn, buffer maxima, URAM switches, svpe code width) from kernel/builds.py; with
+    CODE_BITS=5 the svpe build is the 5-bit one."""
+    from pynq_nbq.kernel import builds
+
+    for board in builds.TABLE:
+        text = _make_n(f"BOARD={board}")
+        for kind in ("svpe", "vpe"):
+            want = _words(builds.defines(board, "svpe3" if kind == "svpe" else kind))
+            assert f'NBQ_BUILD_DEFINES_{kind.upper()}="{want}"' in text, (board, kind)
+    text = _make_n("BOARD=kv260", "KINDS=svpe", "CODE_BITS=5")
+    assert f'NBQ_BUILD_DEFINES_SVPE="{_words(builds.defines("kv260", "svpe5"))}"' in text
+
+
+def test_run_hls_passes_the_build_defines_to_kernel_testbench_and_vectors(tmp_path):
+    """run_hls.tcl turns NBQ_BUILD_DEFINES_<KIND> into -D flags of the kernel and the
+    testbench and into gen_vectors.py's --pm/--pn/--max-*/--code-bits (a stand-in python3
+    records them); a malformed word stops the script naming it."""
+    from pynq_nbq.kernel import builds
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    argv_log = tmp_path / "python_argv.txt"
+    fake = bindir / "python3"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {argv_log}\n')
+    fake.chmod(0o755)
+    defs = builds.defines("kv260", "svpe")
+    env = {
+        **os.environ,
+        "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}",
+        "NBQ_PERIOD_NS": "5.333333",
+        "NBQ_CODE_BITS": "5",  # the build's own width wins
+        "NBQ_BUILD_DEFINES_SVPE": _words(defs),
+    }
+    (tmp_path / "run").mkdir()
+    result = run_tcl(tmp_path / "run", ROOT / "hls" / "run_hls.tcl", ["svpe", "csim csynth"], env)
+    assert result["rc"] == 0, result["error"]
+    flags = [" ".join(c) for c in calls_of(result, "add_files")]
+    assert len(flags) == 2
+    for f in flags:
+        for k, v in defs.items():
+            assert f" -D{k}={v}" in f, (k, f)
+        assert "-DNBQ_CODE_BITS=5" not in f
+    args = argv_log.read_text().split()
+    want = {
+        "--pm": defs["NBQ_PM"],
+        "--pn": defs["NBQ_PN"],
+        "--max-w": defs["NBQ_MAX_W"],
+        "--max-h": defs["NBQ_MAX_H"],
+        "--max-cin": defs["NBQ_MAX_CIN"],
+        "--max-cout": defs["NBQ_MAX_COUT"],
+        "--code-bits": defs["NBQ_CODE_BITS"],
+    }
+    for opt, value in want.items():
+        assert args[args.index(opt) + 1] == str(value), opt
+    bad = {**env, "NBQ_BUILD_DEFINES_SVPE": "NBQ_PM=8 -O3"}
+    (tmp_path / "bad").mkdir()
+    result = run_tcl(tmp_path / "bad", ROOT / "hls" / "run_hls.tcl", ["svpe", "csynth"], bad)
+    assert result["rc"] != 0 and "'-O3' is not NBQ_NAME=integer" in result["error"]

@@ -129,7 +129,7 @@ def test_requant_is_bit_exact():
 def test_yosys_report_reproduces(name):
     report = costs.load_report()
     entry = report["designs"][name]
-    design = R.Design(name, entry["top"], entry["params"])
+    design = R.Design(name, entry["top"], entry["params"], family=costs.family_of(entry))
     fresh = R.synthesize(design)
     if R.yosys_version() == report["yosys"]:
         assert fresh == entry["cells"], f"{name}: fresh {fresh} != committed {entry['cells']}"

@@ -4,9 +4,10 @@ The twin is hand-written Verilog of the kernel's arithmetic at the kernel's widt
 (the svpe/vpe PE, one 3x3 array, one output lane of Pm arrays with its adder tree and
 int48 accumulator, the requantisation).  It is simulated bit-exact against
 ``pynq_nbq.datapath`` (``tests/test_rtl_twin.py``) and synthesised with
-``yosys synth_xilinx -family xcup`` for an *open-synthesis estimate* of its cost
-(``scripts/rtl_synth.py`` writes ``pynq_nbq/perfmodel/yosys_report.json``).  Figures
-from yosys are not Vivado's: ABC's LUT mapping usually comes out above Vivado's.
+``yosys synth_xilinx -family xcup`` (or ``xc7``, :attr:`Design.family`) for an
+*open-synthesis estimate* of its cost (``scripts/rtl_synth.py`` writes
+``pynq_nbq/perfmodel/yosys_report.json``).  Figures from yosys are not Vivado's:
+ABC's LUT mapping usually comes out above Vivado's.
 
 Needs ``iverilog``/``vvp`` (simulation) and ``yosys`` (synthesis) on PATH; nothing
 else.  Import it with ``hls/rtl`` on ``sys.path`` (as the test and script do).
@@ -28,7 +29,10 @@ import numpy as np
 RTL_DIR = Path(__file__).resolve().parent
 SOURCES = ("nbq_pe.v", "nbq_tree.v", "nbq_lane.v", "nbq_requant.v")
 SVPE, VPE = 1, 2  #: the KIND parameter of the Verilog modules
-FAMILY = "xcup"  #: UltraScale+ (the ZCU102's xczu9eg)
+FAMILY = "xcup"  #: UltraScale+ (the ZCU102's xczu9eg, the ZCU104's and KV260's parts)
+#: yosys families the twin is synthesised for: UltraScale+ and 7-series (the PYNQ-Z2's
+#: xc7z020: DSP48E1, CARRY4, where yosys 0.23 packs the vpe multiply-accumulate into a DSP).
+FAMILIES = ("xcup", "xc7")
 
 
 class RtlToolError(RuntimeError):
@@ -120,7 +124,7 @@ def simulate_requant(acc, mult, bias, shift, relu) -> list[int]:
 
 
 # --- synthesis ----------------------------------------------------------------------------
-#: How yosys's xcup cells are counted (Vivado's utilisation categories).
+#: How yosys's xcup / xc7 cells are counted (Vivado's utilisation categories).
 CELL_CLASSES = {
     "lut": re.compile(r"^(LUT[1-6]|INV)$"),  # yosys's INV is a LUT1 in Vivado
     "lutram": re.compile(r"^(RAM\d+[MSX]\w*|SRL16E|SRLC32E)$"),
@@ -141,6 +145,7 @@ class Design:
     top: str
     params: dict[str, int] = field(default_factory=dict)
     what: str = ""
+    family: str = FAMILY  #: one of :data:`FAMILIES`
 
 
 def yosys_version() -> str:
@@ -149,12 +154,14 @@ def yosys_version() -> str:
 
 
 def synthesize(design: Design) -> dict[str, int]:
-    """``synth_xilinx -family xcup -flatten`` of one design; cell counts by class.
+    """``synth_xilinx -family <design.family> -flatten`` of one design; cell counts by class.
 
     Returns ``{"lut", "lutram", "ff", "carry", "muxf", "dsp", "bram18", "bram36"}``
     (BRAM counted in 18 Kb halves in ``bram18_equiv``).  I/O buffers are left out
     (``-noiopad``): the designs are blocks inside a kernel, not chips.
     """
+    if design.family not in FAMILIES:
+        raise ValueError(f"family {design.family!r} is not one of {FAMILIES}")
     yosys = _tool("yosys")
     with tempfile.TemporaryDirectory(prefix="nbq_yosys_") as d:
         stat = Path(d) / "stat.json"
@@ -164,7 +171,8 @@ def synthesize(design: Design) -> dict[str, int]:
                 f"read_verilog -defer -I {RTL_DIR} " + " ".join(str(RTL_DIR / s) for s in SOURCES),
                 (f"chparam {chparam} {design.top}" if chparam else "") or "hierarchy",
                 f"hierarchy -top {design.top}",
-                f"synth_xilinx -family {FAMILY} -flatten -noiopad -noclkbuf -top {design.top}",
+                f"synth_xilinx -family {design.family} -flatten -noiopad -noclkbuf "
+                f"-top {design.top}",
                 f"tee -q -o {stat} stat -json",
             ]
         )

@@ -26,9 +26,10 @@ from pynq_nbq.perfmodel import (
 )
 from pynq_nbq.perfmodel.constants import PAPER_DSP_BUDGET
 from pynq_nbq.perfmodel.equations import M_FORMS
-from pynq_nbq.perfmodel.kernel import builds_table, model_kernel
+from pynq_nbq.perfmodel.kernel import build_for, builds_table, model_kernel
 from pynq_nbq.perfmodel.model import BANDWIDTH_MODES, KERNEL_MODES
 from pynq_nbq.perfmodel.resources import SPLITS
+from pynq_nbq.perfmodel.sizing import network_build_limits
 
 from .perf_format import PES
 from .perf_format import num as _num
@@ -170,7 +171,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CommandError(str(exc)) from exc
     report = build_report(name, results)
-    try:  # this kernel's builds have fixed buffers: on a small board they may not fit
+    try:  # the builds are sized for this network's engine layers (issue 26); they may not fit
+        by_build = network_build_limits(board, layers)
         kernel = {
             pe: model_kernel(
                 layers,
@@ -179,11 +181,13 @@ def run(args: argparse.Namespace) -> int:
                 n_bits,
                 args.clock_mhz,
                 args.call_overhead_us or 0.0,
+                limits=by_build[build_for(pe, n_bits)] if by_build else None,
                 batch=args.batch,
             )
             for pe in PES
         }
-        report["kernel_model"] = kernel_report(results, kernel, builds_table(board), board)
+        builds = builds_table(board, by_build=by_build)
+        report["kernel_model"] = kernel_report(results, kernel, builds, board)
     except ValueError as exc:
         report["kernel_model"] = {"modelled": True, "error": str(exc)}
     if args.json:

@@ -43,12 +43,16 @@ def kernel_report(
             "assumed figures for the rest; unverified without Vitis and a board"
         ),
         "device": {
+            "board": board.name,
             "part": board.part,
+            "ps_family": board.ps_family,
             "lut": board.lut,
             "ff": board.ff,
             "dsp": board.dsp,
             "bram18": board.bram18,
+            "uram": board.uram,
         },
+        "limits": kernel["svpe"]["limits"],
         "lut_fraction": LUT_FRACTION,
         "batch": kernel["svpe"]["batch"],
         "clock_mhz": kernel["svpe"]["clock_mhz"],
@@ -58,6 +62,8 @@ def kernel_report(
         "layers": rows,
         "fpga_time_us": {pe: kernel[pe]["fpga_time_us"] for pe in PES},
         "eq36_time_us": {pe: kernel[pe]["eq36_time_us"] for pe in PES},
+        # the two modelled totals' ratio (None when no layer runs on the kernel)
+        "svpe_over_vpe": _ratio(kernel["vpe"]["fpga_time_us"], kernel["svpe"]["fpga_time_us"]),
     }
 
 
@@ -66,8 +72,9 @@ def _build_lines(k: dict[str, Any]) -> list[str]:
     lines = [
         f"{'build':6s} {'(Pm, Pn)':>9s} {'LUT':>8s} {'%':>5s} {'pessim.':>8s} {'%':>5s} "
         f"{'FF':>8s} {'%':>5s} "
-        f"{'DSP':>5s} {'%':>5s} {'BRAM18':>6s} {'%':>5s}  (of {dev['part']}: {dev['lut']} LUT, "
-        f"{dev['ff']} FF, {dev['dsp']} DSP, {dev['bram18']} BRAM18)"
+        f"{'DSP':>5s} {'%':>5s} {'BRAM18':>6s} {'%':>5s} {'URAM':>5s} {'%':>5s}  "
+        f"(of {dev['part']}: {dev['lut']} LUT, {dev['ff']} FF, {dev['dsp']} DSP, "
+        f"{dev['bram18']} BRAM18, {dev['uram']} URAM)"
     ]
     for b in k["builds"]:
         f = b["of_device"]
@@ -75,9 +82,17 @@ def _build_lines(k: dict[str, Any]) -> list[str]:
             f"{b['build']:6s} {'(' + str(b['pm']) + ', ' + str(b['pn']) + ')':>9s} "
             f"{b['lut']:8d} {100 * f['lut']:5.1f} {b['lut_pessimistic']:8d} "
             f"{100 * f['lut_pessimistic']:5.1f} {b['ff']:8d} {100 * f['ff']:5.1f} "
-            f"{b['dsp']:5d} {100 * f['dsp']:5.1f} {b['bram18']:6d} {100 * f['bram18']:5.1f}"
+            f"{b['dsp']:5d} {100 * f['dsp']:5.1f} {b['bram18']:6d} {100 * f['bram18']:5.1f} "
+            f"{b['uram']:5d} {100 * f['uram']:5.1f}"
+            + f"  {_limits(b['limits'])}"
+            + (f"; URAM: {', '.join(b['uram_bound'])}" if b["uram_bound"] else "")
         )
     return lines
+
+
+def _limits(lim: dict[str, int]) -> str:
+    """``MAX_W 28, MAX_H 28, MAX_CIN 128, MAX_COUT 128``."""
+    return ", ".join(f"{k.upper()} {lim[k]}" for k in ("max_w", "max_h", "max_cin", "max_cout"))
 
 
 def _sim(row: dict[str, Any]) -> str:
@@ -93,7 +108,9 @@ def kernel_text(k: dict[str, Any]) -> str:
     lines = [
         "THIS KERNEL (hls/nbq_conv.cpp, streaming) - MODELLED: " + k["note"],
         f"builds at their default (Pm, Pn): the most arrays within {k['lut_fraction']:.0%} "
-        "of the LUTs at the pessimistic cost (vpe also within the paper's 768 DSPs)",
+        "of the LUTs at the pessimistic cost, 80 % of the BRAM18 / URAM (vpe also within "
+        f"the paper's 768 DSPs); costs: yosys -family {k['builds'][0]['family']}; buffers "
+        "sized for this network (MAX_COUT lowered where that fits more arrays)",
         *(f"  {ln}" for ln in _build_lines(k)),
         *(
             f"  {b['build']}: {100 * b['of_device']['lut_pessimistic']:.1f} % of the LUTs at "
@@ -136,6 +153,8 @@ def kernel_text(k: dict[str, Any]) -> str:
         "-" * len(head),
         f"{'total':10s} | {'':9s} {ev:11.2f} {fv:9.2f} {'':8s} {'':5s} | {'':10s} {es:11.2f} "
         f"{fs:9.2f} {'':8s} {'':5s} | {_num(_ratio(fv, fs), '7.2f')}x",
+        f"SVPE/VPE on {k['device']['board']} (modelled, {vb} vs {sb}): "
+        f"{_num(k['svpe_over_vpe'], '.2f')}x",
     ]
     return "\n".join(lines)
 
@@ -147,8 +166,8 @@ def kernel_markdown(k: dict[str, Any]) -> str:
     dev = k["device"]
     lines = [
         f"| build | (Pm, Pn) | LUT (of {dev['lut']}) | LUT, pessimistic | FF "
-        f"| DSP (of {dev['dsp']}) | BRAM18 (of {dev['bram18']}) |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        f"| DSP (of {dev['dsp']}) | BRAM18 (of {dev['bram18']}) | URAM (of {dev['uram']}) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for b in k["builds"]:
         f = b["of_device"]
@@ -156,7 +175,7 @@ def kernel_markdown(k: dict[str, Any]) -> str:
             f"| {b['build']} | ({b['pm']}, {b['pn']}) | {b['lut']} ({100 * f['lut']:.1f} %) "
             f"| {b['lut_pessimistic']} ({100 * f['lut_pessimistic']:.1f} %) | {b['ff']} "
             f"| {b['dsp']} ({100 * f['dsp']:.1f} %) "
-            f"| {b['bram18']} ({100 * f['bram18']:.1f} %) |"
+            f"| {b['bram18']} ({100 * f['bram18']:.1f} %) | {b['uram']} |"
         )
     vb, sb = k["vpe_build"], k["svpe_build"]
     lines += [

@@ -74,3 +74,5 @@ INFRA_BRAM18 = 16
 BRAM18_BITS = 18 * 1024  #: capacity of one 18Kb block RAM (bits)
 BRAM18_WORDS_16 = 1024  #: 16-bit words per BRAM18 line buffer (1K x 18 mode)
 URAM_BRAM18_EQUIV = 16  #: one 288Kb UltraRAM holds as much as 16 BRAM18
+URAM_DEPTH = 4096  #: words of one UltraRAM (its one aspect ratio: 4K x 72)
+URAM_WIDTH = 72  #: bits of one UltraRAM word

@@ -4,10 +4,12 @@
 lane of Pm arrays with its adder tree and int48 accumulator, the requantisation),
 simulated bit-exact against :mod:`pynq_nbq.datapath`.  ``scripts/rtl_synth.py``
 synthesises the designs listed in :data:`DESIGNS` with
-``yosys synth_xilinx -family xcup`` and writes :data:`REPORT_PATH`; this module reads
-it.  Every number from it is an **open-synthesis estimate (yosys, not Vivado)**:
-ABC's LUT mapping usually comes out above Vivado's, and yosys 0.23 packs no adder
-into a DSP48E2 for UltraScale+.
+``yosys synth_xilinx -family xcup`` (UltraScale+) and their ``*_xc7`` copies with
+``-family xc7`` (7-series, the PYNQ-Z2's Zynq-7000; lanes at :data:`XC7_LANE_PMS`) and
+writes :data:`REPORT_PATH`; this module reads it (:func:`cells` with a family).
+Every number from it is an **open-synthesis estimate (yosys, not Vivado)**: ABC's LUT
+mapping usually comes out above Vivado's, and yosys 0.23 packs no adder into a DSP48E2
+for UltraScale+ (for xc7 it packs the vpe multiply-add into the DSP48E1).
 
 Lane cost at any Pm: the report measures lanes at Pm = 4, 8, 16, 32; between the
 points the cost is interpolated linearly, beyond them extrapolated from the last two.
@@ -101,8 +103,27 @@ def _designs() -> dict[str, dict[str, Any]]:
     return d
 
 
-#: name -> {"top", "params", "what"}: every design of the report.
-DESIGNS = _designs()
+#: yosys families of the report: UltraScale+ (ZCU102, ZCU104, KV260) and 7-series (PYNQ-Z2).
+FAMILIES = ("xcup", "xc7")
+#: Pm values at which one output lane is synthesised for xc7 (the 7-series parts are
+#: small: the PYNQ-Z2's 53,200 LUTs hold few Pm = 32 lanes; lane_cost extrapolates).
+XC7_LANE_PMS = (4, 8, 16)
+
+
+def _xc7_designs(base: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The 7-series copies (``<name>_xc7``, family ``xc7``) of the designs the model reads
+    for a 7-series part: arrays, requant, lanes at :data:`XC7_LANE_PMS` and both twins."""
+    keep = [n for n in base if not n.startswith(("svpe_pe", "vpe_pe")) and "pm32" not in n]
+    return {f"{n}_xc7": {**base[n], "family": "xc7"} for n in keep}
+
+
+def family_of(design: dict[str, Any]) -> str:
+    """The yosys family of one design entry (``xcup`` when the entry names none)."""
+    return str(design.get("family", "xcup"))
+
+
+#: name -> {"top", "params", "what"[, "family"]}: every design of the report.
+DESIGNS = {**_designs(), **_xc7_designs(_designs())}
 #: The small designs a CI run re-synthesises (a few seconds each).
 CI_DESIGNS = (
     "svpe_pe_nb3",
@@ -112,6 +133,8 @@ CI_DESIGNS = (
     "vpe_array",
     "requant",
     "svpe_array_nb5_alt",  # the other twin, where it costs most
+    "vpe_array_xc7",  # 7-series: the multiply-add packed into DSP48E1s
+    "requant_xc7",
 )
 
 
@@ -127,16 +150,25 @@ def load_report() -> dict[str, Any]:
     return report
 
 
-def cells(name: str) -> dict[str, int]:
-    """Cell counts of one design of the report (lut, ff, carry, dsp, bram18_equiv, ...)."""
-    return dict(load_report()["designs"][name]["cells"])
+def cells(name: str, family: str = "xcup") -> dict[str, int]:
+    """Cell counts of one design of the report (lut, ff, carry, dsp, bram18_equiv, ...),
+    synthesised for ``family`` (:data:`FAMILIES`; the xc7 copy is ``<name>_xc7``)."""
+    if family not in FAMILIES:
+        raise ValueError(f"family {family!r} is not one of {FAMILIES}")
+    key = name if family == "xcup" else f"{name}_{family}"
+    return dict(load_report()["designs"][key]["cells"])
 
 
 def lane_name(pe: str, nb: int, pm: int) -> str:
     return f"svpe_lane_nb{nb}_pm{pm}" if pe == "svpe" else f"vpe_lane_pm{pm}"
 
 
-def twin_factor(pe: str, nb: int) -> float:
+def lane_pms(family: str = "xcup") -> tuple[int, ...]:
+    """Pm values at which one output lane is synthesised for ``family``."""
+    return XC7_LANE_PMS if family == "xc7" else LANE_PMS
+
+
+def twin_factor(pe: str, nb: int, family: str = "xcup") -> float:
     """How much larger (LUT + LUTRAM) the larger of the two twins (``nbq_pe.v`` STYLE 0
     and 1) is than the shipped one, for this PE kind and code width: the largest ratio
     over the designs synthesised both ways (the 3x3 array and the lanes at
@@ -146,18 +178,19 @@ def twin_factor(pe: str, nb: int) -> float:
     names = [base] + [lane_name(pe, nb, pm) for pm in ALT_LANE_PMS]
     ratios = []
     for name in names:
-        a, b = cells(name), cells(f"{name}_alt")
+        a, b = cells(name, family), cells(f"{name}_alt", family)
         ratios.append((b["lut"] + b["lutram"]) / (a["lut"] + a["lutram"]))
     return max(1.0, *ratios)
 
 
-def lane_cost(pe: str, nb: int, pm: int) -> dict[str, float]:
-    """LUT/FF/CARRY/DSP of one output lane of Pm arrays (interpolated over Pm)."""
+def lane_cost(pe: str, nb: int, pm: int, family: str = "xcup") -> dict[str, float]:
+    """LUT/FF/CARRY/DSP of one output lane of Pm arrays for ``family`` (interpolated over
+    Pm between the synthesised points :func:`lane_pms`, extrapolated beyond them)."""
     if pm < 1:
         raise ValueError(f"Pm must be >= 1, got {pm}")
     if pe == "svpe" and nb not in SVPE_BUILD_BITS:
         raise ValueError(f"svpe builds have code width {SVPE_BUILD_BITS}, got {nb}")
-    pts = [(p, cells(lane_name(pe, nb, p))) for p in LANE_PMS]
+    pts = [(p, cells(lane_name(pe, nb, p), family)) for p in lane_pms(family)]
     lo, hi = pts[0], pts[1]
     for a, b in zip(pts, pts[1:]):
         lo, hi = a, b

@@ -35,9 +35,14 @@ and the pipeline depth:
   batch, so a batch of B images pays it once (``batch``).
 
 The calls are the host's own plan (:func:`pynq_nbq.kernel.tiles.plan_layer`, through
-:func:`.stages.plan_calls`), the buffer limits ``hls/nbq_params.h``'s.  The clock is the
-overlay's one PL clock (``kernel/design.py`` PL_CLOCK_MHZ).  Call overhead on the host
-(register writes, DMA start) is a parameter.
+:func:`.stages.plan_calls`), the buffer limits ``hls/nbq_params.h``'s unless a build sets
+its own (:mod:`.sizing` sizes them for the networks a user ships).  The clock is the
+board's PL clock (:attr:`.boards.Board.kernel_clock_mhz`: the PS's PLL over an integer
+divisor).  Call overhead on the host (register writes, DMA start) is a parameter.
+
+The arithmetic's costs come from the yosys family of the board's part (:func:`family_of`:
+``xcup`` for Zynq UltraScale+, ``xc7`` for Zynq-7000).  A build may bind its weight banks
+and line buffers to UltraRAM where the part has it (:data:`URAM_SWITCHES`).
 """
 
 from __future__ import annotations
@@ -45,22 +50,32 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..kernel import design
-from . import costs, stages
+from . import costs, stages, storage
 from .boards import Board
 from .constants import PAPER_DSP_BUDGET
 from .layers import Layer
 from .stages import Build, Call, describe_call, header_limits, pipeline_depth
+from .storage import (  # noqa: F401 - the memory model, re-exported for callers
+    ACT_BITS,
+    INFRA_BRAM18,
+    STORAGE,
+    URAM_SWITCHES,
+    bound,
+    bram18_for,
+    lutram_lut,
+    uram_for,
+)
 
 #: Fraction of the device's LUTs a build may use (the rest: routing slack, timing).
 LUT_FRACTION = 0.70
+#: Fraction of the device's BRAM18s, and of its UltraRAMs, a build may use.
+BRAM_FRACTION = 0.80
+URAM_FRACTION = 0.80
 #: LUTs / FFs outside the PE arrays and requantisers (AXI DMA, interconnect, reset,
 #: reader/window/pool/packer stages, control).  ASSUMPTION, not synthesised here:
 #: Xilinx's AXI DMA alone is ~2-3k LUT in simple mode (PG021 resource tables).
 INFRA_LUT = 15000
 INFRA_FF = 20000
-#: BRAM18s outside the kernel's own buffers (DMA FIFOs): an assumption.
-INFRA_BRAM18 = 16
 #: name -> (PE kind, code width) of every build: a 3-bit svpe build runs bundles with
 #: n <= 3, a 5-bit one n <= 5; vpe takes int16 weights.
 BUILDS = {"vpe": ("vpe", 16), "svpe3": ("svpe", 3), "svpe5": ("svpe", 5)}
@@ -78,12 +93,10 @@ def build_for(pe: str, n_bits: int) -> str:
     raise ValueError(f"no svpe build runs n = {n_bits} (widths {costs.SVPE_BUILD_BITS})")
 
 
-def bram18_for(depth: int, width: int) -> int:
-    """BRAM18s for a depth x width memory, in the 18 Kb block's best aspect ratio."""
-    if depth <= 0 or width <= 0:
-        return 0
-    shapes = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
-    return min(math.ceil(depth / d) * math.ceil(width / w) for d, w in shapes)
+def family_of(board: Board | None) -> str:
+    """The yosys family whose costs apply to the board's part: ``xc7`` for a Zynq-7000
+    (PS7) board, ``xcup`` for Zynq UltraScale+ (PS8) and when no board is given."""
+    return "xc7" if board is not None and board.ps_family == "ps7" else "xcup"
 
 
 def _ceil(a: int, b: int) -> int:
@@ -96,10 +109,6 @@ def weight_bits(build: str) -> int:
 
 
 # --- the infrastructure, itemised from the source's declarations (pessimistic) ---------------
-#: LUTs per bit of a simple dual-port LUTRAM of depth <= 32 (RAM32M: 32 x 6 in 4 LUTs) and
-#: per bit per 64 words beyond (RAM64M: 64 x 3 in 4 LUTs): UltraScale+ CLB primitives.
-LUTRAM_LUT_PER_BIT_32 = 4 / 6
-LUTRAM_LUT_PER_BIT_64 = 4 / 3
 #: Xilinx IP of the block design, LUTs: ESTIMATES (not synthesised; PG021/PG059 give
 #: 1.5-3k for a 32/64-bit simple-mode DMA, more for 128 bits; an AXI interconnect with
 #: width converters 1-3k).  Taken at the top of those ranges: pessimistic.
@@ -110,54 +119,6 @@ IP_LUT = {
     "proc_sys_reset": 50,
     "s_axilite_control": 800,
 }
-
-
-def lutram_lut(depth: int, width: int) -> int:
-    """LUTs of a depth x width simple dual-port LUTRAM (the source's impl=lutram)."""
-    if depth <= 32:
-        return math.ceil(width * LUTRAM_LUT_PER_BIT_32)
-    return math.ceil(math.ceil(depth / 64) * width * LUTRAM_LUT_PER_BIT_64)
-
-
-#: How ``hls/nbq_conv.cpp`` binds each of its RAMs and FIFOs (its ``BIND_STORAGE``
-#: pragmas, read back by tests/test_hls_synth_guards.py): name -> (type, impl).  A
-#: "lutram" one is counted in :func:`infrastructure_lut`, a "bram" one in
-#: :func:`buffers_bram18`, never both.
-STORAGE = {
-    "hist": ("ram_2p", "bram"),
-    "inbuf": ("ram_2p", "bram"),
-    "prow": ("ram_2p", "bram"),
-    "pend": ("ram_2p", "lutram"),
-    "px": ("fifo", "lutram"),
-    "wins": ("fifo", "lutram"),
-}
-#: Activation width in the kernel's buffers, bits (act_t).
-ACT_BITS = 16
-
-
-def storage_shapes(pm: int, pn: int, limits: dict | None = None) -> dict[str, tuple[int, int, int]]:
-    """name -> (copies, depth in words, width in bits) of every buffer in :data:`STORAGE`
-    at (Pm, Pn), from the source's declarations: hist[2][3][MG] of Pm activations
-    (partitioned into 6 RAMs), inbuf[MG] and the wins FIFO of 9 Pm activations,
-    prow[(MAX_W / 2) CG] and pend[CG] of Pn, the px FIFO of Pm (depths
-    :func:`.stages.fifo_depths`)."""
-    lim = {**header_limits(), **(limits or {})}
-    mg, cg = _ceil(lim["max_cin"], pm), _ceil(lim["max_cout"], pn)
-    vec, win, outs = pm * ACT_BITS, 9 * pm * ACT_BITS, pn * ACT_BITS
-    depths = stages.fifo_depths(pm, lim["max_cin"])
-    return {
-        "hist": (6, mg, vec),
-        "inbuf": (1, mg, win),
-        "prow": (1, (lim["max_w"] // 2) * cg, outs),
-        "pend": (1, cg, outs),
-        "px": (1, depths["px"], vec),
-        "wins": (1, depths["wins"], win),
-    }
-
-
-def _bound(impl: str, pm: int, pn: int, limits: dict | None) -> dict[str, tuple[int, int, int]]:
-    shapes = storage_shapes(pm, pn, limits)
-    return {name: shapes[name] for name, (_type, how) in STORAGE.items() if how == impl}
 
 
 def infrastructure_lut(pe: str, pm: int, pn: int, limits: dict | None = None) -> dict[str, int]:
@@ -176,7 +137,7 @@ def infrastructure_lut(pe: str, pm: int, pn: int, limits: dict | None = None) ->
     wv = stages.protocol.weight_vector_words(pe, pm) * stages.protocol.WORD_BITS
     items = {
         f"{name}_lutram": copies * lutram_lut(depth, width)
-        for name, (copies, depth, width) in _bound("lutram", pm, pn, limits).items()
+        for name, (copies, depth, width) in bound("lutram", pm, pn, limits).items()
     }
     items.update(
         {
@@ -193,35 +154,46 @@ def infrastructure_lut(pe: str, pm: int, pn: int, limits: dict | None = None) ->
     return items
 
 
-def buffers_bram18(build: str, pm: int, pn: int, limits: dict | None = None) -> dict[str, int]:
-    """BRAM18 of the kernel's buffers (sizes from the source's declarations): the line
-    buffers, the weight banks and the RAMs :data:`STORAGE` binds to block RAM."""
-    lim = {**header_limits(), **(limits or {})}
-    mg, cg = _ceil(lim["max_cin"], pm), _ceil(lim["max_cout"], pn)
-    vw = lim["max_w"] + 2
-    out = {
-        # 2 line buffers (K-1 rows), one Pm-channel word per (column, group)
-        "line_buffers": 2 * bram18_for(vw * mg, pm * ACT_BITS),
-        # Pn x 9 weight banks, one Pm-code word per (output group, input group)
-        "weights": pn * 9 * bram18_for(cg * mg, pm * weight_bits(build)),
-    }
-    for name, (copies, depth, width) in _bound("bram", pm, pn, limits).items():
-        out[name] = copies * bram18_for(depth, width)
-    out["infra"] = INFRA_BRAM18
-    out["total"] = sum(out.values())
-    return out
+def switchable_shapes(
+    build: str, pm: int, pn: int, limits: dict | None = None
+) -> dict[str, tuple[int, int, int]]:
+    """:func:`.storage.switchable_shapes` of build ``build``."""
+    return storage.switchable_shapes(pm, pn, weight_bits(build), limits)
 
 
-def build_resources(build: str, pm: int, pn: int, limits: dict | None = None) -> dict[str, Any]:
-    """LUT/FF/DSP/BRAM18 of one build (estimate: yosys for the arithmetic, see module doc)."""
+def buffers_bram18(
+    build: str, pm: int, pn: int, limits: dict | None = None, uram: frozenset[str] = frozenset()
+) -> dict[str, int]:
+    """BRAM18 of build ``build``'s buffers (:func:`.storage.buffers_bram18`)."""
+    return storage.buffers_bram18(pm, pn, weight_bits(build), limits, uram)
+
+
+def buffers_uram(
+    build: str, pm: int, pn: int, limits: dict | None = None, uram: frozenset[str] = frozenset()
+) -> dict[str, int]:
+    """UltraRAMs of build ``build``'s buffers (:func:`.storage.buffers_uram`)."""
+    return storage.buffers_uram(pm, pn, weight_bits(build), limits, uram)
+
+
+def build_resources(
+    build: str,
+    pm: int,
+    pn: int,
+    limits: dict | None = None,
+    uram: frozenset[str] = frozenset(),
+    family: str = "xcup",
+) -> dict[str, Any]:
+    """LUT/FF/DSP/BRAM18/URAM of one build (estimate: yosys ``family`` for the arithmetic,
+    see module doc); ``uram`` names the buffers bound to UltraRAM (:data:`URAM_SWITCHES`)."""
     pe, nb = BUILDS[build]
-    lane = costs.lane_cost(pe, nb, pm)
-    rq = costs.cells("requant")
+    lane = costs.lane_cost(pe, nb, pm, family)
+    rq = costs.cells("requant", family)
     lut = pn * (lane["lut"] + lane["lutram"] + rq["lut"] + rq["lutram"])
     ff = pn * (lane["ff"] + rq["ff"])
     dsp = pn * (lane["dsp"] + rq["dsp"])
-    bram = buffers_bram18(build, pm, pn, limits)
-    factor = costs.twin_factor(pe, nb)
+    bram = buffers_bram18(build, pm, pn, limits, uram)
+    urams = buffers_uram(build, pm, pn, limits, uram)
+    factor = costs.twin_factor(pe, nb, family)
     infra = infrastructure_lut(pe, pm, pn, limits)
     lane_lut = lane["lut"] + lane["lutram"]
     pessimistic = pn * (factor * lane_lut + rq["lut"] + rq["lutram"]) + infra["total"]
@@ -239,12 +211,17 @@ def build_resources(build: str, pm: int, pn: int, limits: dict | None = None) ->
         "requant_dsp": pn * rq["dsp"],
         "bram18": bram["total"],
         "bram18_parts": bram,
+        "uram": urams["total"],
+        "uram_parts": urams,
+        "uram_bound": sorted(uram),
+        "family": family,
         # the pessimistic end of the range: the larger twin's lanes, the itemised
         # infrastructure (infrastructure_lut) instead of the assumed INFRA_LUT
         "lut_pessimistic": round(pessimistic),
         "twin_factor": round(factor, 3),
         "infra_lut_itemised": infra["total"],
-        "source": f"{costs.COST_NOTE}; infrastructure {INFRA_LUT} LUT / {INFRA_FF} FF assumed "
+        "source": f"{costs.COST_NOTE} (-family {family}); infrastructure {INFRA_LUT} LUT / "
+        f"{INFRA_FF} FF assumed "
         f"(pessimistic: the larger of two bit-exact twins, x{factor:.2f}, and "
         f"{infra['total']} LUT itemised)",
     }
@@ -253,41 +230,67 @@ def build_resources(build: str, pm: int, pn: int, limits: dict | None = None) ->
 def fits(res: dict[str, Any], board: Board, dsp_budget: int | None) -> bool:
     """Whether a build's resources fit: its PESSIMISTIC LUT count (the larger twin and
     the itemised infrastructure, ``lut_pessimistic``) within :data:`LUT_FRACTION` of the
-    board's LUTs, FF, BRAM18 and DSP (or ``dsp_budget``) within the board's."""
+    board's LUTs, BRAM18 and URAM within :data:`BRAM_FRACTION` / :data:`URAM_FRACTION`
+    of the board's, FF within the board's, DSP within ``dsp_budget`` capped at the
+    board's DSPs."""
+    dsp = board.dsp if dsp_budget is None else min(dsp_budget, board.dsp)
     return (
         res["lut_pessimistic"] <= LUT_FRACTION * board.lut
         and res["ff"] <= board.ff
-        and res["dsp"] <= (dsp_budget if dsp_budget is not None else board.dsp)
-        and res["bram18"] <= board.bram18
+        and res["dsp"] <= dsp
+        and res["bram18"] <= BRAM_FRACTION * board.bram18
+        and res.get("uram", 0) <= URAM_FRACTION * board.uram
     )
 
 
-def choose_build(build: str, board: Board, limits: dict | None = None) -> tuple[int, int]:
-    """Default (Pm, Pn) of a build: the most arrays that fit (:func:`fits`: <= 70 % LUTs
-    at the pessimistic cost; the vpe build also <= the paper's 768 DSPs), ties broken
-    towards Pm = 4 Pn (the paper's ratio), then the larger Pm.  Pn <= MAX_COUT, Pm <= MAX_CIN."""
+def uram_options(board: Board) -> list[frozenset[str]]:
+    """The UltraRAM bindings a build may take on ``board``: none on a part without
+    UltraRAM, else every subset of :data:`URAM_SWITCHES` (block RAM first)."""
+    if board.uram <= 0:
+        return [frozenset()]
+    names = sorted(URAM_SWITCHES)
+    return [
+        frozenset(n for i, n in enumerate(names) if mask >> i & 1)
+        for mask in range(1 << len(names))
+    ]
+
+
+def choose(build: str, board: Board, limits: dict | None = None) -> tuple[int, int, frozenset[str]]:
+    """Default (Pm, Pn, UltraRAM binding) of a build on ``board``: the most arrays that
+    fit (:func:`fits`: <= 70 % LUTs at the pessimistic cost, <= 80 % BRAM18 / URAM; the
+    vpe build also <= the paper's 768 DSPs capped at the part's), ties broken towards
+    Pm = 4 Pn (the paper's ratio), then the larger Pm, then the fewest buffers in
+    UltraRAM.  Pn <= MAX_COUT, Pm <= MAX_CIN.  ValueError names what even (1, 1) needs."""
     lim = {**header_limits(), **(limits or {})}
     budget = PAPER_DSP_BUDGET if BUILDS[build][0] == "vpe" else None
+    family = family_of(board)
     best = None
     for pm in PM_CHOICES:
         for pn in PN_CHOICES:
             if pm > lim["max_cin"] or pn > lim["max_cout"]:
                 continue
-            if not fits(build_resources(build, pm, pn, lim), board, budget):
-                continue
-            key = (pm * pn, -abs(math.log2(pm / pn) - 2), pm)
-            if best is None or key > best[0]:
-                best = (key, (pm, pn))
+            for uram in uram_options(board):
+                if not fits(build_resources(build, pm, pn, lim, uram, family), board, budget):
+                    continue
+                key = (pm * pn, -abs(math.log2(pm / pn) - 2), pm, -len(uram))
+                if best is None or key > best[0]:
+                    best = (key, (pm, pn, uram))
     if best is None:
-        small = build_resources(build, 1, 1, lim)
+        small = build_resources(build, 1, 1, lim, frozenset(), family)
         raise ValueError(
             f"no (Pm, Pn) of build {build} fits {board.name}: even (1, 1) needs "
             f"{small['lut_pessimistic']} LUT at the pessimistic cost (of {LUT_FRACTION:.0%} x "
             f"{board.lut}) and {small['bram18']} "
-            f"BRAM18 (of {board.bram18}) with buffers for {lim['max_w']} columns, "
-            f"{lim['max_cin']} input and {lim['max_cout']} output channels"
+            f"BRAM18 (of {BRAM_FRACTION:.0%} x {board.bram18}) with buffers for "
+            f"{lim['max_w']} columns, {lim['max_cin']} input and {lim['max_cout']} output channels"
         )
     return best[1]
+
+
+def choose_build(build: str, board: Board, limits: dict | None = None) -> tuple[int, int]:
+    """Default (Pm, Pn) of a build on ``board`` (:func:`choose` without the binding)."""
+    pm, pn, _uram = choose(build, board, limits)
+    return pm, pn
 
 
 def build_of(build: str, pm: int, pn: int, limits: dict | None = None) -> Build:
@@ -373,14 +376,19 @@ def model_kernel(
     simulate: bool = True,
 ) -> dict[str, Any]:
     """This kernel on ``board``: the build that runs (pe, n_bits), its default (Pm, Pn)
-    and resources, and per engine layer its modelled cycles beside Eq. 36's (and the
-    dataflow simulation's, with ``simulate``)."""
+    and UltraRAM binding for the buffer ``limits`` (default ``hls/nbq_params.h``'s;
+    :func:`.sizing.network_limits` sizes them for a network) and its resources, and per
+    engine layer its modelled cycles at the board's PL clock (or ``clock_mhz``) beside
+    Eq. 36's (and the dataflow simulation's, with ``simulate``).  A layer's time is at
+    least its DMA bytes (words read, written and loaded) over the board's PL bandwidth
+    (:meth:`.boards.Board.pl_bandwidth_gbps`; ``bound`` "ddr" then)."""
     from .model import fuse_pools, placement  # model imports nothing from here
 
     build = build_for(pe, n_bits)
-    pm, pn = choose_build(build, board, limits)
+    pm, pn, uram = choose(build, board, limits)
     spec = build_of(build, pm, pn, limits)
-    clock = (clock_mhz or design.PL_CLOCK_MHZ) * 1e6  # the overlay's one PL clock
+    clock = (clock_mhz or board.kernel_clock_mhz) * 1e6  # the overlay's one PL clock
+    bandwidth = board.pl_bandwidth_gbps(clock / 1e6)  # DDR / HP ports, reads + writes
     places = [placement(lay, "engine") for lay in layers]
     work, fused = fuse_pools(list(layers), places)
     rows = []
@@ -389,33 +397,55 @@ def model_kernel(
             continue
         c = layer_cycles(lay, spec, batch, simulate)
         t = c["cycles"] / clock + c["calls"] * call_overhead_us * 1e-6
+        # the DMA's bytes: every word the reader takes and the packer writes, and the
+        # weight words (shared by the batch); DDR/HP bandwidth a floor under the time
+        st = c["stage_cycles"]
+        words = st["reader"] + st["packer"] + c["load_cycles"]
+        ddr_s = words * stages.protocol.WORD_BYTES / (bandwidth * 1e9)
+        if ddr_s > t:
+            c["bound"] = "ddr"
         rows.append(
-            {"name": lay.name, **c, "time_us": t * 1e6, "eq36_us": c["eq36_cycles"] / clock * 1e6}
+            {
+                "name": lay.name,
+                **c,
+                "time_us": max(t, ddr_s) * 1e6,
+                "ddr_us": ddr_s * 1e6,
+                "eq36_us": c["eq36_cycles"] / clock * 1e6,
+            }
         )
     return {
         "modelled": True,
         "batch": batch,
         "clock_mhz": clock / 1e6,
+        "pl_bandwidth_gbps": bandwidth,
         "build": build,
-        "resources": build_resources(build, pm, pn, limits),
+        "limits": {**header_limits(), **(limits or {})},
+        "resources": build_resources(build, pm, pn, limits, uram, family_of(board)),
         "layers": rows,
         "fpga_time_us": sum(r["time_us"] for r in rows),
         "eq36_time_us": sum(r["eq36_us"] for r in rows),
     }
 
 
-def builds_table(board: Board, limits: dict | None = None) -> list[dict[str, Any]]:
-    """Every build at its default (Pm, Pn) with its resources against the board's totals."""
+def builds_table(
+    board: Board, limits: dict | None = None, by_build: dict[str, dict] | None = None
+) -> list[dict[str, Any]]:
+    """Every build at its default (Pm, Pn) and UltraRAM binding (:func:`choose`) with its
+    resources against the board's totals (``uram`` 0 on a part without UltraRAM); the
+    buffer maxima ``limits``, or per build name ``by_build`` (:mod:`.sizing`)."""
     out = []
     for build in BUILDS:
-        pm, pn = choose_build(build, board, limits)
-        res = build_resources(build, pm, pn, limits)
+        lim = by_build[build] if by_build else limits
+        pm, pn, uram = choose(build, board, lim)
+        res = build_resources(build, pm, pn, lim, uram, family_of(board))
+        res["limits"] = {**header_limits(), **(lim or {})}
         res["of_device"] = {
             "lut": res["lut"] / board.lut,
             "lut_pessimistic": res["lut_pessimistic"] / board.lut,
             "ff": res["ff"] / board.ff,
             "dsp": res["dsp"] / board.dsp,
             "bram18": res["bram18"] / board.bram18,
+            "uram": res["uram"] / board.uram if board.uram else 0.0,
         }
         out.append(res)
     return out

@@ -17,8 +17,8 @@ dataflow simulation (:mod:`.dataflow`) share:
 
 FIFO depths come from the same formulas as ``NBQ_*_DEPTH`` in ``hls/nbq_params.h``
 (:func:`fifo_depths`; ``tests/test_perf_dataflow.py`` compares them).  Sizes are in
-cycles of the PL clock (``kernel/design.py`` PL_CLOCK_MHZ) and stream words of
-``protocol.WORD_BITS``.
+cycles of the PL clock (the board's, :attr:`.boards.Board.kernel_clock_mhz`) and stream
+words of ``protocol.WORD_BITS``.
 """
 
 from __future__ import annotations
