@@ -409,6 +409,9 @@ def test_labels():
         "measured on hardware (numpy on the board's ARM cores, h)"
     )
     assert context.timing_label(Simulated(), host="h", compatible=on_board).startswith("emulated")
+    z2 = ["tul,pynq-z2", "xlnx,zynq-7000"]  # the PYNQ-Z2's device tree
+    assert context.timing_label(numpy_backend, host="h", compatible=z2).startswith("measured")
+    assert not context.on_zynq_board(["raspberrypi,4-model-b", "brcm,bcm2711"])
 
 
 def test_latency_stats():

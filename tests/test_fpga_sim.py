@@ -468,13 +468,15 @@ def test_dma_length_registers_keep_26_bits(boards):
 OTHER_BOARDS = ("zcu104", "kv260", "pynq-z2")
 
 
-@pytest.mark.parametrize("board", OTHER_BOARDS)
+@pytest.mark.parametrize("board", ("zcu102",) + OTHER_BOARDS)
 def test_shipped_bundles_bit_exact_on_each_boards_design(board):
     """A few images of both shipped bundles through the fpga backend on the board's own
-    block design (its .hwh, register windows, DMA address width): the numpy result."""
+    block design (its .hwh, register windows, DMA address width) and the board's own
+    kernel builds (kernel/builds.py: Pm, Pn, buffer maxima, the 3-bit svpe kernel): the
+    numpy result."""
     from pynq_nbq import api
     from pynq_nbq.backends.fpga import FpgaBackend
-    from pynq_nbq.kernel import design
+    from pynq_nbq.kernel import builds, design
 
     backend = FpgaBackend(f"sim:{board}", timeout_s=TIMEOUT_S)
     x = np.random.default_rng(26).random((2, 1, 28, 28), np.float32)
@@ -488,6 +490,10 @@ def test_shipped_bundles_bit_exact_on_each_boards_design(board):
     assert spans == design.address_map(board)
     assert backend.device("vpe").addr_bits == design.target(board).ps.addr_bits
     assert f"simulated {board}" in backend.description
+    for kind in ("svpe", "vpe"):
+        info, want = backend.device(kind).info, builds.build(board, kind)
+        got = (info.pm, info.pn, info.max_w, info.max_cin, info.max_cout)
+        assert got == (want.pm, want.pn, want.max_w, want.max_cin, want.max_cout), kind
 
 
 def _msb_writes(log):

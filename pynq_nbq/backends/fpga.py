@@ -62,7 +62,10 @@ class FpgaBackend:
             the package's ``overlays/``.
         timeout_s: base deadline of one kernel call (the driver adds time per byte).
         kind_defines: simulated boards only: per PE kind, the ``NBQ_*`` defines of the
-            board's kernel builds (default: the build of ``hls/nbq_params.h``).
+            board's kernel builds.  Default: for ``sim:<board>`` the board's own default
+            builds (``kernel/builds.py``, what ``make -C overlay BOARD=<board>`` builds:
+            the 3-bit svpe kernel, buffers sized for the embedded networks); for plain
+            ``sim`` the build of ``hls/nbq_params.h`` (svpe n <= 5, the header's maxima).
     """
 
     name = "fpga"
@@ -87,6 +90,10 @@ class FpgaBackend:
             from ..sim.board import shared_board  # a simulated board, by explicit request
 
             self.board_name = source.partition(":")[2] or "zcu102"
+            if kind_defines is None and source.startswith("sim:"):
+                from ..kernel import builds
+
+                kind_defines = {k: builds.defines(self.board_name, k) for k in ("svpe", "vpe")}
             self.board = shared_board(self.board_name, kind_defines)
         self._device: FpgaConvDevice | None = None
         self._layers: CompiledLayers | None = None

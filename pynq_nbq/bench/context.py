@@ -22,7 +22,8 @@ from typing import Any
 
 from .. import __version__
 from ..backends import backend_names
-from ..kernel.design import PE_KINDS, PL_CLOCK_MHZ, bitstream_name
+from ..kernel import design
+from ..kernel.design import PE_KINDS, bitstream_name
 from ..rails import board_compatible
 
 #: keys of a resources report (counts), in report order
@@ -64,8 +65,9 @@ def fpga_details(backend: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"overlay_source": str(getattr(backend, "source", ""))}
     out["simulated_board"] = is_simulated_board(backend)
     if out["simulated_board"]:
-        out["pl_clock_mhz"] = PL_CLOCK_MHZ
-        out["pl_clock_source"] = "design value (pynq_nbq/kernel/design.py); simulated board"
+        board = getattr(backend, "board_name", None) or design.DEFAULT_BOARD
+        out["pl_clock_mhz"] = design.target(board).pl_clock_mhz
+        out["pl_clock_source"] = f"design value for {board} (pynq_nbq/boards); simulated board"
         return out
     out["bitstreams"] = {}
     for kind in PE_KINDS:
@@ -86,9 +88,10 @@ def fpga_details(backend: Any) -> dict[str, Any]:
 
 
 def on_zynq_board(compatible: list[str] | None = None) -> bool:
-    """True on a Zynq UltraScale+ board (device tree ``compatible`` says ``xlnx,zynqmp``)."""
+    """True on a Zynq board: UltraScale+ (device tree ``compatible`` says ``xlnx,zynqmp``:
+    ZCU102, ZCU104, KV260) or Zynq-7000 (``xlnx,zynq-7000``: PYNQ-Z2)."""
     compat = board_compatible() if compatible is None else compatible
-    return any(c.startswith("xlnx,zynqmp") for c in compat)
+    return any(c.startswith("xlnx,zynqmp") or c == "xlnx,zynq-7000" for c in compat)
 
 
 def timing_label(backend: Any, host: str | None = None, compatible: list[str] | None = None) -> str:
