@@ -59,10 +59,11 @@ class BuildPyWithHls(build_py):
             shutil.copyfile(src / rel, dest / rel)
 
 
-#: What the package needs everywhere.  The lower bounds admit the PYNQ 3.0/3.1 images' own
-#: versions (Ubuntu 22.04: numpy 1.21.5, Pillow 9.0.1; Flask 2.1.3 in pynq-venv), so that
-#: pip keeps them (prometheus-client: the images' pynq-venv 0.14.1); scripts/check_board_wheels.py checks this and that every one resolves to
-#: a binary wheel for aarch64 / Python 3.10.
+#: What the package needs everywhere.  The lower bounds admit the board images' own
+#: versions (PYNQ 3.0/3.1 and Kria-PYNQ on Ubuntu 22.04: numpy 1.21.5 / 1.26.4, Pillow
+#: 9.0.1; Flask 2.1.3 and prometheus-client 0.14.1 in pynq-venv), so that pip keeps them;
+#: scripts/check_board_wheels.py checks this for every board's image (aarch64 and armv7l,
+#: Python 3.10) and that nothing needs a compiler.
 BASE = [
     "numpy>=1.21",
     "pillow>=9.0",
