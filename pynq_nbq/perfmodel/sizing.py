@@ -8,9 +8,10 @@ chooses one for a board and a set of networks:
   its input channels (the host never tiles them), MAX_COUT its output channels, MAX_W
   and MAX_H its input columns and rows (so no layer is tiled), each at least 4 (the
   kernel's ``static_assert``);
-* (Pm, Pn) and the UltraRAM binding are :func:`.kernel.choose`'s: the most arrays that
-  fit at the pessimistic cost (<= 70 % LUT, <= 80 % BRAM18 and URAM, DSP within the
-  part; vpe within the paper's 768 DSPs capped at the part's);
+* (Pm, Pn) and the storage binding (buffers in UltraRAM, small RAMs in LUTRAM) are
+  :func:`.kernel.choose`'s: the most arrays that fit at the pessimistic cost (<= 70 % LUT,
+  <= 80 % BRAM18 and URAM, DSP within the part; vpe within the paper's 768 DSPs capped at
+  the part's), of the bindings that fit as many the one with the fewest LUTs;
 * the svpe build's code width is the narrowest that runs the networks' widest weights.
 
 The networks default to the embedded ones (``pynq_nbq/models/*/manifest.json``).
@@ -106,7 +107,7 @@ def cout_candidates(max_cout: int) -> list[int]:
 def size_build(board: Board | str, build: str, networks: Iterable[list[Layer]]) -> KernelBuild:
     """The build ``build`` (``vpe``, ``svpe3``, ``svpe5``) sized for ``networks`` on
     ``board``: maxima :func:`network_limits`, MAX_COUT lowered (:func:`cout_candidates`)
-    while that lets more arrays fit, (Pm, Pn, URAM) :func:`.kernel.choose`.  ValueError
+    while that lets more arrays fit, (Pm, Pn, URAM, LUTRAM) :func:`.kernel.choose`.  ValueError
     (naming what the smallest build needs) when no MAX_COUT fits."""
     b = load_board(board)
     limits = network_limits(list(networks))
@@ -114,15 +115,15 @@ def size_build(board: Board | str, build: str, networks: Iterable[list[Layer]]) 
     for cout in cout_candidates(limits["max_cout"]):
         lim = {**limits, "max_cout": cout}
         try:
-            pm, pn, uram = choose(build, b, lim)
+            pm, pn, uram, lutram = choose(build, b, lim)
         except ValueError as exc:
             first_error = first_error or exc
             continue
         if best is None or pm * pn > best[0] * best[1]:
-            best = (pm, pn, uram, lim)
+            best = (pm, pn, uram, lutram, lim)
     if best is None:
         raise ValueError(f"{first_error} (MAX_COUT down to {cout} tried)")
-    pm, pn, uram, lim = best
+    pm, pn, uram, lutram, lim = best
     pe, bits = BUILDS[build]
     return KernelBuild(
         board=b.name,
@@ -135,6 +136,7 @@ def size_build(board: Board | str, build: str, networks: Iterable[list[Layer]]) 
         max_cin=lim["max_cin"],
         max_cout=lim["max_cout"],
         uram=tuple(sorted(uram)),
+        lutram=tuple(sorted(lutram)),
     )
 
 
@@ -159,7 +161,15 @@ def default_table() -> dict[str, dict[str, KernelBuild]]:
 def build_report(kb: KernelBuild) -> dict[str, Any]:
     """A build's modelled resources against its board's totals (for reports)."""
     b = load_board(kb.board)
-    res = build_resources(kb.build_name, kb.pm, kb.pn, kb.limits, frozenset(kb.uram), family_of(b))
+    res = build_resources(
+        kb.build_name,
+        kb.pm,
+        kb.pn,
+        kb.limits,
+        frozenset(kb.uram),
+        family_of(b),
+        frozenset(kb.lutram),
+    )
     return {
         "name": kb.name,
         "defines": kb.defines(),
@@ -184,7 +194,8 @@ def table_source(table: dict[str, dict[str, KernelBuild]]) -> str:
             kb = builds[name]
             lines.append(
                 f"        {name!r}: _b({kb.board!r}, {kb.kind!r}, {kb.code_bits}, {kb.pm}, "
-                f"{kb.pn}, {kb.max_cin}, {kb.max_cout}, {kb.max_w}, {kb.max_h}, {kb.uram!r}),"
+                f"{kb.pn}, {kb.max_cin}, {kb.max_cout}, {kb.max_w}, {kb.max_h}, {kb.uram!r}, "
+                f"{kb.lutram!r}),"
             )
         lines.append("    },")
     lines.append("}")
@@ -199,9 +210,9 @@ def table_source(table: dict[str, dict[str, KernelBuild]]) -> str:
 def table_markdown(table: dict[str, dict[str, KernelBuild]]) -> str:
     """Every board's default builds with their modelled resources, as a Markdown table."""
     rows = [
-        "| board | build | (Pm, Pn) | MAX_W x MAX_H, CIN, COUT | URAM bound | LUT, pessimistic "
-        "| DSP | BRAM18 | URAM |",
-        "|---|---|---|---|---|---:|---:|---:|---:|",
+        "| board | build | (Pm, Pn) | MAX_W x MAX_H, CIN, COUT | URAM bound | LUTRAM bound "
+        "| LUT, pessimistic | DSP | BRAM18 | URAM |",
+        "|---|---|---|---|---|---|---:|---:|---:|---:|",
     ]
     for board, builds in table.items():
         for name in BUILDS:
@@ -211,6 +222,7 @@ def table_markdown(table: dict[str, dict[str, KernelBuild]]) -> str:
             rows.append(
                 f"| {board} | {name}{mark} | ({kb.pm}, {kb.pn}) | {kb.max_w} x {kb.max_h}, "
                 f"{kb.max_cin}, {kb.max_cout} | {', '.join(kb.uram) or '-'} "
+                f"| {', '.join(kb.lutram) or '-'} "
                 f"| {r['lut_pessimistic']} ({r['lut_pct']:.0f} %) "
                 f"| {r['dsp']} ({r['dsp_pct']:.0f} %) "
                 f"| {r['bram18']} ({r['bram18_pct']:.0f} %) | {r['uram']} ({r['uram_pct']:.0f} %) |"
