@@ -271,3 +271,17 @@ def test_kernel_time_has_the_boards_bandwidth_as_a_floor():
     starved = kernel.model_kernel(layers, slow, "vpe", 16, limits=kb.limits, batch=64)
     assert all(r["bound"] == "ddr" for r in starved["layers"])
     assert starved["fpga_time_us"] > 10 * run["fpga_time_us"]
+
+
+def test_docs_quote_the_models_tables_as_they_are_today():
+    """docs/hls.md "Builds sized per board" quotes `python3 -m pynq_nbq.perfmodel.sizing`
+    (every board's defaults) and `... --next` (what the next doubling of each default
+    build would need with its small RAMs in LUTRAM) verbatim."""
+    from pathlib import Path
+
+    table = sizing.default_table()
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "hls.md").read_text("utf-8")
+    assert sizing.table_markdown(table) in doc
+    nxt = sizing.next_markdown(table)
+    assert nxt in doc
+    assert len(nxt.splitlines()) == 2 + 4 * len(table)  # two doublings of vpe and svpe

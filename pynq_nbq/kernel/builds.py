@@ -3,10 +3,11 @@
 A build of ``hls/nbq_conv.cpp`` is its PE kind, svpe code width, parallelism (Pm input x
 Pn output channels), buffer maxima (``NBQ_MAX_W/H/CIN/COUT``) and storage binding (which
 buffers sit in UltraRAM: ``NBQ_URAM_WEIGHTS``, ``NBQ_URAM_LINES``; which small RAMs sit in
-LUTRAM instead of block RAM: ``NBQ_LUTRAM_HIST``, ``NBQ_LUTRAM_INBUF``, ``NBQ_LUTRAM_PROW``).  :data:`TABLE` is
-the committed choice of the performance model (``pynq_nbq.perfmodel.sizing``: sized for
-the embedded networks, the most arrays within 70 % LUT / 80 % BRAM and URAM; of the
-bindings that fit as many arrays, the one with the fewest LUTs);
+LUTRAM instead of block RAM: ``NBQ_LUTRAM_HIST``, ``NBQ_LUTRAM_INBUF``,
+``NBQ_LUTRAM_PROW``).  :data:`TABLE` is the committed choice of the performance model
+(``pynq_nbq.perfmodel.sizing``: sized for the embedded networks, the most arrays within
+70 % LUT / 80 % BRAM and URAM; of the bindings that fit as many arrays, the one with the
+fewest LUTs);
 ``tests/test_perf_sizing.py`` fails when the model would pick another.  The HLS flow
 (``overlay/Makefile`` -> ``hls/run_hls.tcl``) and the simulated board take
 :func:`defines`:
@@ -88,7 +89,8 @@ class KernelBuild:
 
 
 def _b(board: str, kind: str, bits: int, pm: int, pn: int, cin: int, cout: int, w: int,
-       h: int, uram: tuple[str, ...] = (), lutram: tuple[str, ...] = ()) -> KernelBuild:  # fmt: skip
+       h: int, uram: tuple[str, ...] = (),
+       lutram: tuple[str, ...] = ()) -> KernelBuild:  # fmt: skip
     return KernelBuild(board, kind, bits, pm, pn, h, w, cin, cout, uram, lutram)
 
 

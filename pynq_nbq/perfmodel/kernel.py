@@ -312,11 +312,12 @@ def choose(build: str, board: Board, limits: dict | None = None) -> Choice:
                         best = (key, (pm, pn, uram, lutram))
     if best is None:
         small = build_resources(build, 1, 1, lim, frozenset(), family)
+        in_lut = build_resources(build, 1, 1, lim, frozenset(), family, frozenset(LUTRAM_SWITCHES))
         raise ValueError(
             f"no (Pm, Pn) of build {build} fits {board.name}: even (1, 1) needs "
             f"{small['lut_pessimistic']} LUT at the pessimistic cost (of {LUT_FRACTION:.0%} x "
-            f"{board.lut}) and {small['bram18']} "
-            f"BRAM18 (of {BRAM_FRACTION:.0%} x {board.bram18}) with buffers for "
+            f"{board.lut}) and {small['bram18']} BRAM18 ({in_lut['bram18']} with its small "
+            f"RAMs in LUTRAM; of {BRAM_FRACTION:.0%} x {board.bram18}) with buffers for "
             f"{lim['max_w']} columns, {lim['max_cin']} input and {lim['max_cout']} output channels"
         )
     return best[1]

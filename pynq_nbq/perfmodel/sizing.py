@@ -230,6 +230,39 @@ def table_markdown(table: dict[str, dict[str, KernelBuild]]) -> str:
     return "\n".join(rows)
 
 
+def next_markdown(table: dict[str, dict[str, KernelBuild]]) -> str:
+    """Per board, the next doubling of the default vpe and svpe build's Pm or Pn with
+    every small RAM in LUTRAM (:data:`.kernel.LUTRAM_SWITCHES`): its pessimistic LUTs,
+    DSPs, BRAM18 with nothing in UltraRAM, and the URAM with the weight banks and line
+    buffers in UltraRAM (parts that have it) - what holds each default build back."""
+    from .constants import PAPER_DSP_BUDGET
+    from .kernel import LUTRAM_SWITCHES, URAM_SWITCHES
+
+    every = frozenset(LUTRAM_SWITCHES)
+    rows = [
+        "| board | build | next (Pm, Pn) | LUT, pessimistic | DSP (of budget) "
+        "| BRAM18, nothing in URAM | URAM, weights + lines in URAM |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for board, builds in table.items():
+        b = load_board(board)
+        fam = family_of(b)
+        for kb in (builds["vpe"], builds["svpe"]):
+            budget = min(PAPER_DSP_BUDGET, b.dsp) if kb.kind == "vpe" else b.dsp
+            for pm, pn in ((2 * kb.pm, kb.pn), (kb.pm, 2 * kb.pn)):
+                r = build_resources(kb.build_name, pm, pn, kb.limits, frozenset(), fam, every)
+                ur = build_resources(
+                    kb.build_name, pm, pn, kb.limits, frozenset(URAM_SWITCHES), fam, every
+                )
+                uram = f"{ur['uram']} of {b.uram}" if b.uram else "-"
+                rows.append(
+                    f"| {board} | {kb.build_name} ({kb.pm}, {kb.pn}) | ({pm}, {pn}) "
+                    f"| {100 * r['lut_pessimistic'] / b.lut:.1f} % | {r['dsp']} ({budget}) "
+                    f"| {r['bram18']} ({100 * r['bram18'] / b.bram18:.0f} %) | {uram} |"
+                )
+    return "\n".join(rows)
+
+
 def perf_markdown(network: str, batch: int) -> str:
     """Per board, the vpe and svpe builds ``nbq perf --network <network> --batch <batch>``
     sizes (:func:`network_build_limits`) and their modelled times and SVPE/VPE."""
@@ -264,7 +297,8 @@ def perf_markdown(network: str, batch: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Print every board's default builds: a Markdown table, with ``--source`` the lines
     of ``pynq_nbq/kernel/builds.py``'s TABLE (what the model picks today), with
-    ``--perf NETWORK [BATCH]`` the modelled SVPE/VPE per board (all modelled)."""
+    ``--next`` what the next doubling of each default build needs (:func:`next_markdown`),
+    with ``--perf NETWORK [BATCH]`` the modelled SVPE/VPE per board (all modelled)."""
     import sys
 
     args = sys.argv[1:] if argv is None else argv
@@ -272,7 +306,10 @@ def main(argv: list[str] | None = None) -> int:
         print(perf_markdown(args[1], int(args[2]) if len(args) == 3 else 64))
         return 0
     table = default_table()
-    print(table_source(table) if "--source" in args else table_markdown(table))
+    if "--next" in args:
+        print(next_markdown(table))
+    else:
+        print(table_source(table) if "--source" in args else table_markdown(table))
     return 0
 
 
