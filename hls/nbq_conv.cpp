@@ -383,8 +383,9 @@ void compute(hls::stream<win_t>& wins, hls::stream<accs_t>& accs,
   // still held in the register win (not re-read), so every read of inbuf whose value is
   // used is >= 2 iterations after its write.  A RAM of read latency 1 (block RAM or
   // LUTRAM, as for hist): the write of iteration i (the window read from the stream) is
-  // in the RAM before the read of iteration i + 2 is issued.  win takes the stream or inbuf (a 2:1 select); the held
-  // window (g.mg == 1) is the register's enable, not a third input.
+  // in the RAM before the read of iteration i + 2 is issued.  win takes the stream or
+  // inbuf (a 2:1 select); the held window (g.mg == 1) is the register's enable, not a
+  // third input.
 #pragma HLS DEPENDENCE variable=inbuf inter RAW distance=2 true
   acc_t acc[PN];
 #pragma HLS ARRAY_PARTITION variable=acc complete

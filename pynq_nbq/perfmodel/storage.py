@@ -4,10 +4,10 @@ the fabric's RAMs (BRAM18, UltraRAM, LUTRAM) - sizes from the source's declarati
 A memory of depth x width maps onto 18 Kb blocks in their best aspect ratio
 (:func:`bram18_for`), onto 4K x 72 UltraRAMs (:func:`uram_for`) or onto LUTRAM
 (:func:`lutram_lut`).  :data:`STORAGE` is how the source binds its RAMs and FIFOs with
-every switch at its header default, :data:`URAM_SWITCHES` the buffers a build may move to UltraRAM,
-:data:`LUTRAM_SWITCHES` the small RAMs a build may move from block RAM to LUTRAM
-(tests/test_hls_synth_guards.py reads all three back from the pragmas).  :mod:`.kernel` adds
-them up per build.
+every switch at its header default, :data:`URAM_SWITCHES` the buffers a build may move to
+UltraRAM, :data:`LUTRAM_SWITCHES` the small RAMs a build may move from block RAM to LUTRAM
+(tests/test_hls_synth_guards.py reads all three back from the pragmas).  :mod:`.kernel`
+adds them up per build.
 """
 
 from __future__ import annotations
