@@ -281,13 +281,21 @@ void window(hls::stream<vec_t>& px, hls::stream<win_t>& wins, const geom_t g) {
 #pragma HLS ARRAY_PARTITION variable=hist complete dim=1
 #pragma HLS ARRAY_PARTITION variable=hist complete dim=2
 #pragma HLS AGGREGATE variable=hist
+  // Block RAM, or LUTRAM where the build sets NBQ_LUTRAM_HIST (6 RAMs of MG words: shallow
+  // and wide, pynq_nbq/kernel/builds.py; counted in perfmodel/storage.py LUTRAM_SWITCHES).
+#if NBQ_LUTRAM_HIST
+#pragma HLS BIND_STORAGE variable=hist type=ram_2p impl=lutram latency=1
+#else
 #pragma HLS BIND_STORAGE variable=hist type=ram_2p impl=bram latency=1
+#endif
   // hist[.][.][grp] is read again g.mg iterations after it is written.  With one group
   // (g.mg == 1) that is the next iteration, so then the window's columns come from the
   // registers hreg instead and what the RAM returns is not used: every read of hist
-  // whose value is used is >= 2 iterations after the write.  Block RAM of read latency
-  // 1: the write of iteration i (cycle 1 of i, after the hist / line-buffer reads it
-  // copies) is in the RAM before the read of iteration i + 2 is issued (cycle 2).
+  // whose value is used is >= 2 iterations after the write.  A RAM of read latency 1
+  // (either binding: block RAM, or LUTRAM - a synchronous write and a read through its
+  // output register): the write of iteration i (cycle 1 of i, after the hist /
+  // line-buffer reads it copies) is in the RAM before the read of iteration i + 2 is
+  // issued (cycle 2).
 #pragma HLS DEPENDENCE variable=hist inter RAW distance=2 true
   vec_t hreg[2][3];  // hist of the one group when g.mg == 1: registers
 #pragma HLS ARRAY_PARTITION variable=hreg complete dim=0
@@ -363,14 +371,21 @@ void compute(hls::stream<win_t>& wins, hls::stream<accs_t>& accs,
              const wvec_t wbuf[PN][TAPS][CG * MG], const geom_t g) {
   static win_t inbuf[MG];
 #pragma HLS AGGREGATE variable=inbuf
+  // Block RAM, or LUTRAM where the build sets NBQ_LUTRAM_INBUF (MG words of 9 Pm
+  // activations: shallow and wide; see hist).
+#if NBQ_LUTRAM_INBUF
+#pragma HLS BIND_STORAGE variable=inbuf type=ram_2p impl=lutram latency=1
+#else
 #pragma HLS BIND_STORAGE variable=inbuf type=ram_2p impl=bram latency=1
+#endif
   // inbuf[mgi] is written on output group 0 and read on the others, g.mg iterations
   // later.  With one input group that is the next iteration: then the window is the one
   // still held in the register win (not re-read), so every read of inbuf whose value is
-  // used is >= 2 iterations after its write.  Block RAM of read latency 1: the write of
-  // iteration i (the window read from the stream) is in the RAM before the read of
-  // iteration i + 2 is issued.  win takes the stream or inbuf (a 2:1 select); the held
-  // window (g.mg == 1) is the register's enable, not a third input.
+  // used is >= 2 iterations after its write.  A RAM of read latency 1 (block RAM or
+  // LUTRAM, as for hist): the write of iteration i (the window read from the stream) is
+  // in the RAM before the read of iteration i + 2 is issued.  win takes the stream or
+  // inbuf (a 2:1 select); the held window (g.mg == 1) is the register's enable, not a
+  // third input.
 #pragma HLS DEPENDENCE variable=inbuf inter RAW distance=2 true
   acc_t acc[PN];
 #pragma HLS ARRAY_PARTITION variable=acc complete
@@ -456,7 +471,13 @@ outs_t max_of(const outs_t a, const outs_t b) {
 void pool(hls::stream<outs_t>& outs, hls::stream<outs_t>& pooled, const geom_t g) {
   static outs_t prow[(NBQ_MAX_W / 2) * CG];  // the even row's pair maxima, per window
 #pragma HLS AGGREGATE variable=prow
+  // Block RAM, or LUTRAM where the build sets NBQ_LUTRAM_PROW ((MAX_W / 2) x CG words:
+  // deeper than hist / inbuf, so LUTRAM pays off less; read latency 1 either way).
+#if NBQ_LUTRAM_PROW
+#pragma HLS BIND_STORAGE variable=prow type=ram_2p impl=lutram latency=1
+#else
 #pragma HLS BIND_STORAGE variable=prow type=ram_2p impl=bram latency=1
+#endif
 #pragma HLS DEPENDENCE variable=prow inter RAW distance=2 true
   // pend[cgi]: the even column's outputs of output group cgi, read on the odd column,
   // g.cg iterations later; with one output group that is the next iteration, so then

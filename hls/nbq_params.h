@@ -101,6 +101,25 @@
 #define NBQ_URAM_WEIGHTS 0
 #endif
 
+// ---- storage binding: which small RAMs sit in LUTRAM instead of block RAM ---------------
+// 0: block RAM; 1: LUTRAM (every part).  Read latency 1 either way (the pragmas pin it),
+// so the dependence distances nbq_conv.cpp declares hold for both bindings.  A board's
+// build sets them (pynq_nbq/kernel/builds.py LUTRAM_MACROS, chosen by
+// pynq_nbq/perfmodel/sizing.py only where LUTRAM lets more arrays fit).
+// NBQ_LUTRAM_HIST   the window's column history hist: 6 RAMs of MG words of Pm activations
+// NBQ_LUTRAM_INBUF  the compute stage's window buffer inbuf: MG words of 9 Pm activations
+// NBQ_LUTRAM_PROW   the pool's row buffer prow: (MAX_W / 2) x CG words of Pn activations
+// (MG = ceil(MAX_CIN / PM), CG = ceil(MAX_COUT / PN): hist and inbuf are shallow and wide)
+#ifndef NBQ_LUTRAM_HIST
+#define NBQ_LUTRAM_HIST 0
+#endif
+#ifndef NBQ_LUTRAM_INBUF
+#define NBQ_LUTRAM_INBUF 0
+#endif
+#ifndef NBQ_LUTRAM_PROW
+#define NBQ_LUTRAM_PROW 0
+#endif
+
 // ---- FIFO depths of the DATAFLOW region (nbq_conv.cpp) ------------------------------
 // Derived from the stages' bursts; pynq_nbq/perfmodel/stages.py computes the same
 // formulas for the dataflow simulation (tests/test_perf_dataflow.py checks they agree).

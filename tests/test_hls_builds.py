@@ -104,3 +104,24 @@ def test_each_boards_build_compiles_reports_its_defines_and_is_bit_exact(board, 
     assert any(x.shape[2] > info.max_w for _spec, x in cases)  # one layer tiles its columns
     for spec, x in cases:
         assert np.array_equal(backend.run_conv(x, spec), conv_layer(x, spec)), (board, spec.name)
+
+
+def test_every_storage_switch_flipped_compiles_and_is_bit_exact():
+    """The other binding of every storage switch (the small RAMs hist / inbuf / prow in
+    LUTRAM, the line buffers and weight banks in UltraRAM) on the KV260's svpe build: the
+    csim kernel compiles with them and runs the vector layers bit-exact (the switches
+    only change BIND_STORAGE, the same for both PE kinds; tests/test_hls_synth_guards.py
+    checks the pragmas)."""
+    from pynq_nbq.kernel import builds
+
+    kind = "svpe"
+    defs = builds.defines("kv260", kind)
+    switches = [*builds.LUTRAM_MACROS.values(), *builds.URAM_MACROS.values()]
+    assert all(defs[m] == 0 for m in builds.LUTRAM_MACROS.values())  # today's choice
+    defs.update({m: 1 for m in switches})
+    info = csim.get_kernel(kind, defs).info
+    assert (info.pm, info.pn) == (defs["NBQ_PM"], defs["NBQ_PN"])
+    backend = csim.CsimBackend(kind, defs, max_packet_bytes=4096)
+    rng = np.random.default_rng(26)
+    for spec, x in gen_vectors.vector_layers(info, rng):
+        assert np.array_equal(backend.run_conv(x, spec), conv_layer(x, spec)), spec.name

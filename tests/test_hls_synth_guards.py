@@ -400,6 +400,7 @@ def test_storage_bindings_are_the_cost_models():
 
     code = _code(_source("nbq_conv.cpp"))
     code = _check_uram_switches(code)  # the switchable buffers, then the fixed ones
+    code = _check_lutram_switches(code)  # each small RAM's block-RAM branch kept
     found = re.findall(r"#pragma HLS BIND_STORAGE variable=(\w+) type=(\w+) impl=(\w+)(.*)", code)
     bound = {name: (kind, impl) for name, kind, impl, _ in found}
     assert len(bound) == len(found), "a variable bound twice"
@@ -442,6 +443,36 @@ def _check_uram_switches(code: str) -> str:
     header = S.parse_params_header()
     assert all(header[m] == 0 for m in want)  # block RAM unless a build says otherwise
     return re.sub(pattern, "", code, flags=re.S)
+
+
+def _check_lutram_switches(code: str) -> str:
+    """Each ``#if NBQ_LUTRAM_<X>`` block binds one small RAM ``impl=lutram latency=1`` and
+    its ``#else`` the same RAM ``impl=bram latency=1`` (read latency 1 either way, which
+    the RAM's declared dependence distance relies on), as perfmodel.storage.LUTRAM_SWITCHES
+    (= kernel.builds.LUTRAM_MACROS) says, and the header's default is block RAM; returns
+    the code with each block replaced by its ``#else`` branch (the default binding)."""
+    from pynq_nbq.perfmodel import storage
+
+    pattern = r"#if (NBQ_LUTRAM_\w+)\n(.*?)#else\n(.*?)#endif\n"
+    seen = {}
+    for macro, on, off in re.findall(pattern, code, flags=re.S):
+        got = []
+        for branch, impl in ((on, "lutram"), (off, "bram")):
+            pragmas = re.findall(
+                r"#pragma HLS BIND_STORAGE variable=(\w+) type=(\w+) impl=(\w+)(.*)", branch
+            )
+            assert len(pragmas) == 1, (macro, pragmas)
+            name, kind, how, tail = pragmas[0]
+            assert (kind, how) == ("ram_2p", impl), (macro, pragmas)
+            assert tail.split() == ["latency=1"], (macro, tail)
+            got.append(name)
+        assert got[0] == got[1], macro
+        seen[got[0]] = macro
+    assert seen == storage.LUTRAM_SWITCHES
+    assert all(storage.STORAGE[name] == ("ram_2p", "bram") for name in seen)
+    header = S.parse_params_header()
+    assert all(header[m] == 0 for m in seen.values())  # block RAM unless a build says so
+    return re.sub(pattern, lambda m: m.group(3), code, flags=re.S)
 
 
 def test_fifo_depths_are_named_constants_derived_in_the_header():

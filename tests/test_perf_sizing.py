@@ -18,7 +18,15 @@ import pytest
 
 from pynq_nbq import cli
 from pynq_nbq.kernel import builds
-from pynq_nbq.perfmodel import available_boards, builtin_network, costs, kernel, load_board, sizing
+from pynq_nbq.perfmodel import (
+    available_boards,
+    builtin_network,
+    costs,
+    kernel,
+    load_board,
+    sizing,
+    storage,
+)
 from pynq_nbq.perfmodel.constants import PAPER_DSP_BUDGET
 from pynq_nbq.perfmodel.layers import layers_from_list
 
@@ -47,7 +55,9 @@ def test_default_builds_fit_and_are_the_largest_that_do(board_name, kind):
     board = load_board(board_name)
     kb = builds.build(board_name, kind)
     fam = kernel.family_of(board)
-    res = kernel.build_resources(kb.build_name, kb.pm, kb.pn, kb.limits, frozenset(kb.uram), fam)
+    res = kernel.build_resources(
+        kb.build_name, kb.pm, kb.pn, kb.limits, frozenset(kb.uram), fam, frozenset(kb.lutram)
+    )
     assert res["lut_pessimistic"] <= 0.70 * board.lut
     assert res["bram18"] <= 0.80 * board.bram18
     assert res["uram"] <= 0.80 * board.uram
@@ -57,8 +67,11 @@ def test_default_builds_fit_and_are_the_largest_that_do(board_name, kind):
             if pm * pn <= kb.pm * kb.pn or pm > kb.max_cin or pn > kb.max_cout:
                 continue
             for uram in kernel.uram_options(board):
-                bigger = kernel.build_resources(kb.build_name, pm, pn, kb.limits, uram, fam)
-                assert not kernel.fits(bigger, board, _budget(kind, board)), (pm, pn, uram)
+                for lut in kernel.lutram_options():  # no small RAM in LUTRAM lets more fit
+                    bigger = kernel.build_resources(
+                        kb.build_name, pm, pn, kb.limits, uram, fam, lut
+                    )
+                    assert not kernel.fits(bigger, board, _budget(kind, board)), (pm, pn, lut)
 
 
 def test_maxima_come_from_the_embedded_networks():
@@ -115,12 +128,70 @@ def test_uram_is_counted_and_chosen_where_it_helps():
     assert builds.URAM_MACROS == {k: m for k, (m, _v) in kernel.URAM_SWITCHES.items()}
 
 
+def test_lutram_is_counted_as_luts_not_block_ram():
+    """A small RAM a build binds to LUTRAM (NBQ_LUTRAM_*) leaves the BRAM18 count and
+    joins the itemised LUTs at :func:`storage.lutram_lut` of its shape; an unknown name
+    is refused; hist and inbuf are MG = ceil(MAX_CIN / Pm) words deep."""
+    lim = {"max_h": 28, "max_w": 28, "max_cin": 128, "max_cout": 128}
+    every = frozenset(storage.LUTRAM_SWITCHES)
+    assert every == {"hist", "inbuf", "prow"}
+    assert storage.LUTRAM_SWITCHES == builds.LUTRAM_MACROS
+    shapes = storage.storage_shapes(16, 4, lim)
+    assert shapes["hist"] == (6, 8, 16 * 16) and shapes["inbuf"] == (1, 8, 9 * 16 * 16)
+    plain = kernel.build_resources("vpe", 16, 4, lim)
+    for name in every:
+        one = kernel.build_resources("vpe", 16, 4, lim, lutram=frozenset({name}))
+        copies, depth, width = shapes[name]
+        assert name not in one["bram18_parts"] and one["lutram_bound"] == [name]
+        assert plain["bram18"] - one["bram18"] == plain["bram18_parts"][name] > 0
+        luts = copies * storage.lutram_lut(depth, width)
+        assert one["lut_pessimistic"] - plain["lut_pessimistic"] == luts > 0
+        assert one["infra_lut_itemised"] - plain["infra_lut_itemised"] == luts
+    # the shallow, wide ones: 112 BRAM18 for hist + inbuf at Pm 16 (48 + 64), 2560 LUTs
+    assert plain["bram18_parts"]["hist"] + plain["bram18_parts"]["inbuf"] == 112
+    both = kernel.build_resources("vpe", 16, 4, lim, lutram=frozenset({"hist", "inbuf"}))
+    assert both["lut_pessimistic"] - plain["lut_pessimistic"] == 6 * 171 + 1536
+    with pytest.raises(ValueError, match="no LUTRAM switch"):
+        kernel.buffers_bram18("vpe", 16, 4, lim, lutram=frozenset({"wbuf"}))
+    assert len(kernel.lutram_options()) == 8 and kernel.lutram_options()[0] == frozenset()
+
+
+def test_lutram_is_chosen_only_where_it_lets_more_fit(monkeypatch):
+    """The sizing binds a small RAM to LUTRAM only when that lets more arrays (or a larger
+    MAX_COUT) fit; at a tie the binding with the fewest LUTs (block RAM) stays.  On a part
+    short of block RAM and without UltraRAM (the KV260 with 160 BRAM18, no URAM) the
+    svpe3 build gets more arrays with a small RAM in LUTRAM than without; nbq-cifar's
+    512-channel weight buffer fits the ZCU102's svpe5 build only with inbuf in LUTRAM."""
+    import dataclasses
+
+    lim = {"max_h": 28, "max_w": 28, "max_cin": 128, "max_cout": 128}
+    short = dataclasses.replace(load_board("kv260"), bram18=160, uram=0)
+    pm, pn, _uram, lut = kernel.choose("svpe3", short, lim)
+    assert lut and lut <= {"hist", "inbuf", "prow"}
+    assert kernel.fits(kernel.build_resources("svpe3", pm, pn, lim, lutram=lut), short, None)
+    in_bram = kernel.build_resources("svpe3", pm, pn, lim)  # the same build in block RAM
+    assert not kernel.fits(in_bram, short, None)
+    kb = sizing.size_build("zcu102", "svpe5", [builtin_network("nbq-cifar")])
+    assert (kb.pm, kb.pn, kb.max_cout, kb.lutram) == (16, 4, 512, ("inbuf",))
+    assert kb.defines()["NBQ_LUTRAM_INBUF"] == 1 and kb.defines()["NBQ_LUTRAM_HIST"] == 0
+    # a tie: the block-RAM binding, though LUTRAM would fit as many arrays
+    assert kernel.choose("svpe3", load_board("kv260"), lim)[3] == frozenset()
+    # without the switches: fewer arrays on the short part, a smaller MAX_COUT on the ZCU102
+    monkeypatch.setattr(kernel, "lutram_options", lambda: [frozenset()])
+    pm0, pn0, _u, _l = kernel.choose("svpe3", short, lim)
+    assert pm0 * pn0 < pm * pn
+    old = sizing.size_build("zcu102", "svpe5", [builtin_network("nbq-cifar")])
+    assert (old.pm, old.pn) == (16, 4) and old.max_cout < 512 and old.lutram == ()
+
+
 def test_defines_and_their_command():
     d = builds.defines("kv260", "svpe")
     kb = builds.build("kv260", "svpe")
     assert d["NBQ_PM"] == kb.pm and d["NBQ_PN"] == kb.pn and d["NBQ_CODE_BITS"] == kb.code_bits
     assert d["NBQ_MAX_CIN"] == kb.max_cin and d["NBQ_MAX_W"] == kb.max_w
     assert {d["NBQ_URAM_LINES"], d["NBQ_URAM_WEIGHTS"]} <= {0, 1}
+    for name, macro in builds.LUTRAM_MACROS.items():  # every LUTRAM switch, 0 or 1
+        assert d[macro] == int(name in kb.lutram)
     assert "NBQ_CODE_BITS" not in builds.defines("pynq-z2", "vpe")
     assert builds.defines("zcu102", "svpe5")["NBQ_CODE_BITS"] == 5
     with pytest.raises(ValueError, match="known boards"):
@@ -200,3 +271,17 @@ def test_kernel_time_has_the_boards_bandwidth_as_a_floor():
     starved = kernel.model_kernel(layers, slow, "vpe", 16, limits=kb.limits, batch=64)
     assert all(r["bound"] == "ddr" for r in starved["layers"])
     assert starved["fpga_time_us"] > 10 * run["fpga_time_us"]
+
+
+def test_docs_quote_the_models_tables_as_they_are_today():
+    """docs/hls.md "Builds sized per board" quotes `python3 -m pynq_nbq.perfmodel.sizing`
+    (every board's defaults) and `... --next` (what the next doubling of each default
+    build would need with its small RAMs in LUTRAM) verbatim."""
+    from pathlib import Path
+
+    table = sizing.default_table()
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "hls.md").read_text("utf-8")
+    assert sizing.table_markdown(table) in doc
+    nxt = sizing.next_markdown(table)
+    assert nxt in doc
+    assert len(nxt.splitlines()) == 2 + 4 * len(table)  # two doublings of vpe and svpe

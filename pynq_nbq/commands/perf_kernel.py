@@ -86,6 +86,7 @@ def _build_lines(k: dict[str, Any]) -> list[str]:
             f"{b['uram']:5d} {100 * f['uram']:5.1f}"
             + f"  {_limits(b['limits'])}"
             + (f"; URAM: {', '.join(b['uram_bound'])}" if b["uram_bound"] else "")
+            + (f"; LUTRAM: {', '.join(b['lutram_bound'])}" if b["lutram_bound"] else "")
         )
     return lines
 

@@ -2,9 +2,12 @@
 
 A build of ``hls/nbq_conv.cpp`` is its PE kind, svpe code width, parallelism (Pm input x
 Pn output channels), buffer maxima (``NBQ_MAX_W/H/CIN/COUT``) and storage binding (which
-buffers sit in UltraRAM: ``NBQ_URAM_WEIGHTS``, ``NBQ_URAM_LINES``).  :data:`TABLE` is
-the committed choice of the performance model (``pynq_nbq.perfmodel.sizing``: sized for
-the embedded networks, the most arrays within 70 % LUT / 80 % BRAM and URAM);
+buffers sit in UltraRAM: ``NBQ_URAM_WEIGHTS``, ``NBQ_URAM_LINES``; which small RAMs sit in
+LUTRAM instead of block RAM: ``NBQ_LUTRAM_HIST``, ``NBQ_LUTRAM_INBUF``,
+``NBQ_LUTRAM_PROW``).  :data:`TABLE` is the committed choice of the performance model
+(``pynq_nbq.perfmodel.sizing``: sized for the embedded networks, the most arrays within
+70 % LUT / 80 % BRAM and URAM; of the bindings that fit as many arrays, the one with the
+fewest LUTs);
 ``tests/test_perf_sizing.py`` fails when the model would pick another.  The HLS flow
 (``overlay/Makefile`` -> ``hls/run_hls.tcl``) and the simulated board take
 :func:`defines`:
@@ -22,6 +25,9 @@ from dataclasses import dataclass
 #: UltraRAM switches of hls/nbq_conv.cpp: buffer name -> macro (perfmodel.kernel.URAM_SWITCHES
 #: adds the source's variables; tests/test_perf_sizing.py checks they agree).
 URAM_MACROS = {"line_buffers": "NBQ_URAM_LINES", "weights": "NBQ_URAM_WEIGHTS"}
+#: LUTRAM switches of hls/nbq_conv.cpp: the small RAM (the source's variable) -> macro; 0
+#: binds it to block RAM, 1 to LUTRAM (perfmodel.storage.LUTRAM_SWITCHES is this table).
+LUTRAM_MACROS = {"hist": "NBQ_LUTRAM_HIST", "inbuf": "NBQ_LUTRAM_INBUF", "prow": "NBQ_LUTRAM_PROW"}
 #: PE kinds by their build names: "svpe" is the board's default svpe build.
 KINDS = ("vpe", "svpe", "svpe3", "svpe5")
 
@@ -40,6 +46,7 @@ class KernelBuild:
     max_cin: int
     max_cout: int
     uram: tuple[str, ...] = ()  #: buffers bound to UltraRAM (keys of URAM_MACROS)
+    lutram: tuple[str, ...] = ()  #: small RAMs bound to LUTRAM (keys of LUTRAM_MACROS)
 
     @property
     def build_name(self) -> str:
@@ -76,35 +83,38 @@ class KernelBuild:
             out["NBQ_CODE_BITS"] = self.code_bits
         for name, macro in URAM_MACROS.items():
             out[macro] = int(name in self.uram)
+        for name, macro in LUTRAM_MACROS.items():
+            out[macro] = int(name in self.lutram)
         return out
 
 
 def _b(board: str, kind: str, bits: int, pm: int, pn: int, cin: int, cout: int, w: int,
-       h: int, uram: tuple[str, ...] = ()) -> KernelBuild:  # fmt: skip
-    return KernelBuild(board, kind, bits, pm, pn, h, w, cin, cout, uram)
+       h: int, uram: tuple[str, ...] = (),
+       lutram: tuple[str, ...] = ()) -> KernelBuild:  # fmt: skip
+    return KernelBuild(board, kind, bits, pm, pn, h, w, cin, cout, uram, lutram)
 
 
 #: board -> build name -> KernelBuild: the model's choice (see module doc).
 TABLE: dict[str, dict[str, KernelBuild]] = {
     "kv260": {
-        "vpe": _b("kv260", "vpe", 16, 8, 4, 128, 128, 28, 28, ()),
-        "svpe3": _b("kv260", "svpe", 3, 16, 4, 128, 128, 28, 28, ()),
-        "svpe5": _b("kv260", "svpe", 5, 16, 2, 128, 128, 28, 28, ()),
+        "vpe": _b("kv260", "vpe", 16, 8, 4, 128, 128, 28, 28, (), ()),
+        "svpe3": _b("kv260", "svpe", 3, 16, 4, 128, 128, 28, 28, (), ()),
+        "svpe5": _b("kv260", "svpe", 5, 16, 2, 128, 128, 28, 28, (), ()),
     },
     "pynq-z2": {
-        "vpe": _b("pynq-z2", "vpe", 16, 4, 4, 128, 128, 28, 28, ()),
-        "svpe3": _b("pynq-z2", "svpe", 3, 8, 4, 128, 128, 28, 28, ()),
-        "svpe5": _b("pynq-z2", "svpe", 5, 8, 1, 128, 128, 28, 28, ()),
+        "vpe": _b("pynq-z2", "vpe", 16, 4, 4, 128, 128, 28, 28, (), ()),
+        "svpe3": _b("pynq-z2", "svpe", 3, 8, 4, 128, 128, 28, 28, (), ()),
+        "svpe5": _b("pynq-z2", "svpe", 5, 8, 1, 128, 128, 28, 28, (), ()),
     },
     "zcu102": {
-        "vpe": _b("zcu102", "vpe", 16, 16, 4, 128, 128, 28, 28, ()),
-        "svpe3": _b("zcu102", "svpe", 3, 32, 8, 128, 128, 28, 28, ()),
-        "svpe5": _b("zcu102", "svpe", 5, 16, 4, 128, 128, 28, 28, ()),
+        "vpe": _b("zcu102", "vpe", 16, 16, 4, 128, 128, 28, 28, (), ()),
+        "svpe3": _b("zcu102", "svpe", 3, 32, 8, 128, 128, 28, 28, (), ()),
+        "svpe5": _b("zcu102", "svpe", 5, 16, 4, 128, 128, 28, 28, (), ()),
     },
     "zcu104": {
-        "vpe": _b("zcu104", "vpe", 16, 16, 4, 128, 128, 28, 28, ()),
-        "svpe3": _b("zcu104", "svpe", 3, 32, 4, 128, 128, 28, 28, ()),
-        "svpe5": _b("zcu104", "svpe", 5, 16, 4, 128, 128, 28, 28, ()),
+        "vpe": _b("zcu104", "vpe", 16, 16, 4, 128, 128, 28, 28, (), ()),
+        "svpe3": _b("zcu104", "svpe", 3, 32, 4, 128, 128, 28, 28, (), ()),
+        "svpe5": _b("zcu104", "svpe", 5, 16, 4, 128, 128, 28, 28, (), ()),
     },
 }
 #: board -> the default svpe build (the narrowest that runs the embedded svpe bundles)

@@ -58,6 +58,7 @@ from .stages import Build, Call, describe_call, header_limits, pipeline_depth
 from .storage import (  # noqa: F401 - the memory model, re-exported for callers
     ACT_BITS,
     INFRA_BRAM18,
+    LUTRAM_SWITCHES,
     STORAGE,
     URAM_SWITCHES,
     bound,
@@ -121,12 +122,15 @@ IP_LUT = {
 }
 
 
-def infrastructure_lut(pe: str, pm: int, pn: int, limits: dict | None = None) -> dict[str, int]:
+def infrastructure_lut(
+    pe: str, pm: int, pn: int, limits: dict | None = None, lutram: frozenset[str] = frozenset()
+) -> dict[str, int]:
     """LUTs outside the PE lanes and requantisers, item by item from what
     ``hls/nbq_conv.cpp`` declares at (Pm, Pn) - a documented PESSIMISTIC estimate
     (each item rounded up; no Vitis or Vivado run behind it):
 
-    the RAMs and FIFOs the source binds to LUTRAM (:data:`STORAGE`, ``<name>_lutram``);
+    the RAMs and FIFOs the source binds to LUTRAM (:data:`STORAGE`, and the small RAMs
+    ``lutram`` names, :data:`LUTRAM_SWITCHES`; ``<name>_lutram``);
     the window's and the compute stage's wide selects (hist or its register bypass, 6 Pm
     x 16 bits; the window from the stream or inbuf, 9 Pm x 16 bits - the held window is
     the register's clock enable - each a 2:1 select, two per LUT6); the reader's lane
@@ -137,7 +141,7 @@ def infrastructure_lut(pe: str, pm: int, pn: int, limits: dict | None = None) ->
     wv = stages.protocol.weight_vector_words(pe, pm) * stages.protocol.WORD_BITS
     items = {
         f"{name}_lutram": copies * lutram_lut(depth, width)
-        for name, (copies, depth, width) in bound("lutram", pm, pn, limits).items()
+        for name, (copies, depth, width) in bound("lutram", pm, pn, limits, lutram).items()
     }
     items.update(
         {
@@ -162,10 +166,15 @@ def switchable_shapes(
 
 
 def buffers_bram18(
-    build: str, pm: int, pn: int, limits: dict | None = None, uram: frozenset[str] = frozenset()
+    build: str,
+    pm: int,
+    pn: int,
+    limits: dict | None = None,
+    uram: frozenset[str] = frozenset(),
+    lutram: frozenset[str] = frozenset(),
 ) -> dict[str, int]:
     """BRAM18 of build ``build``'s buffers (:func:`.storage.buffers_bram18`)."""
-    return storage.buffers_bram18(pm, pn, weight_bits(build), limits, uram)
+    return storage.buffers_bram18(pm, pn, weight_bits(build), limits, uram, lutram)
 
 
 def buffers_uram(
@@ -182,19 +191,22 @@ def build_resources(
     limits: dict | None = None,
     uram: frozenset[str] = frozenset(),
     family: str = "xcup",
+    lutram: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """LUT/FF/DSP/BRAM18/URAM of one build (estimate: yosys ``family`` for the arithmetic,
-    see module doc); ``uram`` names the buffers bound to UltraRAM (:data:`URAM_SWITCHES`)."""
+    see module doc); ``uram`` names the buffers bound to UltraRAM (:data:`URAM_SWITCHES`),
+    ``lutram`` the small RAMs bound to LUTRAM instead of block RAM (:data:`LUTRAM_SWITCHES`:
+    their LUTs join the itemised infrastructure, their BRAM18 leave the count)."""
     pe, nb = BUILDS[build]
     lane = costs.lane_cost(pe, nb, pm, family)
     rq = costs.cells("requant", family)
     lut = pn * (lane["lut"] + lane["lutram"] + rq["lut"] + rq["lutram"])
     ff = pn * (lane["ff"] + rq["ff"])
     dsp = pn * (lane["dsp"] + rq["dsp"])
-    bram = buffers_bram18(build, pm, pn, limits, uram)
+    bram = buffers_bram18(build, pm, pn, limits, uram, lutram)
     urams = buffers_uram(build, pm, pn, limits, uram)
     factor = costs.twin_factor(pe, nb, family)
-    infra = infrastructure_lut(pe, pm, pn, limits)
+    infra = infrastructure_lut(pe, pm, pn, limits, lutram)
     lane_lut = lane["lut"] + lane["lutram"]
     pessimistic = pn * (factor * lane_lut + rq["lut"] + rq["lutram"]) + infra["total"]
     return {
@@ -214,6 +226,7 @@ def build_resources(
         "uram": urams["total"],
         "uram_parts": urams,
         "uram_bound": sorted(uram),
+        "lutram_bound": sorted(lutram),
         "family": family,
         # the pessimistic end of the range: the larger twin's lanes, the itemised
         # infrastructure (infrastructure_lut) instead of the assumed INFRA_LUT
@@ -243,24 +256,43 @@ def fits(res: dict[str, Any], board: Board, dsp_budget: int | None) -> bool:
     )
 
 
-def uram_options(board: Board) -> list[frozenset[str]]:
-    """The UltraRAM bindings a build may take on ``board``: none on a part without
-    UltraRAM, else every subset of :data:`URAM_SWITCHES` (block RAM first)."""
-    if board.uram <= 0:
-        return [frozenset()]
-    names = sorted(URAM_SWITCHES)
+def _subsets(names: list[str]) -> list[frozenset[str]]:
+    """Every subset of ``names``, the empty one first."""
     return [
         frozenset(n for i, n in enumerate(names) if mask >> i & 1)
         for mask in range(1 << len(names))
     ]
 
 
-def choose(build: str, board: Board, limits: dict | None = None) -> tuple[int, int, frozenset[str]]:
-    """Default (Pm, Pn, UltraRAM binding) of a build on ``board``: the most arrays that
-    fit (:func:`fits`: <= 70 % LUTs at the pessimistic cost, <= 80 % BRAM18 / URAM; the
-    vpe build also <= the paper's 768 DSPs capped at the part's), ties broken towards
-    Pm = 4 Pn (the paper's ratio), then the larger Pm, then the fewest buffers in
-    UltraRAM.  Pn <= MAX_COUT, Pm <= MAX_CIN.  ValueError names what even (1, 1) needs."""
+def uram_options(board: Board) -> list[frozenset[str]]:
+    """The UltraRAM bindings a build may take on ``board``: none on a part without
+    UltraRAM, else every subset of :data:`URAM_SWITCHES` (block RAM first)."""
+    return _subsets(sorted(URAM_SWITCHES)) if board.uram > 0 else [frozenset()]
+
+
+def lutram_options() -> list[frozenset[str]]:
+    """The LUTRAM bindings of the small RAMs a build may take (every part has LUTRAM):
+    every subset of :data:`LUTRAM_SWITCHES`, block RAM first."""
+    return _subsets(sorted(LUTRAM_SWITCHES))
+
+
+Choice = tuple[int, int, frozenset[str], frozenset[str]]
+
+
+def _lutram_cost(pm: int, pn: int, limits: dict, lutram: frozenset[str]) -> int:
+    """LUTs of the small RAMs ``lutram`` moves to LUTRAM (:data:`LUTRAM_SWITCHES`)."""
+    shapes = storage.storage_shapes(pm, pn, limits)
+    return sum(c * lutram_lut(d, w) for n, (c, d, w) in shapes.items() if n in lutram)
+
+
+def choose(build: str, board: Board, limits: dict | None = None) -> Choice:
+    """Default (Pm, Pn, UltraRAM binding, LUTRAM binding) of a build on ``board``: the
+    most arrays that fit (:func:`fits`: <= 70 % LUTs at the pessimistic cost, <= 80 %
+    BRAM18 / URAM; the vpe build also <= the paper's 768 DSPs capped at the part's), ties
+    broken towards the fewest LUTs in switched LUTRAM (so a small RAM leaves block RAM
+    only when that lets more arrays fit), then Pm = 4 Pn (the paper's ratio), then the
+    larger Pm, then the fewest buffers in UltraRAM.  Pn <= MAX_COUT, Pm <= MAX_CIN.
+    ValueError names what even (1, 1) needs."""
     lim = {**header_limits(), **(limits or {})}
     budget = PAPER_DSP_BUDGET if BUILDS[build][0] == "vpe" else None
     family = family_of(board)
@@ -270,18 +302,22 @@ def choose(build: str, board: Board, limits: dict | None = None) -> tuple[int, i
             if pm > lim["max_cin"] or pn > lim["max_cout"]:
                 continue
             for uram in uram_options(board):
-                if not fits(build_resources(build, pm, pn, lim, uram, family), board, budget):
-                    continue
-                key = (pm * pn, -abs(math.log2(pm / pn) - 2), pm, -len(uram))
-                if best is None or key > best[0]:
-                    best = (key, (pm, pn, uram))
+                for lutram in lutram_options():
+                    res = build_resources(build, pm, pn, lim, uram, family, lutram)
+                    if not fits(res, board, budget):
+                        continue
+                    ratio = -abs(math.log2(pm / pn) - 2)
+                    key = (pm * pn, -_lutram_cost(pm, pn, lim, lutram), ratio, pm, -len(uram))
+                    if best is None or key > best[0]:
+                        best = (key, (pm, pn, uram, lutram))
     if best is None:
         small = build_resources(build, 1, 1, lim, frozenset(), family)
+        in_lut = build_resources(build, 1, 1, lim, frozenset(), family, frozenset(LUTRAM_SWITCHES))
         raise ValueError(
             f"no (Pm, Pn) of build {build} fits {board.name}: even (1, 1) needs "
             f"{small['lut_pessimistic']} LUT at the pessimistic cost (of {LUT_FRACTION:.0%} x "
-            f"{board.lut}) and {small['bram18']} "
-            f"BRAM18 (of {BRAM_FRACTION:.0%} x {board.bram18}) with buffers for "
+            f"{board.lut}) and {small['bram18']} BRAM18 ({in_lut['bram18']} with its small "
+            f"RAMs in LUTRAM; of {BRAM_FRACTION:.0%} x {board.bram18}) with buffers for "
             f"{lim['max_w']} columns, {lim['max_cin']} input and {lim['max_cout']} output channels"
         )
     return best[1]
@@ -289,7 +325,7 @@ def choose(build: str, board: Board, limits: dict | None = None) -> tuple[int, i
 
 def choose_build(build: str, board: Board, limits: dict | None = None) -> tuple[int, int]:
     """Default (Pm, Pn) of a build on ``board`` (:func:`choose` without the binding)."""
-    pm, pn, _uram = choose(build, board, limits)
+    pm, pn, _uram, _lutram = choose(build, board, limits)
     return pm, pn
 
 
@@ -376,7 +412,7 @@ def model_kernel(
     simulate: bool = True,
 ) -> dict[str, Any]:
     """This kernel on ``board``: the build that runs (pe, n_bits), its default (Pm, Pn)
-    and UltraRAM binding for the buffer ``limits`` (default ``hls/nbq_params.h``'s;
+    and storage binding for the buffer ``limits`` (default ``hls/nbq_params.h``'s;
     :func:`.sizing.network_limits` sizes them for a network) and its resources, and per
     engine layer its modelled cycles at the board's PL clock (or ``clock_mhz``) beside
     Eq. 36's (and the dataflow simulation's, with ``simulate``).  A layer's time is at
@@ -385,7 +421,7 @@ def model_kernel(
     from .model import fuse_pools, placement  # model imports nothing from here
 
     build = build_for(pe, n_bits)
-    pm, pn, uram = choose(build, board, limits)
+    pm, pn, uram, lutram = choose(build, board, limits)
     spec = build_of(build, pm, pn, limits)
     clock = (clock_mhz or board.kernel_clock_mhz) * 1e6  # the overlay's one PL clock
     bandwidth = board.pl_bandwidth_gbps(clock / 1e6)  # DDR / HP ports, reads + writes
@@ -420,7 +456,7 @@ def model_kernel(
         "pl_bandwidth_gbps": bandwidth,
         "build": build,
         "limits": {**header_limits(), **(limits or {})},
-        "resources": build_resources(build, pm, pn, limits, uram, family_of(board)),
+        "resources": build_resources(build, pm, pn, limits, uram, family_of(board), lutram),
         "layers": rows,
         "fpga_time_us": sum(r["time_us"] for r in rows),
         "eq36_time_us": sum(r["eq36_us"] for r in rows),
@@ -430,14 +466,14 @@ def model_kernel(
 def builds_table(
     board: Board, limits: dict | None = None, by_build: dict[str, dict] | None = None
 ) -> list[dict[str, Any]]:
-    """Every build at its default (Pm, Pn) and UltraRAM binding (:func:`choose`) with its
+    """Every build at its default (Pm, Pn) and storage binding (:func:`choose`) with its
     resources against the board's totals (``uram`` 0 on a part without UltraRAM); the
     buffer maxima ``limits``, or per build name ``by_build`` (:mod:`.sizing`)."""
     out = []
     for build in BUILDS:
         lim = by_build[build] if by_build else limits
-        pm, pn, uram = choose(build, board, lim)
-        res = build_resources(build, pm, pn, lim, uram, family_of(board))
+        pm, pn, uram, lutram = choose(build, board, lim)
+        res = build_resources(build, pm, pn, lim, uram, family_of(board), lutram)
         res["limits"] = {**header_limits(), **(lim or {})}
         res["of_device"] = {
             "lut": res["lut"] / board.lut,

@@ -8,9 +8,10 @@ chooses one for a board and a set of networks:
   its input channels (the host never tiles them), MAX_COUT its output channels, MAX_W
   and MAX_H its input columns and rows (so no layer is tiled), each at least 4 (the
   kernel's ``static_assert``);
-* (Pm, Pn) and the UltraRAM binding are :func:`.kernel.choose`'s: the most arrays that
-  fit at the pessimistic cost (<= 70 % LUT, <= 80 % BRAM18 and URAM, DSP within the
-  part; vpe within the paper's 768 DSPs capped at the part's);
+* (Pm, Pn) and the storage binding (buffers in UltraRAM, small RAMs in LUTRAM) are
+  :func:`.kernel.choose`'s: the most arrays that fit at the pessimistic cost (<= 70 % LUT,
+  <= 80 % BRAM18 and URAM, DSP within the part; vpe within the paper's 768 DSPs capped at
+  the part's), of the bindings that fit as many the one with the fewest LUTs;
 * the svpe build's code width is the narrowest that runs the networks' widest weights.
 
 The networks default to the embedded ones (``pynq_nbq/models/*/manifest.json``).
@@ -106,7 +107,7 @@ def cout_candidates(max_cout: int) -> list[int]:
 def size_build(board: Board | str, build: str, networks: Iterable[list[Layer]]) -> KernelBuild:
     """The build ``build`` (``vpe``, ``svpe3``, ``svpe5``) sized for ``networks`` on
     ``board``: maxima :func:`network_limits`, MAX_COUT lowered (:func:`cout_candidates`)
-    while that lets more arrays fit, (Pm, Pn, URAM) :func:`.kernel.choose`.  ValueError
+    while that lets more arrays fit, (Pm, Pn, URAM, LUTRAM) :func:`.kernel.choose`.  ValueError
     (naming what the smallest build needs) when no MAX_COUT fits."""
     b = load_board(board)
     limits = network_limits(list(networks))
@@ -114,15 +115,15 @@ def size_build(board: Board | str, build: str, networks: Iterable[list[Layer]]) 
     for cout in cout_candidates(limits["max_cout"]):
         lim = {**limits, "max_cout": cout}
         try:
-            pm, pn, uram = choose(build, b, lim)
+            pm, pn, uram, lutram = choose(build, b, lim)
         except ValueError as exc:
             first_error = first_error or exc
             continue
         if best is None or pm * pn > best[0] * best[1]:
-            best = (pm, pn, uram, lim)
+            best = (pm, pn, uram, lutram, lim)
     if best is None:
         raise ValueError(f"{first_error} (MAX_COUT down to {cout} tried)")
-    pm, pn, uram, lim = best
+    pm, pn, uram, lutram, lim = best
     pe, bits = BUILDS[build]
     return KernelBuild(
         board=b.name,
@@ -135,6 +136,7 @@ def size_build(board: Board | str, build: str, networks: Iterable[list[Layer]]) 
         max_cin=lim["max_cin"],
         max_cout=lim["max_cout"],
         uram=tuple(sorted(uram)),
+        lutram=tuple(sorted(lutram)),
     )
 
 
@@ -159,7 +161,15 @@ def default_table() -> dict[str, dict[str, KernelBuild]]:
 def build_report(kb: KernelBuild) -> dict[str, Any]:
     """A build's modelled resources against its board's totals (for reports)."""
     b = load_board(kb.board)
-    res = build_resources(kb.build_name, kb.pm, kb.pn, kb.limits, frozenset(kb.uram), family_of(b))
+    res = build_resources(
+        kb.build_name,
+        kb.pm,
+        kb.pn,
+        kb.limits,
+        frozenset(kb.uram),
+        family_of(b),
+        frozenset(kb.lutram),
+    )
     return {
         "name": kb.name,
         "defines": kb.defines(),
@@ -184,7 +194,8 @@ def table_source(table: dict[str, dict[str, KernelBuild]]) -> str:
             kb = builds[name]
             lines.append(
                 f"        {name!r}: _b({kb.board!r}, {kb.kind!r}, {kb.code_bits}, {kb.pm}, "
-                f"{kb.pn}, {kb.max_cin}, {kb.max_cout}, {kb.max_w}, {kb.max_h}, {kb.uram!r}),"
+                f"{kb.pn}, {kb.max_cin}, {kb.max_cout}, {kb.max_w}, {kb.max_h}, {kb.uram!r}, "
+                f"{kb.lutram!r}),"
             )
         lines.append("    },")
     lines.append("}")
@@ -199,9 +210,9 @@ def table_source(table: dict[str, dict[str, KernelBuild]]) -> str:
 def table_markdown(table: dict[str, dict[str, KernelBuild]]) -> str:
     """Every board's default builds with their modelled resources, as a Markdown table."""
     rows = [
-        "| board | build | (Pm, Pn) | MAX_W x MAX_H, CIN, COUT | URAM bound | LUT, pessimistic "
-        "| DSP | BRAM18 | URAM |",
-        "|---|---|---|---|---|---:|---:|---:|---:|",
+        "| board | build | (Pm, Pn) | MAX_W x MAX_H, CIN, COUT | URAM bound | LUTRAM bound "
+        "| LUT, pessimistic | DSP | BRAM18 | URAM |",
+        "|---|---|---|---|---|---|---:|---:|---:|---:|",
     ]
     for board, builds in table.items():
         for name in BUILDS:
@@ -211,10 +222,44 @@ def table_markdown(table: dict[str, dict[str, KernelBuild]]) -> str:
             rows.append(
                 f"| {board} | {name}{mark} | ({kb.pm}, {kb.pn}) | {kb.max_w} x {kb.max_h}, "
                 f"{kb.max_cin}, {kb.max_cout} | {', '.join(kb.uram) or '-'} "
+                f"| {', '.join(kb.lutram) or '-'} "
                 f"| {r['lut_pessimistic']} ({r['lut_pct']:.0f} %) "
                 f"| {r['dsp']} ({r['dsp_pct']:.0f} %) "
                 f"| {r['bram18']} ({r['bram18_pct']:.0f} %) | {r['uram']} ({r['uram_pct']:.0f} %) |"
             )
+    return "\n".join(rows)
+
+
+def next_markdown(table: dict[str, dict[str, KernelBuild]]) -> str:
+    """Per board, the next doubling of the default vpe and svpe build's Pm or Pn with
+    every small RAM in LUTRAM (:data:`.kernel.LUTRAM_SWITCHES`): its pessimistic LUTs,
+    DSPs, BRAM18 with nothing in UltraRAM, and the URAM with the weight banks and line
+    buffers in UltraRAM (parts that have it) - what holds each default build back."""
+    from .constants import PAPER_DSP_BUDGET
+    from .kernel import LUTRAM_SWITCHES, URAM_SWITCHES
+
+    every = frozenset(LUTRAM_SWITCHES)
+    rows = [
+        "| board | build | next (Pm, Pn) | LUT, pessimistic | DSP (of budget) "
+        "| BRAM18, nothing in URAM | URAM, weights + lines in URAM |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for board, builds in table.items():
+        b = load_board(board)
+        fam = family_of(b)
+        for kb in (builds["vpe"], builds["svpe"]):
+            budget = min(PAPER_DSP_BUDGET, b.dsp) if kb.kind == "vpe" else b.dsp
+            for pm, pn in ((2 * kb.pm, kb.pn), (kb.pm, 2 * kb.pn)):
+                r = build_resources(kb.build_name, pm, pn, kb.limits, frozenset(), fam, every)
+                ur = build_resources(
+                    kb.build_name, pm, pn, kb.limits, frozenset(URAM_SWITCHES), fam, every
+                )
+                uram = f"{ur['uram']} of {b.uram}" if b.uram else "-"
+                rows.append(
+                    f"| {board} | {kb.build_name} ({kb.pm}, {kb.pn}) | ({pm}, {pn}) "
+                    f"| {100 * r['lut_pessimistic'] / b.lut:.1f} % | {r['dsp']} ({budget}) "
+                    f"| {r['bram18']} ({100 * r['bram18'] / b.bram18:.0f} %) | {uram} |"
+                )
     return "\n".join(rows)
 
 
@@ -252,7 +297,8 @@ def perf_markdown(network: str, batch: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Print every board's default builds: a Markdown table, with ``--source`` the lines
     of ``pynq_nbq/kernel/builds.py``'s TABLE (what the model picks today), with
-    ``--perf NETWORK [BATCH]`` the modelled SVPE/VPE per board (all modelled)."""
+    ``--next`` what the next doubling of each default build needs (:func:`next_markdown`),
+    with ``--perf NETWORK [BATCH]`` the modelled SVPE/VPE per board (all modelled)."""
     import sys
 
     args = sys.argv[1:] if argv is None else argv
@@ -260,7 +306,10 @@ def main(argv: list[str] | None = None) -> int:
         print(perf_markdown(args[1], int(args[2]) if len(args) == 3 else 64))
         return 0
     table = default_table()
-    print(table_source(table) if "--source" in args else table_markdown(table))
+    if "--next" in args:
+        print(next_markdown(table))
+    else:
+        print(table_source(table) if "--source" in args else table_markdown(table))
     return 0
 
 

@@ -3,15 +3,18 @@ the fabric's RAMs (BRAM18, UltraRAM, LUTRAM) - sizes from the source's declarati
 
 A memory of depth x width maps onto 18 Kb blocks in their best aspect ratio
 (:func:`bram18_for`), onto 4K x 72 UltraRAMs (:func:`uram_for`) or onto LUTRAM
-(:func:`lutram_lut`).  :data:`STORAGE` is how the source binds its fixed RAMs and FIFOs,
-:data:`URAM_SWITCHES` the buffers a build may move to UltraRAM (tests/test_hls_synth_guards.py
-reads both back from the pragmas).  :mod:`.kernel` adds them up per build.
+(:func:`lutram_lut`).  :data:`STORAGE` is how the source binds its RAMs and FIFOs with
+every switch at its header default, :data:`URAM_SWITCHES` the buffers a build may move to
+UltraRAM, :data:`LUTRAM_SWITCHES` the small RAMs a build may move from block RAM to LUTRAM
+(tests/test_hls_synth_guards.py reads all three back from the pragmas).  :mod:`.kernel`
+adds them up per build.
 """
 
 from __future__ import annotations
 
 import math
 
+from ..kernel.builds import LUTRAM_MACROS
 from . import stages
 from .constants import URAM_DEPTH, URAM_WIDTH
 from .stages import header_limits
@@ -49,9 +52,10 @@ def lutram_lut(depth: int, width: int) -> int:
 
 
 #: How ``hls/nbq_conv.cpp`` binds each of its RAMs and FIFOs (its ``BIND_STORAGE``
-#: pragmas, read back by tests/test_hls_synth_guards.py): name -> (type, impl).  A
-#: "lutram" one is counted in :func:`.kernel.infrastructure_lut`, a "bram" one in
-#: :func:`buffers_bram18`, never both.
+#: pragmas, read back by tests/test_hls_synth_guards.py) when no :data:`LUTRAM_SWITCHES`
+#: switch is set: name -> (type, impl).  A "lutram" one is counted in
+#: :func:`.kernel.infrastructure_lut`, a "bram" one in :func:`buffers_bram18`, never both
+#: (:func:`bound` applies a build's switches).
 STORAGE = {
     "hist": ("ram_2p", "bram"),
     "inbuf": ("ram_2p", "bram"),
@@ -68,6 +72,13 @@ URAM_SWITCHES = {
     "weights": ("NBQ_URAM_WEIGHTS", ("wbuf",)),
     "line_buffers": ("NBQ_URAM_LINES", ("lb0", "lb1")),
 }
+#: The small RAMs a build may bind to LUTRAM instead of block RAM: variable of
+#: ``hls/nbq_conv.cpp`` -> the macro it switches on (defined once, in
+#: :data:`pynq_nbq.kernel.builds.LUTRAM_MACROS`).  Under ``#if <macro>`` the source binds it
+#: ``impl=lutram latency=1``, else ``impl=bram latency=1``: read latency 1 either way, so its
+#: declared dependence distance holds for both (docs/hls.md).  hist and inbuf are MG =
+#: ceil(MAX_CIN / Pm) words deep, prow (MAX_W / 2) x CG (:func:`storage_shapes`).
+LUTRAM_SWITCHES = LUTRAM_MACROS
 #: Activation width in the kernel's buffers, bits (act_t).
 ACT_BITS = 16
 
@@ -92,10 +103,22 @@ def storage_shapes(pm: int, pn: int, limits: dict | None = None) -> dict[str, tu
     }
 
 
-def bound(impl: str, pm: int, pn: int, limits: dict | None) -> dict[str, tuple[int, int, int]]:
-    """The :func:`storage_shapes` of the buffers :data:`STORAGE` binds to ``impl``."""
+def binding(lutram: frozenset[str] = frozenset()) -> dict[str, str]:
+    """name -> impl of every buffer in :data:`STORAGE` when the build binds the RAMs named
+    in ``lutram`` to LUTRAM (:data:`LUTRAM_SWITCHES`); ValueError names a RAM without a
+    switch."""
+    unknown = sorted(set(lutram) - set(LUTRAM_SWITCHES))
+    if unknown:
+        raise ValueError(f"no LUTRAM switch for {unknown}; switchable: {sorted(LUTRAM_SWITCHES)}")
+    return {name: "lutram" if name in lutram else how for name, (_t, how) in STORAGE.items()}
+
+
+def bound(
+    impl: str, pm: int, pn: int, limits: dict | None, lutram: frozenset[str] = frozenset()
+) -> dict[str, tuple[int, int, int]]:
+    """The :func:`storage_shapes` of the buffers bound to ``impl`` (:func:`binding`)."""
     shapes = storage_shapes(pm, pn, limits)
-    return {name: shapes[name] for name, (_type, how) in STORAGE.items() if how == impl}
+    return {name: shapes[name] for name, how in binding(lutram).items() if how == impl}
 
 
 def _ceil(a: int, b: int) -> int:
@@ -117,17 +140,23 @@ def switchable_shapes(
 
 
 def buffers_bram18(
-    pm: int, pn: int, wbits: int, limits: dict | None = None, uram: frozenset[str] = frozenset()
+    pm: int,
+    pn: int,
+    wbits: int,
+    limits: dict | None = None,
+    uram: frozenset[str] = frozenset(),
+    lutram: frozenset[str] = frozenset(),
 ) -> dict[str, int]:
     """BRAM18 of the kernel's buffers: the line buffers and the weight banks unless
-    ``uram`` names them (:data:`URAM_SWITCHES`), the RAMs :data:`STORAGE` binds to block
-    RAM, and :data:`INFRA_BRAM18`; ``total`` their sum."""
+    ``uram`` names them (:data:`URAM_SWITCHES`), the RAMs bound to block RAM (:data:`STORAGE`
+    less those ``lutram`` names, :data:`LUTRAM_SWITCHES`), and :data:`INFRA_BRAM18`;
+    ``total`` their sum."""
     out = {
         name: copies * bram18_for(depth, width)
         for name, (copies, depth, width) in switchable_shapes(pm, pn, wbits, limits).items()
         if name not in uram
     }
-    for name, (copies, depth, width) in bound("bram", pm, pn, limits).items():
+    for name, (copies, depth, width) in bound("bram", pm, pn, limits, lutram).items():
         out[name] = copies * bram18_for(depth, width)
     out["infra"] = INFRA_BRAM18
     out["total"] = sum(out.values())
