@@ -147,6 +147,15 @@ def test_round2_picks_run_and_finish_on_validation(tmp_path, round2):
     (q_name, q_over), (f_name, f_over) = bt.best_choices(tmp_path)
     assert (q_name, q_over["finish"]) == ("rg-s0", "bn")  # not ema-bn's better test figure
     assert (f_name, f_over["finish"]) == ("float-s0", "bn")
+    names = [r[0] for r in bt.plan(tmp_path)]
+    # the gate alternates 3-bit and float seed by seed; the 30-epoch rows come after it
+    assert names[2:8] == [
+        "gate-q3-s1", "gate-float-s1", "gate-q3-s2", "gate-float-s2", "rg-long-s0",
+        "float-long-s0",
+    ]  # fmt: skip
+    for name, _, o in bt.AFTER_GATE:
+        assert bt.config_for(o, tmp_path).epochs == 30
+        _fake_round2_run(tmp_path, name, o, 0, vt[name])
     rows = {r[0]: r for r in bt.plan(tmp_path)}
     cfg = bt.config_for(rows["gate-q3-s1"][2], tmp_path, 1)
     assert cfg.finish == "bn" and cfg.ema_decay == 0.999 and cfg.method == "rg"
