@@ -156,6 +156,16 @@ def _finished(out: Path, name: str) -> dict | None:
     return ck if int(ck["epoch"]) >= ck["config"]["epochs"] else None
 
 
+def config_matches(saved: dict, cfg) -> bool:
+    """Whether a run's saved config is ``cfg`` (a :class:`TrainConfig`): the same fields,
+    with what training resolves itself (``flip`` None -> the dataset's default) taken
+    as the run resolved it."""
+    want = dataclasses.asdict(cfg)
+    if want.get("flip") is None:
+        want["flip"] = saved.get("flip")
+    return saved == want
+
+
 def update_ledger(out: Path, path: Path) -> list[str]:
     """Add every run finished in ``out`` (config, last metrics, epoch times, machine) to
     the ledger at ``path``, keeping the entries already there; returns the names added."""
@@ -309,7 +319,7 @@ def run_plan(
             if only and name not in only:
                 continue
             cfg = config_for(overrides, out, seed)
-            if done is not None and done["config"] == dataclasses.asdict(cfg):
+            if done is not None and config_matches(done["config"], cfg):
                 continue
             if done is not None and not done.get("from_ledger"):
                 continue  # a finished checkpoint of another config: kept as it is

@@ -189,3 +189,20 @@ def test_ledger_carries_finished_runs_to_a_new_machine(tmp_path, round2, monkeyp
     trained.clear()
     bt.run_plan(new, ["rg-s0"], stop_after=1)
     assert trained == ["rg-s0"]
+
+
+def test_committed_round2_ledger_matches_the_plan(round2):
+    """Every run in the committed ledger has the config the round-2 plan gives its row
+    today (else a new machine would train it again), and the report reads it."""
+    ledger = bt.ROOT / "docs" / "runs" / "train-gap-round2.json"
+    runs = json.loads(ledger.read_text())["runs"]
+    assert runs, "empty ledger"
+    bt.LEDGER = ledger
+    empty = bt.ROOT / "bench_runs" / "__no_such_dir__"
+    rows = {name: (o, seed) for name, _, o, seed, _ in bt.plan(empty)}
+    for name, entry in runs.items():
+        assert name in rows, f"{name}: not a row of the plan"
+        cfg = bt.config_for(rows[name][0], empty, rows[name][1])
+        assert bt.config_matches(entry["config"], cfg), name
+        assert not bt.config_matches({**entry["config"], "lr": 1.0}, cfg)
+    assert set(bt.summarise(empty)["rows"]) == set(runs)
