@@ -57,9 +57,11 @@ def _weights_for(layer: _Layer, datapath: dp.PEKind) -> tuple[np.ndarray, int, i
 
     Channel c's real weights are ``ints[c] * 2**e_w * factor[c]``.  The factor is 1
     except for svpe layers trained with per-channel scales: there ``e_w`` belongs to the
-    channel with the largest exponent and ``factor[c] = 2**(e_c - max e) <= 1``, which
-    :func:`export` multiplies into batch norm's per-channel scale, so that it lands in
-    the requantisation multiplier/shift (exactly: a power of two only moves the shift).
+    largest integer exponent (``floor(max e)``) and ``factor[c] = 2**(e_c - floor(max
+    e))``, which :func:`export` multiplies into batch norm's per-channel scale, so that
+    it lands in the requantisation multiplier/shift: for power-of-two scales exactly (a
+    power of two only moves the shift, factor <= 1); continuous scales (``scale_steps``
+    > 1, factor < 2) change the multiplier itself, rounded like any batch-norm scale.
     The codes stay n-bit, so the accumulator bound is the per-layer one.
     """
     m = layer.module
@@ -75,8 +77,8 @@ def _weights_for(layer: _Layer, datapath: dp.PEKind) -> tuple[np.ndarray, int, i
         codes = codes.numpy().astype(np.int8)
         if isinstance(e, int):
             return codes, dp.layer_exponent(e, n), n, ones
-        e_top = int(e.max())
-        factor = np.ldexp(1.0, (e - e_top).numpy().astype(np.int64))
+        e_top = math.floor(float(e.max()))
+        factor = np.exp2(e.double().numpy() - e_top)  # a power of two for integer exponents
         return codes, dp.layer_exponent(e_top, n), n, factor
     w = m.effective_weight() if m.method != "float" else m.weight
     w = w.detach().double().numpy()
@@ -137,7 +139,7 @@ def _weighted_entry(
     if lay.bn is None:
         raise ExportError(f"{lay.name}: no batch norm to fold")
     scale, offset = _bn_affine(lay.bn)
-    scale = scale * factor  # per-channel power-of-two weight scales (else 1)
+    scale = scale * factor  # per-channel weight scales (else 1)
     mult, bias, shift = dp.fold_requant(scale, offset, e_w - f_in, f_out, fields["acc_bound"])
     key = lay.name
     arrays = dict(zip((f"{key}.{r}" for r in ROLES), (ints, mult, bias, shift)))

@@ -17,7 +17,9 @@ No conv bias: a batch norm follows every layer in the project's models.
 
 ``per_channel=True`` gives every output channel its own power-of-two scale
 (:func:`quant.level_indices_per_channel`); ``staircase()`` and ``codes()`` then return
-the exponents as an int64 tensor (C,) instead of an int.
+the exponents as an int64 tensor (C,) instead of an int.  ``scale_steps`` S > 1 (with
+``per_channel``) makes each channel's scale continuous, 2**(k/S): the exponents are then
+float64 multiples of 1/S.
 """
 
 from __future__ import annotations
@@ -47,16 +49,20 @@ class PowerOfTwoMixin:
     weight: nn.Parameter
     training: bool
 
-    def _init_quant(self, n_bits: int, rule: str, method: str, per_channel: bool = False) -> None:
+    def _init_quant(
+        self, n_bits: int, rule: str, method: str, per_channel: bool = False, scale_steps: int = 1
+    ) -> None:
         quant.num_magnitudes(n_bits)
         methods.get(method)  # validates the name
         problem = per_channel_problem(method, rule) if per_channel else None
+        problem = problem or quant.scale_steps_problem(scale_steps, per_channel, rule)
         if problem:
             raise ValueError(problem)
         self.n_bits = n_bits
         self.rule = rule
         self.method = method
         self.per_channel = per_channel
+        self.scale_steps = scale_steps
         self.alpha = 0.5
         # INQ: 1 where a weight is frozen at its staircase value; scale fixed at freeze
         self.register_buffer("inq_mask", torch.zeros_like(self.weight), persistent=True)
@@ -69,7 +75,7 @@ class PowerOfTwoMixin:
             e = int(self.inq_exp)
             return quant_fixed_scale(self.weight, self.n_bits, self.rule, e), e
         if self.per_channel:
-            return quant.quantize_per_channel(self.weight, self.n_bits, self.rule)
+            return quant.quantize_per_channel(self.weight, self.n_bits, self.rule, self.scale_steps)
         return quant.quantize(self.weight, self.n_bits, self.rule)
 
     def codes(self) -> tuple[torch.Tensor, int | torch.Tensor]:
@@ -79,7 +85,9 @@ class PowerOfTwoMixin:
         if self.method == "inq" and bool(self.inq_mask.any()):
             return quant.quantize_to_codes(self.weight, self.n_bits, self.rule, int(self.inq_exp))
         if self.per_channel:
-            return quant.quantize_to_codes_per_channel(self.weight, self.n_bits, self.rule)
+            return quant.quantize_to_codes_per_channel(
+                self.weight, self.n_bits, self.rule, self.scale_steps
+            )
         return quant.quantize_to_codes(self.weight, self.n_bits, self.rule)
 
     def effective_weight(self) -> torch.Tensor:
@@ -110,6 +118,7 @@ class PowerOfTwoMixin:
 
     def quant_extra_repr(self) -> str:
         pc = ", per_channel=True" if self.per_channel else ""
+        pc += f", scale_steps={self.scale_steps}" if self.scale_steps > 1 else ""
         return f"n_bits={self.n_bits}, rule={self.rule}, method={self.method}{pc}"
 
 
@@ -135,11 +144,12 @@ class PowConv2d(PowerOfTwoMixin, nn.Conv2d):
         rule: str = "nearest",
         method: str = "rg",
         per_channel: bool = False,
+        scale_steps: int = 1,
     ) -> None:
         super().__init__(
             in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=False
         )
-        self._init_quant(n_bits, rule, method, per_channel)
+        self._init_quant(n_bits, rule, method, per_channel, scale_steps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.effective_weight(), None, self.stride, self.padding, 1, self.groups)
@@ -159,9 +169,10 @@ class PowLinear(PowerOfTwoMixin, nn.Linear):
         rule: str = "nearest",
         method: str = "rg",
         per_channel: bool = False,
+        scale_steps: int = 1,
     ) -> None:
         super().__init__(in_features, out_features, bias=False)
-        self._init_quant(n_bits, rule, method, per_channel)
+        self._init_quant(n_bits, rule, method, per_channel, scale_steps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.effective_weight())
@@ -195,6 +206,7 @@ def convert(
     rule: str = "nearest",
     method: str = "rg",
     per_channel: bool = False,
+    scale_steps: int = 1,
 ) -> nn.Module:
     """Replace every float Conv2d/Linear of ``model`` (in place) by its power-of-two twin.
 
@@ -202,7 +214,8 @@ def convert(
     must follow). ``n_bits`` may map layer names (as in ``named_modules``) to bit
     widths for mixed precision; names not in the map get ``n_bits["default"]``
     (3 if absent). ``per_channel`` gives every output channel its own power-of-two
-    scale. Returns the model.
+    scale (continuous, to 1/``scale_steps`` of an octave, when ``scale_steps`` > 1).
+    Returns the model.
     """
     for parent_name, parent in list(model.named_modules()):
         for child_name, child in list(parent.named_children()):
@@ -226,6 +239,7 @@ def convert(
                     rule=rule,
                     method=method,
                     per_channel=per_channel,
+                    scale_steps=scale_steps,
                 )
             elif isinstance(child, nn.Linear):
                 if child.bias is not None:
@@ -237,6 +251,7 @@ def convert(
                     rule=rule,
                     method=method,
                     per_channel=per_channel,
+                    scale_steps=scale_steps,
                 )
             else:
                 continue

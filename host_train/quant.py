@@ -27,7 +27,11 @@ floor(log2 max|W|) + 1 (it is cheap: a handful of candidates per layer per step)
 of W's first axis) separately: one exponent per channel.  The datapath carries it for
 free: batch norm's per-channel requantisation multiplier/shift absorbs the factor
 2**(e_c - max e), so the bundle format and the integer kernel are unchanged
-(``host_train.export``).
+(``host_train.export``).  With ``scale_steps`` S > 1 the per-channel search also tries
+the scales between powers of two, 2**(k/S) for every integer k in the same range: a
+continuous (to 1/S of an octave) scale per channel, the MSE-optimal one under the
+rule's loss, which the requantisation multiplier absorbs just the same (it is any
+real number there, not only a power of two).  The weights stay n-bit shift codes.
 """
 
 from __future__ import annotations
@@ -182,29 +186,63 @@ def quantize_to_codes(
     return _codes(w.detach(), idx, n_bits), e
 
 
+#: The largest ``scale_steps`` (scale candidates per octave) of the per-channel search.
+MAX_SCALE_STEPS = 64
+
+
+def scale_steps_problem(scale_steps: int, per_channel: bool, rule: str = "nearest") -> str | None:
+    """Why ``scale_steps`` cannot be used (with or without per-channel scales, with
+    ``rule``), or None."""
+    ok = isinstance(scale_steps, int) and 1 <= scale_steps <= MAX_SCALE_STEPS
+    if not ok or scale_steps & (scale_steps - 1):
+        return (
+            f"scale steps (--scale-steps) must be a power of two from 1 to {MAX_SCALE_STEPS} "
+            f"(scale candidates per octave), not {scale_steps!r}"
+        )
+    if scale_steps > 1 and not per_channel:
+        return "scale steps > 1 (continuous scales) need per-channel scales (--per-channel)"
+    if scale_steps > 1 and rule not in ("nearest", "log"):
+        return (
+            "scale steps > 1 (continuous scales) search the squared error: use the rule "
+            f"nearest or log, not {rule!r}"
+        )
+    return None
+
+
 def scale_of(e: int | torch.Tensor, ndim: int) -> float | torch.Tensor:
-    """2**e for a layer exponent (an int) or per-channel exponents (int tensor (C,)),
-    shaped to broadcast against a weight tensor with ``ndim`` axes (channels first)."""
+    """2**e for a layer exponent (an int) or per-channel exponents (a tensor (C,): int64,
+    or float64 multiples of 1/S for continuous scales), shaped to broadcast against a
+    weight tensor with ``ndim`` axes (channels first)."""
     if isinstance(e, int):
         return 2.0**e
+    shape = (-1, *([1] * (ndim - 1)))
+    if e.is_floating_point():
+        return torch.pow(2.0, e).to(torch.float32).view(shape)
     ones = torch.ones(e.shape, dtype=torch.float32, device=e.device)
-    return torch.ldexp(ones, e.to(torch.int32)).view(-1, *([1] * (ndim - 1)))
+    return torch.ldexp(ones, e.to(torch.int32)).view(shape)
 
 
 def level_indices_per_channel(
-    w: torch.Tensor, n_bits: int, rule: str = "nearest"
+    w: torch.Tensor, n_bits: int, rule: str = "nearest", scale_steps: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`level_indices` with one exponent per output channel (W's first axis).
 
-    Returns (index per weight, e int64 (C,)).  The search of :func:`level_indices` runs
+    Returns (index per weight, e (C,)).  The search of :func:`level_indices` runs
     for all channels at once (the same candidates relative to each channel's max|W|,
     the same losses; ties go to the smaller exponent, as there).  An all-zero channel
     gets e = 0.  The authors' rule has one scale per layer by definition: refused.
+
+    ``scale_steps`` S: candidates per octave.  S = 1 tries powers of two only and gives
+    e as int64; S > 1 (a power of two) also tries 2**(k/S) in between and gives e as
+    float64 multiples of 1/S (exact), the channel's scale being 2**e.
     """
     if rule not in RULES:
         raise ValueError(f"unknown quantizer rule {rule!r}; choose one of {RULES}")
     if rule == "authors":
         raise ValueError("the authors' rule has one scale per layer: use another rule per channel")
+    problem = scale_steps_problem(scale_steps, per_channel=True, rule=rule)
+    if problem:
+        raise ValueError(problem)
     r = num_magnitudes(n_bits)
     mode = "log" if rule == "log" else "nearest"
     with torch.no_grad():
@@ -212,43 +250,94 @@ def level_indices_per_channel(
         m = flat.abs().amax(1)
         zero = m == 0
         top = torch.floor(torch.log2(torch.where(zero, torch.ones_like(m), m)))
-        steps = torch.arange(-r - 1, 2, dtype=flat.dtype, device=flat.device)
+        s = scale_steps
+        steps = torch.arange((-r - 1) * s, 2 * s, dtype=flat.dtype, device=flat.device) / s
         cand = top[None, :] + steps[:, None]  # (K, C) candidate exponents
-        scales = torch.pow(2.0, cand)[..., None]  # (K, C, 1)
-        big = flat.unsqueeze(0).expand(len(cand), -1, -1)
-        idx = _magnitude_index(big.abs(), scales, n_bits, mode)  # (K, C, F)
-        q = _levels(big, idx, scales)
-        if rule == "moments":
-            var_w = flat.var(1, unbiased=False).clamp_min(1e-30)
-            dv = q.var(-1, unbiased=False) - var_w
-            dm = q.mean(-1) - flat.mean(1)
-            loss = (dv / var_w) ** 2 + dm * dm / var_w
-        else:
-            loss = ((flat.unsqueeze(0) - q) ** 2).sum(-1)
-        k = loss.argmin(0)  # the first minimum: the smallest exponent on ties
         chans = torch.arange(flat.shape[0], device=flat.device)
-        e = torch.where(zero, 0, cand[k, chans].to(torch.int64))
-        best = idx[k, chans]
+        if s > 1:  # continuous scales: losses from sorted weights, one staircase at the end
+            k = sorted_squared_error(flat.abs(), torch.pow(2.0, cand), n_bits, mode).argmin(0)
+            e = torch.where(zero, 0, cand[k, chans].to(torch.float64))
+            best = _magnitude_index(flat.abs(), scale_of(e, 2), n_bits, mode)
+        else:
+            scales = torch.pow(2.0, cand)[..., None]  # (K, C, 1)
+            big = flat.unsqueeze(0).expand(len(cand), -1, -1)
+            idx = _magnitude_index(big.abs(), scales, n_bits, mode)  # (K, C, F)
+            q = _levels(big, idx, scales)
+            if rule == "moments":
+                var_w = flat.var(1, unbiased=False).clamp_min(1e-30)
+                dv = q.var(-1, unbiased=False) - var_w
+                dm = q.mean(-1) - flat.mean(1)
+                loss = (dv / var_w) ** 2 + dm * dm / var_w
+            else:
+                loss = ((flat.unsqueeze(0) - q) ** 2).sum(-1)
+            k = loss.argmin(0)  # the first minimum: the smallest exponent on ties
+            e = torch.where(zero, 0, cand[k, chans].to(torch.int64))
+            best = idx[k, chans]
         best = torch.where(zero[:, None], 0 if n_bits == 1 else -1, best)
         return best.reshape(w.shape), e
 
 
+def _level_bounds(n_bits: int, mode: str) -> list[float]:
+    """Lower bound of every level's bin in units of the scale, top level first: level
+    ``2**-j`` takes ``b[j] <= |w|/scale < b[j-1]`` (``b[-1]`` = infinity) and zero
+    takes what lies below ``b[r-1]`` - the thresholds of :func:`_magnitude_index`."""
+    r = num_magnitudes(n_bits)
+    if n_bits == 1:
+        return [0.0]  # no zero: every weight is +-1
+    if mode == "log":  # geometric midpoints; zero below 2**-(r-1) / sqrt 2
+        return [2.0**-j / math.sqrt(2.0) for j in range(r)]
+    # linear midpoints 0.75 * 2**-j between 2**-(j+1) and 2**-j; zero below half the least
+    return [0.75 * 2.0**-j for j in range(r - 1)] + [2.0 ** -(r - 1) / 2]
+
+
+def sorted_squared_error(
+    absw: torch.Tensor, scales: torch.Tensor, n_bits: int, mode: str
+) -> torch.Tensor:
+    """Sum over each row of ``(|w| - staircase(|w|))**2`` for every candidate scale,
+    without building the staircases: (K, C) float64 for ``absw`` (C, F) and
+    ``scales`` (K, C).
+
+    Sorting each row once turns every level's bin into a slice, whose count, sum and
+    sum of squares come from prefix sums (searchsorted on the bin bounds), so a
+    candidate costs O(levels log F) instead of O(F) - what makes a fine scale search
+    affordable in every training step.  Equals the direct sum up to rounding (tested).
+    """
+    a = absw.to(torch.float64).sort(1).values  # (C, F)
+    C, F = a.shape
+    zero = torch.zeros(C, 1, dtype=a.dtype, device=a.device)
+    p1 = torch.cat([zero, a.cumsum(1)], 1)  # (C, F + 1)
+    total = (a * a).sum(1)  # (C,)
+    bounds = torch.tensor(_level_bounds(n_bits, mode), dtype=a.dtype, device=a.device)
+    sc = scales.to(torch.float64)  # (K, C)
+    K, J = sc.shape[0], len(bounds)
+    thr = (sc[..., None] * bounds).permute(1, 0, 2).reshape(C, K * J)  # (C, K J)
+    below = torch.searchsorted(a, thr.contiguous()).reshape(C, K, J)  # count < bound
+    upper = torch.cat([torch.full_like(below[..., :1], F), below[..., :-1]], -1)
+    count = (upper - below).to(a.dtype)  # (C, K, J): weights on level 2**-j
+    s1 = p1.gather(1, upper.reshape(C, -1)) - p1.gather(1, below.reshape(C, -1))
+    s1 = s1.reshape(C, K, J)
+    v = sc.t()[..., None] * torch.pow(2.0, -torch.arange(J, dtype=a.dtype, device=a.device))
+    err = total[:, None] + (v * v * count - 2.0 * v * s1).sum(-1)  # (C, K)
+    return err.t()
+
+
 def quantize_per_channel(
-    w: torch.Tensor, n_bits: int, rule: str = "nearest"
+    w: torch.Tensor, n_bits: int, rule: str = "nearest", scale_steps: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """staircase(W) with one power-of-two scale per output channel: (q, e int64 (C,));
-    row c of q lies in ``level_set(n_bits) * 2**e[c]``."""
-    idx, e = level_indices_per_channel(w, n_bits, rule)
+    """staircase(W) with one scale per output channel: (q, e (C,)); row c of q lies in
+    ``level_set(n_bits) * 2**e[c]`` (e: see :func:`level_indices_per_channel`)."""
+    idx, e = level_indices_per_channel(w, n_bits, rule, scale_steps)
     with torch.no_grad():
         return _levels(w.detach(), idx, scale_of(e, w.ndim)), e
 
 
 def quantize_to_codes_per_channel(
-    w: torch.Tensor, n_bits: int, rule: str = "nearest"
+    w: torch.Tensor, n_bits: int, rule: str = "nearest", scale_steps: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Integer codes of the per-channel staircase: (int8 codes, e int64 (C,)); channel
-    c's integer weights are ``decode(code) * 2**layer_exponent(e[c], n)``."""
-    idx, e = level_indices_per_channel(w, n_bits, rule)
+    """Integer codes of the per-channel staircase: (int8 codes, e (C,)); channel c's
+    real weights are ``decode(code) * 2**(layer_exponent(0, n) + e[c])`` (e int64 for
+    power-of-two scales, float64 multiples of 1/S for continuous ones)."""
+    idx, e = level_indices_per_channel(w, n_bits, rule, scale_steps)
     return _codes(w.detach(), idx, n_bits), e
 
 

@@ -82,6 +82,7 @@ class TrainConfig:
     inq_fractions: list[float] = field(default_factory=lambda: [0.5, 0.75, 0.875, 1.0])
     rg_compensate: bool = False
     per_channel: bool = False
+    scale_steps: int = 1  #: per-channel scale candidates per octave (> 1: continuous)
     teacher: str | None = None
     distill_weight: float = 0.5
     distill_temperature: float = 4.0
@@ -103,6 +104,9 @@ class TrainConfig:
         if self.epochs < 1 and trains:
             raise ValueError("epochs must be >= 1")
         problem = L.per_channel_problem(self.method, self.rule) if self.per_channel else None
+        problem = problem or quant.scale_steps_problem(
+            self.scale_steps, self.per_channel, self.rule
+        )
         if problem:
             raise ValueError(problem)
         if not 0.0 <= self.distill_weight <= 1.0:
@@ -112,6 +116,12 @@ class TrainConfig:
         if self.val_split < 0:
             raise ValueError("--val-split must be >= 0 images")
         finish.check_finish(self.finish, self.ema_decay)
+
+
+def saved_config(config: dict) -> dict:
+    """A checkpoint's saved config with the fields added since it was written at their
+    defaults (what comparing configs must use: old runs keep matching)."""
+    return dataclasses.asdict(TrainConfig(**config))
 
 
 # --- data on tensors -----------------------------------------------------------------
@@ -131,7 +141,9 @@ def make_model(cfg: TrainConfig, ds_shape: tuple[int, int, int], num_classes: in
     bits: int | dict[str, int] = cfg.bits
     if cfg.bits_per_layer:
         bits = {"default": cfg.bits, **cfg.bits_per_layer}
-    return L.convert(model, bits, cfg.rule, cfg.method, per_channel=cfg.per_channel)
+    return L.convert(
+        model, bits, cfg.rule, cfg.method, per_channel=cfg.per_channel, scale_steps=cfg.scale_steps
+    )
 
 
 def model_from_checkpoint(ckpt: dict) -> tuple[nn.Module, TrainConfig]:
@@ -360,7 +372,7 @@ def _resume(
     if not ck_path.exists():
         raise FileNotFoundError(f"--resume: no checkpoint at {ck_path}")
     ck = load_checkpoint(ck_path)
-    if ck["config"] != base["config"]:
+    if saved_config(ck["config"]) != base["config"]:
         raise ValueError("--resume: the checkpoint was made with a different configuration")
     model.load_state_dict(ck["model"])
     opt.load_state_dict(ck["optimizer"])

@@ -35,6 +35,8 @@ VARIANTS = {
     "ste": dict(method="ste"),
     "inq": dict(method="inq"),
     "rg-pc": dict(method="rg", per_channel=True, **RG_DEFAULTS),  # per-channel scales
+    # continuous per-channel scales, 16 candidates an octave (the fast sorted search)
+    "rg-cs": dict(method="rg", per_channel=True, scale_steps=16, **RG_DEFAULTS),
 }
 METHODS = tuple(VARIANTS)
 

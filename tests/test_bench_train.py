@@ -141,6 +141,7 @@ def test_round2_picks_run_and_finish_on_validation(tmp_path, round2):
         "rg-s0": {"none": (93.0, 92.0), "bn": (93.6, 92.1), "ema-bn": (93.2, 92.9)},
         "rg-long-s0": {"none": (93.1, 92.5), "bn": (93.2, 92.6), "ema-bn": (93.3, 92.7)},
         "float-long-s0": {"none": (93.9, 93.5), "bn": (93.8, 93.4), "ema-bn": (93.7, 93.3)},
+        "rg-cs-s0": {"none": (93.2, 92.4), "bn": (93.1, 92.3), "ema-bn": (93.0, 92.2)},
     }
     for name, _, o in bt.CHOICES:
         _fake_round2_run(tmp_path, name, o, 0, vt[name])
@@ -148,13 +149,16 @@ def test_round2_picks_run_and_finish_on_validation(tmp_path, round2):
     assert (q_name, q_over["finish"]) == ("rg-s0", "bn")  # not ema-bn's better test figure
     assert (f_name, f_over["finish"]) == ("float-s0", "bn")
     names = [r[0] for r in bt.plan(tmp_path)]
-    # the gate alternates 3-bit and float seed by seed; the 30-epoch rows come after it
-    assert names[2:8] == [
+    # the gate alternates 3-bit and float seed by seed; the 30-epoch rows and the
+    # continuous scales come after it
+    assert names[2:9] == [
         "gate-q3-s1", "gate-float-s1", "gate-q3-s2", "gate-float-s2", "rg-long-s0",
-        "float-long-s0",
+        "float-long-s0", "rg-cs-s0",
     ]  # fmt: skip
     for name, _, o in bt.AFTER_GATE:
-        assert bt.config_for(o, tmp_path).epochs == 30
+        cfg = bt.config_for(o, tmp_path)
+        assert cfg.epochs == (30 if "long" in name else 15)
+        assert (cfg.per_channel, cfg.scale_steps) == ((True, 16) if "cs" in name else (False, 1))
         _fake_round2_run(tmp_path, name, o, 0, vt[name])
     rows = {r[0]: r for r in bt.plan(tmp_path)}
     cfg = bt.config_for(rows["gate-q3-s1"][2], tmp_path, 1)

@@ -64,6 +64,14 @@ def register(sub) -> None:
         action="store_true",
         help="one power-of-two weight scale per output channel (folds into requantisation)",
     )
+    p.add_argument(
+        "--scale-steps",
+        type=int,
+        default=1,
+        help="with --per-channel: scale candidates per octave, a power of two; 1 = "
+        "power-of-two scales, > 1 = a continuous scale 2**(k/S) per channel (MSE-optimal; "
+        "folds into the requantisation multiplier)",
+    )
     p.add_argument("--teacher", default=None, help="distil from this (float) checkpoint")
     p.add_argument("--distill-weight", type=float, default=0.5, help="weight of the KD term")
     p.add_argument("--distill-temperature", type=float, default=4.0, help="softmax temperature")
@@ -154,6 +162,7 @@ def _config(args: argparse.Namespace):
         train_limit=args.train_limit,
         rg_compensate=args.rg_compensate,
         per_channel=args.per_channel,
+        scale_steps=args.scale_steps,
         teacher=args.teacher,
         distill_weight=args.distill_weight,
         distill_temperature=args.distill_temperature,
