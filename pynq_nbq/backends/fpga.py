@@ -93,7 +93,9 @@ class FpgaBackend:
             if kind_defines is None and source.startswith("sim:"):
                 from ..kernel import builds
 
-                kind_defines = {k: builds.defines(self.board_name, k) for k in ("svpe", "vpe")}
+                kind_defines = {
+                    k.value: builds.defines(self.board_name, k.value) for k in dp.PEKind
+                }
             self.board = shared_board(self.board_name, kind_defines)
         self._device: FpgaConvDevice | None = None
         self._layers: CompiledLayers | None = None
