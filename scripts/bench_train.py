@@ -180,8 +180,9 @@ def config_matches(saved: dict, cfg) -> bool:
 
 
 def update_ledger(out: Path, path: Path) -> list[str]:
-    """Add every run finished in ``out`` (config, last metrics, epoch times, machine) to
-    the ledger at ``path``, keeping the entries already there; returns the names added."""
+    """Add every run finished in ``out`` (config, last metrics, epoch times, machine and,
+    where ``--agreement`` measured it, its svpe bundle's engine-vs-torch agreement) to the
+    ledger at ``path``, keeping the entries already there; returns the names added."""
     import platform
 
     import torch
@@ -200,6 +201,9 @@ def update_ledger(out: Path, path: Path) -> list[str]:
             "epoch_seconds": [round(e["epoch_seconds"], 1) for e in ck["metrics"]],
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
         }
+        agreement = out / name / AGREEMENT
+        if agreement.exists():  # the bundle check outlives the checkpoint
+            data["runs"][name]["agreement"] = json.loads(agreement.read_text())
         added.append(name)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
@@ -395,6 +399,8 @@ def summarise(out: Path) -> dict:
             "train_loss": m["train_loss"],
             "epoch_seconds_median": statistics.median(e["epoch_seconds"] for e in ck["metrics"]),
         }
+        if "agreement" in ck:  # a ledger run's bundle check
+            rows[name]["agreement"] = ck["agreement"]
     best_q, best_f = best_choices(out)
     groups = {}
     for best, tag in ((best_q, "q3"), (best_f, "float")):
@@ -430,6 +436,10 @@ def _bits_rows(rows: dict, best_q) -> dict:
     return dict(sorted(out.items()))
 
 
+#: Where ``--agreement`` caches a run's bundle check (and the ledger picks it up).
+AGREEMENT = "agreement.json"
+
+
 def add_agreement(out: Path, summary: dict, images: int) -> None:
     """Export every finished power-of-two row to an svpe bundle
     (``OUT/NAME/bundle-svpe``) and measure engine-vs-torch agreement on the first
@@ -442,7 +452,7 @@ def add_agreement(out: Path, summary: dict, images: int) -> None:
             continue
         if r["finish"] != r["model_finish"] or r["from_ledger"]:  # no such model here
             continue
-        cache = out / name / "agreement.json"
+        cache = out / name / AGREEMENT
         if cache.exists() and json.loads(cache.read_text()).get("images") == images:
             r["agreement"] = json.loads(cache.read_text())
             continue
@@ -593,11 +603,11 @@ def main() -> int:
         run_plan(out, args.only, args.stop_after, Path(args.copy_to) if args.copy_to else None)
     if args.copy_to:
         print("copied:", ", ".join(copy_finished(out, Path(args.copy_to))) or "nothing")
-    if args.report and LEDGER is not None:
-        print("ledger: added", ", ".join(update_ledger(out, LEDGER)) or "nothing")
     summary = summarise(out)
     if args.agreement:
         add_agreement(out, summary, args.agreement)
+    if args.report and LEDGER is not None:  # after the bundle checks: the ledger keeps them
+        print("ledger: added", ", ".join(update_ledger(out, LEDGER)) or "nothing")
     (out / "summary.json").write_text(
         json.dumps(
             {"round": args.round, "common": COMMON, "rg_defaults": RG_DEFAULTS, **summary},

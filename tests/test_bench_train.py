@@ -210,3 +210,20 @@ def test_committed_round2_ledger_matches_the_plan(round2):
         assert bt.config_matches(entry["config"], cfg), name
         assert not bt.config_matches({**entry["config"], "lr": 1.0}, cfg)
     assert set(bt.summarise(empty)["rows"]) == set(runs)
+
+
+def test_the_ledger_keeps_a_runs_bundle_check(tmp_path, round2):
+    """--agreement's result for a run is written to the ledger with it, and a plan on a
+    new machine (no checkpoint) reports it for the accuracy-vs-bits table."""
+    old, new, ledger = tmp_path / "old", tmp_path / "new", tmp_path / "ledger.json"
+    for name, _, o in bt.CHOICES:
+        _fake_round2_run(old, name, o, 0, {"none": (93.0, 92.0), "bn": (92.5, 92.5)})
+    check = {"images": 100, "top1_agreement": 1.0, "torch_accuracy": 0.92, "engine_accuracy": 0.92}
+    (old / "rg-s0" / bt.AGREEMENT).write_text(json.dumps(check))
+    bt.update_ledger(old, ledger)
+    data = json.loads(ledger.read_text())["runs"]
+    assert data["rg-s0"]["agreement"] == check and "agreement" not in data["float-s0"]
+    bt.LEDGER = ledger
+    s = bt.summarise(new)
+    assert s["rows"]["rg-s0"]["from_ledger"] and s["rows"]["rg-s0"]["agreement"] == check
+    assert "| 3 | 1 | 92.00 ± 0.00 | 100.00 % of 100 |" in bt.report(s)
