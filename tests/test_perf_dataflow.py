@@ -102,7 +102,7 @@ def test_planted_undersized_fifo_is_found():
     assert bad.region_cycles > 1.1 * good.region_cycles
     found = {u.fifo: u for u in dataflow.undersized_fifos(small)}
     assert "px" in found and found["px"].depth == 4
-    assert found["px"].sufficient_depth <= b.fifo_depths["px"]
+    assert found["px"].sufficient_depth <= stages.fifo_depths(b.pm, b.max_cin)["px"]
     assert bad.stalls["reader"] > good.stalls["reader"]
 
 

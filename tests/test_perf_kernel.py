@@ -141,7 +141,7 @@ def test_model_plans_the_hosts_calls():
     lay = Layer("c", "conv", 64, 28, 100, 128, 28, 100, kernel=3, padding=1)
     build = kernel.build_of("svpe3", 32, 8)
     calls = kernel.plan_calls(lay, build)
-    plan = plan_layer(28, 100, 64, 128, 3, 0, build.info)
+    plan = plan_layer(28, 100, 64, 128, 3, 0, build)
     assert len(calls) == len(plan.groups) * len(plan.tiles) == 2 * 2
     assert sum(c.load for c in calls) == len(plan.groups) == 2
     assert [c.w for c in calls[:2]] == [t.in_cols[1] - t.in_cols[0] for t in plan.tiles]

@@ -54,7 +54,7 @@ from . import costs, stages, storage
 from .boards import Board
 from .constants import PAPER_DSP_BUDGET
 from .layers import Layer
-from .stages import Build, Call, describe_call, header_limits, pipeline_depth
+from .stages import Build, Call, build_with_limits, describe_call, header_limits, pipeline_depth
 from .storage import (  # noqa: F401 - the memory model, re-exported for callers
     ACT_BITS,
     INFRA_BRAM18,
@@ -330,8 +330,8 @@ def choose_build(build: str, board: Board, limits: dict | None = None) -> tuple[
 
 
 def build_of(build: str, pm: int, pn: int, limits: dict | None = None) -> Build:
-    """The :class:`.stages.Build` of build name ``build`` at (Pm, Pn)."""
-    return Build.with_limits(BUILDS[build][0], pm, pn, limits)
+    """The :data:`.stages.Build` of build name ``build`` at (Pm, Pn)."""
+    return build_with_limits(BUILDS[build][0], pm, pn, limits)
 
 
 def call_cycles(call: Call, build: Build) -> dict[str, int]:

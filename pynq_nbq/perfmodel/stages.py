@@ -3,11 +3,11 @@
 Three things here, each the one definition the cycle model (:mod:`.kernel`) and the
 dataflow simulation (:mod:`.dataflow`) share:
 
-* :class:`Build` - a kernel build: PE kind, (Pm, Pn) and the buffer limits, the
-  latter read from ``hls/nbq_params.h`` (:func:`header_limits`), never restated.  Its
-  :attr:`Build.info` is the :class:`~pynq_nbq.kernel.protocol.KernelInfo` the host's
-  tile planner takes, so the model plans exactly the calls the scheduler makes
-  (:func:`plan_calls` calls :func:`pynq_nbq.kernel.tiles.plan_layer`).
+* :data:`Build` - a kernel build: the :class:`~pynq_nbq.kernel.protocol.KernelInfo`
+  (PE kind, (Pm, Pn), buffer limits) the host's tile planner takes, so the model plans
+  exactly the calls the scheduler makes (:func:`plan_calls` calls
+  :func:`pynq_nbq.kernel.tiles.plan_layer`); :func:`build_with_limits` fills the limits
+  from ``hls/nbq_params.h`` (:func:`header_limits`), never restated.
 * :class:`Call` and :func:`geometry` - one call's registers and the derived sizes of
   ``geom_t`` in the kernel (padded tile, conv outputs, channel groups).
 * :func:`describe_call` - the six DATAFLOW stages of one call as the C++ loops run
@@ -80,40 +80,18 @@ def header_limits() -> dict[str, int]:
     return {k: h[f"NBQ_{k.upper()}"] for k in ("max_h", "max_w", "max_cin", "max_cout")}
 
 
-@dataclass(frozen=True)
-class Build:
-    """One kernel build: PE kind, code width (svpe), (Pm, Pn) and buffer limits."""
+#: A kernel build as the model sees it: exactly the
+#: :class:`~pynq_nbq.kernel.protocol.KernelInfo` its read-only registers report (PE kind,
+#: (Pm, Pn), buffer limits), the one record of a build's geometry the host's planner takes.
+Build = protocol.KernelInfo
 
-    pe: str
-    pm: int
-    pn: int
-    max_h: int
-    max_w: int
-    max_cin: int
-    max_cout: int
 
-    @classmethod
-    def with_limits(cls, pe: str, pm: int, pn: int, limits: dict | None = None) -> Build:
-        """A build with the header's limits, overridden by ``limits`` (same keys)."""
-        lim = {**header_limits(), **(limits or {})}
-        return cls(pe, pm, pn, lim["max_h"], lim["max_w"], lim["max_cin"], lim["max_cout"])
-
-    @property
-    def info(self) -> protocol.KernelInfo:
-        """What the host's planner sees in this build's read-only registers."""
-        return protocol.KernelInfo(
-            dp.PEKind(self.pe),
-            self.pm,
-            self.pn,
-            self.max_h,
-            self.max_w,
-            self.max_cin,
-            self.max_cout,
-        )
-
-    @property
-    def fifo_depths(self) -> dict[str, int]:
-        return fifo_depths(self.pm, self.max_cin)
+def build_with_limits(pe: str, pm: int, pn: int, limits: dict | None = None) -> Build:
+    """A build with the header's limits, overridden by ``limits`` (same keys)."""
+    lim = {**header_limits(), **(limits or {})}
+    return Build(
+        dp.PEKind.parse(pe), pm, pn, lim["max_h"], lim["max_w"], lim["max_cin"], lim["max_cout"]
+    )
 
 
 @dataclass(frozen=True)
@@ -161,7 +139,7 @@ def plan_calls(
     """The calls of one layer on ``build``: exactly the host's plan
     (:func:`pynq_nbq.kernel.tiles.plan_layer`): output-channel groups, each loading its
     weights on its first call, then every spatial tile."""
-    plan = plan_layer(h, w, c_in, c_out, k, 2 if pool else 0, build.info)
+    plan = plan_layer(h, w, c_in, c_out, k, 2 if pool else 0, build)
     calls = []
     for co0, co1 in plan.groups:
         for i, t in enumerate(plan.tiles):
@@ -253,7 +231,7 @@ def describe_call(
         g,
         _stages(call, g, build.pm, build.pn),
         dict(FIFOS),
-        {**build.fifo_depths, **(depths or {})},
+        {**fifo_depths(build.pm, build.max_cin), **(depths or {})},
         load,
         first,
         tail_cycles=2,  # the last, partial feature-map word and the status word
