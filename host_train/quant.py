@@ -193,7 +193,8 @@ MAX_SCALE_STEPS = 64
 def scale_steps_problem(scale_steps: int, per_channel: bool, rule: str = "nearest") -> str | None:
     """Why ``scale_steps`` cannot be used (with or without per-channel scales, with
     ``rule``), or None."""
-    ok = isinstance(scale_steps, int) and 1 <= scale_steps <= MAX_SCALE_STEPS
+    is_int = isinstance(scale_steps, int) and not isinstance(scale_steps, bool)
+    ok = is_int and 1 <= scale_steps <= MAX_SCALE_STEPS
     if not ok or scale_steps & (scale_steps - 1):
         return (
             f"scale steps (--scale-steps) must be a power of two from 1 to {MAX_SCALE_STEPS} "
@@ -216,8 +217,8 @@ def scale_of(e: int | torch.Tensor, ndim: int) -> float | torch.Tensor:
     if isinstance(e, int):
         return 2.0**e
     shape = (-1, *([1] * (ndim - 1)))
-    if e.is_floating_point():
-        return torch.pow(2.0, e).to(torch.float32).view(shape)
+    if e.is_floating_point():  # k/S: exact in float32, so this is the search's own scale
+        return torch.pow(2.0, e.to(torch.float32)).view(shape)
     ones = torch.ones(e.shape, dtype=torch.float32, device=e.device)
     return torch.ldexp(ones, e.to(torch.int32)).view(shape)
 
@@ -280,7 +281,11 @@ def level_indices_per_channel(
 def _level_bounds(n_bits: int, mode: str) -> list[float]:
     """Lower bound of every level's bin in units of the scale, top level first: level
     ``2**-j`` takes ``b[j] <= |w|/scale < b[j-1]`` (``b[-1]`` = infinity) and zero
-    takes what lies below ``b[r-1]`` - the thresholds of :func:`_magnitude_index`."""
+    takes what lies below ``b[r-1]`` - the thresholds of :func:`_magnitude_index` (which
+    compares in float32 after dividing by the scale, ``log`` through ``log2``: a weight
+    within about an ulp of a bound may land in the other bin there; the search's loss
+    is then off by that weight's share, the codes are not - they come from
+    :func:`_magnitude_index` alone)."""
     r = num_magnitudes(n_bits)
     if n_bits == 1:
         return [0.0]  # no zero: every weight is +-1
@@ -300,7 +305,8 @@ def sorted_squared_error(
     Sorting each row once turns every level's bin into a slice, whose count, sum and
     sum of squares come from prefix sums (searchsorted on the bin bounds), so a
     candidate costs O(levels log F) instead of O(F) - what makes a fine scale search
-    affordable in every training step.  Equals the direct sum up to rounding (tested).
+    affordable in every training step.  Equals the direct sum up to rounding, but for
+    weights within about an ulp of a bin bound (see :func:`_level_bounds`; tested).
     """
     a = absw.to(torch.float64).sort(1).values  # (C, F)
     C, F = a.shape

@@ -120,7 +120,11 @@ class TrainConfig:
 
 def saved_config(config: dict) -> dict:
     """A checkpoint's saved config with the fields added since it was written at their
-    defaults (what comparing configs must use: old runs keep matching)."""
+    defaults (what comparing configs must use: old runs keep matching).  ValueError
+    names fields this version does not know."""
+    unknown = set(config) - {f.name for f in dataclasses.fields(TrainConfig)}
+    if unknown:
+        raise ValueError(f"the saved config has fields this version lacks: {sorted(unknown)}")
     return dataclasses.asdict(TrainConfig(**config))
 
 

@@ -144,6 +144,8 @@ def config_for(overrides: dict, out: Path, seed: int = 0):
 #: another.  A run found there counts as finished (its checkpoint is not: no bundle
 #: checks for it); the run's own checkpoint in OUT, where there is one, comes first.
 LEDGER: Path | None = None
+#: Where ``--agreement`` caches a run's bundle check (and the ledger picks it up).
+AGREEMENT = "agreement.json"
 
 
 def _ledger() -> dict:
@@ -172,7 +174,10 @@ def config_matches(saved: dict, cfg) -> bool:
     it."""
     from host_train.train import saved_config
 
-    saved = saved_config(saved)
+    try:
+        saved = saved_config(saved)
+    except ValueError:  # a field this version does not know: not today's plan
+        return False
     want = dataclasses.asdict(cfg)
     if want.get("flip") is None:
         want["flip"] = saved.get("flip")
@@ -194,6 +199,7 @@ def update_ledger(out: Path, path: Path) -> list[str]:
         ck = _finished(out, name)
         if ck is None or ck.get("from_ledger"):
             continue
+        old = data["runs"].get(name)
         data["runs"][name] = {
             "config": ck["config"],
             "epoch": int(ck["epoch"]),
@@ -204,6 +210,8 @@ def update_ledger(out: Path, path: Path) -> list[str]:
         agreement = out / name / AGREEMENT
         if agreement.exists():  # the bundle check outlives the checkpoint
             data["runs"][name]["agreement"] = json.loads(agreement.read_text())
+        elif (old or {}).get("config") == ck["config"] and "agreement" in old:
+            data["runs"][name]["agreement"] = old["agreement"]  # the same run, checked before
         added.append(name)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
@@ -288,8 +296,9 @@ def copy_finished(out: Path, dest: Path) -> list[str]:
         if ck is None or ck.get("from_ledger"):
             continue
         (dest / name).mkdir(parents=True, exist_ok=True)
-        for f in ("checkpoint.pt", "metrics.json"):
-            shutil.copy2(out / name / f, dest / name / f)
+        for f in ("checkpoint.pt", "metrics.json", AGREEMENT):
+            if (out / name / f).exists():
+                shutil.copy2(out / name / f, dest / name / f)
         copied.append(name)
     return copied
 
@@ -409,9 +418,12 @@ def summarise(out: Path) -> dict:
         fin = best[1].get("finish", COMMON.get("finish", "none"))
         if best[0] in rows:  # seed 0 is the choice row itself, at the picked finish
             rows[best[0]].update(rows[best[0]]["variants"][fin], finish=fin)
+            if fin != rows[best[0]]["model_finish"]:  # a check of another finish's model
+                rows[best[0]].pop("agreement", None)
         names = [best[0]] + [f"gate-{tag}-s{s}" for s in GATE_SEEDS[1:]]
         accs = [rows[n]["test_acc"] for n in names if n in rows]
         groups[tag] = {
+            "choice": best[0],
             "setting": best[0] + ("" if fin == "none" else f" [{fin}]"),
             "runs": [n for n in names if n in rows],
             "acc": accs,
@@ -434,10 +446,6 @@ def _bits_rows(rows: dict, best_q) -> dict:
         if _in_bits_curve(name, best_q[0]):
             out.setdefault(r["bits"], []).append(r["test_acc"])
     return dict(sorted(out.items()))
-
-
-#: Where ``--agreement`` caches a run's bundle check (and the ledger picks it up).
-AGREEMENT = "agreement.json"
 
 
 def add_agreement(out: Path, summary: dict, images: int) -> None:
@@ -510,7 +518,7 @@ def report(summary: dict) -> str:
             "|---|---|---:|---|",
         ]
         agree = {}
-        best_q_name = gate["q3"]["setting"] if "q3" in gate else ""
+        best_q_name = gate["q3"]["choice"] if "q3" in gate else ""
         for name, r in rows.items():
             if "agreement" in r and _in_bits_curve(name, best_q_name):
                 a = r["agreement"]

@@ -213,17 +213,37 @@ def test_committed_round2_ledger_matches_the_plan(round2):
 
 
 def test_the_ledger_keeps_a_runs_bundle_check(tmp_path, round2):
-    """--agreement's result for a run is written to the ledger with it, and a plan on a
-    new machine (no checkpoint) reports it for the accuracy-vs-bits table."""
+    """--agreement's result for a run is written to the ledger with it (and kept when a
+    later report has no agreement.json), and a plan on a new machine (no checkpoint)
+    reports it - unless the picked finish is not the checked model's."""
     old, new, ledger = tmp_path / "old", tmp_path / "new", tmp_path / "ledger.json"
+    own = bt.COMMON["finish"]  # every round-2 run's own final model: ema-bn
     for name, _, o in bt.CHOICES:
-        _fake_round2_run(old, name, o, 0, {"none": (93.0, 92.0), "bn": (92.5, 92.5)})
+        _fake_round2_run(old, name, o, 0, {"none": (92.0, 91.0), own: (93.0, 92.0)})
     check = {"images": 100, "top1_agreement": 1.0, "torch_accuracy": 0.92, "engine_accuracy": 0.92}
     (old / "rg-s0" / bt.AGREEMENT).write_text(json.dumps(check))
     bt.update_ledger(old, ledger)
+    (old / "rg-s0" / bt.AGREEMENT).unlink()
+    bt.update_ledger(old, ledger)  # reported again without the file: the check stays
     data = json.loads(ledger.read_text())["runs"]
     assert data["rg-s0"]["agreement"] == check and "agreement" not in data["float-s0"]
     bt.LEDGER = ledger
     s = bt.summarise(new)
     assert s["rows"]["rg-s0"]["from_ledger"] and s["rows"]["rg-s0"]["agreement"] == check
     assert "| 3 | 1 | 92.00 ± 0.00 | 100.00 % of 100 |" in bt.report(s)
+    # the pick is "none" now: the check was of the ema-bn model, so it is not reported
+    for name, _, o in bt.CHOICES:
+        _fake_round2_run(old, name, o, 0, {"none": (94.0, 91.0), own: (93.0, 92.0)})
+    bt.update_ledger(old, ledger)
+    s = bt.summarise(new)
+    assert s["rows"]["rg-s0"]["finish"] == "none" and "agreement" not in s["rows"]["rg-s0"]
+    assert "| 3 | 1 | 91.00 ± 0.00 | - |" in bt.report(s)
+
+
+def test_a_saved_config_with_an_unknown_field_is_not_the_plan(round2, tmp_path):
+    import dataclasses
+
+    cfg = bt.config_for({"method": "rg"}, tmp_path)
+    saved = dataclasses.asdict(cfg)
+    assert bt.config_matches(saved, cfg)
+    assert not bt.config_matches({**saved, "no_such_field": 1}, cfg)

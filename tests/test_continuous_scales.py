@@ -65,6 +65,20 @@ def test_sorted_error_equals_the_direct_sum(n, mode):
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5])
+def test_sorted_error_on_the_bin_bounds(n):
+    """Weights placed exactly on every bound (and either side of it), power-of-two scales,
+    rule nearest: the bins of the search are the quantizer's exactly (both compare
+    exactly there), so the sums agree to rounding."""
+    bounds = torch.tensor(quant._level_bounds(n, "nearest"), dtype=torch.float64)
+    row = torch.cat([bounds, bounds * (1 + 2**-20), bounds * (1 - 2**-20), torch.tensor([0.0])])
+    w = torch.stack([row * 2.0**k for k in (-3, 0, 2)]).float()  # 3 channels, scales 2**k
+    scales = torch.pow(2.0, torch.tensor([[-3.0, 0.0, 2.0], [-4.0, 1.0, 2.0]]))
+    fast = quant.sorted_squared_error(w.abs(), scales, n, "nearest")
+    direct = _direct_error(w, scales, n, "nearest")
+    assert torch.allclose(fast, direct, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5])
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("steps", [2, 8, 16])
 def test_continuous_search_picks_the_least_error_of_its_candidates(n, mode, steps):
@@ -123,6 +137,8 @@ def test_codes_decode_to_the_continuous_staircase():
         (128, True, "nearest", "power of two"),
         (8, False, "nearest", "per-channel"),
         (8, True, "moments", "nearest or log"),
+        (2.0, True, "nearest", "power of two"),
+        (True, True, "nearest", "power of two"),
     ],
 )
 def test_scale_steps_are_checked(steps, per_channel, rule, match):
@@ -133,6 +149,7 @@ def test_scale_steps_are_checked(steps, per_channel, rule, match):
         with pytest.raises(ValueError, match=match):
             quant.quantize_per_channel(torch.ones(2, 3), 3, rule, steps)
     assert quant.scale_steps_problem(1, False, "moments") is None
+    assert quant.scale_steps_problem(quant.MAX_SCALE_STEPS, True, "log") is None
 
 
 def test_a_config_saved_before_scale_steps_still_matches():
@@ -173,8 +190,36 @@ def test_continuous_scales_export_into_the_multiplier(continuous_bundle):
         assert np.array_equal(bundle.arrays[layer["arrays"]["weights"]], codes.numpy())
         fractional += int((e != torch.floor(e)).sum())
     assert fractional > 0  # some channels did get scales between powers of two
+    _check_multipliers(model, bundle)
     assert report["top1_agreement"] >= 0.95
     assert min(r["sqnr_db"] for r in report["layers"]) > 25
+
+
+def _check_multipliers(model, bundle) -> None:
+    """Every channel's requantisation multiplier mult * 2**-shift is batch norm's scale
+    times the channel's factor 2**(e_c - floor(max e)) in the layer's units, to the
+    multiplier's rounding - and the factor is not a power of two for some channel."""
+    from host_train.export import _bn_affine
+    from host_train.fuse import _Tracer, fuse_graph
+
+    gm = torch.fx.GraphModule(model, _Tracer().trace(model))
+    fused = {lay.name: lay for lay in fuse_graph(gm)[0]}
+    tensors = bundle.manifest["tensors"]
+    off_octave = 0
+    for layer in bundle.layers:
+        if layer["op"] not in ("conv", "linear"):
+            continue
+        _, e = dict(model.named_modules())[layer["name"]].codes()
+        factor = np.exp2(e.numpy() - np.floor(float(e.max())))
+        bn_scale, _ = _bn_affine(fused[layer["name"]].bn)
+        f_in, f_out = tensors[layer["inputs"][0]]["frac"], tensors[layer["output"]]["frac"]
+        want = bn_scale * factor * 2.0 ** (layer["weight_exp"] - f_in + f_out)
+        arr = layer["arrays"]
+        got = bundle.arrays[arr["mult"]] * np.exp2(-bundle.arrays[arr["shift"]].astype(float))
+        assert np.allclose(got, want, rtol=2**-13, atol=0), layer["name"]
+        frac = np.log2(factor) % 1.0
+        off_octave += int(((frac > 1e-9) & (frac < 1 - 1e-9)).sum())
+    assert off_octave > 0
 
 
 def test_continuous_scale_bundle_runs_exactly_like_the_reference(continuous_bundle):
