@@ -15,7 +15,7 @@ writes ``OUT/summary.json`` and the accuracy-vs-bits plot (``--plot``).
     python -m scripts.bench_train --out bench_runs/fmnist-gap --report --plot docs/bits.png \
         --agreement 10000      # + export each n row to svpe, engine vs torch on the test set
 
-The plan has three stages:
+The plan has these stages:
 
 1. **choice** (seed 0): float and the 3-bit reconstructed gradient (rg) with each
    gap-closing method (per-channel power-of-two scales, distillation from the float
@@ -25,8 +25,12 @@ The plan has three stages:
    helps float's validation accuracy (the gap is measured like for like).
 2. **gate**: seeds 1 and 2 of the best 3-bit setting and of the best float setting;
    the gate is the 3-bit mean within ``GATE_POINTS`` of the float mean (3 seeds each).
-3. **bits**: n = 1, 2, 4, 5 with the best 3-bit setting (seed 0), for the
-   accuracy-vs-bits table and plot (n = 3 comes from the gate rows).
+3. **after gate** (round 2): seed-0 rows of other recipes (a longer schedule for both
+   sides, continuous per-channel scales), compared with the picks on validation
+   accuracy (:func:`winners`; a float row counts only on the 3-bit winner's schedule).
+   A winner that is not the choice pick gets a gate of its own ("final gate").
+4. **bits**: n = 1, 2, 4, 5 with the winning 3-bit setting (seed 0), for the
+   accuracy-vs-bits table and plot (n = 3 comes from the winner's gate rows).
 
 Not part of CI: about 35 minutes per run on 2 quiet cores (an epoch ~65 s with 2
 threads); far longer on a shared machine.
@@ -244,33 +248,69 @@ def own_finish(ck: dict) -> str:
     return ck["config"].get("finish", "none")
 
 
-def best_choices(out: Path) -> tuple[tuple[str, dict] | None, tuple[str, dict] | None]:
+Pick = tuple[str, dict]  #: (run name, overrides incl. the picked finish) of a setting
+
+
+def _pick(out: Path, rows: list[tuple[str, dict]]) -> Pick | None:
+    """The best (row, finish) of ``rows`` (name, overrides) by validation accuracy; ties:
+    the later row wins.  None until every row has finished."""
+    cks = [_finished(out, n) for n, _ in rows]
+    if not rows or any(ck is None for ck in cks):
+        return None
+    scored = [
+        (v["val_acc"], i, f)
+        for i, ck in enumerate(cks)
+        for f, v in variants(ck).items()
+        if v["val_acc"] == v["val_acc"]  # not NaN
+    ]
+    _, i, f = max(scored, key=lambda t: (t[0], t[1]))
+    name, o = rows[i]
+    base = {k: v for k, v in o.items() if k != "finish"}
+    return name, base if f == own_finish(cks[i]) else {**base, "finish": f}
+
+
+def best_choices(out: Path) -> tuple[Pick | None, Pick | None]:
     """((name, overrides) of the best 3-bit choice, same of the best float choice) by
-    validation accuracy, each None until all its choice rows have finished."""
+    validation accuracy, each None until all its choice rows have finished (ties: the
+    later row - more methods - wins)."""
     picks = []
     for method in ("rg", "float"):
-        rows = [(n, o) for n, _, o in CHOICES if o["method"] == method]
-        cks = [_finished(out, n) for n, _ in rows]
-        if any(ck is None for ck in cks):
-            picks.append(None)
-            continue
-        # every (row, finish) is a candidate; ties: the later row (more methods) wins
-        scored = [
-            (v["val_acc"], i, f)
-            for i, ck in enumerate(cks)
-            for f, v in variants(ck).items()
-            if v["val_acc"] == v["val_acc"]  # not NaN
-        ]
-        _, i, f = max(scored, key=lambda t: (t[0], t[1]))
-        name, o = rows[i]
-        picks.append((name, o if f == own_finish(cks[i]) else {**o, "finish": f}))
+        picks.append(_pick(out, [(n, o) for n, _, o in CHOICES if o["method"] == method]))
     return picks[0], picks[1]
 
 
+def _epochs(o: dict) -> int:
+    return int(o.get("epochs", COMMON["epochs"]))
+
+
+def winners(out: Path) -> tuple[Pick, Pick] | None:
+    """The settings the n rows use, once the choice stage and every after-gate row have
+    finished (else None): the best 3-bit setting by validation accuracy among the 3-bit
+    choice pick and the after-gate 3-bit rows (ties keep the pick), and the best float
+    setting on the same schedule (epochs) among the float choice rows and the after-gate
+    float rows.  Without after-gate rows (round 1): the choice picks."""
+    best_q, best_f = best_choices(out)
+    if best_q is None or best_f is None:
+        return None
+    after = [(n, o) for n, _, o in AFTER_GATE]
+    if any(_finished(out, n) is None for n, _ in after):
+        return None
+    q = _pick(out, [(n, o) for n, o in after if o["method"] != "float"] + [best_q])
+    epochs = _epochs(q[1]) if q else _epochs(best_q[1])
+    floats = [(n, o) for n, _, o in CHOICES if o["method"] == "float"]
+    floats += [(n, o) for n, o in after if o["method"] == "float"]
+    f = _pick(out, [(n, o) for n, o in floats if _epochs(o) == epochs])
+    if q is None or f is None:  # no float row on the winner's schedule: keep the picks
+        return best_q, best_f
+    return (best_q if q[0] == best_q[0] else q), (best_f if f[0] == best_f[0] else f)
+
+
 def plan(out: Path) -> list[tuple[str, str, dict, int, str]]:
-    """Every row known now: (name, label, overrides, seed, stage).  Gate and bits rows
-    appear once the choice stage has picked their settings; the gate's rows alternate
-    3-bit and float seed by seed (two workers finish a like-for-like pair together)."""
+    """Every row known now: (name, label, overrides, seed, stage).  Gate rows appear once
+    the choice stage has picked their settings (alternating 3-bit and float seed by seed:
+    two workers finish a like-for-like pair together), then the after-gate rows; the n
+    rows once :func:`winners` has settled their setting.  A winner that is not the
+    choice pick gets a gate of its own (stage "final gate", rows ``final-{q3,float}-sN``)."""
     rows = [(n, lab, o, 0, "choice") for n, lab, o in CHOICES]
     best_q, best_f = best_choices(out)
     for seed in GATE_SEEDS[1:]:
@@ -280,10 +320,16 @@ def plan(out: Path) -> list[tuple[str, str, dict, int, str]]:
                 rows.append((f"gate-{tag}-s{seed}", f"{name} settings", o, seed, "gate"))
     if best_q is not None and best_f is not None:
         rows += [(n, lab, o, 0, "after gate") for n, lab, o in AFTER_GATE]
-    if best_q is not None:
-        name, o = best_q
-        for n in OTHER_BITS:
-            rows.append((f"bits{n}-s0", f"{name} settings, n = {n}", {**o, "bits": n}, 0, "bits"))
+    won = winners(out)
+    if won is None:
+        return rows
+    for seed in GATE_SEEDS[1:]:
+        for (name, o), tag, pick in ((won[0], "q3", best_q), (won[1], "float", best_f)):
+            if (name, o) != pick:
+                rows.append((f"final-{tag}-s{seed}", f"{name} settings", o, seed, "final gate"))
+    name, o = won[0]
+    for n in OTHER_BITS:
+        rows.append((f"bits{n}-s0", f"{name} settings, n = {n}", {**o, "bits": n}, 0, "bits"))
     return rows
 
 
@@ -411,41 +457,46 @@ def summarise(out: Path) -> dict:
         if "agreement" in ck:  # a ledger run's bundle check
             rows[name]["agreement"] = ck["agreement"]
     best_q, best_f = best_choices(out)
+    won = winners(out)
+    gates = {"gate": _gate_groups(rows, [(best_q, "q3", "gate"), (best_f, "float", "gate")])}
+    if won is not None and won != (best_q, best_f):
+        sides = [(w, tag, "gate" if w == pick else "final") for w, tag, pick in
+                 ((won[0], "q3", best_q), (won[1], "float", best_f))]  # fmt: skip
+        gates["final_gate"] = _gate_groups(rows, sides)
+    curve = gates.get("final_gate", gates["gate"]).get("q3", {}).get("runs", [])
+    curve = [n for n in rows if n in curve or n.startswith("bits")]
+    bits_rows: dict[int, list[float]] = {}
+    for name in curve:
+        bits_rows.setdefault(rows[name]["bits"], []).append(rows[name]["test_acc"])
+    return {
+        "rows": rows,
+        **gates,
+        "curve_runs": curve,
+        "bits_rows": dict(sorted(bits_rows.items())),
+    }
+
+
+def _gate_groups(rows: dict, sides: list[tuple[Pick | None, str, str]]) -> dict:
+    """tag -> {choice, setting, runs, acc} of a gate, for each side (setting, tag, prefix
+    of its seed rows): the setting's seed-0 row (set to the picked finish in ``rows``)
+    and its seeds 1, 2 (``{prefix}-{tag}-sN``)."""
     groups = {}
-    for best, tag in ((best_q, "q3"), (best_f, "float")):
+    for best, tag, prefix in sides:
         if best is None:
             continue
         fin = best[1].get("finish", COMMON.get("finish", "none"))
-        if best[0] in rows:  # seed 0 is the choice row itself, at the picked finish
+        if best[0] in rows:  # seed 0 is the row itself, at the picked finish
             rows[best[0]].update(rows[best[0]]["variants"][fin], finish=fin)
             if fin != rows[best[0]]["model_finish"]:  # a check of another finish's model
                 rows[best[0]].pop("agreement", None)
-        names = [best[0]] + [f"gate-{tag}-s{s}" for s in GATE_SEEDS[1:]]
-        accs = [rows[n]["test_acc"] for n in names if n in rows]
+        names = [best[0]] + [f"{prefix}-{tag}-s{s}" for s in GATE_SEEDS[1:]]
         groups[tag] = {
             "choice": best[0],
             "setting": best[0] + ("" if fin == "none" else f" [{fin}]"),
             "runs": [n for n in names if n in rows],
-            "acc": accs,
+            "acc": [rows[n]["test_acc"] for n in names if n in rows],
         }
-    return {"rows": rows, "gate": groups, "bits_rows": _bits_rows(rows, best_q)}
-
-
-def _in_bits_curve(name: str, best_q_name: str) -> bool:
-    """Whether run ``name`` is one of the best setting's runs (the accuracy-vs-bits
-    curve): the n rows, the 3-bit choice itself and its gate seeds."""
-    return name.startswith("bits") or name == best_q_name or name.startswith("gate-q3-")
-
-
-def _bits_rows(rows: dict, best_q) -> dict:
-    """n -> test accuracies of the best setting's runs at n bits."""
-    out: dict[int, list[float]] = {}
-    if best_q is None:
-        return out
-    for name, r in rows.items():
-        if _in_bits_curve(name, best_q[0]):
-            out.setdefault(r["bits"], []).append(r["test_acc"])
-    return dict(sorted(out.items()))
+    return groups
 
 
 def add_agreement(out: Path, summary: dict, images: int) -> None:
@@ -498,19 +549,12 @@ def report(summary: dict) -> str:
             )
     lines.append("")
     if "q3" in gate and "float" in gate:
-        q, f = gate["q3"], gate["float"]
-        (mq, sq), (mf, sf) = _mean_se(q["acc"]), _mean_se(f["acc"])
-        gap = mf - mq
-        full = len(q["acc"]) == len(f["acc"]) == len(GATE_SEEDS)
-        verdict = ("PASS" if gap <= GATE_POINTS else "FAIL") if full else "incomplete"
-        lines.append(
-            f"Gate (3-bit mean within {GATE_POINTS} points of float, {len(GATE_SEEDS)} seeds "
-            f"each): 3-bit [{q['setting']}] {mq:.2f} ± {sq:.2f} (s.e., {len(q['acc'])} "
-            f"seed(s)), float [{f['setting']}] {mf:.2f} ± {sf:.2f} ({len(f['acc'])}); "
-            f"gap {gap:.2f} (s.e. {(sq * sq + sf * sf) ** 0.5:.2f}) -> {verdict}"
-        )
+        lines.append(_gate_line("Gate", gate))
     else:
         lines.append("Gate: waiting for the choice stage to finish")
+    final = summary.get("final_gate", {})
+    if "q3" in final and "float" in final:
+        lines.append(_gate_line("Gate of the winning setting after the gate stage", final))
     if summary["bits_rows"]:
         lines += [
             "",
@@ -518,21 +562,37 @@ def report(summary: dict) -> str:
             "|---|---|---:|---|",
         ]
         agree = {}
-        best_q_name = gate["q3"]["choice"] if "q3" in gate else ""
-        for name, r in rows.items():
-            if "agreement" in r and _in_bits_curve(name, best_q_name):
-                a = r["agreement"]
-                agree.setdefault(r["bits"], []).append(
+        for name in summary["curve_runs"]:
+            if "agreement" in rows[name]:
+                a = rows[name]["agreement"]
+                agree.setdefault(rows[name]["bits"], []).append(
                     f"{100 * a['top1_agreement']:.2f} % of {a['images']}"
                 )
         for n, accs in summary["bits_rows"].items():
             m, se = _mean_se(accs)
             ag = ", ".join(agree.get(n, [])) or "-"
             lines.append(f"| {n} | {len(accs)} | {m:.2f} ± {se:.2f} | {ag} |")
-        if "float" in gate:
-            m, se = _mean_se(gate["float"]["acc"])
-            lines.append(f"| float | {len(gate['float']['acc'])} | {m:.2f} ± {se:.2f} |")
+        floats = summary.get("final_gate", gate).get("float")
+        if floats:
+            m, se = _mean_se(floats["acc"])
+            lines.append(f"| float | {len(floats['acc'])} | {m:.2f} ± {se:.2f} |")
     return "\n".join(lines)
+
+
+def _gate_line(title: str, gate: dict) -> str:
+    """One gate's verdict: each side's mean ± s.e. over its seeds, the gap, PASS/FAIL
+    once both sides have every seed."""
+    q, f = gate["q3"], gate["float"]
+    (mq, sq), (mf, sf) = _mean_se(q["acc"]), _mean_se(f["acc"])
+    gap = mf - mq
+    full = len(q["acc"]) == len(f["acc"]) == len(GATE_SEEDS)
+    verdict = ("PASS" if gap <= GATE_POINTS else "FAIL") if full else "incomplete"
+    return (
+        f"{title} (3-bit mean within {GATE_POINTS} points of float, {len(GATE_SEEDS)} seeds "
+        f"each): 3-bit [{q['setting']}] {mq:.2f} ± {sq:.2f} (s.e., {len(q['acc'])} "
+        f"seed(s)), float [{f['setting']}] {mf:.2f} ± {sf:.2f} ({len(f['acc'])}); "
+        f"gap {gap:.2f} (s.e. {(sq * sq + sf * sf) ** 0.5:.2f}) -> {verdict}"
+    )
 
 
 def plot_bits(summary: dict, path: Path) -> bool:
@@ -547,7 +607,8 @@ def plot_bits(summary: dict, path: Path) -> bool:
 
     ns = list(bits)
     ms = [_mean_se(bits[n]) for n in ns]
-    q_setting = summary["gate"].get("q3", {}).get("setting", "rg")
+    gate = summary.get("final_gate", summary["gate"])  # the winning settings' gate
+    q_setting = gate.get("q3", {}).get("setting", "rg")
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.errorbar(
         ns,
@@ -557,9 +618,9 @@ def plot_bits(summary: dict, path: Path) -> bool:
         capsize=3,
         label=f"power-of-two weights ({q_setting} settings)",
     )
-    if "float" in summary["gate"]:
-        m, se = _mean_se(summary["gate"]["float"]["acc"])
-        label = f"float ({summary['gate']['float']['setting']} settings, mean ± s.e.)"
+    if "float" in gate:
+        m, se = _mean_se(gate["float"]["acc"])
+        label = f"float ({gate['float']['setting']} settings, mean ± s.e.)"
         ax.axhline(m, color="k", ls="--", lw=1, label=label)
         ax.axhspan(m - se, m + se, color="k", alpha=0.1)
     ax.set_xlabel("weight bits n")

@@ -247,3 +247,72 @@ def test_a_saved_config_with_an_unknown_field_is_not_the_plan(round2, tmp_path):
     saved = dataclasses.asdict(cfg)
     assert bt.config_matches(saved, cfg)
     assert not bt.config_matches({**saved, "no_such_field": 1}, cfg)
+
+
+def _round2_through_gate(out, vt_q=(93.0, 92.0), vt_f=(94.0, 93.0)):
+    """Choice and gate rows of round 2 finished (every finish at the given (val, test))."""
+    for name, _, o in bt.CHOICES:
+        vt = vt_f if o["method"] == "float" else vt_q
+        _fake_round2_run(out, name, o, 0, {"none": vt, "bn": vt, "ema-bn": vt})
+    for name, _, o, seed, stage in bt.plan(out):
+        if stage == "gate":
+            vt = vt_f if o["method"] == "float" else vt_q
+            _fake_round2_run(out, name, o, seed, {"none": vt, "bn": vt, "ema-bn": vt})
+
+
+def _finish_after_gate(out, vals: dict):
+    for name, _, o in bt.AFTER_GATE:
+        v = vals.get(name, 90.0)
+        _fake_round2_run(out, name, o, 0, {"none": (v, v - 1), "bn": (v - 1, v - 1)})
+
+
+def test_round2_n_rows_wait_for_the_after_gate_rows_and_ties_keep_the_pick(tmp_path, round2):
+    _round2_through_gate(tmp_path)
+    assert not any(r[0].startswith("bits") for r in bt.plan(tmp_path))
+    _finish_after_gate(tmp_path, {"rg-long-s0": 93.0, "rg-cs-s0": 93.0})  # ties with rg-s0
+    assert bt.winners(tmp_path) == bt.best_choices(tmp_path)
+    rows = {r[0]: r for r in bt.plan(tmp_path)}
+    assert not any(n.startswith("final-") for n in rows)
+    assert bt.config_for(rows["bits2-s0"][2], tmp_path).epochs == 15
+    s = bt.summarise(tmp_path)
+    assert "final_gate" not in s and s["curve_runs"] == ["rg-s0", "gate-q3-s1", "gate-q3-s2"]
+
+
+def test_a_longer_schedule_that_wins_gets_its_own_gate_and_the_n_rows(tmp_path, round2):
+    _round2_through_gate(tmp_path)
+    _finish_after_gate(tmp_path, {"rg-long-s0": 93.5, "float-long-s0": 94.2, "rg-cs-s0": 93.2})
+    (q, qo), (f, fo) = bt.winners(tmp_path)
+    assert (q, f) == ("rg-long-s0", "float-long-s0")
+    assert qo == {"method": "rg", "epochs": 30, "finish": "none"}  # the finish picked on val
+    rows = {r[0]: r for r in bt.plan(tmp_path)}
+    for tag, o in (("q3", qo), ("float", fo)):
+        for seed in (1, 2):
+            name, _, over, s_, stage = rows[f"final-{tag}-s{seed}"]
+            assert (over, s_, stage) == (o, seed, "final gate")
+            assert bt.config_for(over, tmp_path, seed).epochs == 30
+    assert bt.config_for(rows["bits4-s0"][2], tmp_path).epochs == 30
+    for name, _, o, seed, stage in bt.plan(tmp_path):
+        if stage == "final gate":
+            v = 93.4 if "q3" in name else 93.6
+            _fake_round2_run(
+                tmp_path, name, o, seed, {"none": (v, v), "bn": (v, v), "ema-bn": (v, v)}
+            )
+    s = bt.summarise(tmp_path)
+    assert s["final_gate"]["q3"]["runs"] == ["rg-long-s0", "final-q3-s1", "final-q3-s2"]
+    assert s["final_gate"]["float"]["runs"] == ["float-long-s0", "final-float-s1", "final-float-s2"]
+    assert s["curve_runs"] == ["rg-long-s0", "final-q3-s1", "final-q3-s2"]
+    text = bt.report(s)
+    assert "Gate of the winning setting after the gate stage" in text and "-> FAIL" in text
+
+
+def test_continuous_scales_that_win_keep_the_float_side_of_the_gate(tmp_path, round2):
+    _round2_through_gate(tmp_path)
+    _finish_after_gate(tmp_path, {"rg-cs-s0": 93.5, "rg-long-s0": 93.1, "float-long-s0": 95.0})
+    (q, qo), (f, fo) = bt.winners(tmp_path)
+    assert q == "rg-cs-s0" and (f, fo) == bt.best_choices(tmp_path)[1]  # 15 epochs: float-s0
+    names = [r[0] for r in bt.plan(tmp_path)]
+    assert "final-q3-s1" in names and not any(n.startswith("final-float") for n in names)
+    cfg = bt.config_for({**qo, "bits": 2}, tmp_path)
+    assert (cfg.per_channel, cfg.scale_steps, cfg.epochs) == (True, 16, 15)
+    s = bt.summarise(tmp_path)
+    assert s["final_gate"]["float"]["runs"] == ["float-s0", "gate-float-s1", "gate-float-s2"]
