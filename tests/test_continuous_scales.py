@@ -5,7 +5,6 @@ the reference (the scale lands in the requantisation multiplier)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -13,21 +12,18 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import reference_net as ref  # noqa: E402
+from bundle_support import assert_engine_matches_reference, train_and_export  # noqa: E402
 
 from host_train import quant  # noqa: E402
 from host_train.data import load_digits  # noqa: E402
-from host_train.export import export  # noqa: E402
 from host_train.train import (  # noqa: E402
     TrainConfig,
     load_checkpoint,
     model_from_checkpoint,
     saved_config,
-    train,
 )
 from pynq_nbq import datapath as dp  # noqa: E402
 from pynq_nbq.bundle import load_bundle  # noqa: E402
-from pynq_nbq.engine import Engine  # noqa: E402
 
 MODES = ("nearest", "log")
 
@@ -164,12 +160,7 @@ def continuous_bundle(tmp_path_factory):
         model="nbq-compact", method="rg", per_channel=True, scale_steps=16, epochs=2,
         dataset="digits", width=0.25, batch_size=64, train_limit=256,
     )  # fmt: skip
-    train(cfg, d / "run", progress=False, dataset=load_digits(), log=lambda s: None)
-    _, report = export(
-        str(d / "run"), str(d / "bundle"), "svpe", calib_images=128, report_images=64,
-        log=lambda s: None,
-    )  # fmt: skip
-    return d, report
+    return d, train_and_export(cfg, d, load_digits())
 
 
 def test_continuous_scales_export_into_the_multiplier(continuous_bundle):
@@ -224,14 +215,7 @@ def _check_multipliers(model, bundle) -> None:
 
 def test_continuous_scale_bundle_runs_exactly_like_the_reference(continuous_bundle):
     d, _ = continuous_bundle
-    manifest = json.loads((d / "bundle" / "manifest.json").read_text())
-    with np.load(d / "bundle" / "arrays.npz", allow_pickle=False) as z:
-        arrays = {k: z[k].tolist() for k in z.files}
-    eng = Engine(load_bundle(d / "bundle"))
-    x = eng.quantize_input(load_digits().test_x[:3])
-    got = eng.run(x)
-    for i in range(len(x)):
-        assert got[i].tolist() == ref.run(manifest, arrays, x[i].transpose(1, 2, 0).tolist())
+    assert_engine_matches_reference(d / "bundle", load_digits().test_x[:3])
 
 
 def test_scale_error_table_of_the_shipped_model():

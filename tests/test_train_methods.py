@@ -12,11 +12,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import reference_net as ref  # noqa: E402
+from bundle_support import assert_engine_matches_reference, train_and_export  # noqa: E402
 
 from host_train import quant  # noqa: E402
 from host_train.data import hold_out, load_digits  # noqa: E402
-from host_train.export import export  # noqa: E402
 from host_train.train import (  # noqa: E402
     TrainConfig,
     apply_augment,
@@ -28,7 +27,6 @@ from host_train.train import (  # noqa: E402
 from pynq_nbq import datapath as dp  # noqa: E402
 from pynq_nbq.bundle import load_bundle  # noqa: E402
 from pynq_nbq.cli import main  # noqa: E402
-from pynq_nbq.engine import Engine  # noqa: E402
 
 TINY = dict(dataset="digits", width=0.25, batch_size=64, train_limit=256)
 
@@ -106,12 +104,7 @@ def test_a_power_of_two_channel_factor_only_moves_the_shift(k):
 def per_channel_bundle(tmp_path_factory, digits):
     d = tmp_path_factory.mktemp("pc")
     cfg = TrainConfig(model="nbq-compact", method="rg", per_channel=True, epochs=2, **TINY)
-    _quiet(cfg, d / "run", digits)
-    _, report = export(
-        str(d / "run"), str(d / "bundle"), "svpe", calib_images=128, report_images=64,
-        log=lambda s: None,
-    )  # fmt: skip
-    return d, report
+    return d, train_and_export(cfg, d, digits)
 
 
 def test_per_channel_checkpoint_exports_with_per_channel_shifts(per_channel_bundle):
@@ -134,14 +127,7 @@ def test_per_channel_checkpoint_exports_with_per_channel_shifts(per_channel_bund
 
 def test_per_channel_bundle_runs_exactly_like_the_reference(per_channel_bundle):
     d, _ = per_channel_bundle
-    manifest = json.loads((d / "bundle" / "manifest.json").read_text())
-    with np.load(d / "bundle" / "arrays.npz", allow_pickle=False) as z:
-        arrays = {k: z[k].tolist() for k in z.files}
-    eng = Engine(load_bundle(d / "bundle"))
-    x = eng.quantize_input(load_digits().test_x[:2])
-    got = eng.run(x)
-    for i in range(len(x)):
-        assert got[i].tolist() == ref.run(manifest, arrays, x[i].transpose(1, 2, 0).tolist())
+    assert_engine_matches_reference(d / "bundle", load_digits().test_x[:2])
 
 
 # --- distillation -------------------------------------------------------------------------
