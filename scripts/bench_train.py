@@ -283,24 +283,28 @@ def _epochs(o: dict) -> int:
     return int(o.get("epochs", COMMON["epochs"]))
 
 
-def winners(out: Path) -> tuple[Pick, Pick] | None:
+def winners(
+    out: Path, picks: tuple[Pick | None, Pick | None] | None = None
+) -> tuple[Pick, Pick] | None:
     """The settings the n rows use, once the choice stage and every after-gate row have
     finished (else None): the best 3-bit setting by validation accuracy among the 3-bit
     choice pick and the after-gate 3-bit rows (ties keep the pick), and the best float
     setting on the same schedule (epochs) among the float choice rows and the after-gate
-    float rows.  Without after-gate rows (round 1): the choice picks."""
-    best_q, best_f = best_choices(out)
+    float rows.  Without after-gate rows (round 1): the choice picks.  ``picks``: the
+    caller's :func:`best_choices` (else computed here)."""
+    best_q, best_f = best_choices(out) if picks is None else picks
     if best_q is None or best_f is None:
         return None
     after = [(n, o) for n, _, o in AFTER_GATE]
     if any(_finished(out, n) is None for n, _ in after):
         return None
+    # every candidate has finished here, so _pick answers
     q = _pick(out, [(n, o) for n, o in after if o["method"] != "float"] + [best_q])
-    epochs = _epochs(q[1]) if q else _epochs(best_q[1])
+    assert q is not None
     floats = [(n, o) for n, _, o in CHOICES if o["method"] == "float"]
     floats += [(n, o) for n, o in after if o["method"] == "float"]
-    f = _pick(out, [(n, o) for n, o in floats if _epochs(o) == epochs])
-    if q is None or f is None:  # no float row on the winner's schedule: keep the picks
+    f = _pick(out, [(n, o) for n, o in floats if _epochs(o) == _epochs(q[1])])
+    if f is None:  # no float row on the winner's schedule: keep the picks
         return best_q, best_f
     return (best_q if q[0] == best_q[0] else q), (best_f if f[0] == best_f[0] else f)
 
@@ -320,7 +324,7 @@ def plan(out: Path) -> list[tuple[str, str, dict, int, str]]:
                 rows.append((f"gate-{tag}-s{seed}", f"{name} settings", o, seed, "gate"))
     if best_q is not None and best_f is not None:
         rows += [(n, lab, o, 0, "after gate") for n, lab, o in AFTER_GATE]
-    won = winners(out)
+    won = winners(out, (best_q, best_f))
     if won is None:
         return rows
     for seed in GATE_SEEDS[1:]:
@@ -457,7 +461,7 @@ def summarise(out: Path) -> dict:
         if "agreement" in ck:  # a ledger run's bundle check
             rows[name]["agreement"] = ck["agreement"]
     best_q, best_f = best_choices(out)
-    won = winners(out)
+    won = winners(out, (best_q, best_f))
     gates = {"gate": _gate_groups(rows, [(best_q, "q3", "gate"), (best_f, "float", "gate")])}
     if won is not None and won != (best_q, best_f):
         sides = [(w, tag, "gate" if w == pick else "final") for w, tag, pick in
