@@ -291,6 +291,8 @@ def test_a_longer_schedule_that_wins_gets_its_own_gate_and_the_n_rows(tmp_path, 
             assert (over, s_, stage) == (o, seed, "final gate")
             assert bt.config_for(over, tmp_path, seed).epochs == 30
     assert bt.config_for(rows["bits4-s0"][2], tmp_path).epochs == 30
+    stages = [r[4] for r in bt.plan(tmp_path)]  # the n rows first, then the final gate
+    assert stages[-8:] == ["bits"] * 4 + ["final gate"] * 4
     for name, _, o, seed, stage in bt.plan(tmp_path):
         if stage == "final gate":
             v = 93.4 if "q3" in name else 93.6
