@@ -90,14 +90,7 @@ def test_each_boards_build_compiles_reports_its_defines_and_is_bit_exact(board, 
     kb = builds.build(board, kind)
     defs = builds.defines(board, kind)
     info = csim.get_kernel(kind, defs).info
-    assert (info.pm, info.pn) == (kb.pm, kb.pn)
-    assert (info.max_w, info.max_h, info.max_cin, info.max_cout) == (
-        kb.max_w,
-        kb.max_h,
-        kb.max_cin,
-        kb.max_cout,
-    )
-    assert info.weight_bits == (kb.code_bits if kind == "svpe" else 16)
+    assert info == kb.info  # every register: PE kind, Pm x Pn, maxima, code width
     backend = csim.CsimBackend(kind, defs, max_packet_bytes=4096)
     rng = np.random.default_rng(sorted(builds.TABLE).index(board) * 2 + (kind == "svpe"))
     cases = gen_vectors.vector_layers(info, rng)

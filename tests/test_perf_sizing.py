@@ -56,7 +56,13 @@ def test_default_builds_fit_and_are_the_largest_that_do(board_name, kind):
     kb = builds.build(board_name, kind)
     fam = kernel.family_of(board)
     res = kernel.build_resources(
-        kb.build_name, kb.pm, kb.pn, kb.limits, frozenset(kb.uram), fam, frozenset(kb.lutram)
+        kb.build_name,
+        kb.info.pm,
+        kb.info.pn,
+        kb.info.limits,
+        frozenset(kb.uram),
+        fam,
+        frozenset(kb.lutram),
     )
     assert res["lut_pessimistic"] <= 0.70 * board.lut
     assert res["bram18"] <= 0.80 * board.bram18
@@ -64,12 +70,12 @@ def test_default_builds_fit_and_are_the_largest_that_do(board_name, kind):
     assert res["dsp"] <= _budget(kind, board)
     for pm in kernel.PM_CHOICES:
         for pn in kernel.PN_CHOICES:
-            if pm * pn <= kb.pm * kb.pn or pm > kb.max_cin or pn > kb.max_cout:
+            if pm * pn <= kb.info.pm * kb.info.pn or pm > kb.info.max_cin or pn > kb.info.max_cout:
                 continue
             for uram in kernel.uram_options(board):
                 for lut in kernel.lutram_options():  # no small RAM in LUTRAM lets more fit
                     bigger = kernel.build_resources(
-                        kb.build_name, pm, pn, kb.limits, uram, fam, lut
+                        kb.build_name, pm, pn, kb.info.limits, uram, fam, lut
                     )
                     assert not kernel.fits(bigger, board, _budget(kind, board)), (pm, pn, lut)
 
@@ -83,7 +89,7 @@ def test_maxima_come_from_the_embedded_networks():
     assert lim["max_cout"] == max(lay.out_channels for lay in engine)
     assert lim["max_w"] == max(lay.in_width for lay in engine)
     for board in BOARDS:
-        assert builds.build(board, "vpe").limits == lim
+        assert builds.build(board, "vpe").info.limits == lim
     # the svpe default is the narrowest build that runs the embedded svpe bundles (3-bit)
     widest = max(bits for pe, bits, _ in nets.values() if pe == "svpe")
     for board in BOARDS:
@@ -102,9 +108,9 @@ def test_max_cout_is_lowered_when_that_fits_more_arrays():
     # nbq-cifar's 1024 output channels do not fit a weight buffer on the KV260: the
     # host cuts them into groups of MAX_COUT
     kb = sizing.size_build("kv260", "svpe3", [builtin_network("nbq-cifar")])
-    assert kb.max_cin == 1024 and kb.max_cout < 1024
+    assert kb.info.max_cin == 1024 and kb.info.max_cout < 1024
     with pytest.raises(ValueError, match="no \\(Pm, Pn\\)"):
-        kernel.choose("svpe3", load_board("kv260"), {**kb.limits, "max_cout": 1024})
+        kernel.choose("svpe3", load_board("kv260"), {**kb.info.limits, "max_cout": 1024})
 
 
 def test_uram_is_counted_and_chosen_where_it_helps():
@@ -172,7 +178,7 @@ def test_lutram_is_chosen_only_where_it_lets_more_fit(monkeypatch):
     in_bram = kernel.build_resources("svpe3", pm, pn, lim)  # the same build in block RAM
     assert not kernel.fits(in_bram, short, None)
     kb = sizing.size_build("zcu102", "svpe5", [builtin_network("nbq-cifar")])
-    assert (kb.pm, kb.pn, kb.max_cout, kb.lutram) == (16, 4, 512, ("inbuf",))
+    assert (kb.info.pm, kb.info.pn, kb.info.max_cout, kb.lutram) == (16, 4, 512, ("inbuf",))
     assert kb.defines()["NBQ_LUTRAM_INBUF"] == 1 and kb.defines()["NBQ_LUTRAM_HIST"] == 0
     # a tie: the block-RAM binding, though LUTRAM would fit as many arrays
     assert kernel.choose("svpe3", load_board("kv260"), lim)[3] == frozenset()
@@ -181,14 +187,15 @@ def test_lutram_is_chosen_only_where_it_lets_more_fit(monkeypatch):
     pm0, pn0, _u, _l = kernel.choose("svpe3", short, lim)
     assert pm0 * pn0 < pm * pn
     old = sizing.size_build("zcu102", "svpe5", [builtin_network("nbq-cifar")])
-    assert (old.pm, old.pn) == (16, 4) and old.max_cout < 512 and old.lutram == ()
+    assert (old.info.pm, old.info.pn) == (16, 4) and old.info.max_cout < 512 and not old.lutram
 
 
 def test_defines_and_their_command():
     d = builds.defines("kv260", "svpe")
     kb = builds.build("kv260", "svpe")
-    assert d["NBQ_PM"] == kb.pm and d["NBQ_PN"] == kb.pn and d["NBQ_CODE_BITS"] == kb.code_bits
-    assert d["NBQ_MAX_CIN"] == kb.max_cin and d["NBQ_MAX_W"] == kb.max_w
+    i = kb.info
+    assert d["NBQ_PM"] == i.pm and d["NBQ_PN"] == i.pn and d["NBQ_CODE_BITS"] == i.code_bits
+    assert d["NBQ_MAX_CIN"] == i.max_cin and d["NBQ_MAX_W"] == i.max_w
     assert {d["NBQ_URAM_LINES"], d["NBQ_URAM_WEIGHTS"]} <= {0, 1}
     for name, macro in builds.LUTRAM_MACROS.items():  # every LUTRAM switch, 0 or 1
         assert d[macro] == int(name in kb.lutram)
@@ -261,14 +268,14 @@ def test_kernel_time_has_the_boards_bandwidth_as_a_floor():
     layers = builtin_network("nbq-fmnist")
     z2 = load_board("pynq-z2")
     kb = builds.build("pynq-z2", "vpe")
-    run = kernel.model_kernel(layers, z2, "vpe", 16, limits=kb.limits, batch=64)
+    run = kernel.model_kernel(layers, z2, "vpe", 16, limits=kb.info.limits, batch=64)
     assert run["clock_mhz"] == 125 and run["pl_bandwidth_gbps"] == pytest.approx(1.47)
     for row in run["layers"]:
         assert row["time_us"] >= row["ddr_us"] > 0
         assert row["time_us"] >= row["cycles"] / run["clock_mhz"] - 1e-9
         assert (row["bound"] == "ddr") == (row["ddr_us"] > row["cycles"] / run["clock_mhz"])
     slow = dataclasses.replace(z2, pl_bandwidth_override_gbps=0.01)
-    starved = kernel.model_kernel(layers, slow, "vpe", 16, limits=kb.limits, batch=64)
+    starved = kernel.model_kernel(layers, slow, "vpe", 16, limits=kb.info.limits, batch=64)
     assert all(r["bound"] == "ddr" for r in starved["layers"])
     assert starved["fpga_time_us"] > 10 * run["fpga_time_us"]
 

@@ -22,6 +22,9 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
+from ..datapath import PEKind
+from .protocol import KernelInfo
+
 #: UltraRAM switches of hls/nbq_conv.cpp: buffer name -> macro (perfmodel.kernel.URAM_SWITCHES
 #: adds the source's variables; tests/test_perf_sizing.py checks they agree).
 URAM_MACROS = {"line_buffers": "NBQ_URAM_LINES", "weights": "NBQ_URAM_WEIGHTS"}
@@ -34,53 +37,46 @@ KINDS = ("vpe", "svpe", "svpe3", "svpe5")
 
 @dataclass(frozen=True)
 class KernelBuild:
-    """One build of the kernel for one board (sizes in pixels / channels; see module doc)."""
+    """One build of the kernel for one board: ``info``, what its read-only registers
+    will report (PE kind, Pm x Pn, buffer maxima in pixels / channels, code width: one
+    record with the driver's view of a loaded kernel), and where its buffers sit
+    (``uram``: keys of URAM_MACROS bound to UltraRAM; ``lutram``: keys of LUTRAM_MACROS
+    bound to LUTRAM)."""
 
     board: str
-    kind: str  #: "vpe" or "svpe"
-    code_bits: int  #: svpe code width (3 or 5); 16 (int16 weights) for vpe
-    pm: int
-    pn: int
-    max_h: int
-    max_w: int
-    max_cin: int
-    max_cout: int
-    uram: tuple[str, ...] = ()  #: buffers bound to UltraRAM (keys of URAM_MACROS)
-    lutram: tuple[str, ...] = ()  #: small RAMs bound to LUTRAM (keys of LUTRAM_MACROS)
+    info: KernelInfo
+    uram: tuple[str, ...] = ()
+    lutram: tuple[str, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        """``vpe`` or ``svpe``."""
+        return self.info.pe.value
 
     @property
     def build_name(self) -> str:
         """``vpe``, ``svpe3`` or ``svpe5``."""
-        return "vpe" if self.kind == "vpe" else f"svpe{self.code_bits}"
+        return "vpe" if self.kind == "vpe" else f"svpe{self.info.code_bits}"
 
     @property
     def name(self) -> str:
         """``<board>-<build>``, e.g. ``kv260-svpe3``."""
         return f"{self.board}-{self.build_name}"
 
-    @property
-    def limits(self) -> dict[str, int]:
-        """The buffer maxima as the model's ``limits`` dict."""
-        return {
-            "max_h": self.max_h,
-            "max_w": self.max_w,
-            "max_cin": self.max_cin,
-            "max_cout": self.max_cout,
-        }
-
     def defines(self) -> dict[str, int]:
         """The ``-D`` defines of this build (the PE kind itself is ``NBQ_PE_KIND``, which
         the flow sets from the kind; ``NBQ_CODE_BITS`` only for svpe)."""
+        i = self.info
         out = {
-            "NBQ_PM": self.pm,
-            "NBQ_PN": self.pn,
-            "NBQ_MAX_W": self.max_w,
-            "NBQ_MAX_H": self.max_h,
-            "NBQ_MAX_CIN": self.max_cin,
-            "NBQ_MAX_COUT": self.max_cout,
+            "NBQ_PM": i.pm,
+            "NBQ_PN": i.pn,
+            "NBQ_MAX_W": i.max_w,
+            "NBQ_MAX_H": i.max_h,
+            "NBQ_MAX_CIN": i.max_cin,
+            "NBQ_MAX_COUT": i.max_cout,
         }
         if self.kind == "svpe":
-            out["NBQ_CODE_BITS"] = self.code_bits
+            out["NBQ_CODE_BITS"] = i.code_bits
         for name, macro in URAM_MACROS.items():
             out[macro] = int(name in self.uram)
         for name, macro in LUTRAM_MACROS.items():
@@ -91,7 +87,9 @@ class KernelBuild:
 def _b(board: str, kind: str, bits: int, pm: int, pn: int, cin: int, cout: int, w: int,
        h: int, uram: tuple[str, ...] = (),
        lutram: tuple[str, ...] = ()) -> KernelBuild:  # fmt: skip
-    return KernelBuild(board, kind, bits, pm, pn, h, w, cin, cout, uram, lutram)
+    pe = PEKind.parse(kind)
+    info = KernelInfo(pe, pm, pn, max_h=h, max_w=w, max_cin=cin, max_cout=cout, weight_bits=bits)
+    return KernelBuild(board, info, uram, lutram)
 
 
 #: board -> build name -> KernelBuild: the model's choice (see module doc).

@@ -305,6 +305,16 @@ class KernelInfo:
         return self.weight_bits if self.weight_bits is not None else widest_weight_bits(self.pe)
 
     @property
+    def limits(self) -> dict[str, int]:
+        """The buffer maxima as the performance model's ``limits`` dict."""
+        return {
+            "max_h": self.max_h,
+            "max_w": self.max_w,
+            "max_cin": self.max_cin,
+            "max_cout": self.max_cout,
+        }
+
+    @property
     def weight_item_bytes(self) -> int:
         """Bytes one weight takes in this kernel's weight packet."""
         return WEIGHT_ITEM_BYTES[self.pe]

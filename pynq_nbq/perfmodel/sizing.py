@@ -26,7 +26,9 @@ from collections.abc import Iterable
 from importlib import resources
 from typing import Any
 
+from ..datapath import PEKind
 from ..kernel.builds import KernelBuild
+from ..kernel.protocol import KernelInfo
 from .boards import Board, available_boards, load_board
 from .kernel import BUILDS, build_for, build_resources, choose, family_of
 from .layers import Layer, layers_from_manifest
@@ -74,7 +76,7 @@ def network_build_limits(board: Board, layers: list[Layer]) -> dict[str, dict[st
         network_limits([layers])
     except ValueError:
         return None
-    return {build: size_build(board, build, [layers]).limits for build in BUILDS}
+    return {build: size_build(board, build, [layers]).info.limits for build in BUILDS}
 
 
 def embedded_networks() -> dict[str, tuple[str, int, list[Layer]]]:
@@ -127,14 +129,7 @@ def size_build(board: Board | str, build: str, networks: Iterable[list[Layer]]) 
     pe, bits = BUILDS[build]
     return KernelBuild(
         board=b.name,
-        kind=pe,
-        code_bits=bits,
-        pm=pm,
-        pn=pn,
-        max_h=lim["max_h"],
-        max_w=lim["max_w"],
-        max_cin=lim["max_cin"],
-        max_cout=lim["max_cout"],
+        info=KernelInfo(PEKind.parse(pe), pm, pn, **lim, weight_bits=bits),
         uram=tuple(sorted(uram)),
         lutram=tuple(sorted(lutram)),
     )
@@ -163,9 +158,9 @@ def build_report(kb: KernelBuild) -> dict[str, Any]:
     b = load_board(kb.board)
     res = build_resources(
         kb.build_name,
-        kb.pm,
-        kb.pn,
-        kb.limits,
+        kb.info.pm,
+        kb.info.pn,
+        kb.info.limits,
         frozenset(kb.uram),
         family_of(b),
         frozenset(kb.lutram),
@@ -192,9 +187,10 @@ def table_source(table: dict[str, dict[str, KernelBuild]]) -> str:
         lines.append(f"    {board!r}: {{")
         for name in BUILDS:
             kb = builds[name]
+            i = kb.info
             lines.append(
-                f"        {name!r}: _b({kb.board!r}, {kb.kind!r}, {kb.code_bits}, {kb.pm}, "
-                f"{kb.pn}, {kb.max_cin}, {kb.max_cout}, {kb.max_w}, {kb.max_h}, {kb.uram!r}, "
+                f"        {name!r}: _b({kb.board!r}, {kb.kind!r}, {i.code_bits}, {i.pm}, "
+                f"{i.pn}, {i.max_cin}, {i.max_cout}, {i.max_w}, {i.max_h}, {kb.uram!r}, "
                 f"{kb.lutram!r}),"
             )
         lines.append("    },")
@@ -217,11 +213,11 @@ def table_markdown(table: dict[str, dict[str, KernelBuild]]) -> str:
     for board, builds in table.items():
         for name in BUILDS:
             kb = builds[name]
-            r = build_report(kb)
+            i, r = kb.info, build_report(kb)
             mark = " (default svpe)" if builds["svpe"] is kb else ""
             rows.append(
-                f"| {board} | {name}{mark} | ({kb.pm}, {kb.pn}) | {kb.max_w} x {kb.max_h}, "
-                f"{kb.max_cin}, {kb.max_cout} | {', '.join(kb.uram) or '-'} "
+                f"| {board} | {name}{mark} | ({i.pm}, {i.pn}) | {i.max_w} x {i.max_h}, "
+                f"{i.max_cin}, {i.max_cout} | {', '.join(kb.uram) or '-'} "
                 f"| {', '.join(kb.lutram) or '-'} "
                 f"| {r['lut_pessimistic']} ({r['lut_pct']:.0f} %) "
                 f"| {r['dsp']} ({r['dsp_pct']:.0f} %) "
@@ -249,14 +245,14 @@ def next_markdown(table: dict[str, dict[str, KernelBuild]]) -> str:
         fam = family_of(b)
         for kb in (builds["vpe"], builds["svpe"]):
             budget = min(PAPER_DSP_BUDGET, b.dsp) if kb.kind == "vpe" else b.dsp
-            for pm, pn in ((2 * kb.pm, kb.pn), (kb.pm, 2 * kb.pn)):
-                r = build_resources(kb.build_name, pm, pn, kb.limits, frozenset(), fam, every)
+            for pm, pn in ((2 * kb.info.pm, kb.info.pn), (kb.info.pm, 2 * kb.info.pn)):
+                r = build_resources(kb.build_name, pm, pn, kb.info.limits, frozenset(), fam, every)
                 ur = build_resources(
-                    kb.build_name, pm, pn, kb.limits, frozenset(URAM_SWITCHES), fam, every
+                    kb.build_name, pm, pn, kb.info.limits, frozenset(URAM_SWITCHES), fam, every
                 )
                 uram = f"{ur['uram']} of {b.uram}" if b.uram else "-"
                 rows.append(
-                    f"| {board} | {kb.build_name} ({kb.pm}, {kb.pn}) | ({pm}, {pn}) "
+                    f"| {board} | {kb.build_name} ({kb.info.pm}, {kb.info.pn}) | ({pm}, {pn}) "
                     f"| {100 * r['lut_pessimistic'] / b.lut:.1f} % | {r['dsp']} ({budget}) "
                     f"| {r['bram18']} ({100 * r['bram18'] / b.bram18:.0f} %) | {uram} |"
                 )
